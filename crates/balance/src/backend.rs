@@ -1,0 +1,351 @@
+//! One upstream address and everything the balancer knows about it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::{Health, HealthTracker};
+
+/// Largest weight a backend may have; like HAProxy's 256, it keeps smooth weighted
+/// round-robin sequences short.
+pub const MAX_WEIGHT: u32 = 256;
+
+/// Latency assumed for a backend that has not answered yet, so a new backend is neither
+/// flooded (cost 0) nor starved (cost infinite) by latency-aware strategies.
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// Latency charged for a failed request, so a backend that fails fast looks slow rather than
+/// attractive to latency-aware strategies.
+pub(crate) const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// Time constant of the latency average's decay: a slow sample fades to a third in this long.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// What a configuration or the runtime API says a backend should be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    /// Name shown on the stats page and used by the API; unique within a pool.
+    pub name: String,
+    /// Where connections go.
+    pub addr: SocketAddr,
+    /// Relative share of traffic, 0 to [`MAX_WEIGHT`]; 0 takes no new traffic.
+    pub weight: u32,
+}
+
+/// The operator's wish for a backend, independent of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    Enabled,
+    /// Takes no new traffic; connections in flight finish; health checks go on.
+    Drain,
+    /// Maintenance: no new traffic and no health checks.
+    Disabled,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Drain,
+            2 => Self::Disabled,
+            _ => Self::Enabled,
+        }
+    }
+}
+
+/// How a request or connection through a [`Lease`] ended, for latency and error accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend answered (any status below 500 for HTTP; a clean session for TCP).
+    Success,
+    /// The backend failed: refused, reset, timed out or answered 5xx.
+    Failure,
+}
+
+/// Live counters of one backend; all relaxed atomics, read by the stats page.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests (HTTP) or connections (TCP) sent to this backend since it was added.
+    pub requests: AtomicU64,
+    /// Of those, how many failed.
+    pub failures: AtomicU64,
+    /// Bytes sent from clients to this backend.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent from this backend to clients.
+    pub bytes_out: AtomicU64,
+}
+
+/// One upstream address with its state and counters.
+#[derive(Debug)]
+pub struct Backend {
+    /// Name unique within its pool.
+    name: Arc<str>,
+    /// Where connections go.
+    addr: SocketAddr,
+    /// Current weight; changed by the API without rebuilding connections.
+    weight: AtomicU32,
+    /// [`AdminState`] as a byte so the hot path reads it without a lock.
+    admin: AtomicU8,
+    /// Derived from health, admin state and weight; the only thing the hot path reads to
+    /// decide eligibility. Recomputed under `tracker`'s lock on every change.
+    available: AtomicBool,
+    /// Requests or connections currently holding a [`Lease`] on this backend.
+    in_flight: AtomicU64,
+    /// Consecutive failures of real traffic, for passive ejection.
+    passive_failures: AtomicU32,
+    /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
+    ewma_ns: AtomicU64,
+    /// When `ewma_ns` was last updated, in nanoseconds since `epoch`.
+    ewma_stamp_ns: AtomicU64,
+    /// Reference point for the nanosecond stamps above.
+    epoch: Instant,
+    /// Health state machine; locked only by checks and failures, never by a pick.
+    pub(crate) tracker: Mutex<HealthTracker>,
+    /// Counters for the stats page and metrics.
+    stats: BackendStats,
+}
+
+impl Backend {
+    /// Builds a backend that starts healthy (see [`crate::health`] for why).
+    pub fn new(spec: &BackendSpec) -> Arc<Self> {
+        let b = Self {
+            name: spec.name.as_str().into(),
+            addr: spec.addr,
+            weight: AtomicU32::new(spec.weight.min(MAX_WEIGHT)),
+            admin: AtomicU8::new(AdminState::Enabled as u8),
+            available: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            passive_failures: AtomicU32::new(0),
+            ewma_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            ewma_stamp_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            tracker: Mutex::new(HealthTracker::default()),
+            stats: BackendStats::default(),
+        };
+        b.refresh_available(Health::Up);
+        Arc::new(b)
+    }
+
+    /// Name unique within the pool.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Shared handle on the name, for events.
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    /// Address connections go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Current weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Current administrative state.
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Whether a strategy may choose this backend for new traffic.
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Requests or connections in flight right now.
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counters for the stats page.
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+
+    /// Current health as the state machine sees it.
+    pub fn health(&self) -> Health {
+        self.lock_tracker().state
+    }
+
+    /// Takes the in-flight slot the caller holds for the whole request or connection.
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            backend: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts a traffic outcome; true when `threshold` failures in a row were reached (and
+    /// the count starts over). A success costs one load when there was no failure before.
+    pub(crate) fn note_traffic(&self, ok: bool, threshold: u32) -> bool {
+        if ok {
+            if self.passive_failures.load(Ordering::Relaxed) != 0 {
+                self.passive_failures.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let n = self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold > 0 && n >= threshold {
+            self.passive_failures.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn lock_tracker(&self) -> std::sync::MutexGuard<'_, HealthTracker> {
+        // A panic while holding this lock leaves plain counters behind; they stay usable.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.min(MAX_WEIGHT), Ordering::Relaxed);
+        let health = self.lock_tracker().state;
+        self.refresh_available(health);
+    }
+
+    pub(crate) fn set_admin(&self, state: AdminState) {
+        self.admin.store(state as u8, Ordering::Relaxed);
+        let health = self.lock_tracker().state;
+        self.refresh_available(health);
+    }
+
+    /// Recomputes the hot-path eligibility flag from its three inputs.
+    pub(crate) fn refresh_available(&self, health: Health) {
+        let ok =
+            health == Health::Up && self.admin_state() == AdminState::Enabled && self.weight() > 0;
+        self.available.store(ok, Ordering::Relaxed);
+    }
+
+    /// Peak-EWMA latency decayed to `now`, in nanoseconds.
+    pub fn latency_ns(&self, now: Instant) -> f64 {
+        let ewma = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let stamp = self.ewma_stamp_ns.load(Ordering::Relaxed);
+        let elapsed = self.nanos_since_epoch(now).saturating_sub(stamp) as f64;
+        let default = DEFAULT_RTT.as_nanos() as f64;
+        // Decay towards the default so a penalised backend is retried eventually.
+        default + (ewma - default) * (-elapsed / EWMA_DECAY.as_nanos() as f64).exp()
+    }
+
+    /// Folds one latency sample into the peak-EWMA: a slower sample is taken at once (peak),
+    /// a faster one is averaged in.
+    pub(crate) fn observe_latency(&self, sample: Duration, now: Instant) {
+        let sample = sample.as_nanos() as f64;
+        let current = self.latency_ns(now);
+        let next = if sample > current {
+            sample
+        } else {
+            let stamp = self.ewma_stamp_ns.load(Ordering::Relaxed);
+            let elapsed = self.nanos_since_epoch(now).saturating_sub(stamp) as f64;
+            let w = (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
+            current * w + sample * (1.0 - w)
+        };
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_stamp_ns
+            .store(self.nanos_since_epoch(now), Ordering::Relaxed);
+    }
+
+    fn nanos_since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+/// A backend's in-flight slot, held for the life of a request or connection.
+///
+/// Dropping it gives the slot back; [`Lease::finish`] also records latency and failures.
+#[derive(Debug)]
+pub struct Lease {
+    backend: Arc<Backend>,
+    started: Instant,
+}
+
+impl Lease {
+    /// The backend this lease is on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Records how the request ended; the slot itself is given back on drop.
+    pub fn finish(self, outcome: Outcome) {
+        let now = Instant::now();
+        let mut latency = now.saturating_duration_since(self.started);
+        if outcome == Outcome::Failure {
+            self.backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+            latency = latency.max(FAILURE_PENALTY);
+        }
+        self.backend.observe_latency(latency, now);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, weight: u32) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            weight,
+        }
+    }
+
+    #[test]
+    fn lease_gives_in_flight_back_on_drop() {
+        let b = Backend::new(&spec("a", 1));
+        let l1 = b.lease();
+        let l2 = b.lease();
+        assert_eq!(b.in_flight(), 2);
+        drop(l1);
+        assert_eq!(b.in_flight(), 1);
+        l2.finish(Outcome::Success);
+        assert_eq!(b.in_flight(), 0);
+        assert_eq!(b.stats().requests.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn failure_raises_latency_to_the_penalty() {
+        let b = Backend::new(&spec("a", 1));
+        b.lease().finish(Outcome::Failure);
+        assert!(b.latency_ns(Instant::now()) >= FAILURE_PENALTY.as_nanos() as f64 * 0.99);
+        assert_eq!(b.stats().failures.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn penalty_decays_back_towards_default() {
+        let b = Backend::new(&spec("a", 1));
+        let now = Instant::now();
+        b.observe_latency(FAILURE_PENALTY, now);
+        let later = now + EWMA_DECAY * 5;
+        assert!(b.latency_ns(later) < DEFAULT_RTT.as_nanos() as f64 * 1.3);
+    }
+
+    #[test]
+    fn weight_zero_and_drain_make_unavailable() {
+        let b = Backend::new(&spec("a", 1));
+        assert!(b.is_available());
+        b.set_weight(0);
+        assert!(!b.is_available());
+        b.set_weight(3);
+        b.set_admin(AdminState::Drain);
+        assert!(!b.is_available());
+        b.set_admin(AdminState::Enabled);
+        assert!(b.is_available());
+    }
+}
