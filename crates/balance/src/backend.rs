@@ -263,7 +263,7 @@ impl Backend {
 
 /// A backend's in-flight slot, held for the life of a request or connection.
 ///
-/// Dropping it gives the slot back; [`Lease::finish`] also records latency and failures.
+/// Dropping it gives the slot back; [`Lease::record`] records latency and failures.
 #[derive(Debug)]
 pub struct Lease {
     backend: Arc<Backend>,
@@ -276,8 +276,8 @@ impl Lease {
         &self.backend
     }
 
-    /// Records how the request ended; the slot itself is given back on drop.
-    pub fn finish(self, outcome: Outcome) {
+    /// Records how the request ended (latency, failures); the slot is given back on drop.
+    pub fn record(&self, outcome: Outcome) {
         let now = Instant::now();
         let mut latency = now.saturating_duration_since(self.started);
         if outcome == Outcome::Failure {
@@ -314,7 +314,8 @@ mod tests {
         assert_eq!(b.in_flight(), 2);
         drop(l1);
         assert_eq!(b.in_flight(), 1);
-        l2.finish(Outcome::Success);
+        l2.record(Outcome::Success);
+        drop(l2);
         assert_eq!(b.in_flight(), 0);
         assert_eq!(b.stats().requests.load(Ordering::Relaxed), 2);
     }
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn failure_raises_latency_to_the_penalty() {
         let b = Backend::new(&spec("a", 1));
-        b.lease().finish(Outcome::Failure);
+        b.lease().record(Outcome::Failure);
         assert!(b.latency_ns(Instant::now()) >= FAILURE_PENALTY.as_nanos() as f64 * 0.99);
         assert_eq!(b.stats().failures.load(Ordering::Relaxed), 1);
     }

@@ -23,7 +23,7 @@ pub mod health;
 mod pool;
 pub mod strategy;
 
-pub use backend::{AdminState, Backend, BackendSpec, BackendStats, Lease, Outcome};
+pub use backend::{AdminState, Backend, BackendSpec, BackendStats, Lease, MAX_WEIGHT, Outcome};
 pub use health::{CheckResult, Health, HealthEvent, HealthPolicy, LastCheck};
 pub use pool::{BackendSnapshot, Pool, PoolError, PoolSnapshot, PoolState};
 pub use strategy::{HashKey, StrategyKind, hash_key};

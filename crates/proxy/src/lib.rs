@@ -1,1 +1,385 @@
-//! placeholder
+//! The load balancer: listeners in front of pools of backends.
+//!
+//! Where a connection goes is decided by the `balance` crate; this crate moves the bytes.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[proxy]` section and its validation.
+//! - `listener`: the accept loop shared by both modes (connection permit taken before
+//!   accept, per-listener live settings swapped on reload).
+//! - `tcp`: layer 4 — connect with retries, optional PROXY protocol (`proxy_protocol`),
+//!   bidirectional copy with half-close and idle timeout.
+//! - `http`: layer 7 — HTTP/1.1 and h2 clients, pooled HTTP/1.1 backends (`upstream`),
+//!   WebSocket upgrades tunnelled, retries, timeouts, TLS termination (`tls`).
+//! - `check`: active health checks per pool.
+//! - [`registry`]: what the admin service reads: pools and listeners with their counters.
+//! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
+
+mod check;
+pub mod config;
+mod http;
+mod listener;
+mod proxy_protocol;
+pub mod registry;
+mod tcp;
+mod tls;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use balance::{Pool, PoolError};
+use configkit::KeyPath;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::{ListenerConfig, Mode, ProxyConfig};
+use crate::listener::{ListenerHandle, ListenerSettings};
+use crate::registry::{ListenerInfo, Registry};
+use crate::upstream::Upstream;
+
+/// Why the proxy could not start or apply a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener's address could not be bound.
+    #[error(
+        "listener `{listener}` cannot listen on {addr}: {source}; choose another address or stop what holds it"
+    )]
+    Bind {
+        /// Listener name.
+        listener: String,
+        /// Its index in `[[proxy.listeners]]`.
+        index: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A listener's certificate or key is unusable.
+    #[error("listener `{listener}`: {message}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// Its index in `[[proxy.listeners]]`.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pool definition was refused.
+    #[error("pool `{pool}`: {source}")]
+    Pool {
+        /// Pool name.
+        pool: String,
+        /// Why.
+        source: PoolError,
+    },
+}
+
+impl ProxyError {
+    /// The configuration key the error is about, below `at` (the `[proxy]` section's path).
+    pub fn key_path(&self, at: &KeyPath) -> KeyPath {
+        match self {
+            Self::Bind { index, .. } => at.key("listeners").index(*index).key("listen"),
+            Self::Tls { index, .. } => at.key("listeners").index(*index).key("tls"),
+            Self::Pool { pool, .. } => at.key("pools").key(pool),
+        }
+    }
+}
+
+/// What a reload changed, for the log and the API's answer.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Listeners started.
+    pub listeners_added: Vec<String>,
+    /// Listeners that stopped accepting (their connections finish).
+    pub listeners_removed: Vec<String>,
+    /// Listeners whose settings were updated in place.
+    pub listeners_updated: Vec<String>,
+    /// Pools created.
+    pub pools_added: Vec<String>,
+    /// Pools dropped.
+    pub pools_removed: Vec<String>,
+    /// Pools reconfigured in place.
+    pub pools_updated: Vec<String>,
+}
+
+/// The running load balancer of this node.
+#[derive(Debug)]
+pub struct Proxy {
+    registry: Arc<Registry>,
+    upstream: Arc<Upstream>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    running: Mutex<Running>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    listeners: BTreeMap<String, Arc<ListenerHandle>>,
+    checkers: Vec<CancellationToken>,
+}
+
+impl Proxy {
+    /// Binds every listener and starts serving; `cfg` must have passed
+    /// [`ProxyConfig::validate`]. Tasks run on `tracker` until `shutdown`.
+    pub async fn start(
+        cfg: &ProxyConfig,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, ProxyError> {
+        let proxy = Arc::new(Self {
+            registry: Arc::new(Registry::default()),
+            upstream: Arc::new(Upstream::default()),
+            tracker,
+            shutdown,
+            running: Mutex::new(Running::default()),
+        });
+        proxy.apply(cfg).await?;
+        Ok(proxy)
+    }
+
+    /// Pools and listeners, for the admin service.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Address a listener is bound to (useful when the configuration said port 0).
+    pub async fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.running
+            .lock()
+            .await
+            .listeners
+            .get(listener)
+            .map(|h| h.info.addr)
+    }
+
+    /// Applies `cfg` as a diff of the running state: pools keep their backends' health and
+    /// counters, listeners on an unchanged address keep their socket and connections, new
+    /// listeners are bound before anything is torn down, and removed listeners only stop
+    /// accepting. If a new address cannot be bound or a certificate is unusable, nothing
+    /// changes.
+    pub async fn apply(&self, cfg: &ProxyConfig) -> Result<ReloadSummary, ProxyError> {
+        let mut running = self.running.lock().await;
+        let mut summary = ReloadSummary::default();
+
+        // 1. Everything fallible first: TLS material and new sockets.
+        let mut acceptors = Vec::with_capacity(cfg.listeners.len());
+        for (index, l) in cfg.listeners.iter().enumerate() {
+            let acceptor = match &l.tls {
+                Some(t) => Some(tls::acceptor(t).map_err(|message| ProxyError::Tls {
+                    listener: l.name.clone(),
+                    index,
+                    message,
+                })?),
+                None => None,
+            };
+            acceptors.push(acceptor);
+        }
+        let keeps = |l: &ListenerConfig| {
+            running
+                .listeners
+                .get(&l.name)
+                .is_some_and(|h| h.settings.load().cfg.listen == l.listen && h.info.mode == l.mode)
+        };
+        let removed: Vec<Arc<ListenerHandle>> = running
+            .listeners
+            .iter()
+            .filter(|(name, _)| !cfg.listeners.iter().any(|l| &l.name == *name && keeps(l)))
+            .map(|(_, h)| h.clone())
+            .collect();
+        let mut bound = BTreeMap::new();
+        let mut deferred = Vec::new();
+        for (index, l) in cfg.listeners.iter().enumerate() {
+            if keeps(l) {
+                continue;
+            }
+            match TcpListener::bind(l.listen).await {
+                Ok(sock) => {
+                    bound.insert(index, sock);
+                }
+                // Held by a listener this reload removes: bind once it has let go.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && removed
+                            .iter()
+                            .any(|h| h.settings.load().cfg.listen == l.listen) =>
+                {
+                    deferred.push(index);
+                }
+                Err(source) => return Err(bind_error(l, index, source)),
+            }
+        }
+
+        // 2. Pools: reconfigure in place, create, drop.
+        let old_pools = self.registry.pools();
+        let mut pools = BTreeMap::new();
+        for (name, p) in &cfg.pools {
+            let specs = p.backend_specs();
+            let pool = match old_pools.get(name) {
+                Some(existing) => {
+                    existing.reconfigure(p.strategy, p.parsed_hash_key(), &specs, p.policy());
+                    summary.pools_updated.push(name.clone());
+                    existing.clone()
+                }
+                None => {
+                    summary.pools_added.push(name.clone());
+                    Pool::new(name, p.strategy, p.parsed_hash_key(), &specs, p.policy()).map_err(
+                        |source| ProxyError::Pool {
+                            pool: name.clone(),
+                            source,
+                        },
+                    )?
+                }
+            };
+            pools.insert(name.clone(), pool);
+        }
+        summary.pools_removed = old_pools
+            .keys()
+            .filter(|n| !pools.contains_key(*n))
+            .cloned()
+            .collect();
+        self.registry.set_pools(pools.clone());
+
+        // 3. Health checkers restart with the new settings.
+        for c in running.checkers.drain(..) {
+            c.cancel();
+        }
+        for (name, p) in &cfg.pools {
+            let token = self.shutdown.child_token();
+            running.checkers.push(token.clone());
+            self.tracker
+                .spawn(check::run(pools[name].clone(), p.health.clone(), token));
+        }
+
+        // 4. Listeners: stop removed ones, update kept ones, start new ones.
+        for h in &removed {
+            h.stop_accepting.cancel();
+            running.listeners.remove(&h.info.name);
+            summary.listeners_removed.push(h.info.name.clone());
+        }
+        for index in deferred {
+            let l = &cfg.listeners[index];
+            let sock = bind_when_released(l.listen)
+                .await
+                .map_err(|source| bind_error(l, index, source))?;
+            bound.insert(index, sock);
+        }
+        let mut infos = Vec::with_capacity(cfg.listeners.len());
+        for (index, (l, tls)) in cfg.listeners.iter().zip(acceptors).enumerate() {
+            let settings = ListenerSettings {
+                cfg: l.clone(),
+                pool: pools[&l.pool].clone(),
+                tls,
+            };
+            match bound.remove(&index) {
+                None => {
+                    let h = running.listeners[&l.name].clone();
+                    let old_max = h.settings.load().cfg.max_connections;
+                    h.resize(old_max, l.max_connections);
+                    h.info.pool.store(Arc::new(l.pool.clone()));
+                    h.settings.store(Arc::new(settings));
+                    summary.listeners_updated.push(l.name.clone());
+                    infos.push(h.info.clone());
+                }
+                Some(sock) => {
+                    let h = self.spawn_listener(sock, settings)?;
+                    summary.listeners_added.push(l.name.clone());
+                    infos.push(h.info.clone());
+                    running.listeners.insert(l.name.clone(), h);
+                }
+            }
+        }
+        self.registry.set_listeners(infos);
+        info!(?summary, "proxy configuration applied");
+        Ok(summary)
+    }
+
+    fn spawn_listener(
+        &self,
+        sock: TcpListener,
+        settings: ListenerSettings,
+    ) -> Result<Arc<ListenerHandle>, ProxyError> {
+        let cfg = &settings.cfg;
+        let addr = sock.local_addr().unwrap_or(cfg.listen);
+        let handle = Arc::new(ListenerHandle {
+            info: Arc::new(ListenerInfo {
+                name: cfg.name.clone(),
+                mode: cfg.mode,
+                addr,
+                pool: ArcSwap::from_pointee(cfg.pool.clone()),
+                stats: Default::default(),
+            }),
+            permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            stop_accepting: CancellationToken::new(),
+            settings: ArcSwap::from_pointee(settings),
+        });
+        info!(listener = %handle.info.name, %addr, mode = ?handle.info.mode, "listening");
+        let tracker = self.tracker.clone();
+        let shutdown = self.shutdown.clone();
+        match handle.info.mode {
+            Mode::Tcp => {
+                self.tracker.spawn(listener::accept_loop(
+                    sock,
+                    handle.clone(),
+                    tracker,
+                    shutdown,
+                    tcp::serve,
+                ));
+            }
+            Mode::Http => {
+                let upstream = self.upstream.clone();
+                let conn_tracker = tracker.clone();
+                let conn_shutdown = shutdown.clone();
+                self.tracker.spawn(listener::accept_loop(
+                    sock,
+                    handle.clone(),
+                    tracker,
+                    shutdown,
+                    move |s, peer, h, active| {
+                        http::serve(
+                            s,
+                            peer,
+                            h,
+                            active,
+                            upstream.clone(),
+                            conn_tracker.clone(),
+                            conn_shutdown.clone(),
+                        )
+                    },
+                ));
+            }
+        }
+        Ok(handle)
+    }
+}
+
+fn bind_error(l: &ListenerConfig, index: usize, source: io::Error) -> ProxyError {
+    ProxyError::Bind {
+        listener: l.name.clone(),
+        index,
+        addr: l.listen,
+        source,
+    }
+}
+
+/// Binds an address a stopping listener still holds, waiting briefly for it to let go.
+async fn bind_when_released(addr: SocketAddr) -> io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}

@@ -48,7 +48,7 @@ mod tests {
         let now = Instant::now();
         bs[1].observe_latency(Duration::from_millis(50), now);
         // b0 fails instantly: without the penalty its latency would look like 0.
-        bs[0].lease().finish(Outcome::Failure);
+        bs[0].lease().record(Outcome::Failure);
         let p = Pick {
             backends: &bs,
             key: None,

@@ -1,0 +1,96 @@
+//! What every service's configuration shares.
+//!
+//! Services validate their own section without I/O and report [`Issue`]s that carry a
+//! [`KeyPath`] (`proxy.listeners[1].pool`), not a position: the binary, which holds the file
+//! text, turns the path into `file:line:col`. That keeps the sections plain serde structs
+//! and still lets `lintas check` point at the exact field.
+
+use std::fmt;
+
+pub use humantime_serde::re::humantime::format_duration;
+
+/// Serde adapter for durations written as `"500ms"`, `"2s"`, `"5m"`.
+pub mod duration {
+    pub use humantime_serde::{deserialize, serialize};
+}
+
+/// One step of a [`KeyPath`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    /// A table key.
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// Where in the TOML document a value lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    /// The path of a top-level key.
+    pub fn root(key: &str) -> Self {
+        Self(vec![Seg::Key(key.into())])
+    }
+
+    /// This path extended by a key.
+    pub fn key(&self, key: &str) -> Self {
+        let mut v = self.0.clone();
+        v.push(Seg::Key(key.into()));
+        Self(v)
+    }
+
+    /// This path extended by an array index.
+    pub fn index(&self, i: usize) -> Self {
+        let mut v = self.0.clone();
+        v.push(Seg::Index(i));
+        Self(v)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            match s {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One problem found while validating a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The offending value.
+    pub path: KeyPath,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Collects every issue of a validation pass, so the user sees all of them at once.
+#[derive(Debug, Default)]
+pub struct Issues(pub Vec<Issue>);
+
+impl Issues {
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Issue {
+            path,
+            message: message.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_displays_like_toml_access() {
+        let p = KeyPath::root("proxy").key("listeners").index(2).key("pool");
+        assert_eq!(p.to_string(), "proxy.listeners[2].pool");
+    }
+}

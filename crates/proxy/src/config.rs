@@ -1,0 +1,513 @@
+//! The `[proxy]` section: pools and listeners, as written in the file and as validated.
+//!
+//! Parsing (serde, `deny_unknown_fields`) catches shapes and types; [`ProxyConfig::validate`]
+//! then checks what serde cannot — references between pools and listeners, ranges, two
+//! listeners on one port — without any I/O, and reports every problem with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use balance::{BackendSpec, HashKey, HealthPolicy, StrategyKind};
+use configkit::{Issues, KeyPath};
+use serde::Deserialize;
+
+/// The whole `[proxy]` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Named pools of backends.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// Listening sockets, each in front of one pool.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// `[proxy.pools.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Balancing algorithm.
+    #[serde(default = "default_strategy")]
+    pub strategy: StrategyKind,
+    /// For `consistent_hash`: `"client_ip"`, `"header:NAME"` or `"cookie:NAME"`.
+    pub hash_key: Option<String>,
+    /// The backends.
+    pub backends: Vec<BackendConfig>,
+    /// Active health checks; none means backends are judged by traffic alone.
+    pub health: Option<HealthCheckConfig>,
+    /// Passive ejection on failures of real traffic.
+    #[serde(default)]
+    pub passive: PassiveConfig,
+}
+
+fn default_strategy() -> StrategyKind {
+    StrategyKind::RoundRobin
+}
+
+/// One entry of `backends = [...]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique within the pool.
+    pub name: String,
+    /// `ip:port`.
+    pub address: SocketAddr,
+    /// Relative share, 0..=256.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What an active check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Passes when a TCP connection opens.
+    Tcp,
+    /// Passes when `GET path` answers a status in `expect_status`.
+    Http,
+}
+
+/// `health = { ... }` of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `tcp` or `http`.
+    pub kind: CheckKind,
+    /// Path of the HTTP check.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Accepted statuses, `"200-399"` or `"200"`.
+    #[serde(default = "default_expect")]
+    pub expect_status: String,
+    /// Time between checks of one backend.
+    #[serde(default = "default_interval", with = "configkit::duration")]
+    pub interval: Duration,
+    /// A check slower than this fails.
+    #[serde(default = "default_check_timeout", with = "configkit::duration")]
+    pub timeout: Duration,
+    /// Passing checks in a row to come back up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Failing checks in a row to go down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_expect() -> String {
+    "200-399".into()
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+/// `passive = { ... }` of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// Consecutive failures of real traffic that eject a backend; 0 disables.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    /// How long an ejected backend stays out.
+    #[serde(default = "default_cooldown", with = "configkit::duration")]
+    pub cooldown: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_failures(),
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Layer 4: bytes copied both ways.
+    Tcp,
+    /// Layer 7: HTTP/1.1 and h2 requests, WebSocket upgrades.
+    Http,
+}
+
+/// PROXY protocol version sent to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    /// Text header.
+    V1,
+    /// Binary header.
+    V2,
+}
+
+/// `[[proxy.listeners]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name, shown on the stats page.
+    pub name: String,
+    /// `tcp` or `http`.
+    pub mode: Mode,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Pool the traffic goes to.
+    pub pool: String,
+    /// Connection attempts to a backend slower than this fail (and are retried elsewhere).
+    #[serde(default = "default_connect_timeout", with = "configkit::duration")]
+    pub connect_timeout: Duration,
+    /// Other backends tried after a failed attempt.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Client connections served at once; more wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TCP: a session with no byte in either direction for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "configkit::duration")]
+    pub idle_timeout: Duration,
+    /// TCP: send a PROXY protocol header to the backend.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// HTTP: time from sending a request to the backend's response headers.
+    #[serde(default = "default_request_timeout", with = "configkit::duration")]
+    pub request_timeout: Duration,
+    /// HTTP: status when no backend is available, 503 or 502.
+    #[serde(default = "default_no_backend_status")]
+    pub no_backend_status: u16,
+    /// HTTP: largest request head (request line and headers) in bytes; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// HTTP: terminate TLS here.
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_no_backend_status() -> u16 {
+    503
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+/// `tls = { cert = "...", key = "..." }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl PoolConfig {
+    /// The backends as the balancer takes them.
+    pub fn backend_specs(&self) -> Vec<BackendSpec> {
+        self.backends
+            .iter()
+            .map(|b| BackendSpec {
+                name: b.name.clone(),
+                addr: b.address,
+                weight: b.weight,
+            })
+            .collect()
+    }
+
+    /// Thresholds of the health state machine.
+    pub fn policy(&self) -> HealthPolicy {
+        let (rise, fall) = self.health.as_ref().map_or((2, 3), |h| (h.rise, h.fall));
+        HealthPolicy {
+            rise,
+            fall,
+            eject_after: self.passive.failures,
+            cooldown: self.passive.cooldown,
+        }
+    }
+
+    /// The parsed hash key (validated beforehand).
+    pub fn parsed_hash_key(&self) -> Option<HashKey> {
+        self.hash_key
+            .as_deref()
+            .and_then(|k| parse_hash_key(k).ok())
+    }
+}
+
+/// Parses `client_ip`, `header:NAME` or `cookie:NAME`.
+pub fn parse_hash_key(s: &str) -> Result<HashKey, String> {
+    let bad = || {
+        format!("`{s}` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\"")
+    };
+    match s.split_once(':') {
+        None if s == "client_ip" => Ok(HashKey::ClientIp),
+        Some(("header", name)) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+            Ok(HashKey::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if !name.is_empty() => Ok(HashKey::Cookie(name.into())),
+        _ => Err(bad()),
+    }
+}
+
+/// Parses `"200-399"` or `"204"`.
+pub fn parse_status_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("`{s}` is not a status range; write \"200-399\" or \"200\"");
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+impl ProxyConfig {
+    /// Checks everything serde could not; `at` is the path of the `[proxy]` section.
+    pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        let pools_at = at.key("pools");
+        for (name, pool) in &self.pools {
+            let p = pools_at.key(name);
+            if pool.backends.is_empty() {
+                issues.push(p.key("backends"), "a pool needs at least one backend");
+            }
+            for (i, b) in pool.backends.iter().enumerate() {
+                if pool.backends[..i].iter().any(|o| o.name == b.name) {
+                    issues.push(
+                        p.key("backends").index(i).key("name"),
+                        format!("backend name `{}` is used twice in pool `{name}`", b.name),
+                    );
+                }
+                if b.weight > balance::MAX_WEIGHT {
+                    issues.push(
+                        p.key("backends").index(i).key("weight"),
+                        format!("weight {} is out of range; use 0 to 256", b.weight),
+                    );
+                }
+            }
+            match (&pool.hash_key, pool.strategy) {
+                (Some(k), _) => {
+                    if let Err(e) = parse_hash_key(k) {
+                        issues.push(p.key("hash_key"), e);
+                    }
+                }
+                (None, StrategyKind::ConsistentHash) => issues.push(
+                    p.key("strategy"),
+                    "consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+                ),
+                (None, _) => {}
+            }
+            if let Some(h) = &pool.health {
+                let hp = p.key("health");
+                if let Err(e) = parse_status_range(&h.expect_status) {
+                    issues.push(hp.key("expect_status"), e);
+                }
+                if !h.path.starts_with('/') {
+                    issues.push(hp.key("path"), "the check path must start with `/`");
+                }
+                if h.interval.is_zero() {
+                    issues.push(hp.key("interval"), "interval must be above zero");
+                }
+                if h.timeout.is_zero() {
+                    issues.push(hp.key("timeout"), "timeout must be above zero");
+                }
+                if h.rise == 0 {
+                    issues.push(hp.key("rise"), "rise must be at least 1");
+                }
+                if h.fall == 0 {
+                    issues.push(hp.key("fall"), "fall must be at least 1");
+                }
+            }
+        }
+        let listeners_at = at.key("listeners");
+        for (i, l) in self.listeners.iter().enumerate() {
+            let lp = listeners_at.index(i);
+            if self.listeners[..i].iter().any(|o| o.name == l.name) {
+                issues.push(
+                    lp.key("name"),
+                    format!("listener name `{}` is used twice", l.name),
+                );
+            }
+            if self.listeners[..i].iter().any(|o| o.listen == l.listen) {
+                issues.push(
+                    lp.key("listen"),
+                    format!("{} is already used by another listener", l.listen),
+                );
+            }
+            if !self.pools.contains_key(&l.pool) {
+                let known: Vec<_> = self.pools.keys().map(String::as_str).collect();
+                issues.push(
+                    lp.key("pool"),
+                    format!(
+                        "no pool named `{}`; defined pools: {}",
+                        l.pool,
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            if !matches!(l.no_backend_status, 502 | 503) {
+                issues.push(lp.key("no_backend_status"), "use 503 (default) or 502");
+            }
+            if l.max_connections == 0 {
+                issues.push(
+                    lp.key("max_connections"),
+                    "max_connections must be at least 1",
+                );
+            }
+            if l.max_header_bytes < 1024 {
+                issues.push(
+                    lp.key("max_header_bytes"),
+                    "max_header_bytes must be at least 1024",
+                );
+            }
+            match l.mode {
+                Mode::Tcp => {
+                    if l.tls.is_some() {
+                        issues.push(
+                            lp.key("tls"),
+                            "TLS termination is for mode = \"http\" listeners",
+                        );
+                    }
+                }
+                Mode::Http => {
+                    if l.proxy_protocol.is_some() {
+                        issues.push(
+                            lp.key("proxy_protocol"),
+                            "the PROXY protocol is for mode = \"tcp\" listeners; HTTP listeners send X-Forwarded-For",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every address this section binds, with the key path that names it (for port conflict
+    /// checks across services).
+    pub fn binds(&self, at: &KeyPath) -> Vec<(SocketAddr, KeyPath)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.listen, at.key("listeners").index(i).key("listen")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues_of(toml_text: &str) -> Vec<String> {
+        let cfg: ProxyConfig = toml::from_str(toml_text).unwrap();
+        let mut issues = Issues::default();
+        cfg.validate(&KeyPath::root("proxy"), &mut issues);
+        issues
+            .0
+            .iter()
+            .map(|i| format!("{}: {}", i.path, i.message))
+            .collect()
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200-399"), Ok(200..=399));
+        assert_eq!(parse_status_range("204"), Ok(204..=204));
+        assert!(parse_status_range("399-200").is_err());
+        assert!(parse_status_range("abc").is_err());
+    }
+
+    #[test]
+    fn hash_keys() {
+        assert_eq!(parse_hash_key("client_ip"), Ok(HashKey::ClientIp));
+        assert_eq!(
+            parse_hash_key("header:X-User"),
+            Ok(HashKey::Header("x-user".into()))
+        );
+        assert_eq!(
+            parse_hash_key("cookie:sid"),
+            Ok(HashKey::Cookie("sid".into()))
+        );
+        assert!(parse_hash_key("ip").is_err());
+        assert!(parse_hash_key("header:").is_err());
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let got = issues_of(
+            r#"
+            [pools.web]
+            strategy = "consistent_hash"
+            backends = [{ name = "a", address = "127.0.0.1:1" }, { name = "a", address = "127.0.0.1:2", weight = 300 }]
+            health = { kind = "http", expect_status = "600", rise = 0 }
+
+            [[listeners]]
+            name = "l"
+            mode = "http"
+            listen = "127.0.0.1:80"
+            pool = "nope"
+            no_backend_status = 500
+            proxy_protocol = "v1"
+
+            [[listeners]]
+            name = "l"
+            mode = "tcp"
+            listen = "127.0.0.1:80"
+            pool = "web"
+            "#,
+        );
+        assert_eq!(
+            got,
+            vec![
+                "proxy.pools.web.backends[1].name: backend name `a` is used twice in pool `web`",
+                "proxy.pools.web.backends[1].weight: weight 300 is out of range; use 0 to 256",
+                "proxy.pools.web.strategy: consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+                "proxy.pools.web.health.expect_status: `600` is not a status range; write \"200-399\" or \"200\"",
+                "proxy.pools.web.health.rise: rise must be at least 1",
+                "proxy.listeners[0].pool: no pool named `nope`; defined pools: web",
+                "proxy.listeners[0].no_backend_status: use 503 (default) or 502",
+                "proxy.listeners[0].proxy_protocol: the PROXY protocol is for mode = \"tcp\" listeners; HTTP listeners send X-Forwarded-For",
+                "proxy.listeners[1].name: listener name `l` is used twice",
+                "proxy.listeners[1].listen: 127.0.0.1:80 is already used by another listener",
+            ]
+        );
+    }
+}

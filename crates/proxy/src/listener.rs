@@ -1,0 +1,125 @@
+//! What TCP and HTTP listeners share: live settings and the accept loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use balance::Pool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::ListenerConfig;
+use crate::registry::ListenerInfo;
+
+/// Everything a connection needs from its listener's configuration; replaced on reload, read
+/// once per connection (TCP) or request (HTTP).
+pub(crate) struct ListenerSettings {
+    pub cfg: ListenerConfig,
+    pub pool: Arc<Pool>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("cfg", &self.cfg)
+            .field("pool", &self.pool.name())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// A running listener.
+#[derive(Debug)]
+pub(crate) struct ListenerHandle {
+    pub info: Arc<ListenerInfo>,
+    pub settings: ArcSwap<ListenerSettings>,
+    /// Cancelled when a reload removes this listener: it stops accepting, its connections
+    /// finish on their own.
+    pub stop_accepting: CancellationToken,
+    /// Bounds connections served at once; resized on reload.
+    pub permits: Arc<Semaphore>,
+}
+
+impl ListenerHandle {
+    /// Changes the connection limit without dropping connections.
+    pub fn resize(&self, old: usize, new: usize) {
+        if new > old {
+            self.permits.add_permits(new - old);
+        } else {
+            self.permits.forget_permits(old - new);
+        }
+    }
+}
+
+/// Keeps a listener's active-connection gauge right however the connection ends.
+pub(crate) struct ActiveGuard {
+    info: Arc<ListenerInfo>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.info.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts until `stop_accepting` or `shutdown`, spawning `serve` per connection on
+/// `tracker`. A permit is taken *before* accepting, so at the limit new clients wait in the
+/// kernel's backlog instead of being accepted and starved.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    handle: Arc<ListenerHandle>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Arc<ListenerHandle>, ActiveGuard) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = handle.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = handle.stop_accepting.cancelled() => return,
+            _ = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = handle.stop_accepting.cancelled() => return,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                // Nagle only delays the small writes a proxy forwards.
+                let _ = stream.set_nodelay(true);
+                let stats = &handle.info.stats;
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.active.fetch_add(1, Ordering::Relaxed);
+                let guard = ActiveGuard {
+                    info: handle.info.clone(),
+                    _permit: permit,
+                };
+                debug!(listener = %handle.info.name, %peer, "accepted");
+                tracker.spawn(serve(stream, peer, handle.clone(), guard));
+            }
+            Err(e) => {
+                // Usually EMFILE/ENFILE: wait for descriptors to come back instead of spinning.
+                warn!(listener = %handle.info.name, error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

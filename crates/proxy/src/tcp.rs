@@ -1,0 +1,197 @@
+//! Layer-4 proxying: one client connection, one backend connection, bytes copied both ways.
+//!
+//! The backend is chosen per connection (consistent hashing hashes the client IP). A failed
+//! or slow connect is retried on another backend up to `retries` times and counts as a
+//! passive health failure. Once connected, each direction is copied until its reader sees
+//! end-of-file, which is passed on as a half-close (`shutdown(Write)`), so protocols that
+//! close one side first (MQTT DISCONNECT, HTTP/1.0) work. A session with no byte either way for
+//! `idle_timeout` is closed. Copy buffers exist only while data flows: an idle session holds
+//! two sockets and a task, not 2 × 16 KiB.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use balance::{Backend, Lease, Outcome, Pool, StrategyKind, hash_key};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::listener::{ActiveGuard, ListenerHandle};
+use crate::proxy_protocol;
+
+/// Size of the buffer a direction borrows while data flows.
+const COPY_BUF: usize = 16 * 1024;
+
+/// Serves one client connection of a `mode = "tcp"` listener.
+pub(crate) async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    handle: Arc<ListenerHandle>,
+    _active: ActiveGuard,
+) {
+    let settings = handle.settings.load_full();
+    let stats = &handle.info.stats;
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let pool = &settings.pool;
+    let key = match pool.state().kind {
+        StrategyKind::ConsistentHash => Some(client_ip_key(peer)),
+        _ => None,
+    };
+    let Some((lease, mut server)) = connect_with_retries(
+        pool,
+        key,
+        settings.cfg.connect_timeout,
+        settings.cfg.retries,
+        |_| {
+            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        },
+        |_| {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        },
+    )
+    .await
+    else {
+        stats.no_backend.fetch_add(1, Ordering::Relaxed);
+        debug!(listener = %handle.info.name, %peer, "no backend could take the connection");
+        return;
+    };
+    if let Some(version) = settings.cfg.proxy_protocol {
+        let local = client.local_addr().unwrap_or(handle.info.addr);
+        let header = proxy_protocol::header(version, peer, local);
+        if server.write_all(&header).await.is_err() {
+            lease.record(Outcome::Failure);
+            return;
+        }
+    }
+    let idle = settings.cfg.idle_timeout;
+    drop(settings);
+    let backend = lease.backend().clone();
+    if let Err(e) = pipe(client, server, idle, &backend).await {
+        debug!(%peer, backend = backend.name(), error = %e, "session ended with an error");
+    }
+    // The lease, and with it the backend's in-flight count, ends with the session.
+    drop(lease);
+}
+
+/// The balancing key of a client: its IP address without the port.
+pub(crate) fn client_ip_key(peer: SocketAddr) -> u64 {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+    }
+}
+
+/// Picks backends and connects until one answers, up to `1 + retries` attempts; each failure
+/// is reported to passive health and skipped on the next pick.
+pub(crate) async fn connect_with_retries(
+    pool: &Pool,
+    key: Option<u64>,
+    timeout: Duration,
+    retries: u32,
+    on_failure: impl Fn(&Backend),
+    on_retry: impl Fn(&Backend),
+) -> Option<(Lease, TcpStream)> {
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    for attempt in 0..=retries {
+        let lease = pool.pick(key, &tried)?;
+        let backend = lease.backend().clone();
+        if attempt > 0 {
+            on_retry(&backend);
+        }
+        match connect(backend.addr(), timeout).await {
+            Ok(stream) => {
+                // For a session the latency that matters to balancing is the connect time.
+                lease.record(Outcome::Success);
+                pool.report_traffic(&backend, true);
+                return Some((lease, stream));
+            }
+            Err(e) => {
+                debug!(backend = backend.name(), error = %e, "connect failed");
+                lease.record(Outcome::Failure);
+                pool.report_traffic(&backend, false);
+                on_failure(&backend);
+                tried.push(backend);
+            }
+        }
+    }
+    None
+}
+
+/// Connects with a deadline and `TCP_NODELAY`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Copies both directions until both have ended or the session idles out.
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    idle: Duration,
+    backend: &Backend,
+) -> io::Result<()> {
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved in either direction.
+    let last = AtomicU64::new(0);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let stats = backend.stats();
+    let up = copy_half(cr, sw, &last, start, &stats.bytes_in);
+    let down = copy_half(sr, cw, &last, start, &stats.bytes_out);
+    let watchdog = async {
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            tokio::time::sleep_until(deadline).await;
+            let now_ms = start.elapsed().as_millis() as u64;
+            if now_ms.saturating_sub(last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+        _ = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    }
+}
+
+/// Copies one direction; on end-of-file half-closes the writer.
+async fn copy_half(
+    r: OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    last: &AtomicU64,
+    start: Instant,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        r.readable().await?;
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            match r.try_read(&mut buf) {
+                Ok(0) => {
+                    w.shutdown().await?;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    w.write_all(&buf[..n]).await?;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
