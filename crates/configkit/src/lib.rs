@@ -9,6 +9,12 @@ use std::fmt;
 
 pub use humantime_serde::re::humantime::format_duration;
 
+/// Parses a duration written as in the configuration (`"500ms"`, `"2s"`, `"5m"`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\""))
+}
+
 /// Serde adapter for durations written as `"500ms"`, `"2s"`, `"5m"`.
 pub mod duration {
     pub use humantime_serde::{deserialize, serialize};

@@ -1,1 +1,108 @@
-fn main() {}
+//! `lintas`: command line entry point. Everything else lives in the library crates.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// One binary: load balancer (L4/L7) with health checks, stats and a runtime API.
+#[derive(Parser)]
+#[command(name = "lintas", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the services configured in FILE (SIGHUP reloads, SIGINT/SIGTERM drain and stop).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate FILE and report every problem as file:line:col: key: message.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Start three demo backends with an HTTP and a TCP balancer and the stats page in
+    /// front of them; needs nothing else.
+    Demo,
+    /// Serve one demo backend (what `demo` starts, as a process of its own).
+    Backend {
+        /// Name the backend answers with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Read a password on standard input and print its hash for `admin.password_hash`.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Check { config } => {
+            lintas::config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", admin::Auth::hash_password(password));
+            Ok(())
+        }
+        Command::Run { config } => runtime()?.block_on(lintas::run::run(config)),
+        Command::Demo => runtime()?.block_on(lintas::demo::run()),
+        Command::Backend { name, listen } => runtime()?.block_on(async {
+            let shutdown = CancellationToken::new();
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("{name} listening on {}", listener.local_addr()?);
+            let serve = lintas::demo::backend::serve(name, listener, shutdown.clone());
+            tokio::select! {
+                _ = serve => {}
+                _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// The tokio runtime; `LINTAS_WORKER_THREADS` sets its worker count (default: one per core).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Ok(n) = std::env::var("LINTAS_WORKER_THREADS") {
+        let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            anyhow::anyhow!("LINTAS_WORKER_THREADS=`{n}` is not a positive number")
+        })?;
+        builder.worker_threads(n);
+    }
+    Ok(builder.build()?)
+}

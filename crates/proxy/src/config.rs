@@ -364,7 +364,8 @@ impl ProxyConfig {
                     format!("listener name `{}` is used twice", l.name),
                 );
             }
-            if self.listeners[..i].iter().any(|o| o.listen == l.listen) {
+            // Port 0 asks the OS for a free port: never a conflict.
+            if l.listen.port() != 0 && self.listeners[..i].iter().any(|o| o.listen == l.listen) {
                 issues.push(
                     lp.key("listen"),
                     format!("{} is already used by another listener", l.listen),

@@ -395,14 +395,14 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, tls: bool, upg
     let upgrade_value = upgrade
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten();
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(host) = req
+    // h2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(host) = req
             .uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, host);
-        }
+    {
+        req.headers_mut().insert(header::HOST, host);
     }
     let h = req.headers_mut();
     strip_hop_by_hop(h);
@@ -479,10 +479,10 @@ impl ProxyBody {
 
     /// Releases the lease; on a clean end, recycles the backend connection.
     fn finish(&mut self, clean: bool) {
-        if let Some((upstream, addr, sender)) = self.recycle.take() {
-            if clean {
-                upstream.checkin(addr, sender);
-            }
+        if let Some((upstream, addr, sender)) = self.recycle.take()
+            && clean
+        {
+            upstream.checkin(addr, sender);
         }
         self.lease = None;
     }

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ListenerConfig, Mode, ProxyConfig};
 use crate::listener::{ListenerHandle, ListenerSettings};
@@ -229,12 +229,14 @@ impl Proxy {
                 }
                 None => {
                     summary.pools_added.push(name.clone());
-                    Pool::new(name, p.strategy, p.parsed_hash_key(), &specs, p.policy()).map_err(
-                        |source| ProxyError::Pool {
+                    let pool = Pool::new(name, p.strategy, p.parsed_hash_key(), &specs, p.policy())
+                        .map_err(|source| ProxyError::Pool {
                             pool: name.clone(),
                             source,
-                        },
-                    )?
+                        })?;
+                    self.tracker
+                        .spawn(log_health_events(pool.subscribe(), self.shutdown.clone()));
+                    pool
                 }
             };
             pools.insert(name.clone(), pool);
@@ -356,6 +358,30 @@ impl Proxy {
             }
         }
         Ok(handle)
+    }
+}
+
+/// Logs every health change of a pool, until the pool is dropped or the node stops.
+async fn log_health_events(
+    mut events: tokio::sync::broadcast::Receiver<balance::HealthEvent>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.cancelled() => return,
+        };
+        match ev {
+            Ok(ev) if ev.to == balance::Health::Up => {
+                info!(pool = %ev.pool, backend = %ev.backend, addr = %ev.addr, from = ev.from.as_str(), reason = %ev.reason, "backend is up");
+            }
+            Ok(ev) => {
+                warn!(pool = %ev.pool, backend = %ev.backend, addr = %ev.addr, to = ev.to.as_str(), reason = %ev.reason, "backend is out of rotation");
+            }
+            Err(RecvError::Lagged(n)) => warn!(missed = n, "health event log fell behind"),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -1,1 +1,118 @@
-//! placeholder
+//! Harnesses shared by lintas's test suites.
+//!
+//! Tests wait on *conditions* with generous deadlines ([`wait_until`]) rather than sleeping a
+//! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Deadline used by tests for anything that should happen "soon".
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An HTTP answer with its body read to the end.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body as text (lossy UTF-8).
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value as text, or "" when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A keep-alive HTTP/1.1 client for tests.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    /// A client whose connections are reused between requests.
+    pub fn new() -> Self {
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request; transport errors are returned as text so tests can assert on them.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(PATIENCE, self.inner.request(req))
+            .await
+            .map_err(|_| format!("no answer from {url} within {PATIENCE:?}"))?
+            .map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// `GET url`, panicking on transport errors.
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Method::GET, url, &[], Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics naming `what` after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,298 @@
+//! The HTML stats page: HAProxy's stats page for lintas, one self-contained document.
+//!
+//! No scripts, fonts or stylesheets are fetched: the page must work on a machine without
+//! internet access and cannot leak the operator's session to a third party. It reloads itself
+//! every five seconds. Every piece of text that came from a configuration or an API call
+//! (pool, backend and listener names, check details) goes through [`Html`], so a backend
+//! named `<script>` is shown, not run.
+
+use std::fmt::{self, Display, Formatter};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::response::Html as HtmlResponse;
+use balance::{AdminState as BackendAdmin, BackendSnapshot, Health, PoolSnapshot};
+use proxy::registry::ListenerSnapshot;
+
+use crate::AdminState;
+
+/// `GET /stats`.
+pub(crate) async fn page(State(state): State<AdminState>) -> HtmlResponse<String> {
+    let page = Page {
+        listeners: &state.registry.listener_snapshots(),
+        pools: &state.registry.pool_snapshots(),
+        now: SystemTime::now(),
+    };
+    HtmlResponse(page.to_string())
+}
+
+/// Text escaped for HTML element content and quoted attribute values.
+pub(crate) struct Html<'a>(pub &'a str);
+
+impl Display for Html<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..i])?;
+            f.write_str(match rest.as_bytes()[i] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// What the state column says, combining the operator's wish and health the way HAProxy
+/// does: maintenance first (nothing else matters), then health trouble, then draining.
+pub(crate) fn state_label(b: &BackendSnapshot) -> &'static str {
+    match (b.admin, b.health) {
+        (BackendAdmin::Disabled, _) => "MAINT",
+        (_, Health::Down) => "DOWN",
+        (_, Health::Ejected) => "EJECTED",
+        (BackendAdmin::Drain, Health::Up) => "DRAIN",
+        // Weight 0 takes no new traffic, which is what draining means to an operator.
+        (BackendAdmin::Enabled, Health::Up) if b.weight == 0 => "DRAIN",
+        (BackendAdmin::Enabled, Health::Up) => "UP",
+    }
+}
+
+struct Page<'a> {
+    listeners: &'a [ListenerSnapshot],
+    pools: &'a [PoolSnapshot],
+    now: SystemTime,
+}
+
+const STYLE: &str = "\
+body{font:13px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}\
+h1{font-size:20px;margin:0 0 .2em}h2{font-size:15px;margin:1.4em 0 .4em}\
+h2 small{font-weight:normal;color:#666}p.meta{color:#666;margin:0}\
+table{border-collapse:collapse;background:#fff;margin-bottom:.5em}\
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}\
+th{background:#e4e4ee;font-weight:600}td.t{text-align:left}\
+tr.up td.s{background:#c6efc6}tr.down td.s{background:#f4b4b4}\
+tr.ejected td.s{background:#f8d19a}tr.drain td.s{background:#b8d4f4}\
+tr.maint td.s{background:#c9b79c}tr.down,tr.maint{color:#777}\
+td.bad{color:#b00}";
+
+impl Display for Page<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta http-equiv=\"refresh\" content=\"5\">\
+             <meta name=\"viewport\" content=\"width=device-width\">\
+             <title>lintas stats</title><style>{STYLE}</style></head><body>\n\
+             <h1>lintas</h1><p class=\"meta\">refreshes every 5 s · \
+             <a href=\"/api/stats\">JSON</a> · <a href=\"/metrics\">metrics</a></p>\n"
+        )?;
+        self.listeners_table(f)?;
+        for pool in self.pools {
+            self.pool_table(f, pool)?;
+        }
+        if self.pools.is_empty() {
+            f.write_str("<h2>Pools</h2><p>No pool is configured.</p>\n")?;
+        }
+        f.write_str("</body></html>\n")
+    }
+}
+
+impl Page<'_> {
+    fn listeners_table(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str("<h2>Listeners</h2>\n")?;
+        if self.listeners.is_empty() {
+            return f.write_str("<p>No listener is running.</p>\n");
+        }
+        f.write_str(
+            "<table><tr><th>name</th><th>mode</th><th>address</th><th>pool</th>\
+             <th>conn total</th><th>conn active</th><th>requests</th>\
+             <th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>no backend</th>\
+             <th>connect failures</th><th>retries</th><th>timeouts</th></tr>\n",
+        )?;
+        for l in self.listeners {
+            let mode = match l.mode {
+                proxy::config::Mode::Tcp => "tcp",
+                proxy::config::Mode::Http => "http",
+            };
+            writeln!(
+                f,
+                "<tr><td class=\"t\">{}</td><td class=\"t\">{mode}</td><td class=\"t\">{}</td>\
+                 <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td>{}</tr>",
+                Html(&l.name),
+                Html(&l.addr),
+                Html(&l.pool),
+                l.connections,
+                l.active,
+                l.requests,
+                l.responses[1],
+                l.responses[2],
+                l.responses[3],
+                l.responses[4],
+                Count(l.no_backend),
+                Count(l.connect_failures),
+                l.retries,
+                Count(l.timeouts),
+            )?;
+        }
+        f.write_str("</table>\n")
+    }
+
+    fn pool_table(&self, f: &mut Formatter<'_>, pool: &PoolSnapshot) -> fmt::Result {
+        write!(
+            f,
+            "<h2>Pool {} <small>({})</small></h2>\n\
+             <table><tr><th>backend</th><th>address</th><th>state</th><th>weight</th>\
+             <th>in flight</th><th>requests</th><th>failures</th><th>bytes in</th>\
+             <th>bytes out</th><th>latency ms</th><th>last check</th><th>detail</th>\
+             <th>age</th></tr>\n",
+            Html(&pool.name),
+            pool.strategy
+        )?;
+        for b in &pool.backends {
+            let state = state_label(b);
+            write!(
+                f,
+                "<tr class=\"{}\"><td class=\"t\">{}</td><td class=\"t\">{}</td>\
+                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td>{}\
+                 <td>{}</td><td>{}</td><td>{:.1}</td>",
+                state.to_ascii_lowercase(),
+                Html(&b.name),
+                Html(&b.addr),
+                b.weight,
+                b.in_flight,
+                b.requests,
+                Count(b.failures),
+                b.bytes_in,
+                b.bytes_out,
+                b.latency_ms,
+            )?;
+            match &b.last_check {
+                Some(c) => {
+                    let age = self.now.duration_since(c.at).unwrap_or(Duration::ZERO);
+                    write!(
+                        f,
+                        "<td class=\"t{}\">{}</td><td class=\"t\">{}</td><td>{} ago</td>",
+                        if c.ok { "" } else { " bad" },
+                        if c.ok { "passed" } else { "failed" },
+                        Html(&c.detail),
+                        Age(age),
+                    )?;
+                }
+                None => f.write_str("<td class=\"t\">none</td><td></td><td></td>")?,
+            }
+            f.write_str("</tr>\n")?;
+        }
+        f.write_str("</table>\n")
+    }
+}
+
+/// A counter of trouble: shown in red when not zero, so problems stand out in a big table.
+struct Count(u64);
+
+impl Display for Count {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            write!(f, "<td>0</td>")
+        } else {
+            write!(f, "<td class=\"bad\">{}</td>", self.0)
+        }
+    }
+}
+
+/// A duration rounded for people: `42s`, `3m 5s`, `2h 10m`, `3d 4h`.
+struct Age(Duration);
+
+impl Display for Age {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            0..60 => write!(f, "{s}s"),
+            60..3600 => write!(f, "{}m {}s", s / 60, s % 60),
+            3600..86400 => write!(f, "{}h {}m", s / 3600, s % 3600 / 60),
+            _ => write!(f, "{}d {}h", s / 86400, s % 86400 / 3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use balance::{BackendSpec, HealthPolicy, Pool, StrategyKind};
+
+    #[test]
+    fn html_escapes_markup_and_quotes() {
+        assert_eq!(
+            Html("<script>alert('x' & \"y\")</script>").to_string(),
+            "&lt;script&gt;alert(&#39;x&#39; &amp; &quot;y&quot;)&lt;/script&gt;"
+        );
+        assert_eq!(Html("plain é").to_string(), "plain é");
+        assert_eq!(Html("").to_string(), "");
+    }
+
+    #[test]
+    fn ages_read_like_people_write_them() {
+        let age = |s| Age(Duration::from_secs(s)).to_string();
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(185), "3m 5s");
+        assert_eq!(age(7800), "2h 10m");
+        assert_eq!(age(3 * 86400 + 4 * 3600 + 59), "3d 4h");
+    }
+
+    #[test]
+    fn state_combines_admin_and_health() {
+        let pool = Pool::new(
+            "p",
+            StrategyKind::RoundRobin,
+            None,
+            &[BackendSpec {
+                name: "a".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                weight: 1,
+            }],
+            HealthPolicy::default(),
+        )
+        .unwrap();
+        let label = || state_label(&pool.snapshot().backends[0]);
+        assert_eq!(label(), "UP");
+        pool.set_weight("a", 0).unwrap();
+        assert_eq!(label(), "DRAIN");
+        pool.set_weight("a", 1).unwrap();
+        pool.set_admin("a", BackendAdmin::Drain).unwrap();
+        assert_eq!(label(), "DRAIN");
+        pool.set_admin("a", BackendAdmin::Disabled).unwrap();
+        assert_eq!(label(), "MAINT");
+    }
+
+    #[test]
+    fn page_escapes_names_and_refreshes() {
+        let pool = Pool::new(
+            "<p>",
+            StrategyKind::LeastConnections,
+            None,
+            &[BackendSpec {
+                name: "<script>x</script>".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                weight: 1,
+            }],
+            HealthPolicy::default(),
+        )
+        .unwrap();
+        let page = Page {
+            listeners: &[],
+            pools: &[pool.snapshot()],
+            now: SystemTime::now(),
+        }
+        .to_string();
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+        assert!(page.contains("<h2>Pool &lt;p&gt; <small>(least_connections)</small></h2>"));
+        assert!(page.contains("<td class=\"t\">&lt;script&gt;x&lt;/script&gt;</td>"));
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("<p>No listener is running.</p>"));
+    }
+}

@@ -1,0 +1,170 @@
+//! What people and scrapers read: `/`, `/stats`, `/api/stats`, `/metrics`.
+
+use balance::Health;
+use serde_json::json;
+
+use crate::Admin;
+
+#[tokio::test]
+async fn root_redirects_to_the_stats_page() {
+    let admin = Admin::start().await;
+    let r = admin.get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), "/stats");
+}
+
+#[tokio::test]
+async fn stats_page_shows_every_backend_and_escapes_names() {
+    let admin = Admin::start().await;
+    let checked = admin.pool("checked");
+    testkit::wait_until("the checked backend to go down", testkit::PATIENCE, || {
+        let checked = checked.clone();
+        async move { checked.backend("dead").unwrap().health() == Health::Down }
+    })
+    .await;
+    admin
+        .pool("web")
+        .set_admin("app2", balance::AdminState::Drain)
+        .unwrap();
+    admin
+        .pool("api")
+        .set_admin("api1", balance::AdminState::Disabled)
+        .unwrap();
+
+    let r = admin.get("/stats").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+    let page = &r.body;
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    assert!(!page.contains("src="), "the page must not load anything");
+    assert!(!page.contains("<script>"), "a backend name was not escaped");
+    assert!(page.contains("<td class=\"t\">&lt;script&gt;alert(1)&lt;/script&gt;</td>"));
+    for pool in [
+        "<h2>Pool web <small>(round_robin)</small></h2>",
+        "<h2>Pool api <small>(least_connections)</small></h2>",
+    ] {
+        assert!(page.contains(pool), "{pool}");
+    }
+    for (name, addr, state) in [
+        ("app1", "127.0.0.1:1", "UP"),
+        ("app2", "127.0.0.1:2", "DRAIN"),
+        ("api1", "127.0.0.1:4", "MAINT"),
+        ("dead", "127.0.0.1:1", "DOWN"),
+    ] {
+        let row = format!(
+            "<tr class=\"{}\"><td class=\"t\">{name}</td><td class=\"t\">{addr}</td><td class=\"s t\">{state}</td>",
+            state.to_lowercase()
+        );
+        assert!(page.contains(&row), "{row}\n{page}");
+    }
+    // The failed check and its detail are shown.
+    assert!(page.contains("<td class=\"t bad\">failed</td>"), "{page}");
+    // The listener row: name, mode, bound address, pool, then counters.
+    let addr = admin.proxy.local_addr("front").await.unwrap();
+    assert!(page.contains(&format!(
+        "<tr><td class=\"t\">front</td><td class=\"t\">http</td><td class=\"t\">{addr}</td><td class=\"t\">web</td><td>0</td>"
+    )));
+}
+
+#[tokio::test]
+async fn api_stats_has_every_listener_and_pool() {
+    let admin = Admin::start().await;
+    let (status, v) = admin.json(axum::http::Method::GET, "/api/stats", "").await;
+    assert_eq!(status, 200);
+    let addr = admin.proxy.local_addr("front").await.unwrap().to_string();
+    assert_eq!(
+        v["listeners"],
+        json!([{
+            "name": "front", "mode": "http", "addr": addr, "pool": "web",
+            "connections": 0, "active": 0, "requests": 0, "responses": [0, 0, 0, 0, 0],
+            "no_backend": 0, "connect_failures": 0, "retries": 0, "timeouts": 0,
+        }])
+    );
+    let pools = v["pools"].as_array().unwrap();
+    let names: Vec<&str> = pools.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["api", "checked", "web"]);
+    let web = &pools[2];
+    assert_eq!(web["strategy"], "round_robin");
+    assert_eq!(web.as_object().unwrap().len(), 3, "{web}");
+    assert_eq!(
+        web["backends"][1],
+        json!({
+            "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "admin": "enabled",
+            "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,
+            "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "last_check": null,
+        })
+    );
+}
+
+#[tokio::test]
+async fn metrics_have_exact_lines_for_a_known_backend() {
+    let admin = Admin::start().await;
+    admin.pool("web").set_weight("app2", 5).unwrap();
+    admin
+        .pool("web")
+        .set_admin("app1", balance::AdminState::Drain)
+        .unwrap();
+    let r = admin.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let lines: Vec<&str> = r.body.lines().collect();
+    let addr = admin.proxy.local_addr("front").await.unwrap();
+    for expected in [
+        "# HELP lintas_backend_up 1 when the backend's health is up (checks and traffic), 0 when down or ejected.",
+        "# TYPE lintas_backend_up gauge",
+        "lintas_backend_up{pool=\"web\",backend=\"app1\"} 1",
+        "lintas_backend_available{pool=\"web\",backend=\"app1\"} 0",
+        "lintas_backend_available{pool=\"web\",backend=\"app2\"} 1",
+        "lintas_backend_weight{pool=\"web\",backend=\"app2\"} 5",
+        "lintas_backend_in_flight{pool=\"web\",backend=\"app2\"} 0",
+        "# TYPE lintas_backend_requests_total counter",
+        "lintas_backend_requests_total{pool=\"web\",backend=\"app2\"} 0",
+        "lintas_backend_failures_total{pool=\"web\",backend=\"app2\"} 0",
+        "lintas_backend_bytes_in_total{pool=\"web\",backend=\"app2\"} 0",
+        "lintas_backend_bytes_out_total{pool=\"web\",backend=\"app2\"} 0",
+        "lintas_backend_latency_seconds{pool=\"web\",backend=\"app2\"} 0.03",
+        "lintas_backend_up{pool=\"web\",backend=\"<script>alert(1)</script>\"} 1",
+        "lintas_pool_available_backends{pool=\"web\"} 2",
+        "lintas_pool_available_backends{pool=\"api\"} 1",
+        &format!(
+            "lintas_listener_info{{listener=\"front\",mode=\"http\",address=\"{addr}\",pool=\"web\"}} 1"
+        ),
+        "# TYPE lintas_listener_connections_total counter",
+        "lintas_listener_connections_total{listener=\"front\"} 0",
+        "# TYPE lintas_listener_active_connections gauge",
+        "lintas_listener_active_connections{listener=\"front\"} 0",
+        "lintas_listener_requests_total{listener=\"front\"} 0",
+        "lintas_listener_no_backend_total{listener=\"front\"} 0",
+        "lintas_listener_connect_failures_total{listener=\"front\"} 0",
+        "lintas_listener_retries_total{listener=\"front\"} 0",
+        "lintas_listener_timeouts_total{listener=\"front\"} 0",
+        "lintas_listener_responses_total{listener=\"front\",class=\"2xx\"} 0",
+        "lintas_listener_responses_total{listener=\"front\",class=\"5xx\"} 0",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing line {expected}\n{}",
+            r.body
+        );
+    }
+    // Every sample line is `name{labels} value`, and every family is declared once.
+    for line in lines.iter().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            series.starts_with("lintas_") && series.ends_with('}'),
+            "{line}"
+        );
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = &series[..series.find('{').unwrap()];
+        let declared = format!("# TYPE {name} ");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with(&declared)).count(),
+            1,
+            "{name}"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The configuration file: one TOML document, one optional section per service.
+//!
+//! Loading goes parse → validate → (the services) build. Parsing is serde with
+//! `deny_unknown_fields`, so a misspelt key is an error, not a silently ignored line.
+//! Validation gathers *every* problem of every section, plus what no section can see alone
+//! (two services on one port), and each problem is reported as `file:line:col: key: what`.
+
+mod locate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use admin::AdminConfig;
+use configkit::{Issues, KeyPath};
+use proxy::config::ProxyConfig;
+use serde::Deserialize;
+
+pub use locate::{Position, locate, position};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[admin]`: stats page, metrics and runtime API.
+    pub admin: Option<AdminConfig>,
+    /// `[proxy]`: the load balancer.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// A configuration together with the text it came from, so that errors found later (an
+/// address already in use) can still point at a line.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl Loaded {
+    /// An error about the value at `key`, positioned in this file.
+    pub fn error_at(&self, key: &KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            problems: vec![Problem::at(&self.text, key, message.into())],
+        }
+    }
+}
+
+/// One thing wrong in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where.
+    pub position: Position,
+    /// The key, when known.
+    pub key: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Problem {
+    fn at(text: &str, key: &KeyPath, message: String) -> Self {
+        Self {
+            position: locate(text, key),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Its problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: ",
+                self.file.display(),
+                p.position.line,
+                p.position.col
+            )?;
+            if let Some(k) = &p.key {
+                write!(f, "{k}: ")?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            position: Position { line: 1, col: 1 },
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }],
+    })?;
+    parse(path, text)
+}
+
+/// Parses and validates `text`, naming `path` in errors.
+pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
+    let config: Config = toml::from_str(&text).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            position: position(&text, e.span().map_or(0, |s| s.start)),
+            key: None,
+            message: e.message().trim().to_string(),
+        }],
+    })?;
+    let issues = validate(&config);
+    if !issues.0.is_empty() {
+        let mut problems: Vec<Problem> = issues
+            .0
+            .into_iter()
+            .map(|i| Problem::at(&text, &i.path, i.message))
+            .collect();
+        problems.sort_by_key(|p| (p.position.line, p.position.col));
+        return Err(ConfigError {
+            file: path.to_owned(),
+            problems,
+        });
+    }
+    Ok(Loaded {
+        config,
+        path: path.to_owned(),
+        text,
+    })
+}
+
+/// Every section's own checks plus the cross-section port check.
+fn validate(config: &Config) -> Issues {
+    let mut issues = Issues::default();
+    let mut binds: Vec<(SocketAddr, KeyPath)> = Vec::new();
+    if let Some(a) = &config.admin {
+        let at = KeyPath::root("admin");
+        a.validate(&at, &mut issues);
+        binds.push((a.listen, at.key("listen")));
+    }
+    if let Some(p) = &config.proxy {
+        let at = KeyPath::root("proxy");
+        p.validate(&at, &mut issues);
+        binds.extend(p.binds(&at));
+    }
+    for (i, (addr, key)) in binds.iter().enumerate() {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some((_, first)) = binds[..i]
+            .iter()
+            .find(|(a, k)| a == addr && !same_section_duplicate(k, key))
+        {
+            issues.push(
+                key.clone(),
+                format!("{addr} is also used by {first}; every listener needs its own address"),
+            );
+        }
+    }
+    issues
+}
+
+/// Duplicates inside `[proxy]` are already reported by the proxy's own validation.
+fn same_section_duplicate(a: &KeyPath, b: &KeyPath) -> bool {
+    a.0.first() == b.0.first()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        parse(Path::new("lintas.toml"), text.to_string())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        assert_eq!(
+            errors("[proxy]\nlisteners = [\n"),
+            "lintas.toml:3:1: invalid array\nexpected `]`"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = errors("[proxy.pools.web]\nbackends = []\nstrategy = \"round_robin\"\nretry = 3\n");
+        assert!(
+            e.starts_with("lintas.toml:4:1: unknown field `retry`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_point_at_the_value() {
+        let e = errors(
+            "[[proxy.listeners]]\nname = \"l\"\nmode = \"udp\"\nlisten = \"127.0.0.1:1\"\npool = \"p\"\n",
+        );
+        assert!(
+            e.starts_with("lintas.toml:3:8: unknown variant `udp`, expected `tcp` or `http`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validation_problems_name_the_field_in_order() {
+        let text = r#"
+[admin]
+listen = "127.0.0.1:9000"
+password_env = "LINTAS_TEST_PW"
+
+[proxy.pools.web]
+backends = [{ name = "a", address = "127.0.0.1:8081" }]
+
+[[proxy.listeners]]
+name = "web"
+mode = "http"
+listen = "127.0.0.1:9000"
+pool = "nope"
+"#;
+        assert_eq!(
+            errors(text),
+            "lintas.toml:12:10: proxy.listeners[0].listen: 127.0.0.1:9000 is also used by admin.listen; every listener needs its own address\n\
+             lintas.toml:13:8: proxy.listeners[0].pool: no pool named `nope`; defined pools: web"
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../../../lintas.example.toml");
+        parse(Path::new("lintas.example.toml"), text.to_string()).unwrap();
+    }
+}

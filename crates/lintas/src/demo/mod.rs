@@ -1,0 +1,145 @@
+//! `lintas demo`: the load balancer in front of three demo backends, nothing else needed.
+//!
+//! The demo builds an ordinary configuration (printed at start) and runs it through the same
+//! validation and wiring as `lintas run`, so what it shows is what a user's file gets. Ports
+//! 8080 (HTTP), 8081 (TCP) and 9000 (admin) are used when free, any free port otherwise.
+
+pub mod backend;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config;
+use crate::run::{Node, drain, wait_for_signals};
+
+/// Names of the demo backends.
+const BACKENDS: [&str; 3] = ["app1", "app2", "app3"];
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut backend_addrs = Vec::new();
+    for name in BACKENDS {
+        let addr = backend::bind_and_serve(
+            name,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            shutdown.clone(),
+        )
+        .await?;
+        backend_addrs.push(addr);
+    }
+    let password: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
+    let text = demo_config(&backend_addrs, &admin::Auth::hash_password(&password));
+    let loaded = config::parse(Path::new("<demo>"), text)?;
+    let node = Node::start(loaded, tracker.clone(), shutdown.clone()).await?;
+    let http = node.proxy.local_addr("demo-http").await;
+    let tcp = node.proxy.local_addr("demo-tcp").await;
+    let (Some(http), Some(tcp), Some(admin)) = (http, tcp, node.admin_addr) else {
+        anyhow::bail!("the demo listeners did not start");
+    };
+    print_banner(http, tcp, admin, &backend_addrs, &password);
+    wait_for_signals(&node, &shutdown).await?;
+    drain(tracker).await;
+    Ok(())
+}
+
+/// `preferred` when it can be bound now, else 0 (any free port).
+fn port_or_any(preferred: u16) -> u16 {
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)) {
+        Ok(_) => preferred,
+        Err(_) => 0,
+    }
+}
+
+fn demo_config(backends: &[SocketAddr], password_hash: &str) -> String {
+    let list: Vec<String> = BACKENDS
+        .iter()
+        .zip(backends)
+        .map(|(n, a)| format!("  {{ name = \"{n}\", address = \"{a}\" }},"))
+        .collect();
+    format!(
+        r#"[admin]
+listen = "127.0.0.1:{admin}"
+user = "admin"
+password_hash = "{password_hash}"
+
+[proxy.pools.demo]
+strategy = "least_connections"
+backends = [
+{list}
+]
+health = {{ kind = "http", path = "/health", interval = "1s", timeout = "500ms", rise = 2, fall = 2 }}
+passive = {{ failures = 3, cooldown = "5s" }}
+
+[[proxy.listeners]]
+name = "demo-http"
+mode = "http"
+listen = "127.0.0.1:{http}"
+pool = "demo"
+
+[[proxy.listeners]]
+name = "demo-tcp"
+mode = "tcp"
+listen = "127.0.0.1:{tcp}"
+pool = "demo"
+"#,
+        admin = port_or_any(9000),
+        http = port_or_any(8080),
+        tcp = port_or_any(8081),
+        list = list.join("\n"),
+    )
+}
+
+fn print_banner(
+    http: SocketAddr,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+    backends: &[SocketAddr],
+    password: &str,
+) {
+    let b2 = backends[1];
+    println!(
+        r#"
+lintas demo is running. Ctrl-C stops it.
+
+  backends      app1 {b1}  app2 {b2}  app3 {b3}
+  HTTP balancer http://{http}/        (least_connections)
+  TCP balancer  {tcp}                 (same pool, layer 4)
+  stats page    http://{admin}/stats  user admin, password {password}
+                (the password is shown only now)
+
+Try:
+  # each request goes to the least busy backend; idle ones take turns
+  for i in 1 2 3 4 5 6; do curl -s http://{http}/; done
+
+  # a long job keeps one backend busy; short jobs go to the others meanwhile
+  curl -s 'http://{http}/work?ms=5000' & sleep 0.2; for i in 1 2 3 4; do curl -s http://{http}/work?ms=100; done; wait
+
+  # the same pool through the TCP balancer
+  curl -s http://{tcp}/
+
+  # kill app2 for 15 s: health checks take it out (DOWN on the stats page), traffic fails over
+  curl -s -X POST 'http://{b2}/kill?for=15s'
+  for i in 1 2 3 4; do curl -s http://{http}/; done
+
+  # drain, weight and strategy through the runtime API
+  curl -s -u admin:{password} -X POST http://{admin}/api/pools/demo/backends/app1/drain
+  curl -s -u admin:{password} -X POST http://{admin}/api/pools/demo/backends/app1/enable
+  curl -s -u admin:{password} -X PUT -d '{{"strategy":"round_robin"}}' -H 'content-type: application/json' http://{admin}/api/pools/demo/strategy
+  curl -s -u admin:{password} http://{admin}/api/stats
+  curl -s -u admin:{password} http://{admin}/metrics
+"#,
+        b1 = backends[0],
+        b3 = backends[2],
+    );
+}

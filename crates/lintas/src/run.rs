@@ -1,0 +1,163 @@
+//! Running a node: start the configured services, reload on SIGHUP, drain on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use admin::{AdminState, Auth, Control};
+use anyhow::Context;
+use configkit::KeyPath;
+use proxy::{Proxy, ReloadSummary};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{self, Loaded};
+
+/// How long connections get to finish after a shutdown signal before they are closed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The services of one running node.
+pub struct Node {
+    /// The load balancer (running with no listeners when `[proxy]` is absent, so a reload
+    /// can add them).
+    pub proxy: Arc<Proxy>,
+    /// Where the admin service listens, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The configuration file, re-read on reload.
+    path: PathBuf,
+    /// The configuration in force, so a reload can tell what changed outside `[proxy]`.
+    current: Mutex<Loaded>,
+}
+
+impl Node {
+    /// Starts every configured service on `tracker`, stopping on `shutdown`. Errors that
+    /// come from the environment (an address in use, an unset password variable) are
+    /// positioned in the file like validation errors.
+    pub async fn start(
+        loaded: Loaded,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let proxy_cfg = loaded.config.proxy.clone().unwrap_or_default();
+        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone())
+            .await
+            .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
+        let admin = match &loaded.config.admin {
+            Some(cfg) => {
+                let at = KeyPath::root("admin");
+                let auth = Auth::from_config(cfg)
+                    .map_err(|e| loaded.error_at(&at.key("password_env"), e))?;
+                let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+                    loaded.error_at(
+                        &at.key("listen"),
+                        format!("cannot listen on {}: {e}; choose another address or stop what holds it", cfg.listen),
+                    )
+                })?;
+                Some((auth, listener))
+            }
+            None => None,
+        };
+        let node = Arc::new(Self {
+            proxy,
+            admin_addr: admin.as_ref().and_then(|(_, l)| l.local_addr().ok()),
+            path: loaded.path.clone(),
+            current: Mutex::new(loaded),
+        });
+        if let Some((auth, listener)) = admin {
+            let state = AdminState {
+                registry: node.proxy.registry().clone(),
+                auth: Arc::new(auth),
+                control: Arc::new(Reloader(node.clone())),
+            };
+            info!(addr = ?node.admin_addr, "admin listening");
+            tracker.spawn(async move {
+                if let Err(e) = admin::serve(listener, state, shutdown).await {
+                    warn!(error = %e, "admin service stopped");
+                }
+            });
+        }
+        Ok(node)
+    }
+
+    /// Re-reads the configuration file and applies it without dropping connections. An
+    /// invalid file changes nothing.
+    pub async fn reload(&self) -> Result<ReloadSummary, String> {
+        let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
+        let mut current = self.current.lock().await;
+        if loaded.config.admin != current.config.admin {
+            warn!("[admin] changed; it takes effect at the next restart");
+        }
+        let summary = self
+            .proxy
+            .apply(&loaded.config.proxy.clone().unwrap_or_default())
+            .await
+            .map_err(|e| {
+                loaded
+                    .error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string())
+                    .to_string()
+            })?;
+        *current = loaded;
+        Ok(summary)
+    }
+}
+
+/// The admin API's handle on reloads.
+struct Reloader(Arc<Node>);
+
+impl Control for Reloader {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<ReloadSummary, String>> + Send + '_>> {
+        Box::pin(self.0.reload())
+    }
+}
+
+/// `lintas run`: serves until SIGINT or SIGTERM, reloading on SIGHUP.
+pub async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let loaded = config::load(&path)?;
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let node = Node::start(loaded, tracker.clone(), shutdown.clone()).await?;
+    info!(config = %path.display(), "lintas running");
+    wait_for_signals(&node, &shutdown).await?;
+    drain(tracker).await;
+    Ok(())
+}
+
+/// Reloads on SIGHUP; returns on SIGINT or SIGTERM, after cancelling `shutdown`.
+pub async fn wait_for_signals(node: &Node, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match node.reload().await {
+                Ok(summary) => info!(?summary, "configuration reloaded"),
+                Err(e) => warn!("reload refused, configuration unchanged:\n{e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(
+        "shutting down: no new connections; draining for up to {}",
+        configkit::format_duration(DRAIN_GRACE)
+    );
+    shutdown.cancel();
+    Ok(())
+}
+
+/// Waits for tracked tasks to finish, at most [`DRAIN_GRACE`].
+pub async fn drain(tracker: TaskTracker) {
+    tracker.close();
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("drain grace period over; closing the remaining connections");
+    }
+}
