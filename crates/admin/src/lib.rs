@@ -62,7 +62,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 pub use auth::Auth;
 pub use config::AdminConfig;
@@ -100,14 +100,16 @@ pub struct AdminState {
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then stops accepting and
 /// lets requests in progress finish (idle keep-alive connections are closed).
 ///
-/// At most 256 connections are served at once; more wait in the kernel's accept queue.
+/// At most 256 connections are served at once (more wait in the kernel's accept queue), and
+/// a connection idle for 60 s is closed.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin listening");
+        // The binary announces the address at `info`; this is for tracing the service itself.
+        debug!(%addr, "admin serving");
     }
     let listener = conn_limit::Bounded::new(listener, conn_limit::MAX_CONNECTIONS);
     axum::serve(listener, router(state))

@@ -96,14 +96,14 @@ impl Admin {
     }
 
     pub(crate) async fn start_with(reload_error: Option<&str>) -> Admin {
-        let cfg: ProxyConfig = toml::from_str(PROXY_TOML).unwrap();
+        let cfg: ProxyConfig = toml::from_str(PROXY_TOML).expect("PROXY_TOML parses");
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
         let proxy = Proxy::start(&cfg, TaskTracker::new(), shutdown.clone())
             .await
-            .unwrap();
+            .expect("the proxy starts");
         let control = Arc::new(TestControl {
             calls: AtomicUsize::new(0),
             fail: reload_error.map(String::from),
@@ -113,8 +113,10 @@ impl Admin {
             auth: Arc::new(Auth::from_password(USER, PASSWORD)),
             control: control.clone(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().expect("bound address"));
         let server = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
         Admin {
             base,
@@ -169,7 +171,10 @@ impl Admin {
     }
 
     pub(crate) fn pool(&self, name: &str) -> Arc<balance::Pool> {
-        self.proxy.registry().pool(name).unwrap()
+        self.proxy
+            .registry()
+            .pool(name)
+            .unwrap_or_else(|| panic!("no pool {name}"))
     }
 }
 

@@ -42,6 +42,25 @@ pub fn locate(text: &str, path: &KeyPath) -> Position {
     position(text, best.unwrap_or(0))
 }
 
+/// The key whose value is written at byte `offset`, for errors serde reports by position.
+pub fn key_at(text: &str, offset: usize) -> Option<KeyPath> {
+    let doc = Document::parse(text.to_owned()).ok()?;
+    let mut path = Vec::new();
+    deepest(Node::Item(doc.as_item()), offset, &mut path).then_some(KeyPath(path))
+}
+
+/// Extends `path` to the deepest descendant of `node` whose span holds `offset`.
+fn deepest(node: Node<'_>, offset: usize, path: &mut Vec<Seg>) -> bool {
+    for (seg, child) in node.children() {
+        path.push(seg);
+        if deepest(child, offset, path) || child.span().is_some_and(|s| s.contains(&offset)) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
 /// A step of the walk: a table-level item or an inline value.
 #[derive(Clone, Copy)]
 enum Node<'a> {
@@ -60,6 +79,32 @@ impl<'a> Node<'a> {
             (Node::Value(Value::InlineTable(t)), Seg::Key(k)) => t.get(k).map(Node::Value),
             (Node::Value(Value::Array(a)), Seg::Index(i)) => a.get(*i).map(Node::Value),
             _ => None,
+        }
+    }
+
+    fn children(self) -> Vec<(Seg, Node<'a>)> {
+        let key = |k: &str| Seg::Key(k.to_owned());
+        match self {
+            Node::Item(Item::Table(t)) | Node::Table(t) => t
+                .iter()
+                .filter_map(|(k, _)| Some((key(k), Node::Item(t.get(k)?))))
+                .collect(),
+            Node::Item(Item::ArrayOfTables(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (Seg::Index(i), Node::Table(t)))
+                .collect(),
+            Node::Item(Item::Value(v)) => Node::Value(v).children(),
+            Node::Value(Value::InlineTable(t)) => t
+                .iter()
+                .filter_map(|(k, _)| Some((key(k), Node::Value(t.get(k)?))))
+                .collect(),
+            Node::Value(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Seg::Index(i), Node::Value(v)))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -95,6 +140,14 @@ mod tests {
                 .key("address")),
             Position { line: 3, col: 27 }
         );
+    }
+
+    #[test]
+    fn names_the_key_written_at_an_offset() {
+        let offset = TEXT.find("127.0.0.1:1").unwrap();
+        let key = key_at(TEXT, offset).unwrap();
+        assert_eq!(key.to_string(), "proxy.pools.web.backends[0].address");
+        assert_eq!(key_at(TEXT, 0), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use configkit::{Issues, KeyPath};
 use proxy::config::ProxyConfig;
 use serde::Deserialize;
 
-pub use locate::{Position, locate, position};
+pub use locate::{Position, key_at, locate, position};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -119,13 +119,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates `text`, naming `path` in errors.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
-    let config: Config = toml::from_str(&text).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        problems: vec![Problem {
-            position: position(&text, e.span().map_or(0, |s| s.start)),
-            key: None,
-            message: e.message().trim().to_string(),
-        }],
+    let config: Config = toml::from_str(&text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                position: position(&text, offset),
+                key: key_at(&text, offset).map(|k| k.to_string()),
+                message: e.message().trim().to_string(),
+            }],
+        }
     })?;
     let issues = validate(&config);
     if !issues.0.is_empty() {
