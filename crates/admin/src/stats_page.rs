@@ -173,7 +173,8 @@ impl Page<'_> {
             )?;
             match &b.last_check {
                 Some(c) => {
-                    let age = self.now.duration_since(c.at).unwrap_or(Duration::ZERO);
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(c.at_unix_ms);
+                    let age = self.now.duration_since(at).unwrap_or(Duration::ZERO);
                     write!(
                         f,
                         "<td class=\"t{}\">{}</td><td class=\"t\">{}</td><td>{} ago</td>",

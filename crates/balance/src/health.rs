@@ -103,8 +103,9 @@ pub struct HealthEvent {
 /// When a check last ran and what it found, for the stats page.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastCheck {
-    /// Wall-clock time of the check.
-    pub at: SystemTime,
+    /// Wall-clock time of the check, in milliseconds since the Unix epoch (what JSON
+    /// consumers and dashboards take directly).
+    pub at_unix_ms: u64,
     /// Whether it passed.
     pub ok: bool,
     /// What it saw ("HTTP 200", "connection refused", ...).
@@ -143,7 +144,9 @@ impl HealthTracker {
         result: &CheckResult,
     ) -> Option<Health> {
         self.last_check = Some(LastCheck {
-            at: SystemTime::now(),
+            at_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             ok: result.ok,
             detail: result.detail.clone(),
             duration_ms: result.duration.as_millis() as u64,

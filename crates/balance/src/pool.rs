@@ -317,6 +317,7 @@ impl Pool {
         PoolSnapshot {
             name: self.name.to_string(),
             strategy: state.kind,
+            hash_key: state.hash_key.clone(),
             backends: state
                 .backends
                 .iter()
@@ -397,6 +398,8 @@ pub struct PoolSnapshot {
     pub name: String,
     /// Algorithm in use.
     pub strategy: StrategyKind,
+    /// What consistent hashing hashes, when set.
+    pub hash_key: Option<HashKey>,
     /// Its backends.
     pub backends: Vec<BackendSnapshot>,
 }

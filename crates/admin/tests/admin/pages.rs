@@ -86,7 +86,8 @@ async fn api_stats_has_every_listener_and_pool() {
     assert_eq!(names, ["api", "checked", "web"]);
     let web = &pools[2];
     assert_eq!(web["strategy"], "round_robin");
-    assert_eq!(web.as_object().unwrap().len(), 3, "{web}");
+    assert_eq!(web["hash_key"], serde_json::Value::Null);
+    assert_eq!(web.as_object().unwrap().len(), 4, "{web}");
     assert_eq!(
         web["backends"][1],
         json!({
