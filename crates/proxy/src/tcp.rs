@@ -177,15 +177,17 @@ async fn copy_half(
 ) -> io::Result<()> {
     loop {
         r.readable().await?;
-        let mut buf = vec![0u8; COPY_BUF];
+        // Borrowed only while data flows; reading into spare capacity skips zero-filling.
+        let mut buf = Vec::with_capacity(COPY_BUF);
         loop {
-            match r.try_read(&mut buf) {
+            buf.clear();
+            match r.try_read_buf(&mut buf) {
                 Ok(0) => {
                     w.shutdown().await?;
                     return Ok(());
                 }
                 Ok(n) => {
-                    w.write_all(&buf[..n]).await?;
+                    w.write_all(&buf).await?;
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
                 }

@@ -59,6 +59,9 @@ impl Upstream {
             if sender.is_closed() {
                 continue;
             }
+            if sender.is_ready() {
+                return Ok(sender);
+            }
             // Just after a response ends the connection may not have signalled readiness yet;
             // a short wait is far cheaper than a new connection.
             if let Ok(Ok(())) = tokio::time::timeout(timeout, sender.ready()).await {
@@ -66,9 +69,7 @@ impl Upstream {
             }
         }
         let stream = tcp::connect(addr, timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let (sender, conn) = builder().handshake(TokioIo::new(stream)).await?;
         // The connection task ends when its sender is dropped or the backend closes it.
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -85,9 +86,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
         let stream = tcp::connect(addr, timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let (sender, conn) = builder().handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!(%addr, error = %e, "upgraded backend connection ended");
@@ -112,4 +111,12 @@ impl Upstream {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.get_mut(&addr).and_then(Vec::pop)
     }
+}
+
+/// HTTP/1.1 client settings for backend connections: one flattened send per request is
+/// cheaper than the vectored path for the small heads a proxy forwards.
+fn builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.writev(false);
+    b
 }

@@ -147,7 +147,8 @@ mod tests {
         let offset = TEXT.find("127.0.0.1:1").unwrap();
         let key = key_at(TEXT, offset).unwrap();
         assert_eq!(key.to_string(), "proxy.pools.web.backends[0].address");
-        assert_eq!(key_at(TEXT, 0), None);
+        let blank_line = TEXT.find("\n\n").unwrap() + 1;
+        assert_eq!(key_at(TEXT, blank_line), None);
     }
 
     #[test]

@@ -200,16 +200,16 @@ mod tests {
     fn syntax_errors_name_file_line_and_column() {
         assert_eq!(
             errors("[proxy]\nlisteners = [\n"),
-            "lintas.toml:3:1: invalid array\nexpected `]`"
+            "lintas.toml:2:14: unclosed array, expected `]`"
         );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
         let e = errors("[proxy.pools.web]\nbackends = []\nstrategy = \"round_robin\"\nretry = 3\n");
-        assert!(
-            e.starts_with("lintas.toml:4:1: unknown field `retry`"),
-            "{e}"
+        assert_eq!(
+            e,
+            "lintas.toml:4:1: unknown field `retry`, expected one of `strategy`, `hash_key`, `backends`, `health`, `passive`"
         );
     }
 
@@ -218,9 +218,9 @@ mod tests {
         let e = errors(
             "[[proxy.listeners]]\nname = \"l\"\nmode = \"udp\"\nlisten = \"127.0.0.1:1\"\npool = \"p\"\n",
         );
-        assert!(
-            e.starts_with("lintas.toml:3:8: unknown variant `udp`, expected `tcp` or `http`"),
-            "{e}"
+        assert_eq!(
+            e,
+            "lintas.toml:3:8: proxy.listeners[0].mode: unknown variant `udp`, expected `tcp` or `http`"
         );
     }
 

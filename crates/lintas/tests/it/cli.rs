@@ -1,0 +1,200 @@
+//! The `lintas` binary as users run it: `check`, `run`, `--version`, SIGTERM.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use testkit::{HttpClient, PATIENCE, wait_until};
+use tokio::net::TcpStream;
+
+use crate::harness::{
+    LINTAS, ProcessBackend, TempDir, backends_toml, single_config, single_config_on, unused_addr,
+};
+
+/// A `lintas` process whose output goes to files in `dir`; SIGKILLed if still running when
+/// dropped.
+struct Lintas<'a> {
+    child: Child,
+    dir: &'a TempDir,
+}
+
+/// How a `lintas` process ended.
+struct Ended {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl<'a> Lintas<'a> {
+    fn spawn(dir: &'a TempDir, args: &[&str]) -> Self {
+        let child = Command::new(LINTAS)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout")).unwrap())
+            .stderr(File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, dir }
+    }
+
+    /// Waits for the process to exit, at most [`PATIENCE`].
+    async fn ended(mut self) -> Ended {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lintas still running after {PATIENCE:?}; stderr:\n{}",
+                self.read("stderr")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Ended {
+            code: status.code(),
+            stdout: self.read("stdout"),
+            stderr: self.read("stderr"),
+        }
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Lintas<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `lintas ARGS` to its end.
+async fn lintas(args: &[&str]) -> Ended {
+    let dir = TempDir::new();
+    Lintas::spawn(&dir, args).ended().await
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_accepts_the_example_file() {
+    let example = std::fs::canonicalize(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lintas.example.toml"),
+    )
+    .unwrap();
+
+    let out = lintas(&["check", "-c", path_str(&example)]).await;
+
+    assert_eq!((out.code, out.stderr.as_str()), (Some(0), ""));
+    assert_eq!(out.stdout, format!("{}: ok\n", example.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_an_unknown_pool_at_its_line_and_column() {
+    let text = single_config("http", &backends_toml([("a", unused_addr(), 1)]), "")
+        .replace("pool = \"web\"\n", "pool = \"nope\"\n");
+    let dir = TempDir::new();
+    let file = dir.write("bad.toml", &text);
+    let (line, col) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            l.starts_with("pool = ")
+                .then(|| (i + 1, l.find('"').unwrap() + 1))
+        })
+        .unwrap();
+
+    let out = lintas(&["check", "-c", path_str(&file)]).await;
+
+    assert_eq!((out.code, out.stdout.as_str()), (Some(1), ""));
+    assert_eq!(
+        out.stderr,
+        format!(
+            "{}:{line}:{col}: proxy.listeners[0].pool: no pool named `nope`; defined pools: web\n",
+            file.display()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_port_in_use_and_exits_1() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let text = single_config_on(addr, "http", &backends_toml([("a", unused_addr(), 1)]), "");
+    let dir = TempDir::new();
+    let file = dir.write("busy.toml", &text);
+
+    let out = lintas(&["run", "-c", path_str(&file)]).await;
+
+    assert_eq!(out.code, Some(1), "stderr:\n{}", out.stderr);
+    let expected = format!("proxy.listeners[0].listen: listener `web` cannot listen on {addr}");
+    assert!(
+        out.stderr.contains(&expected),
+        "stderr lacks {expected:?}:\n{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_prints_name_and_version() {
+    let out = lintas(&["--version"]).await;
+
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "lintas 0.1.0\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0() {
+    let backend = ProcessBackend::spawn("app1", "127.0.0.1:0".parse().unwrap());
+    let listen = unused_addr();
+    let text = single_config_on(
+        listen,
+        "http",
+        &backends_toml([("app1", backend.addr, 1)]),
+        "",
+    );
+    let dir = TempDir::new();
+    let file = dir.write("lintas.toml", &text);
+    let node = Lintas::spawn(&dir, &["run", "-c", path_str(&file)]);
+    let client = HttpClient::new();
+    let url = format!("http://{listen}/");
+    wait_until("lintas serving", PATIENCE, || async {
+        matches!(client.send(http::Method::GET, &url, &[], "").await, Ok(r) if r.status == 200)
+    })
+    .await;
+    let work_url = format!("http://{listen}/work?ms=2000");
+    let work = tokio::spawn(async move { HttpClient::new().get(&work_url).await });
+    // The request must be in flight at lintas when the signal comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    wait_until("new connections refused", PATIENCE, || async {
+        let connected = TcpStream::connect(listen).await;
+        matches!(connected, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .await;
+    assert!(
+        !work.is_finished(),
+        "the request in flight ended before the listener closed"
+    );
+    let reply = work.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "app1 worked 2000 ms\n")
+    );
+    let out = node.ended().await;
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+}

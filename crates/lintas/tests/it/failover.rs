@@ -1,0 +1,162 @@
+//! Dead, refusing and unreachable backends: health events, retries and the answers clients
+//! get when nothing is left.
+
+use std::time::{Duration, Instant};
+
+use balance::{Health, HealthEvent};
+use testkit::{HttpClient, PATIENCE};
+use tokio::sync::broadcast;
+
+use crate::harness::{
+    Backends, Load, ProcessBackend, TestNode, backends_toml, counts, get_backends, listener_toml,
+    single_config, tally, unused_addr,
+};
+
+/// Waits for `backend`'s next transition to `to`, skipping other events.
+async fn next_event(
+    events: &mut broadcast::Receiver<HealthEvent>,
+    backend: &str,
+    to: Health,
+) -> HealthEvent {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(e) if &*e.backend == backend && e.to == to => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("pool events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {to:?} event for {backend} within {PATIENCE:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_backend_goes_down_without_client_errors_and_comes_back() {
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let mut backends: Vec<ProcessBackend> = ["app1", "app2", "app3"]
+        .iter()
+        .map(|n| ProcessBackend::spawn(n, any_port))
+        .collect();
+    let interval = Duration::from_millis(200);
+    let fall = 3;
+    let pool = format!(
+        "strategy = \"round_robin\"\n{}\n\
+         health = {{ kind = \"http\", path = \"/health\", interval = \"{}ms\", timeout = \"500ms\", \
+         rise = 2, fall = {fall} }}\n\
+         passive = {{ failures = 0 }}",
+        backends_toml(backends.iter().map(|b| (b.name.as_str(), b.addr, 1))),
+        interval.as_millis(),
+    );
+    let node = TestNode::single("http", &pool, "").await;
+    let url = node.url("web", "/").await;
+    let mut events = node.pool("web").subscribe();
+    let load = Load::start(4, &url);
+    load.wait_for_more(100).await;
+
+    let victim_addr = backends[1].addr;
+    let killed_at = Instant::now();
+    backends[1].kill();
+    next_event(&mut events, "app2", Health::Down).await;
+    let detection = killed_at.elapsed();
+    load.wait_for_more(100).await;
+
+    backends[1] = ProcessBackend::spawn("app2", victim_addr);
+    next_event(&mut events, "app2", Health::Up).await;
+    let served_before = node.backend("web", "app2").requests;
+    load.wait_for_more(100).await;
+    let report = load.stop().await;
+
+    assert_eq!(report.failures, Vec::<String>::new(), "clients saw errors");
+    let slack = Duration::from_secs(2);
+    assert!(
+        detection <= interval * fall + slack,
+        "Down came {detection:?} after the kill; expected at most {:?}",
+        interval * fall + slack
+    );
+    assert!(
+        node.backend("web", "app2").requests > served_before,
+        "app2 took no traffic after coming back"
+    );
+    let after = get_backends(&url, 6).await;
+    assert_eq!(
+        tally(&after),
+        counts(&[("app1", 2), ("app2", 2), ("app3", 2)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_answers_503_or_the_configured_502() {
+    let pool = format!(
+        "{}\nhealth = {{ kind = \"tcp\", interval = \"100ms\", timeout = \"500ms\", fall = 1 }}",
+        backends_toml([("a", unused_addr(), 1), ("b", unused_addr(), 1)])
+    );
+    let text = single_config("http", &pool, "")
+        + &listener_toml("web502", "http", "no_backend_status = 502");
+    let node = TestNode::start(&text).await;
+    node.wait_all("web", Health::Down).await;
+    let client = HttpClient::new();
+
+    let default = client.get(&node.url("web", "/").await).await;
+    let configured = client.get(&node.url("web502", "/").await).await;
+
+    assert_eq!(
+        (default.status, default.body.as_str()),
+        (503, "no backend available in pool `web`\n")
+    );
+    assert_eq!(
+        (configured.status, configured.body.as_str()),
+        (502, "no backend available in pool `web`\n")
+    );
+    assert_eq!(node.listener("web").no_backend, 1);
+    assert_eq!(node.listener("web502").no_backend, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_backends_answer_502_after_every_retry() {
+    let pool = format!(
+        "{}\npassive = {{ failures = 0 }}",
+        backends_toml([
+            ("a", unused_addr(), 1),
+            ("b", unused_addr(), 1),
+            ("c", unused_addr(), 1)
+        ])
+    );
+    let node = TestNode::single("http", &pool, "retries = 2").await;
+
+    let reply = HttpClient::new().get(&node.url("web", "/").await).await;
+
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (
+            502,
+            "bad gateway: no backend of pool `web` could be reached (3 tried)\n"
+        )
+    );
+    let l = node.listener("web");
+    assert_eq!((l.connect_failures, l.retries), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_retried_on_live_backends_evenly() {
+    let b = Backends::start(&["app1", "app2"]).await;
+    let pool = format!(
+        "strategy = \"round_robin\"\n{}\npassive = {{ failures = 0 }}",
+        backends_toml([
+            ("dead", unused_addr(), 1),
+            ("app1", b.addr("app1"), 1),
+            ("app2", b.addr("app2"), 1)
+        ])
+    );
+    let node = TestNode::single("http", &pool, "").await;
+
+    let got = get_backends(&node.url("web", "/").await, 30).await;
+
+    // Every third first pick is the dead backend; its retry must not shift the rotation.
+    let l = node.listener("web");
+    assert_eq!(
+        (tally(&got), l.retries, l.connect_failures),
+        (counts(&[("app1", 15), ("app2", 15)]), 10, 10)
+    );
+}

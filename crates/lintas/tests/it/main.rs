@@ -1,0 +1,27 @@
+//! Integration tests of the load balancer: real sockets, real processes, exact outcomes.
+//!
+//! One test binary (faster to link than one per file); each module is one concern:
+//!
+//! - `distribution`: which backend each strategy picks, counted exactly.
+//! - `failover`: dead, refusing and unreachable backends; health events; retries.
+//! - `http`: layer-7 behaviour — headers, bodies, timeouts, WebSocket, h2c, TLS, bad input.
+//! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
+//! - `reload`: configuration reloads and strategy changes under load.
+//! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
+//!
+//! Shared setup lives in `harness`.
+
+// clippy.toml allows `unwrap` inside `#[test]` functions only; the harness and the helpers
+// beside the tests are test code too, where a panic is how a test reports a failure.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic fails the test with its message"
+)]
+
+mod cli;
+mod distribution;
+mod failover;
+mod harness;
+mod http;
+mod reload;
+mod tcp;

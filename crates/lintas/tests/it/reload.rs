@@ -1,0 +1,92 @@
+//! Configuration reloads and runtime strategy changes while clients are busy.
+
+use std::time::Duration;
+
+use balance::StrategyKind;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::harness::{
+    Backends, Load, TempDir, TestNode, backends_toml, echo_server, read_n, unused_addr,
+};
+
+/// Writes `msg` on an echo session and expects it back.
+async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    assert_eq!(read_n(s, msg.len()).await, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_strategy_change_under_load_drop_nothing() {
+    let b = Backends::start(&["app1", "app2", "app3", "app4"]).await;
+    let echo = echo_server().await;
+    let tcp_listen = unused_addr();
+    let config = |strategy: &str, names: &[&str]| {
+        format!(
+            r#"[proxy.pools.web]
+strategy = "{strategy}"
+{web}
+
+[proxy.pools.echo]
+{echo}
+
+[[proxy.listeners]]
+name = "web"
+mode = "http"
+listen = "127.0.0.1:0"
+pool = "web"
+
+[[proxy.listeners]]
+name = "echo"
+mode = "tcp"
+listen = "{tcp_listen}"
+pool = "echo"
+"#,
+            web = backends_toml(names.iter().map(|n| (*n, b.addr(n), 1))),
+            echo = backends_toml([("echo", echo, 1)]),
+        )
+    };
+    let dir = TempDir::new();
+    let path = dir.write(
+        "lintas.toml",
+        &config("round_robin", &["app1", "app2", "app3"]),
+    );
+    let node = TestNode::start_file(&path).await;
+    let mut session = TcpStream::connect(node.addr("echo").await).await.unwrap();
+    echo_roundtrip(&mut session, b"before").await;
+    let load = Load::start(4, &node.url("web", "/").await);
+    // The clients run for about two seconds: changes land while requests are in flight.
+    let step = Duration::from_millis(600);
+
+    tokio::time::sleep(step).await;
+    load.wait_for_more(20).await;
+    node.pool("web")
+        .set_strategy(StrategyKind::LeastConnections, None);
+    tokio::time::sleep(step).await;
+    load.wait_for_more(20).await;
+    dir.write(
+        "lintas.toml",
+        &config("weighted_round_robin", &["app1", "app2", "app3", "app4"]),
+    );
+    let summary = node.node.reload().await.unwrap();
+    tokio::time::sleep(step).await;
+    load.wait_for_more(50).await;
+    let report = load.stop().await;
+
+    assert_eq!(report.failures, Vec::<String>::new(), "clients saw errors");
+    assert!(
+        report.by_backend.get("app4").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.by_backend
+    );
+    assert_eq!(
+        node.pool("web").state().kind,
+        StrategyKind::WeightedRoundRobin
+    );
+    assert_eq!(summary.listeners_updated, ["web", "echo"]);
+    assert!(
+        summary.listeners_added.is_empty() && summary.listeners_removed.is_empty(),
+        "{summary:?}"
+    );
+    echo_roundtrip(&mut session, b"after").await;
+}
