@@ -9,8 +9,9 @@
 //!   accept, per-listener live settings swapped on reload).
 //! - `tcp`: layer 4 — connect with retries, optional PROXY protocol (`proxy_protocol`),
 //!   bidirectional copy with half-close and idle timeout.
-//! - `http`: layer 7 — HTTP/1.1 and h2 clients, pooled HTTP/1.1 backends (`upstream`),
-//!   WebSocket upgrades tunnelled, retries, timeouts, TLS termination (`tls`).
+//! - `http`: layer 7 — HTTP/1.x clients through lintas's own forwarding loop (`http::h1`),
+//!   h2 clients through hyper (`http::h2`); pooled HTTP/1.1 backends, WebSocket upgrades
+//!   tunnelled, retries, timeouts, TLS termination (`tls`).
 //! - `check`: active health checks per pool.
 //! - [`registry`]: what the admin service reads: pools and listeners with their counters.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
@@ -23,7 +24,6 @@ mod proxy_protocol;
 pub mod registry;
 mod tcp;
 mod tls;
-mod upstream;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -42,7 +42,6 @@ use tracing::{info, warn};
 use crate::config::{ListenerConfig, Mode, ProxyConfig};
 use crate::listener::{ListenerHandle, ListenerSettings};
 use crate::registry::{ListenerInfo, Registry};
-use crate::upstream::Upstream;
 
 /// Why the proxy could not start or apply a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +112,7 @@ pub struct ReloadSummary {
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<Registry>,
-    upstream: Arc<Upstream>,
+    backends: Arc<http::Backends>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     running: Mutex<Running>,
@@ -135,7 +134,7 @@ impl Proxy {
     ) -> Result<Arc<Self>, ProxyError> {
         let proxy = Arc::new(Self {
             registry: Arc::new(Registry::default()),
-            upstream: Arc::new(Upstream::default()),
+            backends: Arc::default(),
             tracker,
             shutdown,
             running: Mutex::new(Running::default()),
@@ -335,8 +334,7 @@ impl Proxy {
                 ));
             }
             Mode::Http => {
-                let upstream = self.upstream.clone();
-                let conn_tracker = tracker.clone();
+                let backends = self.backends.clone();
                 let conn_shutdown = shutdown.clone();
                 self.tracker.spawn(listener::accept_loop(
                     sock,
@@ -344,15 +342,7 @@ impl Proxy {
                     tracker,
                     shutdown,
                     move |s, peer, h, active| {
-                        http::serve(
-                            s,
-                            peer,
-                            h,
-                            active,
-                            upstream.clone(),
-                            conn_tracker.clone(),
-                            conn_shutdown.clone(),
-                        )
+                        http::serve(s, peer, h, active, backends.clone(), conn_shutdown.clone())
                     },
                 ));
             }

@@ -4,8 +4,7 @@
 //! leaves the request intact and it can go to another backend whatever its method. Idle
 //! connections are kept per backend address (at most `MAX_IDLE_PER_BACKEND`) and returned
 //! by the response body once the backend's response has been read to its end; a connection
-//! whose response was abandoned is closed, since its state is unknown. WebSocket upgrades
-//! get a fresh connection of their own that is never pooled.
+//! whose response was abandoned is closed, since its state is unknown.
 
 use std::collections::HashMap;
 use std::io;
@@ -74,22 +73,6 @@ impl Upstream {
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%addr, error = %e, "backend connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// A new, never pooled connection that can be upgraded (WebSocket).
-    pub async fn connect_upgradable(
-        &self,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Sender, ConnectError> {
-        let stream = tcp::connect(addr, timeout).await?;
-        let (sender, conn) = builder().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                debug!(%addr, error = %e, "upgraded backend connection ended");
             }
         });
         Ok(sender)

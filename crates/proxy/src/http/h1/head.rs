@@ -1,0 +1,597 @@
+//! Request and response heads: parsed with `httparse`, rewritten for the other side.
+//!
+//! A head is rewritten in one pass into the bytes the other side gets: hop-by-hop headers
+//! (RFC 9110 §7.6.1, and every header the `Connection` header names) are dropped,
+//! `X-Forwarded-For` is appended to and `X-Forwarded-Proto` set on requests, and the body's
+//! framing is worked out (RFC 9112 §6). `Transfer-Encoding` and `Content-Length` are kept:
+//! bodies are forwarded in the encoding they arrive in.
+
+use std::fmt::Write as _;
+
+use balance::{HashKey, hash_key};
+
+/// Most headers a head may carry; more is answered 431 like an oversized head.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLen {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+/// Why a head could not be taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// More bytes are needed.
+    Partial,
+    /// Larger than the limit, or too many headers.
+    TooLarge,
+    /// Not HTTP/1.x; the text says what was wrong.
+    Malformed(String),
+}
+
+/// What the request path needs from the request head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    /// The head to send to the backend.
+    pub out: Vec<u8>,
+    /// Bytes of the client's buffer the head took.
+    pub len: usize,
+    /// The body's framing.
+    pub body: BodyLen,
+    /// `HEAD`: the response has no body whatever it says.
+    pub is_head: bool,
+    /// Safe to send twice (RFC 9110 §9.2.2) — and only then replayed after a failure.
+    pub idempotent: bool,
+    /// The client keeps the connection after this exchange.
+    pub keep_alive: bool,
+    /// HTTP/1.0 client: it needs `Connection: keep-alive` in the response to keep it.
+    pub http10: bool,
+    /// A protocol upgrade (WebSocket) was asked for.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`: lintas answers the 100 itself before reading the body.
+    pub expect_continue: bool,
+    /// Hashed balancing key, when the pool hashes a header or cookie.
+    pub key: Option<u64>,
+}
+
+/// What the response path needs from the response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    /// The head to send to the client.
+    pub out: Vec<u8>,
+    /// Bytes of the backend's buffer the head took.
+    pub len: usize,
+    /// Status code.
+    pub status: u16,
+    /// The body's framing.
+    pub body: BodyLen,
+    /// The backend connection may be reused afterwards.
+    pub reusable: bool,
+}
+
+/// Per-connection facts the request rewrite needs.
+pub(crate) struct RequestCtx<'a> {
+    /// Client IP, for X-Forwarded-For.
+    pub peer_ip: &'a str,
+    /// Whether the client came over TLS.
+    pub tls: bool,
+    /// What the pool hashes, if it hashes a header or cookie.
+    pub hash: Option<&'a HashKey>,
+    /// Largest head accepted.
+    pub max: usize,
+}
+
+/// Headers never forwarded as received; the ones lintas keeps meaning of are re-added.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Comma-separated tokens of a header value, trimmed.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(v: &[u8], token: &str) -> bool {
+    tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Framing from `Content-Length`/`Transfer-Encoding` headers; `None` when neither is present.
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().map(str::trim);
+            let n = v
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "invalid Content-Length `{}`",
+                        String::from_utf8_lossy(h.value)
+                    )
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding decides whether the body is chunked.
+            chunked = Some(
+                tokens(h.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
+            );
+        }
+    }
+    match (chunked, length) {
+        (Some(_), Some(_)) => Err("both Transfer-Encoding and Content-Length are present".into()),
+        (Some(true), None) => Ok(Some(BodyLen::Chunked)),
+        (Some(false), None) => Ok(Some(BodyLen::UntilClose)),
+        (None, Some(n)) => Ok(Some(if n == 0 {
+            BodyLen::None
+        } else {
+            BodyLen::Length(n)
+        })),
+        (None, None) => Ok(None),
+    }
+}
+
+fn cookie<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    value.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+    })
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses the request head at the start of `buf` and rewrites it for the backend.
+pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestHead, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= ctx.max => n,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= ctx.max => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => {
+            return Err(HeadError::Malformed(format!(
+                "malformed request head ({e})"
+            )));
+        }
+    };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line".into()));
+    };
+    let headers = req.headers;
+    let body = framing(headers).map_err(HeadError::Malformed)?;
+    let body = match body {
+        Some(BodyLen::UntilClose) => {
+            return Err(HeadError::Malformed(
+                "a request's Transfer-Encoding must end in chunked".into(),
+            ));
+        }
+        Some(b) => b,
+        None => BodyLen::None,
+    };
+
+    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut upgrade_token = false;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        for t in tokens(h.value) {
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive_token = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                upgrade_token = true;
+            } else {
+                listed.push(t);
+            }
+        }
+    }
+    let upgrade_value = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| h.value)
+        .filter(|_| upgrade_token && minor == 1);
+    let keep_alive = !close && (minor == 1 || keep_alive_token);
+
+    let mut out = Vec::with_capacity(len + 64);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<Vec<u8>> = None;
+    let mut expect_continue = false;
+    let mut key = None;
+    for h in headers.iter() {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let all = xff.get_or_insert_with(Vec::new);
+            if !all.is_empty() {
+                all.extend_from_slice(b", ");
+            }
+            all.extend_from_slice(h.value.trim_ascii());
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("expect") && has_token(h.value, "100-continue") {
+            expect_continue = true;
+            continue;
+        }
+        match ctx.hash {
+            Some(HashKey::Header(wanted)) if key.is_none() && name.eq_ignore_ascii_case(wanted) => {
+                key = Some(hash_key(h.value));
+            }
+            Some(HashKey::Cookie(wanted))
+                if key.is_none() && name.eq_ignore_ascii_case("cookie") =>
+            {
+                key = cookie(h.value, wanted).map(hash_key);
+            }
+            _ => {}
+        }
+        push_header(&mut out, name, h.value);
+    }
+    let mut forwarded = xff.unwrap_or_default();
+    if !forwarded.is_empty() {
+        forwarded.extend_from_slice(b", ");
+    }
+    forwarded.extend_from_slice(ctx.peer_ip.as_bytes());
+    push_header(&mut out, "x-forwarded-for", &forwarded);
+    push_header(
+        &mut out,
+        "x-forwarded-proto",
+        if ctx.tls { b"https" } else { b"http" },
+    );
+    if let Some(v) = upgrade_value {
+        push_header(&mut out, "connection", b"upgrade");
+        push_header(&mut out, "upgrade", v);
+    }
+    out.extend_from_slice(b"\r\n");
+    let idempotent = matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    );
+    Ok(RequestHead {
+        out,
+        len,
+        body,
+        is_head: method == "HEAD",
+        idempotent,
+        keep_alive,
+        http10: minor == 0,
+        upgrade: upgrade_value.is_some(),
+        expect_continue: expect_continue && body != BodyLen::None,
+        key,
+    })
+}
+
+/// Parses the response head at the start of `buf` and rewrites it for the client.
+///
+/// `is_head` is whether the request was HEAD; `connection` is the `Connection` value the
+/// client must see (`close` when its connection ends after this response, `keep-alive` for
+/// an HTTP/1.0 client that keeps it).
+pub(crate) fn parse_response(
+    buf: &[u8],
+    max: usize,
+    is_head: bool,
+    connection: Option<&str>,
+) -> Result<ResponseHead, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= max => n,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => {
+            return Err(HeadError::Malformed(format!(
+                "malformed response head ({e})"
+            )));
+        }
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(HeadError::Malformed("incomplete status line".into()));
+    };
+    let headers = resp.headers;
+    let declared = framing(headers).map_err(HeadError::Malformed)?;
+    let no_body = is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = if no_body {
+        BodyLen::None
+    } else {
+        declared.unwrap_or(BodyLen::UntilClose)
+    };
+
+    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut backend_close = minor == 0;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        for t in tokens(h.value) {
+            if t.eq_ignore_ascii_case(b"close") {
+                backend_close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                backend_close = false;
+            } else if !t.eq_ignore_ascii_case(b"upgrade") && !t.eq_ignore_ascii_case(b"keep-alive")
+            {
+                listed.push(t);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(len + 32);
+    let reason = resp.reason.unwrap_or("");
+    let _ = write!(StrSink(&mut out), "HTTP/1.1 {status} {reason}\r\n");
+    let switching = status == 101;
+    for h in headers.iter() {
+        let keep_upgrade = switching && h.name.eq_ignore_ascii_case("upgrade");
+        if (is_hop_by_hop(h.name) && !keep_upgrade)
+            || listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
+        {
+            continue;
+        }
+        push_header(&mut out, h.name, h.value);
+    }
+    if switching {
+        push_header(&mut out, "connection", b"upgrade");
+    } else if body == BodyLen::UntilClose {
+        push_header(&mut out, "connection", b"close");
+    } else if let Some(v) = connection {
+        push_header(&mut out, "connection", v.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(ResponseHead {
+        out,
+        len,
+        status,
+        body,
+        reusable: !backend_close && body != BodyLen::UntilClose && !switching,
+    })
+}
+
+/// `fmt::Write` into a byte vector, for the status line.
+struct StrSink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for StrSink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A complete response lintas writes itself (errors, `100 Continue` excluded).
+pub(crate) fn own_response(status: u16, reason: &str, body: &str, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    let _ = write!(
+        StrSink(&mut out),
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(hash: Option<&HashKey>) -> RequestCtx<'_> {
+        RequestCtx {
+            peer_ip: "127.0.0.1",
+            tls: false,
+            hash,
+            max: 16 * 1024,
+        }
+    }
+
+    fn text(v: &[u8]) -> &str {
+        std::str::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn request_is_rewritten_for_the_backend() {
+        let raw = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\n\
+                    X-Forwarded-For: 10.0.0.1\r\nKeep-Alive: timeout=5\r\nAccept: */*\r\n\r\nNEXT";
+        let h = parse_request(raw, &ctx(None)).unwrap();
+        assert_eq!(
+            text(&h.out),
+            "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\
+             x-forwarded-proto: http\r\n\r\n"
+        );
+        assert_eq!(h.len, raw.len() - 4);
+        assert_eq!(
+            (h.body, h.keep_alive, h.idempotent, h.upgrade),
+            (BodyLen::None, true, true, false)
+        );
+    }
+
+    #[test]
+    fn request_framing() {
+        let h = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", &ctx(None)).unwrap();
+        assert_eq!((h.body, h.idempotent), (BodyLen::Length(5), false));
+        let h = parse_request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert_eq!(h.body, BodyLen::Chunked);
+        let e = parse_request(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &ctx(None),
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            HeadError::Malformed("both Transfer-Encoding and Content-Length are present".into())
+        );
+        let e = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n", &ctx(None));
+        assert_eq!(
+            e.unwrap_err(),
+            HeadError::Malformed("invalid Content-Length `5x`".into())
+        );
+        let e = parse_request(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            &ctx(None),
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            HeadError::Malformed("conflicting Content-Length headers".into())
+        );
+    }
+
+    #[test]
+    fn request_limits() {
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n", &ctx(None)).unwrap_err(),
+            HeadError::Partial
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        assert_eq!(
+            parse_request(big.as_bytes(), &ctx(None)).unwrap_err(),
+            HeadError::TooLarge
+        );
+        assert_eq!(
+            parse_request(b"GARBAGE\r\n\r\n", &ctx(None)).unwrap_err(),
+            HeadError::Malformed("malformed request head (invalid token)".into())
+        );
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        let h = parse_request(b"GET / HTTP/1.0\r\n\r\n", &ctx(None)).unwrap();
+        assert!(!h.keep_alive);
+        let h = parse_request(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert!(h.keep_alive);
+        let h = parse_request(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &ctx(None)).unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn upgrade_and_expect() {
+        let h = parse_request(
+            b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert!(h.upgrade);
+        assert!(text(&h.out).ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"));
+        let h = parse_request(
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert!(h.expect_continue);
+        assert!(!text(&h.out).to_ascii_lowercase().contains("expect"));
+    }
+
+    #[test]
+    fn hash_keys_from_header_and_cookie() {
+        let key = HashKey::Header("x-user".into());
+        let h =
+            parse_request(b"GET / HTTP/1.1\r\nX-User: alice\r\n\r\n", &ctx(Some(&key))).unwrap();
+        assert_eq!(h.key, Some(hash_key(b"alice")));
+        let key = HashKey::Cookie("sid".into());
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nCookie: a=1; sid=xyz\r\n\r\n",
+            &ctx(Some(&key)),
+        )
+        .unwrap();
+        assert_eq!(h.key, Some(hash_key(b"xyz")));
+    }
+
+    #[test]
+    fn response_framing_and_rewrite() {
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n",
+            8192,
+            false,
+            None,
+        )
+        .unwrap();
+        assert_eq!(text(&r.out), "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n");
+        assert_eq!(
+            (r.body, r.reusable, r.status),
+            (BodyLen::Length(6), true, 200)
+        );
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+            8192,
+            true,
+            Some("close"),
+        )
+        .unwrap();
+        assert_eq!(r.body, BodyLen::None);
+        assert!(text(&r.out).ends_with("connection: close\r\n\r\n"));
+        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", 8192, false, None).unwrap();
+        assert_eq!((r.body, r.reusable), (BodyLen::UntilClose, false));
+        let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", 8192, false, None).unwrap();
+        assert_eq!((r.body, r.reusable), (BodyLen::None, true));
+        let r = parse_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 8192, false, None).unwrap();
+        assert_eq!(
+            text(&r.out),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+        assert!(!r.reusable);
+    }
+
+    #[test]
+    fn own_responses_are_complete() {
+        assert_eq!(
+            text(&own_response(
+                503,
+                "Service Unavailable",
+                "no backend\n",
+                false
+            )),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 11\r\n\r\nno backend\n"
+        );
+    }
+}

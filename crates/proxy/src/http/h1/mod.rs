@@ -1,0 +1,474 @@
+//! The HTTP/1 path: one task per client connection does the whole exchange.
+//!
+//! For each request on a kept-alive client connection:
+//!
+//! 1. read and parse the head (`head`); 400 for a malformed one, 431 for one over
+//!    `max_header_bytes` or with more than 100 headers, each with a body saying what was
+//!    wrong — and the connection is closed, as its framing can no longer be trusted;
+//! 2. pick a backend ([`super::Attempts`]) and check out a kept-alive connection to it
+//!    (`pool`);
+//! 3. send the rewritten head with whatever body bytes are already buffered in one write,
+//!    then the rest of the body (`body`), answering `Expect: 100-continue` itself;
+//! 4. read the response head within `request_timeout`, send it with the body bytes already
+//!    buffered in one write, then the rest of the body;
+//! 5. put the backend connection back when the response ended cleanly, and go on with the
+//!    next request unless either side asked to close.
+//!
+//! A `101 Switching Protocols` answer to an upgrade request turns the exchange into a byte
+//! tunnel until either side closes.
+
+mod body;
+mod head;
+mod pool;
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use self::body::{BodyError, Progress};
+use self::head::{BodyLen, HeadError, RequestCtx, RequestHead, ResponseHead};
+use self::pool::Conn;
+pub(crate) use self::pool::ConnPool;
+use super::{Attempts, ConnCtx, balancing_key, failed_after_send, reason};
+use crate::listener::ListenerSettings;
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Serves HTTP/1 requests on `client` until it closes, asks to, or the node stops; `buf`
+/// holds bytes already read from it.
+pub(crate) async fn serve<I>(
+    mut client: I,
+    mut buf: BytesMut,
+    ctx: &ConnCtx,
+    shutdown: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let stats = &ctx.handle.info.stats;
+    loop {
+        let settings = ctx.handle.settings.load_full();
+        let head = match read_request(&mut client, &mut buf, ctx, &settings, shutdown).await {
+            Ok(head) => head,
+            Err(Ended::Quietly) => return,
+            Err(Ended::With(status, message)) => {
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                stats.count_status(status);
+                let _ = client
+                    .write_all(&head::own_response(status, reason(status), &message, true))
+                    .await;
+                return;
+            }
+        };
+        buf.advance(head.len);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let keep = exchange(&mut client, &mut buf, head, ctx, &settings).await;
+        if !keep || shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Closes after an error answer without losing it: if the client is still sending (the rest
+/// of an oversized head, say), closing at once would make the kernel reset the connection
+/// and the client could lose the answer. So: half-close, then read and drop what still
+/// comes, for a bounded time and amount.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(client: &mut I) {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX_DRAIN: usize = 256 * 1024;
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    let drain = async {
+        while drained < MAX_DRAIN {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How reading a request head ended without one.
+enum Ended {
+    /// The client closed, idled out, or the node is stopping: just close.
+    Quietly,
+    /// Tell the client this, then close.
+    With(u16, String),
+}
+
+async fn read_request<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    ctx: &ConnCtx,
+    settings: &ListenerSettings,
+    shutdown: &CancellationToken,
+) -> Result<RequestHead, Ended>
+where
+    I: AsyncRead + Unpin,
+{
+    let cfg = &settings.cfg;
+    let state = settings.pool.state();
+    let hash = state
+        .hash_key
+        .as_ref()
+        .filter(|_| state.kind == balance::StrategyKind::ConsistentHash);
+    let rctx = RequestCtx {
+        peer_ip: &ctx.peer_ip,
+        tls: ctx.tls,
+        hash,
+        max: cfg.max_header_bytes,
+    };
+    loop {
+        if !buf.is_empty() {
+            match head::parse_request(buf, &rctx) {
+                Ok(head) => return Ok(head),
+                Err(HeadError::Partial) => {}
+                Err(HeadError::TooLarge) => {
+                    let message = format!(
+                        "request head larger than {} bytes or with more than {} headers\n",
+                        cfg.max_header_bytes,
+                        head::MAX_HEADERS
+                    );
+                    return Err(Ended::With(431, message));
+                }
+                Err(HeadError::Malformed(why)) => {
+                    return Err(Ended::With(400, format!("bad request: {why}\n")));
+                }
+            }
+        }
+        buf.reserve(4096);
+        // Between requests a client may idle for `idle_timeout`; once it has started a head
+        // it must finish it within `request_timeout` (slow-loris protection).
+        let (limit, idle) = if buf.is_empty() {
+            (cfg.idle_timeout, true)
+        } else {
+            (cfg.request_timeout, false)
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, client.read_buf(buf)) => r,
+            _ = shutdown.cancelled(), if idle => return Err(Ended::Quietly),
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(Ended::Quietly),
+            Err(_) if idle => return Err(Ended::Quietly),
+            Err(_) => {
+                let message = format!(
+                    "request head not received within {}\n",
+                    configkit::format_duration(limit)
+                );
+                return Err(Ended::With(408, message));
+            }
+        }
+    }
+}
+
+/// Why an attempt on one backend did not produce a response head.
+enum AttemptError {
+    /// The backend failed before answering anything.
+    Backend(io::Error),
+    /// The backend answered something that is not an HTTP/1 response.
+    BadResponse(String),
+    /// The client failed or sent a broken body: nothing more can be said to it.
+    Client,
+    /// The client's body framing is broken.
+    ClientBody(String),
+}
+
+/// Proxies one request; returns whether the client connection stays open.
+async fn exchange<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    req: RequestHead,
+    ctx: &ConnCtx,
+    settings: &ListenerSettings,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let stats = &ctx.handle.info.stats;
+    let pool = &settings.pool;
+    let cfg = &settings.cfg;
+    let key = balancing_key(pool, ctx.peer, |_| req.key);
+    let mut attempts = Attempts::new(pool, cfg, stats, key);
+    if req.expect_continue
+        && client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    // Replaying is only safe when the request is idempotent and whole in `req.out`.
+    let replayable = req.idempotent && req.body == BodyLen::None;
+    // After an error answer the connection can go on only if no body is left unread.
+    let mut body_pending = req.body != BodyLen::None;
+    let connection = if !req.keep_alive {
+        Some("close")
+    } else if req.http10 {
+        Some("keep-alive")
+    } else {
+        None
+    };
+    while let Some(lease) = attempts.next() {
+        let backend = lease.backend().clone();
+        let mut conn = match ctx
+            .conns
+            .checkout(backend.addr(), cfg.connect_timeout)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                attempts.connect_failed(&lease, &e);
+                continue;
+            }
+        };
+        let sent = send(client, buf, &req, &mut conn, &backend).await;
+        body_pending = false;
+        let resp = match sent {
+            Ok(()) => {
+                let read = read_response(&mut conn, req.is_head, connection);
+                match tokio::time::timeout(cfg.request_timeout, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let (status, message) = attempts.timed_out(&lease);
+                        return answer(client, stats, status, &message, true).await;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match resp {
+            Ok(resp) => {
+                attempts.answered(&lease, resp.status);
+                return respond(client, buf, &req, conn, resp, ctx, lease).await;
+            }
+            Err(AttemptError::Client) => return false,
+            Err(AttemptError::ClientBody(why)) => {
+                attempts.failed(&lease);
+                return answer(client, stats, 400, &format!("bad request: {why}\n"), true).await;
+            }
+            Err(AttemptError::BadResponse(why)) => {
+                attempts.failed(&lease);
+                let message = format!(
+                    "bad gateway: backend `{}` sent an invalid response ({why})\n",
+                    backend.name()
+                );
+                return answer(client, stats, 502, &message, true).await;
+            }
+            Err(AttemptError::Backend(e)) => {
+                debug!(backend = backend.name(), reused = conn.reused, error = %e, "backend failed before answering");
+                attempts.failed(&lease);
+                if !replayable {
+                    let (status, message) = failed_after_send(&backend);
+                    return answer(client, stats, status, &message, true).await;
+                }
+            }
+        }
+    }
+    let (status, message) = attempts.exhausted();
+    answer(client, stats, status, &message, body_pending).await
+}
+
+/// Writes an answer lintas makes itself; returns whether the connection stays open.
+async fn answer<I>(
+    client: &mut I,
+    stats: &crate::registry::ListenerStats,
+    status: u16,
+    message: &str,
+    close: bool,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    stats.count_status(status);
+    let bytes = head::own_response(status, reason(status), message, close);
+    if client.write_all(&bytes).await.is_err() {
+        return false;
+    }
+    if close {
+        linger(client).await;
+    }
+    !close
+}
+
+/// Sends the request head and body to the backend.
+async fn send<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    req: &RequestHead,
+    conn: &mut Conn,
+    backend: &balance::Backend,
+) -> Result<(), AttemptError>
+where
+    I: AsyncRead + Unpin,
+{
+    let counter = &backend.stats().bytes_in;
+    let mut progress = Progress::new(req.body);
+    let now = progress.take(buf).map_err(AttemptError::ClientBody)?;
+    let written = if now == 0 {
+        conn.stream.write_all(&req.out).await
+    } else {
+        let mut out = Vec::with_capacity(req.out.len() + now);
+        out.extend_from_slice(&req.out);
+        out.extend_from_slice(&buf[..now]);
+        conn.stream.write_all(&out).await
+    };
+    written.map_err(AttemptError::Backend)?;
+    buf.advance(now);
+    counter.fetch_add((req.out.len() + now) as u64, Ordering::Relaxed);
+    if progress.is_done() {
+        return Ok(());
+    }
+    body::forward(&mut progress, buf, client, &mut conn.stream, counter)
+        .await
+        .map_err(|e| match e {
+            BodyError::Write(e) => AttemptError::Backend(e),
+            BodyError::Malformed(why) => AttemptError::ClientBody(why),
+            BodyError::Read(_) | BodyError::Truncated => AttemptError::Client,
+        })
+}
+
+/// Reads the final response head, skipping interim 1xx answers (lintas answered
+/// `100 Continue` itself).
+async fn read_response(
+    conn: &mut Conn,
+    is_head: bool,
+    connection: Option<&str>,
+) -> Result<ResponseHead, AttemptError> {
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match head::parse_response(&conn.buf, MAX_RESPONSE_HEAD, is_head, connection) {
+                Ok(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                    conn.buf.advance(h.len);
+                    continue;
+                }
+                Ok(h) => return Ok(h),
+                Err(HeadError::Partial) => {}
+                Err(HeadError::TooLarge) => {
+                    return Err(AttemptError::BadResponse(format!(
+                        "head over {MAX_RESPONSE_HEAD} bytes"
+                    )));
+                }
+                Err(HeadError::Malformed(why)) => return Err(AttemptError::BadResponse(why)),
+            }
+        }
+        conn.buf.reserve(8192);
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if !received => {
+                return Err(AttemptError::Backend(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before any response",
+                )));
+            }
+            Ok(0) => {
+                return Err(AttemptError::BadResponse(
+                    "connection closed inside the response head".into(),
+                ));
+            }
+            Ok(_) => received = true,
+            Err(e) if !received => return Err(AttemptError::Backend(e)),
+            Err(e) => return Err(AttemptError::BadResponse(e.to_string())),
+        }
+    }
+}
+
+/// Sends the response to the client; returns whether the client connection stays open.
+async fn respond<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    req: &RequestHead,
+    mut conn: Conn,
+    resp: ResponseHead,
+    ctx: &ConnCtx,
+    lease: balance::Lease,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let backend = lease.backend().clone();
+    let stats = &ctx.handle.info.stats;
+    stats.count_status(resp.status);
+    let counter = &backend.stats().bytes_out;
+    conn.buf.advance(resp.len);
+    if resp.status == 101 && req.upgrade {
+        return tunnel(client, buf, conn, &resp.out, lease).await;
+    }
+    let mut progress = Progress::new(resp.body);
+    let Ok(now) = progress.take(&conn.buf) else {
+        debug!(
+            backend = backend.name(),
+            "broken chunked framing in the response"
+        );
+        return false;
+    };
+    let written = if now == 0 {
+        client.write_all(&resp.out).await
+    } else {
+        let mut out = resp.out;
+        out.extend_from_slice(&conn.buf[..now]);
+        client.write_all(&out).await
+    };
+    if written.is_err() {
+        return false;
+    }
+    counter.fetch_add(now as u64, Ordering::Relaxed);
+    conn.buf.advance(now);
+    if !progress.is_done() {
+        let rest = body::forward(
+            &mut progress,
+            &mut conn.buf,
+            &mut conn.stream,
+            client,
+            counter,
+        );
+        if let Err(e) = rest.await {
+            debug!(backend = backend.name(), error = %e, "response body not forwarded to its end");
+            return false;
+        }
+    }
+    if resp.reusable {
+        ctx.conns.checkin(backend.addr(), conn);
+    }
+    drop(lease);
+    req.keep_alive && resp.body != BodyLen::UntilClose
+}
+
+/// After `101 Switching Protocols`: bytes both ways until either side closes. The lease is
+/// held for the tunnel's life — a WebSocket is a connection in flight.
+async fn tunnel<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    mut conn: Conn,
+    head: &[u8],
+    lease: balance::Lease,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut first = head.to_vec();
+    first.extend_from_slice(&conn.buf);
+    if client.write_all(&first).await.is_err() {
+        return false;
+    }
+    if !buf.is_empty() {
+        if conn.stream.write_all(buf).await.is_err() {
+            return false;
+        }
+        buf.clear();
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(client, &mut conn.stream).await {
+        debug!(backend = lease.backend().name(), error = %e, "upgraded connection ended with an error");
+    }
+    drop(lease);
+    false
+}

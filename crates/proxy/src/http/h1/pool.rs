@@ -1,0 +1,92 @@
+//! Kept-alive backend connections of the HTTP/1 path.
+//!
+//! A connection goes back to the pool only after a response was read to its exact end with
+//! nothing left over. Before one is reused its read readiness is looked at (no system call:
+//! the reactor already knows): a connection the backend closed in the meantime is readable
+//! (end-of-file), is probed with a non-blocking read and dropped, so the request goes out on
+//! a live one. The race left — the backend closing at that very moment — is covered by the
+//! replay rule for idempotent requests.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::tcp;
+
+/// Idle connections kept per backend; beyond this, finished connections are closed.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// A backend connection with what was read from it beyond the last message.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read and not yet used.
+    pub buf: BytesMut,
+    /// Taken from the pool rather than freshly connected.
+    pub reused: bool,
+}
+
+/// Idle backend connections by address.
+#[derive(Debug, Default)]
+pub(crate) struct ConnPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+}
+
+impl ConnPool {
+    /// An open connection to `addr`: a live idle one, or a new one.
+    pub async fn checkout(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        while let Some(stream) = self.pop(addr) {
+            if is_quiet(&stream) {
+                return Ok(Conn {
+                    stream,
+                    buf: BytesMut::new(),
+                    reused: true,
+                });
+            }
+        }
+        Ok(Conn {
+            stream: tcp::connect(addr, timeout).await?,
+            buf: BytesMut::new(),
+            reused: false,
+        })
+    }
+
+    /// Keeps `conn` for the next request to `addr`, when it is clean.
+    pub fn checkin(&self, addr: SocketAddr, conn: Conn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE_PER_BACKEND {
+            list.push(conn.stream);
+        }
+    }
+
+    fn pop(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(&addr).and_then(Vec::pop)
+    }
+}
+
+/// Whether an idle connection has nothing to read: not closed by the backend, and no bytes
+/// nobody asked for.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        // Readiness can be stale: only a read tells end-of-file from nothing.
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}

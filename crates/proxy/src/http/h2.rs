@@ -1,0 +1,380 @@
+//! The h2 path: clients speaking HTTP/2 (ALPN `h2`, or the h2c preface), served by hyper,
+//! forwarded to backends over pooled HTTP/1.1 connections ([`super::upstream`]).
+//!
+//! The request is rewritten the way the HTTP/1 path rewrites it (hop-by-hop headers out,
+//! `X-Forwarded-For`/`-Proto` in, `Host` from `:authority`), and retried by the same policy
+//! ([`super::Attempts`]); hyper hands back a request that never left a pooled connection the
+//! backend had closed, so that one goes again whatever its method. WebSocket over h2
+//! (RFC 8441 extended CONNECT) is not offered: such clients fall back to HTTP/1.1.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use balance::{HashKey, Lease, hash_key};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::upstream::{ReqBody, Sender, Upstream};
+use super::{Attempts, ConnCtx, balancing_key, failed_after_send};
+use crate::listener::ListenerSettings;
+
+/// Serves an h2 client connection until it closes or the node stops.
+pub(super) async fn serve<I>(io: I, ctx: ConnCtx, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ctx);
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle_request(req, &ctx).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "h2 client connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            // GOAWAY: streams in flight finish, no new ones start.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn handle_request(req: Request<Incoming>, ctx: &ConnCtx) -> Response<ProxyBody> {
+    let settings = ctx.handle.settings.load_full();
+    let stats = &ctx.handle.info.stats;
+    stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let resp = forward(req, ctx, &settings).await;
+    stats.count_status(resp.status().as_u16());
+    resp
+}
+
+/// Sends `req` to a backend of the listener's pool, with retries; always returns a response.
+async fn forward(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    settings: &ListenerSettings,
+) -> Response<ProxyBody> {
+    let pool = &settings.pool;
+    let cfg = &settings.cfg;
+    let key = balancing_key(pool, ctx.peer, |k| request_key(&req, k));
+    let mut attempts = Attempts::new(pool, cfg, &ctx.handle.info.stats, key);
+    prepare_request(&mut req, &ctx.peer_ip, ctx.tls);
+
+    let (parts, body) = req.into_parts();
+    let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+    let saved = replayable.then(|| clone_parts(&parts));
+    let mut parts = Some(parts);
+    let mut body: Option<ReqBody> = Some(if body.is_end_stream() {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    });
+
+    while let Some(lease) = attempts.next() {
+        let backend = lease.backend().clone();
+        let mut sender = match ctx
+            .upstream
+            .checkout(backend.addr(), cfg.connect_timeout)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                attempts.connect_failed(&lease, &e);
+                continue;
+            }
+        };
+        let (Some(p), Some(b)) = (parts.take(), body.take()) else {
+            break;
+        };
+        let request = Request::from_parts(p, b);
+        match tokio::time::timeout(cfg.request_timeout, sender.try_send_request(request)).await {
+            Ok(Ok(resp)) => {
+                attempts.answered(&lease, resp.status().as_u16());
+                return respond(resp, lease, sender, &ctx.upstream);
+            }
+            Ok(Err(mut e)) => {
+                debug!(backend = backend.name(), error = %e.error(), "backend request failed");
+                if let Some(unsent) = e.take_message() {
+                    // The pooled connection was closed before the request left: nothing was
+                    // sent, so any method may go again, on a fresh connection.
+                    let (p, b) = unsent.into_parts();
+                    parts = Some(p);
+                    body = Some(b);
+                    continue;
+                }
+                attempts.failed(&lease);
+                let Some(p) = &saved else {
+                    let (status, message) = failed_after_send(&backend);
+                    return error_response(status, &message);
+                };
+                parts = Some(clone_parts(p));
+                body = Some(Either::Right(Empty::new()));
+            }
+            Err(_) => {
+                let (status, message) = attempts.timed_out(&lease);
+                return error_response(status, &message);
+            }
+        }
+    }
+    let (status, message) = attempts.exhausted();
+    error_response(status, &message)
+}
+
+/// Turns the backend's response into the client's.
+fn respond(
+    resp: Response<Incoming>,
+    lease: Lease,
+    sender: Sender,
+    upstream: &Arc<Upstream>,
+) -> Response<ProxyBody> {
+    let addr = lease.backend().addr();
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let mut body = ProxyBody {
+        inner: Inner::Upstream(body),
+        lease: Some(lease),
+        recycle: Some((upstream.clone(), addr, sender)),
+    };
+    if body.inner_is_end() {
+        body.finish(true);
+    }
+    Response::from_parts(parts, body)
+}
+
+/// The hashed header or cookie a pool balances on.
+fn request_key(req: &Request<Incoming>, key: &HashKey) -> Option<u64> {
+    match key {
+        HashKey::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie(name) => cookie(req.headers(), name).map(hash_key),
+        HashKey::ClientIp => None,
+    }
+}
+
+/// Value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn clone_parts(p: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request into the one the backend gets.
+fn prepare_request(req: &mut Request<Incoming>, peer_ip: &str, tls: bool) {
+    // h2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let xff = match h.get(&xff_name).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(xff_name, v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    // Backends get origin-form over HTTP/1.1 whatever the client spoke.
+    let origin = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if let Ok(uri) = origin.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// A short plain-text answer lintas gives itself.
+fn error_response(status: u16, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::fixed(Bytes::from(message.to_owned())));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Fixed(Option<Bytes>),
+}
+
+/// The body sent to clients: the backend's, streamed, or a fixed one lintas wrote.
+///
+/// While the backend's body streams it holds the backend's lease; when it ends cleanly the
+/// backend connection goes back to the pool.
+pub(crate) struct ProxyBody {
+    inner: Inner,
+    lease: Option<Lease>,
+    recycle: Option<(Arc<Upstream>, SocketAddr, Sender)>,
+}
+
+impl ProxyBody {
+    fn fixed(b: Bytes) -> Self {
+        Self {
+            inner: Inner::Fixed(Some(b)),
+            lease: None,
+            recycle: None,
+        }
+    }
+
+    fn inner_is_end(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Fixed(b) => b.is_none(),
+        }
+    }
+
+    /// Releases the lease; on a clean end, recycles the backend connection.
+    fn finish(&mut self, clean: bool) {
+        if let Some((upstream, addr, sender)) = self.recycle.take()
+            && clean
+        {
+            upstream.checkin(addr, sender);
+        }
+        self.lease = None;
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Fixed(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(body) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    None => this.finish(true),
+                    Some(Err(_)) => this.finish(false),
+                    Some(Ok(_)) if this.inner_is_end() => this.finish(true),
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Fixed(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_lookup() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; sid=xyz"));
+        h.append(header::COOKIE, HeaderValue::from_static("other=2"));
+        assert_eq!(cookie(&h, "sid"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&h, "other"), Some(&b"2"[..]));
+        assert_eq!(cookie(&h, "si"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+}

@@ -1,0 +1,269 @@
+//! Layer-7 proxying: HTTP/1.x and h2 clients, HTTP/1.1 keep-alive to backends.
+//!
+//! A client connection is served by one of two paths, chosen once per connection:
+//!
+//! - [`h1`], for HTTP/1.0 and 1.1 clients (nearly all traffic): lintas's own forwarding loop.
+//!   Heads are parsed with `httparse` and rewritten in one pass, bodies pass through in the
+//!   framing they arrive in, and the request, response and backend connection stay in the
+//!   client's task — no intermediate request objects, no channel hops. WebSocket upgrades
+//!   become a byte tunnel.
+//! - [`h2`], for h2 clients (ALPN `h2` over TLS, or the h2c preface in clear): hyper's server
+//!   and client, with HTTP/1.1 to the backend.
+//!
+//! Both share the retry policy ([`Attempts`]): a failed connect is retried on another backend
+//! whatever the method (nothing was sent); a failure after the request was sent is retried
+//! only for idempotent methods without a body; 5xx answers and timeouts count as passive
+//! health failures. The backend's in-flight slot ([`balance::Lease`]) is held until the
+//! response body has been sent, so least-connections sees whole requests.
+
+mod h1;
+mod h2;
+mod rewind;
+pub(crate) mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use balance::{Backend, HashKey, Lease, Outcome, Pool, StrategyKind};
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::config::ListenerConfig;
+use crate::listener::{ActiveGuard, ListenerHandle};
+use crate::registry::ListenerStats;
+use crate::tcp::client_ip_key;
+
+pub(crate) use h1::ConnPool;
+use upstream::Upstream;
+
+/// What opens an HTTP/2 connection in clear text (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every request of one client connection shares.
+pub(crate) struct ConnCtx {
+    peer: SocketAddr,
+    /// The client's IP as text, made once per connection for X-Forwarded-For.
+    peer_ip: String,
+    tls: bool,
+    handle: Arc<ListenerHandle>,
+    /// Backend connections of the HTTP/1 path.
+    conns: Arc<ConnPool>,
+    /// Backend connections of the h2 path (hyper's client).
+    upstream: Arc<Upstream>,
+}
+
+/// Backend connection pools shared by every HTTP listener.
+#[derive(Debug, Default)]
+pub(crate) struct Backends {
+    /// For the HTTP/1 path.
+    pub conns: Arc<ConnPool>,
+    /// For the h2 path.
+    pub upstream: Arc<Upstream>,
+}
+
+/// Serves one client connection of a `mode = "http"` listener, TLS first when configured.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handle: Arc<ListenerHandle>,
+    active: ActiveGuard,
+    backends: Arc<Backends>,
+    shutdown: CancellationToken,
+) {
+    let (acceptor, idle) = {
+        let settings = handle.settings.load();
+        (settings.tls.clone(), settings.cfg.idle_timeout)
+    };
+    let ctx = |tls| ConnCtx {
+        peer,
+        peer_ip: peer.ip().to_string(),
+        tls,
+        handle: handle.clone(),
+        conns: backends.conns.clone(),
+        upstream: backends.upstream.clone(),
+    };
+    match acceptor {
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => {
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    h2::serve(tls, ctx(true), shutdown).await;
+                } else {
+                    h1::serve(tls, BytesMut::new(), &ctx(true), &shutdown).await;
+                }
+            }
+            Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
+        },
+        None => {
+            let mut stream = stream;
+            let mut buf = BytesMut::with_capacity(4096);
+            // Read until the first bytes rule the h2c preface in or out.
+            while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+                let read = tokio::select! {
+                    r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            if buf.starts_with(H2_PREFACE) {
+                h2::serve(
+                    rewind::Rewind::new(buf.freeze(), stream),
+                    ctx(false),
+                    shutdown,
+                )
+                .await;
+            } else {
+                h1::serve(stream, buf, &ctx(false), &shutdown).await;
+            }
+        }
+    }
+    drop(active);
+}
+
+/// The balancing key of a request: the client IP, or what the request path extracted from a
+/// header or cookie (`from_request`), when the pool hashes.
+fn balancing_key(
+    pool: &Pool,
+    peer: SocketAddr,
+    from_request: impl FnOnce(&HashKey) -> Option<u64>,
+) -> Option<u64> {
+    let state = pool.state();
+    if state.kind != StrategyKind::ConsistentHash {
+        return None;
+    }
+    match state.hash_key.as_ref()? {
+        HashKey::ClientIp => Some(client_ip_key(peer)),
+        key => from_request(key),
+    }
+}
+
+/// One request's walk over the pool's backends: picks with the already-failed ones
+/// excluded, at most `1 + retries` times, and the answer when every attempt is spent.
+pub(crate) struct Attempts<'a> {
+    pool: &'a Pool,
+    cfg: &'a ListenerConfig,
+    stats: &'a ListenerStats,
+    key: Option<u64>,
+    tried: Vec<Arc<Backend>>,
+    made: u32,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(
+        pool: &'a Pool,
+        cfg: &'a ListenerConfig,
+        stats: &'a ListenerStats,
+        key: Option<u64>,
+    ) -> Self {
+        Self {
+            pool,
+            cfg,
+            stats,
+            key,
+            tried: Vec::new(),
+            made: 0,
+        }
+    }
+
+    /// The next backend to try, with its in-flight slot taken.
+    fn next(&mut self) -> Option<Lease> {
+        if self.made > self.cfg.retries {
+            return None;
+        }
+        let lease = self.pool.pick(self.key, &self.tried)?;
+        if self.made > 0 {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.made += 1;
+        Some(lease)
+    }
+
+    /// Connecting to the lease's backend failed.
+    fn connect_failed(&mut self, lease: &Lease, error: &dyn std::fmt::Display) {
+        debug!(backend = lease.backend().name(), %error, "backend connect failed");
+        self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.failed(lease);
+    }
+
+    /// The lease's backend failed this request; it is not tried again for it.
+    fn failed(&mut self, lease: &Lease) {
+        lease.record(Outcome::Failure);
+        self.pool.report_traffic(lease.backend(), false);
+        self.tried.push(lease.backend().clone());
+    }
+
+    /// The backend answered; a 5xx counts against its health.
+    fn answered(&self, lease: &Lease, status: u16) {
+        let ok = status < 500;
+        lease.record(if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        });
+        self.pool.report_traffic(lease.backend(), ok);
+    }
+
+    /// The answer once no attempt is left: no backend was available at all, or none of
+    /// those tried could be reached.
+    fn exhausted(&self) -> (u16, String) {
+        if self.tried.is_empty() {
+            self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
+            let message = format!("no backend available in pool `{}`\n", self.pool.name());
+            return (self.cfg.no_backend_status, message);
+        }
+        let message = format!(
+            "bad gateway: no backend of pool `{}` could be reached ({} tried)\n",
+            self.pool.name(),
+            self.tried.len()
+        );
+        (502, message)
+    }
+
+    /// The answer when the backend did not send its response head in time.
+    fn timed_out(&mut self, lease: &Lease) -> (u16, String) {
+        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.failed(lease);
+        (
+            504,
+            timeout_message(lease.backend(), self.cfg.request_timeout),
+        )
+    }
+}
+
+fn timeout_message(backend: &Backend, after: Duration) -> String {
+    format!(
+        "gateway timeout: backend `{}` did not answer within {}\n",
+        backend.name(),
+        configkit::format_duration(after)
+    )
+}
+
+/// The answer when a backend failed after a request that cannot be replayed was sent.
+fn failed_after_send(backend: &Backend) -> (u16, String) {
+    let message = format!(
+        "bad gateway: backend `{}` failed after the request was sent; \
+         requests that are not idempotent or have a body are not retried\n",
+        backend.name()
+    );
+    (502, message)
+}
+
+/// Reason phrase for the statuses lintas writes itself.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
