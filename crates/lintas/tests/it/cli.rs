@@ -1,6 +1,9 @@
 //! The `lintas` binary as users run it: `check`, `run`, `--version`, SIGTERM.
 
 use std::fs::File;
+
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -195,6 +198,108 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_connections_and_exits_0
         (reply.status, reply.body.as_str()),
         (200, "app1 worked 2000 ms\n")
     );
+    let out = node.ended().await;
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+}
+
+/// Sends `signal` (e.g. "-HUP") to a running `lintas`.
+fn signal(node: &Lintas<'_>, signal: &str) {
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
+    let one = ProcessBackend::spawn("app1", "127.0.0.1:0".parse().unwrap());
+    let two = ProcessBackend::spawn("app2", "127.0.0.1:0".parse().unwrap());
+    let listen = unused_addr();
+    let first = single_config_on(listen, "http", &backends_toml([("app1", one.addr, 1)]), "");
+    let dir = TempDir::new();
+    let file = dir.write("lintas.toml", &first);
+    let node = Lintas::spawn(&dir, &["run", "-c", path_str(&file)]);
+    let client = HttpClient::new();
+    let url = format!("http://{listen}/");
+    wait_until("lintas serving app1", PATIENCE, || async {
+        matches!(client.send(http::Method::GET, &url, &[], "").await, Ok(r) if r.body == "app1\n")
+    })
+    .await;
+
+    // A broken file is refused: app1 keeps serving.
+    dir.write("lintas.toml", "[proxy\n");
+    signal(&node, "-HUP");
+    wait_until("the refusal logged", PATIENCE, || async {
+        node.read("stderr")
+            .contains("reload refused, configuration unchanged")
+    })
+    .await;
+    assert_eq!(client.get(&url).await.body, "app1\n");
+
+    // A good file switches the pool to app2 without a restart.
+    let second = single_config_on(listen, "http", &backends_toml([("app2", two.addr, 1)]), "");
+    dir.write("lintas.toml", &second);
+    signal(&node, "-HUP");
+    wait_until("requests reach app2", PATIENCE, || async {
+        client.get(&url).await.body == "app2\n"
+    })
+    .await;
+    signal(&node, "-INT");
+    let out = node.ended().await;
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_its_backends_and_stats_page_with_the_printed_password() {
+    let dir = TempDir::new();
+    let node = Lintas::spawn(&dir, &["demo"]);
+    wait_until("the demo banner", PATIENCE, || async {
+        node.read("stdout").contains("Ctrl-C stops it")
+    })
+    .await;
+    let banner = node.read("stdout");
+    let field = |label: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no `{label}` in the banner:\n{banner}"))
+    };
+    let http_url = field("HTTP balancer");
+    let stats_url = field("stats page");
+    let password = banner
+        .split("password ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+
+    let client = HttpClient::new();
+    let mut names: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        names.push(client.get(&http_url).await.body);
+    }
+    names.sort();
+    assert_eq!(names, ["app1\n", "app2\n", "app3\n"]);
+
+    let api = stats_url.replace("/stats", "/api/stats");
+    assert_eq!(client.get(&api).await.status, 401);
+    let basic = format!(
+        "Basic {}",
+        BASE64_STANDARD.encode(format!("admin:{password}"))
+    );
+    let reply = client
+        .send(http::Method::GET, &api, &[("authorization", &basic)], "")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("\"name\":\"demo\""), "{}", reply.body);
+
+    signal(&node, "-INT");
     let out = node.ended().await;
     assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
 }
