@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use balance::{Backend, Lease, Outcome, Pool, StrategyKind, hash_key};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
@@ -169,30 +169,30 @@ async fn pipe(
 
 /// Copies one direction; on end-of-file half-closes the writer.
 async fn copy_half(
-    r: OwnedReadHalf,
+    mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
     last: &AtomicU64,
     start: Instant,
     counter: &AtomicU64,
 ) -> io::Result<()> {
     loop {
+        // Wait without a buffer: an idle session holds none.
         r.readable().await?;
-        // Borrowed only while data flows; reading into spare capacity skips zero-filling.
         let mut buf = Vec::with_capacity(COPY_BUF);
         loop {
             buf.clear();
-            match r.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    w.shutdown().await?;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    w.write_all(&buf).await?;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+            // `read_buf` (unlike `try_read`) tells the reactor a short read drained the
+            // socket, so the next wait needs no extra system call to find out.
+            let n = r.read_buf(&mut buf).await?;
+            if n == 0 {
+                w.shutdown().await?;
+                return Ok(());
+            }
+            w.write_all(&buf).await?;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if n < COPY_BUF {
+                break;
             }
         }
     }
