@@ -21,6 +21,7 @@ use proxy::registry::ListenerSnapshot;
 use testkit::{HttpClient, PATIENCE, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -296,6 +297,39 @@ where
         }
     });
     addr
+}
+
+/// A TCP server whose connections the test takes one by one and plays by hand: exact control
+/// over what a backend reads, writes and when it closes, and proof of which connection a
+/// request arrived on.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    conns: mpsc::UnboundedReceiver<TcpStream>,
+}
+
+impl ScriptedServer {
+    pub async fn start() -> Self {
+        let (tx, conns) = mpsc::unbounded_channel();
+        let addr = tcp_server(move |stream| {
+            let _ = tx.send(stream);
+            async {}
+        })
+        .await;
+        Self { addr, conns }
+    }
+
+    /// The next accepted connection, within [`PATIENCE`].
+    pub async fn accept(&mut self) -> TcpStream {
+        tokio::time::timeout(PATIENCE, self.conns.recv())
+            .await
+            .expect("no connection accepted in time")
+            .expect("the accept loop ended")
+    }
+
+    /// Connections accepted and not taken with [`Self::accept`] (they are closed).
+    pub fn untaken(&mut self) -> usize {
+        std::iter::from_fn(|| self.conns.try_recv().ok()).count()
+    }
 }
 
 /// A TCP server that writes back whatever it reads.

@@ -5,6 +5,8 @@
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
 //! - `http`: layer-7 behaviour — headers, bodies, timeouts, WebSocket, h2c, TLS, bad input.
+//! - `http1`: the HTTP/1 path byte by byte against scripted backends — body framing,
+//!   keep-alive on both sides, HTTP/1.0, smuggling guards, broken backends.
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
@@ -23,5 +25,6 @@ mod distribution;
 mod failover;
 mod harness;
 mod http;
+mod http1;
 mod reload;
 mod tcp;

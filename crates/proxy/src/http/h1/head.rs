@@ -233,7 +233,13 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // An HTTP/1.0 request goes on as 1.0, so the backend answers in a framing a 1.0 client
+    // understands (never chunked).
+    out.extend_from_slice(if minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
     let mut xff: Option<Vec<u8>> = None;
     let mut expect_continue = false;
     let mut key = None;
@@ -303,7 +309,8 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         keep_alive,
         http10: minor == 0,
         upgrade: upgrade_value.is_some(),
-        expect_continue: expect_continue && body != BodyLen::None,
+        // RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue expectation is ignored.
+        expect_continue: expect_continue && body != BodyLen::None && minor == 1,
         key,
     })
 }

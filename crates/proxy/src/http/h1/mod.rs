@@ -58,9 +58,10 @@ pub(crate) async fn serve<I>(
             Err(Ended::With(status, message)) => {
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 stats.count_status(status);
-                let _ = client
-                    .write_all(&head::own_response(status, reason(status), &message, true))
-                    .await;
+                let answer = head::own_response(status, reason(status), &message, true);
+                if client.write_all(&answer).await.is_ok() {
+                    linger(&mut client).await;
+                }
                 return;
             }
         };
@@ -173,6 +174,10 @@ where
 
 /// Why an attempt on one backend did not produce a response head.
 enum AttemptError {
+    /// No connection could be opened.
+    Connect(io::Error),
+    /// The response head did not come within `request_timeout`.
+    Timeout,
     /// The backend failed before answering anything.
     Backend(io::Error),
     /// The backend answered something that is not an HTTP/1 response.
@@ -220,41 +225,53 @@ where
     };
     while let Some(lease) = attempts.next() {
         let backend = lease.backend().clone();
-        let mut conn = match ctx
-            .conns
-            .checkout(backend.addr(), cfg.connect_timeout)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
+        let (addr, timeout) = (backend.addr(), cfg.connect_timeout);
+        // A kept-alive connection the backend closed just as the request went out is not
+        // the backend's fault: a replayable request goes again once, on a new connection.
+        let mut fresh = false;
+        let outcome = loop {
+            let conn = if fresh {
+                ctx.conns.connect(addr, timeout).await
+            } else {
+                ctx.conns.checkout(addr, timeout).await
+            };
+            let mut conn = match conn {
+                Ok(c) => c,
+                Err(e) => break Err(AttemptError::Connect(e)),
+            };
+            let resp = attempt(
+                client,
+                buf,
+                &req,
+                &mut conn,
+                &backend,
+                cfg.request_timeout,
+                connection,
+            )
+            .await;
+            body_pending = false;
+            match resp {
+                Ok(head) => break Ok((conn, head)),
+                Err(AttemptError::Backend(e)) if conn.reused && replayable && !fresh => {
+                    debug!(backend = backend.name(), error = %e, "kept-alive connection lost; sending again on a new one");
+                    fresh = true;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let (status, message) = match outcome {
+            Ok((conn, head)) => {
+                attempts.answered(&lease, head.status);
+                return respond(client, buf, &req, conn, head, ctx, lease).await;
+            }
+            Err(AttemptError::Connect(e)) => {
                 attempts.connect_failed(&lease, &e);
                 continue;
-            }
-        };
-        let sent = send(client, buf, &req, &mut conn, &backend).await;
-        body_pending = false;
-        let resp = match sent {
-            Ok(()) => {
-                let read = read_response(&mut conn, req.is_head, connection);
-                match tokio::time::timeout(cfg.request_timeout, read).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let (status, message) = attempts.timed_out(&lease);
-                        return answer(client, stats, status, &message, true).await;
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match resp {
-            Ok(resp) => {
-                attempts.answered(&lease, resp.status);
-                return respond(client, buf, &req, conn, resp, ctx, lease).await;
             }
             Err(AttemptError::Client) => return false,
             Err(AttemptError::ClientBody(why)) => {
                 attempts.failed(&lease);
-                return answer(client, stats, 400, &format!("bad request: {why}\n"), true).await;
+                (400, format!("bad request: {why}\n"))
             }
             Err(AttemptError::BadResponse(why)) => {
                 attempts.failed(&lease);
@@ -262,17 +279,21 @@ where
                     "bad gateway: backend `{}` sent an invalid response ({why})\n",
                     backend.name()
                 );
-                return answer(client, stats, 502, &message, true).await;
+                (502, message)
             }
+            Err(AttemptError::Timeout) => attempts.timed_out(&lease),
             Err(AttemptError::Backend(e)) => {
-                debug!(backend = backend.name(), reused = conn.reused, error = %e, "backend failed before answering");
+                debug!(backend = backend.name(), error = %e, "backend failed before answering");
                 attempts.failed(&lease);
-                if !replayable {
-                    let (status, message) = failed_after_send(&backend);
-                    return answer(client, stats, status, &message, true).await;
+                if replayable {
+                    continue;
                 }
+                failed_after_send(&backend)
             }
-        }
+        };
+        // The backend's slot is released before lintas lingers on the client.
+        drop(lease);
+        return answer(client, stats, status, &message, true).await;
     }
     let (status, message) = attempts.exhausted();
     answer(client, stats, status, &message, body_pending).await
@@ -298,6 +319,25 @@ where
         linger(client).await;
     }
     !close
+}
+
+/// Sends the request and reads the response head, the latter within `limit`.
+async fn attempt<I>(
+    client: &mut I,
+    buf: &mut BytesMut,
+    req: &RequestHead,
+    conn: &mut Conn,
+    backend: &balance::Backend,
+    limit: std::time::Duration,
+    connection: Option<&str>,
+) -> Result<ResponseHead, AttemptError>
+where
+    I: AsyncRead + Unpin,
+{
+    send(client, buf, req, conn, backend).await?;
+    tokio::time::timeout(limit, read_response(conn, req.is_head, connection))
+        .await
+        .map_err(|_| AttemptError::Timeout)?
 }
 
 /// Sends the request head and body to the backend.

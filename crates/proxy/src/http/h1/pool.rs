@@ -51,6 +51,11 @@ impl ConnPool {
                 });
             }
         }
+        self.connect(addr, timeout).await
+    }
+
+    /// A new connection to `addr`, never a pooled one.
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
         Ok(Conn {
             stream: tcp::connect(addr, timeout).await?,
             buf: BytesMut::new(),
