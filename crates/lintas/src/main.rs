@@ -95,14 +95,22 @@ fn execute(command: Command) -> anyhow::Result<()> {
 }
 
 /// The tokio runtime; `LINTAS_WORKER_THREADS` sets its worker count (default: one per core).
+/// One worker means a current-thread runtime: no work-stealing machinery to pay for.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Ok(n) = std::env::var("LINTAS_WORKER_THREADS") {
-        let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+    let threads = match std::env::var("LINTAS_WORKER_THREADS") {
+        Ok(n) => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
             anyhow::anyhow!("LINTAS_WORKER_THREADS=`{n}` is not a positive number")
-        })?;
-        builder.worker_threads(n);
-    }
-    Ok(builder.build()?)
+        })?),
+        Err(_) => None,
+    };
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().build()?)
 }

@@ -12,6 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use balance::{Backend, Lease, Outcome, Pool, StrategyKind, hash_key};
@@ -181,9 +182,17 @@ async fn copy_half(
         let mut buf = Vec::with_capacity(COPY_BUF);
         loop {
             buf.clear();
-            // `read_buf` (unlike `try_read`) tells the reactor a short read drained the
-            // socket, so the next wait needs no extra system call to find out.
-            let n = r.read_buf(&mut buf).await?;
+            // Polled once: readiness can be stale, and then the buffer must not be held while
+            // waiting. `read_buf` (unlike `try_read`) tells the reactor when a short read
+            // drained the socket, so the next wait costs no extra system call.
+            let read = {
+                let mut read = std::pin::pin!(r.read_buf(&mut buf));
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            let n = match read {
+                Poll::Pending => break,
+                Poll::Ready(n) => n?,
+            };
             if n == 0 {
                 w.shutdown().await?;
                 return Ok(());
