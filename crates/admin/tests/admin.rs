@@ -19,7 +19,7 @@ use admin::{AdminState, Auth, Control};
 use axum::http::Method;
 use base64::Engine;
 use proxy::config::ProxyConfig;
-use proxy::{Proxy, ReloadSummary};
+use proxy::{Proxy, ReloadSummary, Workers};
 use testkit::{HttpClient, Reply};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -101,9 +101,14 @@ impl Admin {
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
-        let proxy = Proxy::start(&cfg, TaskTracker::new(), shutdown.clone())
-            .await
-            .expect("the proxy starts");
+        let proxy = Proxy::start(
+            &cfg,
+            TaskTracker::new(),
+            shutdown.clone(),
+            Workers::default(),
+        )
+        .await
+        .expect("the proxy starts");
         let control = Arc::new(TestControl {
             calls: AtomicUsize::new(0),
             fail: reload_error.map(String::from),

@@ -78,8 +78,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", admin::Auth::hash_password(password));
             Ok(())
         }
-        Command::Run { config } => runtime()?.block_on(lintas::run::run(config)),
-        Command::Demo => runtime()?.block_on(lintas::demo::run()),
+        Command::Run { config } => serve(|workers| lintas::run::run(config, workers)),
+        Command::Demo => serve(lintas::demo::run),
         Command::Backend { name, listen } => runtime()?.block_on(async {
             let shutdown = CancellationToken::new();
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -94,23 +94,29 @@ fn execute(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The tokio runtime; `LINTAS_WORKER_THREADS` sets its worker count (default: one per core).
-/// One worker means a current-thread runtime: no work-stealing machinery to pay for.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// Runs `main` on a control runtime (signals, health checks, admin, reloads) while
+/// connections are served by worker threads, one current-thread runtime each
+/// (`LINTAS_WORKER_THREADS`, default one per core; see `proxy::WorkerThreads` for why).
+fn serve<F, Fut>(main: F) -> anyhow::Result<()>
+where
+    F: FnOnce(proxy::Workers) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let threads = match std::env::var("LINTAS_WORKER_THREADS") {
-        Ok(n) => Some(n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+        Ok(n) => n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
             anyhow::anyhow!("LINTAS_WORKER_THREADS=`{n}` is not a positive number")
-        })?),
-        Err(_) => None,
+        })?,
+        Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    Ok(builder.enable_all().build()?)
+    let workers = proxy::WorkerThreads::start(threads)?;
+    let result = runtime()?.block_on(main(workers.workers()));
+    drop(workers);
+    result
+}
+
+/// A single-threaded runtime: for the control runtime and the demo backend.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use admin::{AdminState, Auth, Control};
 use anyhow::Context;
 use configkit::KeyPath;
-use proxy::{Proxy, ReloadSummary};
+use proxy::{Proxy, ReloadSummary, Workers};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -35,16 +35,17 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts every configured service on `tracker`, stopping on `shutdown`. Errors that
-    /// come from the environment (an address in use, an unset password variable) are
-    /// positioned in the file like validation errors.
+    /// Starts every configured service on `tracker`, serving connections on `workers`,
+    /// stopping on `shutdown`. Errors that come from the environment (an address in use, an
+    /// unset password variable) are positioned in the file like validation errors.
     pub async fn start(
         loaded: Loaded,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        workers: Workers,
     ) -> anyhow::Result<Arc<Self>> {
         let proxy_cfg = loaded.config.proxy.clone().unwrap_or_default();
-        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone())
+        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone(), workers)
             .await
             .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
         let admin = match &loaded.config.admin {
@@ -115,12 +116,12 @@ impl Control for Reloader {
     }
 }
 
-/// `lintas run`: serves until SIGINT or SIGTERM, reloading on SIGHUP.
-pub async fn run(path: PathBuf) -> anyhow::Result<()> {
+/// `lintas run`: serves on `workers` until SIGINT or SIGTERM, reloading on SIGHUP.
+pub async fn run(path: PathBuf, workers: Workers) -> anyhow::Result<()> {
     let loaded = config::load(&path)?;
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
-    let node = Node::start(loaded, tracker.clone(), shutdown.clone()).await?;
+    let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     info!(config = %path.display(), "lintas running");
     wait_for_signals(&node, &shutdown).await?;
     drain(tracker).await;

@@ -14,6 +14,8 @@
 //!   tunnelled, retries, timeouts, TLS termination (`tls`).
 //! - `check`: active health checks per pool.
 //! - [`registry`]: what the admin service reads: pools and listeners with their counters.
+//! - `workers`: one current-thread runtime per core, each accepting on its own
+//!   `SO_REUSEPORT` socket of every listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
 
 mod check;
@@ -24,6 +26,7 @@ mod proxy_protocol;
 pub mod registry;
 mod tcp;
 mod tls;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -42,6 +45,7 @@ use tracing::{info, warn};
 use crate::config::{ListenerConfig, Mode, ProxyConfig};
 use crate::listener::{ListenerHandle, ListenerSettings};
 use crate::registry::{ListenerInfo, Registry};
+pub use crate::workers::{WorkerThreads, Workers};
 
 /// Why the proxy could not start or apply a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +116,9 @@ pub struct ReloadSummary {
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<Registry>,
-    backends: Arc<http::Backends>,
+    /// Backend connections of the h2 path.
+    upstream: Arc<http::Upstream>,
+    workers: Workers,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     running: Mutex<Running>,
@@ -126,15 +132,18 @@ struct Running {
 
 impl Proxy {
     /// Binds every listener and starts serving; `cfg` must have passed
-    /// [`ProxyConfig::validate`]. Tasks run on `tracker` until `shutdown`.
+    /// [`ProxyConfig::validate`]. Tasks run on `tracker` until `shutdown`; connections are
+    /// accepted and served on `workers` (on the current runtime when it has none).
     pub async fn start(
         cfg: &ProxyConfig,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        workers: Workers,
     ) -> Result<Arc<Self>, ProxyError> {
         let proxy = Arc::new(Self {
             registry: Arc::new(Registry::default()),
-            backends: Arc::default(),
+            upstream: Arc::default(),
+            workers,
             tracker,
             shutdown,
             running: Mutex::new(Running::default()),
@@ -198,7 +207,7 @@ impl Proxy {
             if keeps(l) {
                 continue;
             }
-            match TcpListener::bind(l.listen).await {
+            match workers::bind(l.listen, self.workers.sockets_per_listener()) {
                 Ok(sock) => {
                     bound.insert(index, sock);
                 }
@@ -266,7 +275,7 @@ impl Proxy {
         }
         for index in deferred {
             let l = &cfg.listeners[index];
-            let sock = bind_when_released(l.listen)
+            let sock = bind_when_released(l.listen, self.workers.sockets_per_listener())
                 .await
                 .map_err(|source| bind_error(l, index, source))?;
             bound.insert(index, sock);
@@ -303,11 +312,14 @@ impl Proxy {
 
     fn spawn_listener(
         &self,
-        sock: TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         settings: ListenerSettings,
     ) -> Result<Arc<ListenerHandle>, ProxyError> {
         let cfg = &settings.cfg;
-        let addr = sock.local_addr().unwrap_or(cfg.listen);
+        let addr = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(cfg.listen);
         let handle = Arc::new(ListenerHandle {
             info: Arc::new(ListenerInfo {
                 name: cfg.name.clone(),
@@ -320,32 +332,38 @@ impl Proxy {
             stop_accepting: CancellationToken::new(),
             settings: ArcSwap::from_pointee(settings),
         });
-        info!(listener = %handle.info.name, %addr, mode = ?handle.info.mode, "listening");
-        let tracker = self.tracker.clone();
-        let shutdown = self.shutdown.clone();
-        match handle.info.mode {
-            Mode::Tcp => {
-                self.tracker.spawn(listener::accept_loop(
-                    sock,
-                    handle.clone(),
-                    tracker,
-                    shutdown,
-                    tcp::serve,
-                ));
-            }
-            Mode::Http => {
-                let backends = self.backends.clone();
-                let conn_shutdown = shutdown.clone();
-                self.tracker.spawn(listener::accept_loop(
-                    sock,
-                    handle.clone(),
-                    tracker,
-                    shutdown,
-                    move |s, peer, h, active| {
-                        http::serve(s, peer, h, active, backends.clone(), conn_shutdown.clone())
-                    },
-                ));
-            }
+        info!(listener = %handle.info.name, %addr, mode = ?handle.info.mode, sockets = sockets.len(), "listening");
+        let upstream = self.upstream.clone();
+        let conn_shutdown = self.shutdown.clone();
+        let serve_http = move |s, peer, h, active| {
+            http::serve(s, peer, h, active, upstream.clone(), conn_shutdown.clone())
+        };
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let (handle, tracker, shutdown) =
+                (handle.clone(), self.tracker.clone(), self.shutdown.clone());
+            let mode = handle.info.mode;
+            let serve_http = serve_http.clone();
+            // The socket joins the reactor of the runtime it is served on.
+            let accept = async move {
+                let listener = match TcpListener::from_std(sock) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return warn!(listener = %handle.info.name, error = %e, "cannot serve a listening socket");
+                    }
+                };
+                match mode {
+                    Mode::Tcp => {
+                        listener::accept_loop(listener, handle, tracker, shutdown, tcp::serve).await
+                    }
+                    Mode::Http => {
+                        listener::accept_loop(listener, handle, tracker, shutdown, serve_http).await
+                    }
+                }
+            };
+            match self.workers.handle(i) {
+                Some(runtime) => self.tracker.spawn_on(accept, runtime),
+                None => self.tracker.spawn(accept),
+            };
         }
         Ok(handle)
     }
@@ -385,10 +403,13 @@ fn bind_error(l: &ListenerConfig, index: usize, source: io::Error) -> ProxyError
 }
 
 /// Binds an address a stopping listener still holds, waiting briefly for it to let go.
-async fn bind_when_released(addr: SocketAddr) -> io::Result<TcpListener> {
+async fn bind_when_released(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut last = None;
     for _ in 0..50 {
-        match TcpListener::bind(addr).await {
+        match workers::bind(addr, count) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 last = Some(e);

@@ -20,8 +20,8 @@ use crate::run::{Node, drain, wait_for_signals};
 /// Names of the demo backends.
 const BACKENDS: [&str; 3] = ["app1", "app2", "app3"];
 
-/// Runs the demo until Ctrl-C.
-pub async fn run() -> anyhow::Result<()> {
+/// Runs the demo on `workers` until Ctrl-C.
+pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut backend_addrs = Vec::new();
@@ -41,7 +41,7 @@ pub async fn run() -> anyhow::Result<()> {
         .collect();
     let text = demo_config(&backend_addrs, &admin::Auth::hash_password(&password));
     let loaded = config::parse(Path::new("<demo>"), text)?;
-    let node = Node::start(loaded, tracker.clone(), shutdown.clone()).await?;
+    let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
     let tcp = node.proxy.local_addr("demo-tcp").await;
     let (Some(http), Some(tcp), Some(admin)) = (http, tcp, node.admin_addr) else {

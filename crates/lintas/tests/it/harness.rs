@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use balance::{BackendSnapshot, Health, Pool};
 use lintas::config::Loaded;
 use lintas::run::Node;
+use proxy::Workers;
 use proxy::registry::ListenerSnapshot;
 use testkit::{HttpClient, PATIENCE, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,9 +58,14 @@ impl TestNode {
 
     async fn start_loaded(loaded: Loaded) -> Self {
         let shutdown = CancellationToken::new();
-        let node = Node::start(loaded, TaskTracker::new(), shutdown.clone())
-            .await
-            .unwrap_or_else(|e| panic!("node did not start: {e:#}"));
+        let node = Node::start(
+            loaded,
+            TaskTracker::new(),
+            shutdown.clone(),
+            Workers::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("node did not start: {e:#}"));
         Self { node, shutdown }
     }
 

@@ -38,8 +38,7 @@ use crate::listener::{ActiveGuard, ListenerHandle};
 use crate::registry::ListenerStats;
 use crate::tcp::client_ip_key;
 
-pub(crate) use h1::ConnPool;
-use upstream::Upstream;
+pub(crate) use upstream::Upstream;
 
 /// What opens an HTTP/2 connection in clear text (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -51,19 +50,9 @@ pub(crate) struct ConnCtx {
     peer_ip: String,
     tls: bool,
     handle: Arc<ListenerHandle>,
-    /// Backend connections of the HTTP/1 path.
-    conns: Arc<ConnPool>,
-    /// Backend connections of the h2 path (hyper's client).
+    /// Backend connections of the h2 path (hyper's client); the HTTP/1 path keeps its
+    /// own per thread.
     upstream: Arc<Upstream>,
-}
-
-/// Backend connection pools shared by every HTTP listener.
-#[derive(Debug, Default)]
-pub(crate) struct Backends {
-    /// For the HTTP/1 path.
-    pub conns: Arc<ConnPool>,
-    /// For the h2 path.
-    pub upstream: Arc<Upstream>,
 }
 
 /// Serves one client connection of a `mode = "http"` listener, TLS first when configured.
@@ -72,7 +61,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     handle: Arc<ListenerHandle>,
     active: ActiveGuard,
-    backends: Arc<Backends>,
+    upstream: Arc<Upstream>,
     shutdown: CancellationToken,
 ) {
     let (acceptor, idle) = {
@@ -84,8 +73,7 @@ pub(crate) async fn serve(
         peer_ip: peer.ip().to_string(),
         tls,
         handle: handle.clone(),
-        conns: backends.conns.clone(),
-        upstream: backends.upstream.clone(),
+        upstream: upstream.clone(),
     };
     match acceptor {
         Some(acceptor) => match acceptor.accept(stream).await {

@@ -32,7 +32,6 @@ use tracing::debug;
 use self::body::{BodyError, Progress};
 use self::head::{BodyLen, HeadError, RequestCtx, RequestHead, ResponseHead};
 use self::pool::Conn;
-pub(crate) use self::pool::ConnPool;
 use super::{Attempts, ConnCtx, balancing_key, failed_after_send, reason};
 use crate::listener::ListenerSettings;
 
@@ -231,9 +230,9 @@ where
         let mut fresh = false;
         let outcome = loop {
             let conn = if fresh {
-                ctx.conns.connect(addr, timeout).await
+                pool::connect(addr, timeout).await
             } else {
-                ctx.conns.checkout(addr, timeout).await
+                pool::checkout(addr, timeout).await
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -477,7 +476,7 @@ where
         }
     }
     if resp.reusable {
-        ctx.conns.checkin(backend.addr(), conn);
+        pool::checkin(backend.addr(), conn);
     }
     drop(lease);
     req.keep_alive && resp.body != BodyLen::UntilClose
