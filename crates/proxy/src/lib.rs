@@ -116,8 +116,8 @@ pub struct ReloadSummary {
 #[derive(Debug)]
 pub struct Proxy {
     registry: Arc<Registry>,
-    /// Backend connections of the h2 path.
-    upstream: Arc<http::Upstream>,
+    /// Backend connection pools, one per worker (or one on the current runtime).
+    backends: Vec<http::Backends>,
     workers: Workers,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -142,7 +142,7 @@ impl Proxy {
     ) -> Result<Arc<Self>, ProxyError> {
         let proxy = Arc::new(Self {
             registry: Arc::new(Registry::default()),
-            upstream: Arc::default(),
+            backends: http::Backends::per_worker(workers.sockets_per_listener()),
             workers,
             tracker,
             shutdown,
@@ -333,16 +333,15 @@ impl Proxy {
             settings: ArcSwap::from_pointee(settings),
         });
         info!(listener = %handle.info.name, %addr, mode = ?handle.info.mode, sockets = sockets.len(), "listening");
-        let upstream = self.upstream.clone();
-        let conn_shutdown = self.shutdown.clone();
-        let serve_http = move |s, peer, h, active| {
-            http::serve(s, peer, h, active, upstream.clone(), conn_shutdown.clone())
-        };
         for (i, sock) in sockets.into_iter().enumerate() {
+            let backends = self.backends.get(i).cloned().unwrap_or_default();
+            let conn_shutdown = self.shutdown.clone();
+            let serve_http = move |s, peer, h, active| {
+                http::serve(s, peer, h, active, backends.clone(), conn_shutdown.clone())
+            };
             let (handle, tracker, shutdown) =
                 (handle.clone(), self.tracker.clone(), self.shutdown.clone());
             let mode = handle.info.mode;
-            let serve_http = serve_http.clone();
             // The socket joins the reactor of the runtime it is served on.
             let accept = async move {
                 let listener = match TcpListener::from_std(sock) {

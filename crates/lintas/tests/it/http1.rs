@@ -59,6 +59,28 @@ fn to_backend_as(version: &str, request: &str, headers: &[&str]) -> String {
     )
 }
 
+/// Sends the HTTP/1.1 request `request` (`METHOD TARGET`) on `client`, checks that `conn`
+/// receives it as lintas forwards it, answers [`OK`] and checks the client gets exactly that.
+async fn ok_round_trip(client: &mut TcpStream, conn: &mut TcpStream, request: &str) {
+    send(client, &format!("{request} HTTP/1.1\r\n{HOST}\r\n\r\n")).await;
+    expect_exactly(conn, &to_backend(request, &[HOST])).await;
+    send(conn, OK).await;
+    expect_exactly(client, OK).await;
+}
+
+/// Sends the HTTP/1.1 request `request` on `client` and returns the backend connection it
+/// arrives on, after checking it arrived as lintas forwards it.
+async fn forwarded(
+    client: &mut TcpStream,
+    backend: &mut ScriptedServer,
+    request: &str,
+) -> TcpStream {
+    send(client, &format!("{request} HTTP/1.1\r\n{HOST}\r\n\r\n")).await;
+    let mut conn = backend.accept().await;
+    expect_exactly(&mut conn, &to_backend(request, &[HOST])).await;
+    conn
+}
+
 /// An answer lintas writes itself before closing the connection.
 fn own_answer(status: &str, body: &str) -> String {
     format!(
@@ -116,14 +138,7 @@ async fn chunked_request_body_reaches_the_backend_in_its_framing() {
     send(&mut conn, answer).await;
     expect_exactly(&mut client, answer).await;
 
-    send(
-        &mut client,
-        &format!("GET /next HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /next", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /next").await;
     assert_eq!(backend.untaken(), 0);
 }
 
@@ -132,13 +147,7 @@ async fn chunked_response_streams_intact_and_its_backend_connection_is_reused() 
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
 
-    send(
-        &mut client,
-        &format!("GET /stream HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut conn = backend.accept().await;
-    expect_exactly(&mut conn, &to_backend("GET /stream", &[HOST])).await;
+    let mut conn = forwarded(&mut client, &mut backend, "GET /stream").await;
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
     send(&mut conn, head).await;
     expect_exactly(&mut client, head).await;
@@ -154,14 +163,7 @@ async fn chunked_response_streams_intact_and_its_backend_connection_is_reused() 
     }
 
     // The next request goes out on the same backend connection.
-    send(
-        &mut client,
-        &format!("GET /again HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /again", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /again").await;
     assert_eq!(backend.untaken(), 0);
 }
 
@@ -170,26 +172,13 @@ async fn head_response_ends_at_its_head_whatever_its_content_length() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
 
-    send(
-        &mut client,
-        &format!("HEAD /file HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut conn = backend.accept().await;
-    expect_exactly(&mut conn, &to_backend("HEAD /file", &[HOST])).await;
+    let mut conn = forwarded(&mut client, &mut backend, "HEAD /file").await;
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n";
     send(&mut conn, head).await;
     expect_exactly(&mut client, head).await;
 
     // Had lintas waited for 100 body bytes, this exchange would hang or come out shifted.
-    send(
-        &mut client,
-        &format!("GET /file HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /file", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /file").await;
     assert_eq!(backend.untaken(), 0);
 }
 
@@ -197,13 +186,7 @@ async fn head_response_ends_at_its_head_whatever_its_content_length() {
 async fn no_content_and_not_modified_responses_end_at_their_head() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
-    send(
-        &mut client,
-        &format!("DELETE /item HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut conn = backend.accept().await;
-    expect_exactly(&mut conn, &to_backend("DELETE /item", &[HOST])).await;
+    let mut conn = forwarded(&mut client, &mut backend, "DELETE /item").await;
     let no_content = "HTTP/1.1 204 No Content\r\nX-Deleted: item\r\n\r\n";
     send(&mut conn, no_content).await;
     expect_exactly(&mut client, no_content).await;
@@ -223,14 +206,7 @@ async fn no_content_and_not_modified_responses_end_at_their_head() {
     send(&mut conn, not_modified).await;
     expect_exactly(&mut client, not_modified).await;
 
-    send(
-        &mut client,
-        &format!("GET /next HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /next", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /next").await;
     assert_eq!(backend.untaken(), 0);
 }
 
@@ -239,13 +215,7 @@ async fn interim_responses_are_not_forwarded_and_the_final_one_is() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
 
-    send(
-        &mut client,
-        &format!("GET /page HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut conn = backend.accept().await;
-    expect_exactly(&mut conn, &to_backend("GET /page", &[HOST])).await;
+    let mut conn = forwarded(&mut client, &mut backend, "GET /page").await;
     send(
         &mut conn,
         "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n",
@@ -258,14 +228,7 @@ async fn interim_responses_are_not_forwarded_and_the_final_one_is() {
     // The first bytes the client gets are the final response's.
     expect_exactly(&mut client, last).await;
 
-    send(
-        &mut client,
-        &format!("GET /next HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /next", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /next").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,14 +256,7 @@ async fn expect_continue_is_answered_by_lintas_and_not_forwarded() {
     send(&mut conn, created).await;
     expect_exactly(&mut client, created).await;
 
-    send(
-        &mut client,
-        &format!("GET /upload HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    expect_exactly(&mut conn, &to_backend("GET /upload", &[HOST])).await;
-    send(&mut conn, OK).await;
-    expect_exactly(&mut client, OK).await;
+    ok_round_trip(&mut client, &mut conn, "GET /upload").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,13 +347,7 @@ async fn body_delimited_by_close_is_forwarded_whole_and_closes_the_client() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
 
-    send(
-        &mut client,
-        &format!("GET /legacy HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut conn = backend.accept().await;
-    expect_exactly(&mut conn, &to_backend("GET /legacy", &[HOST])).await;
+    let mut conn = forwarded(&mut client, &mut backend, "GET /legacy").await;
     send(
         &mut conn,
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n",
@@ -425,26 +375,14 @@ async fn body_delimited_by_close_is_forwarded_whole_and_closes_the_client() {
 async fn kept_alive_connection_closed_by_the_backend_is_not_reused() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
-    send(
-        &mut client,
-        &format!("GET /first HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut first = backend.accept().await;
-    expect_exactly(&mut first, &to_backend("GET /first", &[HOST])).await;
+    let mut first = forwarded(&mut client, &mut backend, "GET /first").await;
     send(&mut first, OK).await;
     expect_exactly(&mut client, OK).await;
 
     // The backend closes the idle connection (its keep-alive timeout, say). Loopback
     // delivers the FIN before the request below, so lintas sees it when it checks out.
     drop(first);
-    send(
-        &mut client,
-        &format!("GET /second HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut second = backend.accept().await;
-    expect_exactly(&mut second, &to_backend("GET /second", &[HOST])).await;
+    let mut second = forwarded(&mut client, &mut backend, "GET /second").await;
     send(&mut second, OK).await;
     expect_exactly(&mut client, OK).await;
 
@@ -462,13 +400,7 @@ async fn kept_alive_connection_closed_by_the_backend_is_not_reused() {
 async fn get_on_a_kept_alive_connection_closed_under_it_is_sent_again_on_a_new_one() {
     let (mut backend, node) = scripted().await;
     let mut client = connect(&node).await;
-    send(
-        &mut client,
-        &format!("GET /first HTTP/1.1\r\n{HOST}\r\n\r\n"),
-    )
-    .await;
-    let mut first = backend.accept().await;
-    expect_exactly(&mut first, &to_backend("GET /first", &[HOST])).await;
+    let mut first = forwarded(&mut client, &mut backend, "GET /first").await;
     send(&mut first, OK).await;
     expect_exactly(&mut client, OK).await;
 

@@ -38,7 +38,8 @@ use crate::listener::{ActiveGuard, ListenerHandle};
 use crate::registry::ListenerStats;
 use crate::tcp::client_ip_key;
 
-pub(crate) use upstream::Upstream;
+pub(crate) use h1::ConnPool;
+use upstream::Upstream;
 
 /// What opens an HTTP/2 connection in clear text (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -50,9 +51,32 @@ pub(crate) struct ConnCtx {
     peer_ip: String,
     tls: bool,
     handle: Arc<ListenerHandle>,
-    /// Backend connections of the h2 path (hyper's client); the HTTP/1 path keeps its
-    /// own per thread.
+    /// Backend connections of the HTTP/1 path, this worker's.
+    conns: Arc<ConnPool>,
+    /// Backend connections of the h2 path (hyper's client).
     upstream: Arc<Upstream>,
+}
+
+/// The backend connection pools a listener's connections use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Backends {
+    /// HTTP/1 path: the pool of the worker the connection lives on.
+    pub conns: Arc<ConnPool>,
+    /// h2 path: shared.
+    pub upstream: Arc<Upstream>,
+}
+
+impl Backends {
+    /// One set of pools per worker; the h2 pool is shared by all.
+    pub(crate) fn per_worker(workers: usize) -> Vec<Self> {
+        let upstream = Arc::new(Upstream::default());
+        (0..workers)
+            .map(|_| Self {
+                conns: Arc::default(),
+                upstream: upstream.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Serves one client connection of a `mode = "http"` listener, TLS first when configured.
@@ -61,7 +85,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     handle: Arc<ListenerHandle>,
     active: ActiveGuard,
-    upstream: Arc<Upstream>,
+    backends: Backends,
     shutdown: CancellationToken,
 ) {
     let (acceptor, idle) = {
@@ -73,7 +97,8 @@ pub(crate) async fn serve(
         peer_ip: peer.ip().to_string(),
         tls,
         handle: handle.clone(),
-        upstream: upstream.clone(),
+        conns: backends.conns.clone(),
+        upstream: backends.upstream.clone(),
     };
     match acceptor {
         Some(acceptor) => match acceptor.accept(stream).await {

@@ -32,6 +32,7 @@ use tracing::debug;
 use self::body::{BodyError, Progress};
 use self::head::{BodyLen, HeadError, RequestCtx, RequestHead, ResponseHead};
 use self::pool::Conn;
+pub(crate) use self::pool::ConnPool;
 use super::{Attempts, ConnCtx, balancing_key, failed_after_send, reason};
 use crate::listener::ListenerSettings;
 
@@ -230,9 +231,9 @@ where
         let mut fresh = false;
         let outcome = loop {
             let conn = if fresh {
-                pool::connect(addr, timeout).await
+                ConnPool::connect(addr, timeout).await
             } else {
-                pool::checkout(addr, timeout).await
+                ctx.conns.checkout(addr, timeout).await
             };
             let mut conn = match conn {
                 Ok(c) => c,
@@ -476,7 +477,7 @@ where
         }
     }
     if resp.reusable {
-        pool::checkin(backend.addr(), conn);
+        ctx.conns.checkin(backend.addr(), conn);
     }
     drop(lease);
     req.keep_alive && resp.body != BodyLen::UntilClose

@@ -1,8 +1,8 @@
 //! Kept-alive backend connections of the HTTP/1 path.
 //!
-//! Idle connections are kept per thread: with worker threads (see `crate::workers`) a
-//! socket belongs to the reactor of the thread that opened it, so it is only ever reused
-//! there, and checking one out takes no lock.
+//! There is one pool per worker thread (see `crate::workers`): a socket belongs to the
+//! reactor of the thread that opened it, so it is only ever reused there, and the pool's
+//! lock is never contended. On a single multi-threaded runtime (tests) one pool is shared.
 //!
 //! A connection goes back to the pool only after a response was read to its exact end with
 //! nothing left over. Before one is reused its read readiness is looked at (no system call:
@@ -11,10 +11,10 @@
 //! a live one. The race left — the backend closing at that very moment — is covered by the
 //! replay rule for idempotent requests.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -37,49 +37,52 @@ pub(crate) struct Conn {
     pub reused: bool,
 }
 
-thread_local! {
-    /// This thread's idle backend connections by address.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::default();
+/// Idle backend connections by address.
+#[derive(Debug, Default)]
+pub(crate) struct ConnPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
 }
 
-/// An open connection to `addr`: a live idle one, or a new one.
-pub(crate) async fn checkout(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-    while let Some(stream) = pop(addr) {
-        if is_quiet(&stream) {
-            return Ok(Conn {
-                stream,
-                buf: BytesMut::new(),
-                reused: true,
-            });
+impl ConnPool {
+    /// An open connection to `addr`: a live idle one, or a new one.
+    pub async fn checkout(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        while let Some(stream) = self.pop(addr) {
+            if is_quiet(&stream) {
+                return Ok(Conn {
+                    stream,
+                    buf: BytesMut::new(),
+                    reused: true,
+                });
+            }
         }
+        Self::connect(addr, timeout).await
     }
-    connect(addr, timeout).await
-}
 
-/// A new connection to `addr`, never a pooled one.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-    Ok(Conn {
-        stream: tcp::connect(addr, timeout).await?,
-        buf: BytesMut::new(),
-        reused: false,
-    })
-}
-
-/// Keeps `conn` for the next request to `addr`, when it is clean.
-pub(crate) fn checkin(addr: SocketAddr, conn: Conn) {
-    if !conn.buf.is_empty() {
-        return;
+    /// A new connection to `addr`, never a pooled one.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        Ok(Conn {
+            stream: tcp::connect(addr, timeout).await?,
+            buf: BytesMut::new(),
+            reused: false,
+        })
     }
-    IDLE.with_borrow_mut(|idle| {
+
+    /// Keeps `conn` for the next request to `addr`, when it is clean.
+    pub fn checkin(&self, addr: SocketAddr, conn: Conn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push(conn.stream);
         }
-    });
-}
+    }
 
-fn pop(addr: SocketAddr) -> Option<TcpStream> {
-    IDLE.with_borrow_mut(|idle| idle.get_mut(&addr).and_then(Vec::pop))
+    fn pop(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(&addr).and_then(Vec::pop)
+    }
 }
 
 /// Whether an idle connection has nothing to read: not closed by the backend, and no bytes
