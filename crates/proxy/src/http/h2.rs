@@ -17,7 +17,7 @@ use balance::{HashKey, Lease, hash_key};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::upstream::{ReqBody, Sender, Upstream};
-use super::{Attempts, ConnCtx, balancing_key, failed_after_send};
+use super::{Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent};
 use crate::listener::ListenerSettings;
 
 /// Serves an h2 client connection until it closes or the node stops.
@@ -82,7 +82,7 @@ async fn forward(
     prepare_request(&mut req, &ctx.peer_ip, ctx.tls);
 
     let (parts, body) = req.into_parts();
-    let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+    let replayable = body.is_end_stream() && is_idempotent(parts.method.as_str());
     let saved = replayable.then(|| clone_parts(&parts));
     let mut parts = Some(parts);
     let mut body: Option<ReqBody> = Some(if body.is_end_stream() {
@@ -169,29 +169,17 @@ fn request_key(req: &Request<Incoming>, key: &HashKey) -> Option<u64> {
             .headers()
             .get(name.as_str())
             .map(|v| hash_key(v.as_bytes())),
-        HashKey::Cookie(name) => cookie(req.headers(), name).map(hash_key),
+        HashKey::Cookie(name) => request_cookie(req.headers(), name).map(hash_key),
         HashKey::ClientIp => None,
     }
 }
 
-/// Value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+/// Value of cookie `name` in the request's `Cookie` headers (h2 clients may send several).
+fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+        .find_map(|v| cookie(v.as_bytes(), name))
 }
 
 fn clone_parts(p: &Parts) -> Parts {
@@ -358,9 +346,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=1; sid=xyz"));
         h.append(header::COOKIE, HeaderValue::from_static("other=2"));
-        assert_eq!(cookie(&h, "sid"), Some(&b"xyz"[..]));
-        assert_eq!(cookie(&h, "other"), Some(&b"2"[..]));
-        assert_eq!(cookie(&h, "si"), None);
+        assert_eq!(request_cookie(&h, "sid"), Some(&b"xyz"[..]));
+        assert_eq!(request_cookie(&h, "other"), Some(&b"2"[..]));
+        assert_eq!(request_cookie(&h, "si"), None);
     }
 
     #[test]

@@ -157,6 +157,23 @@ fn balancing_key(
     }
 }
 
+/// Value of cookie `name` in one `Cookie` header value.
+fn cookie<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    value.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+    })
+}
+
+/// Safe to send twice (RFC 9110 §9.2.2): only such requests are replayed after a failure.
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
 /// One request's walk over the pool's backends: picks with the already-failed ones
 /// excluded, at most `1 + retries` times, and the answer when every attempt is spent.
 pub(crate) struct Attempts<'a> {

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 
 use balance::{HashKey, hash_key};
 
+use crate::http::{cookie, is_idempotent};
+
 /// Most headers a head may carry; more is answered 431 like an oversized head.
 pub(crate) const MAX_HEADERS: usize = 100;
 
@@ -156,14 +158,6 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> 
     }
 }
 
-fn cookie<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    value.split(|&b| b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-    })
-}
-
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -296,10 +290,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         push_header(&mut out, "upgrade", v);
     }
     out.extend_from_slice(b"\r\n");
-    let idempotent = matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    );
+    let idempotent = is_idempotent(method);
     Ok(RequestHead {
         out,
         len,
