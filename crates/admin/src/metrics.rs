@@ -233,10 +233,7 @@ impl Display for Exposition<'_> {
             "Always 1; labels say the listener's mode, bound address and current pool.",
         )?;
         for l in self.listeners {
-            let mode = match l.mode {
-                proxy::config::Mode::Tcp => "tcp",
-                proxy::config::Mode::Http => "http",
-            };
+            let mode = l.mode.as_str();
             writeln!(
                 f,
                 "lintas_listener_info{{listener=\"{}\",mode=\"{mode}\",address=\"{}\",pool=\"{}\"}} 1",

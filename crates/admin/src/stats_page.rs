@@ -114,10 +114,7 @@ impl Page<'_> {
              <th>connect failures</th><th>retries</th><th>timeouts</th></tr>\n",
         )?;
         for l in self.listeners {
-            let mode = match l.mode {
-                proxy::config::Mode::Tcp => "tcp",
-                proxy::config::Mode::Http => "http",
-            };
+            let mode = l.mode.as_str();
             writeln!(
                 f,
                 "<tr><td class=\"t\">{}</td><td class=\"t\">{mode}</td><td class=\"t\">{}</td>\
