@@ -160,3 +160,80 @@ async fn connect_failures_are_retried_on_live_backends_evenly() {
         (counts(&[("app1", 15), ("app2", 15)]), 10, 10)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_backend_is_ejected_by_live_traffic_and_returns_after_cooldown() {
+    let live = Backends::start(&["app1"]).await;
+    let dead = unused_addr();
+    let pool = format!(
+        "strategy = \"round_robin\"\n{}\npassive = {{ failures = 2, cooldown = \"2s\" }}",
+        backends_toml([("app1", live.addr("app1"), 1), ("dead", dead, 1)]),
+    );
+    let node = TestNode::single("tcp", &pool, "").await;
+    let mut events = node.pool("web").subscribe();
+    let addr = node.addr("web").await;
+
+    // Every session lands on app1, the refused connects retried there; the second refusal
+    // ejects `dead`.
+    for _ in 0..6 {
+        let got = crate::harness::raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+        assert!(String::from_utf8_lossy(&got).ends_with("\r\n\r\napp1\n"));
+    }
+    let ejected = next_event(&mut events, "dead", Health::Ejected).await;
+    assert_eq!(ejected.reason, "2 consecutive failures of live traffic");
+    assert_eq!(node.listener("web").connect_failures, 2);
+
+    // Once out, it is not tried: no more refused connects.
+    for _ in 0..4 {
+        crate::harness::raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    }
+    assert_eq!(node.listener("web").connect_failures, 2);
+
+    // After the cooldown it is back in rotation (and, still dead, ejected again by traffic).
+    let back = next_event(&mut events, "dead", Health::Up).await;
+    assert_eq!(back.reason, "ejection cooldown over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answering_5xx_is_ejected_and_traffic_goes_to_the_healthy_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let healthy = Backends::start(&["app1"]).await;
+    let failing = crate::harness::tcp_server(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            let answer = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\nboom\n";
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let pool = format!(
+        "strategy = \"round_robin\"\n{}\npassive = {{ failures = 3, cooldown = \"60s\" }}",
+        backends_toml([("app1", healthy.addr("app1"), 1), ("broken", failing, 1)]),
+    );
+    let node = TestNode::single("http", &pool, "").await;
+    let mut events = node.pool("web").subscribe();
+    let client = HttpClient::new();
+    let url = node.url("web", "/").await;
+
+    // Round-robin alternates: three 500s from `broken` eject it (a 5xx is passed on, not
+    // retried: the request did reach a backend).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(client.get(&url).await.status);
+    }
+    assert_eq!(statuses, [200, 500, 200, 500, 200, 500]);
+    let ejected = next_event(&mut events, "broken", Health::Ejected).await;
+    assert_eq!(ejected.reason, "3 consecutive failures of live traffic");
+
+    // From now on only app1 answers.
+    for _ in 0..6 {
+        let r = client.get(&url).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "app1\n"));
+    }
+    assert_eq!(node.backend("web", "broken").health, Health::Ejected);
+}
