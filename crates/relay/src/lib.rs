@@ -1,0 +1,12 @@
+//! The relay: applications POST records; lintas keeps them in a durable stream and delivers
+//! each to every destination database that needs it, each taking only its own columns.
+//!
+//! # Layout (being built; see docs/ARCHITECTURE.md)
+//!
+//! - [`sql`]: statements built at run time for a destination's table — identifiers quoted per
+//!   dialect, values always bound as parameters, multi-row batches kept under each driver's
+//!   parameter limit.
+//!
+//! The stream itself is `backplane::SegmentLog`.
+
+pub mod sql;
