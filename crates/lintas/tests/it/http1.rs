@@ -725,3 +725,20 @@ async fn get_is_sent_again_to_another_backend_after_one_closed_without_answering
     let got = tokio::time::timeout(PATIENCE, read_head(&mut client)).await;
     assert_eq!(got.unwrap().as_deref(), Some(head));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_byte_counters_count_what_crossed_each_way() {
+    let (mut backend, node) = scripted().await;
+    let mut client = connect(&node).await;
+
+    let mut conn = forwarded(&mut client, &mut backend, "GET /counted").await;
+    send(&mut conn, OK).await;
+    expect_exactly(&mut client, OK).await;
+
+    let sent = to_backend("GET /counted", &[HOST]).len() as u64;
+    let counters = node.backend("web", "script");
+    assert_eq!(
+        (counters.bytes_in, counters.bytes_out),
+        (sent, OK.len() as u64)
+    );
+}

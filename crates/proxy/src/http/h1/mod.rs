@@ -451,6 +451,7 @@ where
         );
         return false;
     };
+    let head_len = resp.out.len();
     let written = if now == 0 {
         client.write_all(&resp.out).await
     } else {
@@ -461,7 +462,7 @@ where
     if written.is_err() {
         return false;
     }
-    counter.fetch_add(now as u64, Ordering::Relaxed);
+    counter.fetch_add((head_len + now) as u64, Ordering::Relaxed);
     conn.buf.advance(now);
     if !progress.is_done() {
         let rest = body::forward(
