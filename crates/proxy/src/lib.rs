@@ -18,6 +18,7 @@
 //!   `SO_REUSEPORT` socket of every listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
 
+mod attempts;
 mod check;
 pub mod config;
 mod http;

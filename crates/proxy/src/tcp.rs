@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use balance::{Backend, Lease, Outcome, Pool, StrategyKind, hash_key};
+use balance::{Backend, Outcome, StrategyKind, hash_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::attempts::Attempts;
 use crate::listener::{ActiveGuard, ListenerHandle};
 use crate::proxy_protocol;
 
@@ -43,23 +44,21 @@ pub(crate) async fn serve(
         StrategyKind::ConsistentHash => Some(client_ip_key(peer)),
         _ => None,
     };
-    let Some((lease, mut server)) = connect_with_retries(
-        pool,
-        key,
-        settings.cfg.connect_timeout,
-        settings.cfg.retries,
-        |_| {
-            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-        },
-        |_| {
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-        },
-    )
-    .await
-    else {
-        stats.no_backend.fetch_add(1, Ordering::Relaxed);
-        debug!(listener = %handle.info.name, %peer, "no backend could take the connection");
-        return;
+    let mut attempts = Attempts::new(pool, &settings.cfg, stats, key);
+    let (lease, mut server) = loop {
+        let Some(lease) = attempts.next() else {
+            attempts.give_up();
+            debug!(listener = %handle.info.name, %peer, "no backend could take the connection");
+            return;
+        };
+        match connect(lease.backend().addr(), settings.cfg.connect_timeout).await {
+            // For a session the latency that matters to balancing is the connect time.
+            Ok(stream) => {
+                attempts.succeeded(&lease, true);
+                break (lease, stream);
+            }
+            Err(e) => attempts.connect_failed(&lease, &e),
+        }
     };
     if let Some(version) = settings.cfg.proxy_protocol {
         let local = client.local_addr().unwrap_or(handle.info.addr);
@@ -85,42 +84,6 @@ pub(crate) fn client_ip_key(peer: SocketAddr) -> u64 {
         std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
         std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
     }
-}
-
-/// Picks backends and connects until one answers, up to `1 + retries` attempts; each failure
-/// is reported to passive health and skipped on the next pick.
-pub(crate) async fn connect_with_retries(
-    pool: &Pool,
-    key: Option<u64>,
-    timeout: Duration,
-    retries: u32,
-    on_failure: impl Fn(&Backend),
-    on_retry: impl Fn(&Backend),
-) -> Option<(Lease, TcpStream)> {
-    let mut tried: Vec<Arc<Backend>> = Vec::new();
-    for attempt in 0..=retries {
-        let lease = pool.pick(key, &tried)?;
-        let backend = lease.backend().clone();
-        if attempt > 0 {
-            on_retry(&backend);
-        }
-        match connect(backend.addr(), timeout).await {
-            Ok(stream) => {
-                // For a session the latency that matters to balancing is the connect time.
-                lease.record(Outcome::Success);
-                pool.report_traffic(&backend, true);
-                return Some((lease, stream));
-            }
-            Err(e) => {
-                debug!(backend = backend.name(), error = %e, "connect failed");
-                lease.record(Outcome::Failure);
-                pool.report_traffic(&backend, false);
-                on_failure(&backend);
-                tried.push(backend);
-            }
-        }
-    }
-    None
 }
 
 /// Connects with a deadline and `TCP_NODELAY`.

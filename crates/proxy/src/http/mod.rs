@@ -26,16 +26,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use balance::{Backend, HashKey, Lease, Outcome, Pool, StrategyKind};
+use balance::{Backend, HashKey, Lease, Pool, StrategyKind};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::config::ListenerConfig;
+pub(crate) use crate::attempts::Attempts;
 use crate::listener::{ActiveGuard, ListenerHandle};
-use crate::registry::ListenerStats;
 use crate::tcp::client_ip_key;
 
 pub(crate) use h1::ConnPool;
@@ -174,86 +173,29 @@ fn is_idempotent(method: &str) -> bool {
     )
 }
 
-/// One request's walk over the pool's backends: picks with the already-failed ones
-/// excluded, at most `1 + retries` times, and the answer when every attempt is spent.
-pub(crate) struct Attempts<'a> {
-    pool: &'a Pool,
-    cfg: &'a ListenerConfig,
-    stats: &'a ListenerStats,
-    key: Option<u64>,
-    tried: Vec<Arc<Backend>>,
-    made: u32,
-}
-
-impl<'a> Attempts<'a> {
-    fn new(
-        pool: &'a Pool,
-        cfg: &'a ListenerConfig,
-        stats: &'a ListenerStats,
-        key: Option<u64>,
-    ) -> Self {
-        Self {
-            pool,
-            cfg,
-            stats,
-            key,
-            tried: Vec::new(),
-            made: 0,
-        }
-    }
-
-    /// The next backend to try, with its in-flight slot taken.
-    fn next(&mut self) -> Option<Lease> {
-        if self.made > self.cfg.retries {
-            return None;
-        }
-        let lease = self.pool.pick(self.key, &self.tried)?;
-        if self.made > 0 {
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        self.made += 1;
-        Some(lease)
-    }
-
-    /// Connecting to the lease's backend failed.
-    fn connect_failed(&mut self, lease: &Lease, error: &dyn std::fmt::Display) {
-        debug!(backend = lease.backend().name(), %error, "backend connect failed");
-        self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-        self.failed(lease);
-    }
-
-    /// The lease's backend failed this request; it is not tried again for it.
-    fn failed(&mut self, lease: &Lease) {
-        lease.record(Outcome::Failure);
-        self.pool.report_traffic(lease.backend(), false);
-        self.tried.push(lease.backend().clone());
-    }
-
+/// What an HTTP exchange makes of its walk over the backends.
+impl Attempts<'_> {
     /// The backend answered; a 5xx counts against its health.
     fn answered(&self, lease: &Lease, status: u16) {
-        let ok = status < 500;
-        lease.record(if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        });
-        self.pool.report_traffic(lease.backend(), ok);
+        self.succeeded(lease, status < 500);
     }
 
     /// The answer once no attempt is left: no backend was available at all, or none of
     /// those tried could be reached.
     fn exhausted(&self) -> (u16, String) {
-        if self.tried.is_empty() {
-            self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
-            let message = format!("no backend available in pool `{}`\n", self.pool.name());
-            return (self.cfg.no_backend_status, message);
+        let pool = self.pool.name();
+        match self.give_up() {
+            0 => (
+                self.cfg.no_backend_status,
+                format!("no backend available in pool `{pool}`\n"),
+            ),
+            tried => (
+                502,
+                format!(
+                    "bad gateway: no backend of pool `{pool}` could be reached ({tried} tried)\n"
+                ),
+            ),
         }
-        let message = format!(
-            "bad gateway: no backend of pool `{}` could be reached ({} tried)\n",
-            self.pool.name(),
-            self.tried.len()
-        );
-        (502, message)
     }
 
     /// The answer when the backend did not send its response head in time.
