@@ -62,8 +62,8 @@ mod tests {
     use super::*;
     use crate::BackendSpec;
     use crate::health::Health;
+    use crate::strategy::test_util::request;
     use proptest::prelude::{any, prop_assert_eq, prop_assert_ne, proptest};
-    use std::time::Instant;
 
     fn named(names: &[&str]) -> Vec<Arc<Backend>> {
         names
@@ -81,11 +81,8 @@ mod tests {
 
     fn owner(s: &ConsistentHash, bs: &[Arc<Backend>], key: u64) -> String {
         let p = Pick {
-            backends: bs,
             key: Some(key),
-            exclude: &[],
-            now: Instant::now(),
-            generation: 0,
+            ..request(bs, &[])
         };
         bs[s.pick(&p).unwrap()].name().to_string()
     }
@@ -119,13 +116,7 @@ mod tests {
     fn keyless_requests_round_robin() {
         let bs = named(&["a", "b"]);
         let s = ConsistentHash::new(&bs);
-        let p = Pick {
-            backends: &bs,
-            key: None,
-            exclude: &[],
-            now: Instant::now(),
-            generation: 0,
-        };
+        let p = request(&bs, &[]);
         let picks: Vec<_> = (0..4).map(|_| s.pick(&p).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
     }

@@ -223,15 +223,23 @@ pub(crate) mod test_util {
             .collect()
     }
 
+    /// A pick over `bs` now, without a key, skipping `exclude`.
+    pub fn request<'a>(bs: &'a [Arc<Backend>], exclude: &'a [Arc<Backend>]) -> Pick<'a> {
+        Pick {
+            backends: bs,
+            key: None,
+            exclude,
+            now: Instant::now(),
+            generation: 0,
+        }
+    }
+
     pub fn pick_n(s: &dyn Strategy, bs: &[Arc<Backend>], n: usize, generation: u64) -> Vec<usize> {
         (0..n)
             .map(|_| {
                 s.pick(&Pick {
-                    backends: bs,
-                    key: None,
-                    exclude: &[],
-                    now: Instant::now(),
                     generation,
+                    ..request(bs, &[])
                 })
                 .unwrap()
             })

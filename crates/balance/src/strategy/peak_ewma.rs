@@ -28,8 +28,8 @@ impl Strategy for PeakEwma {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Outcome;
     use crate::strategy::test_util::*;
-    use crate::{Outcome, strategy::Pick};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -49,13 +49,7 @@ mod tests {
         bs[1].observe_latency(Duration::from_millis(50), now);
         // b0 fails instantly: without the penalty its latency would look like 0.
         bs[0].lease().record(Outcome::Failure);
-        let p = Pick {
-            backends: &bs,
-            key: None,
-            exclude: &[],
-            now: Instant::now(),
-            generation: 0,
-        };
+        let p = request(&bs, &[]);
         assert_eq!(PeakEwma::default().pick(&p), Some(1));
     }
 

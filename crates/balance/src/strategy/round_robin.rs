@@ -58,13 +58,7 @@ mod tests {
         for b in &bs {
             b.refresh_available(Health::Down);
         }
-        let p = Pick {
-            backends: &bs,
-            key: None,
-            exclude: &[],
-            now: std::time::Instant::now(),
-            generation: 0,
-        };
+        let p = request(&bs, &[]);
         assert_eq!(RoundRobin::default().pick(&p), None);
     }
 
@@ -75,13 +69,7 @@ mod tests {
         let rr = RoundRobin::default();
         let mut served = vec![0; 3];
         for _ in 0..30 {
-            let p = Pick {
-                backends: &bs,
-                key: None,
-                exclude: &[],
-                now: std::time::Instant::now(),
-                generation: 0,
-            };
+            let p = request(&bs, &[]);
             let mut i = rr.pick(&p).unwrap();
             if i == 1 {
                 let retry = Pick {
@@ -98,13 +86,7 @@ mod tests {
     #[test]
     fn excluded_backend_is_skipped() {
         let bs = backends(&[1, 1]);
-        let p = Pick {
-            backends: &bs,
-            key: None,
-            exclude: &bs[..1],
-            now: std::time::Instant::now(),
-            generation: 0,
-        };
+        let p = request(&bs, &bs[..1]);
         let rr = RoundRobin::default();
         for _ in 0..5 {
             assert_eq!(rr.pick(&p), Some(1));
