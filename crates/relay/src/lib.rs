@@ -9,4 +9,18 @@
 //!
 //! The stream itself is `backplane::SegmentLog`.
 
+pub mod catalog;
+pub mod config;
+pub mod deliver;
+pub mod deliveries;
+pub mod destination;
+pub mod idempotency;
+mod ingest;
+pub mod keys;
+pub mod record;
+mod service;
 pub mod sql;
+pub mod status;
+
+pub use config::RelayConfig;
+pub use service::{Relay, StartError};

@@ -49,6 +49,10 @@ pub struct TableWrite {
     pub keys: Vec<String>,
     /// What to do.
     pub op: Operation,
+    /// Empty, or one already-quoted type name per column that each placeholder is cast to
+    /// (`$1::"numeric"`). PostgreSQL needs it because every value is bound as text; the names
+    /// come from the live catalog, never from user text.
+    pub casts: Vec<String>,
 }
 
 /// One statement of a plan and what to bind to it.
@@ -155,9 +159,14 @@ impl<'a> Shape<'a> {
     fn sql(&self, dialect: Dialect, rows: usize) -> String {
         let mut sql = String::new();
         let mut n = 0;
-        let mut param = |sql: &mut String| {
+        let casts = &self.write.casts;
+        let mut param = |sql: &mut String, column: usize| {
             n += 1;
             dialect.placeholder(sql, n);
+            if let Some(cast) = casts.get(column) {
+                sql.push_str("::");
+                sql.push_str(cast);
+            }
         };
         match self.write.op {
             Operation::Insert | Operation::Upsert => {
@@ -175,7 +184,7 @@ impl<'a> Shape<'a> {
                         if c > 0 {
                             sql.push_str(", ");
                         }
-                        param(&mut sql);
+                        param(&mut sql, c);
                     }
                     sql.push(')');
                 }
@@ -194,7 +203,7 @@ impl<'a> Shape<'a> {
                     }
                     sql.push_str(&self.columns[c]);
                     sql.push_str(" = ");
-                    param(&mut sql);
+                    param(&mut sql, c);
                 }
                 sql.push_str(" WHERE ");
                 for (i, k) in self.keys.iter().enumerate() {
@@ -203,7 +212,7 @@ impl<'a> Shape<'a> {
                     }
                     sql.push_str(k);
                     sql.push_str(" = ");
-                    param(&mut sql);
+                    param(&mut sql, self.binds[non_keys + i]);
                 }
             }
             Operation::Delete => {
@@ -230,7 +239,7 @@ impl<'a> Shape<'a> {
                         if k > 0 {
                             sql.push_str(", ");
                         }
-                        param(&mut sql);
+                        param(&mut sql, self.binds[k]);
                     }
                     if tuple {
                         sql.push(')');
@@ -300,6 +309,7 @@ mod tests {
             },
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             keys: keys.iter().map(|c| (*c).to_owned()).collect(),
+            casts: Vec::new(),
             op,
         }
     }

@@ -1,0 +1,398 @@
+//! The `[relay]` section: where ingest listens, how delivery paces itself, and the
+//! applications, destinations and routes declared in the file.
+//!
+//! Objects declared here are written to the store at start and on reload and marked as
+//! declared: the admin API shows them but refuses to change them (the file is their source
+//! of truth). Objects created through the API live only in the store.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use configkit::{Issues, KeyPath};
+use serde::{Deserialize, Serialize};
+
+use crate::sql::Operation;
+
+/// `[relay]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Where producers POST records.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted (bytes); larger gets 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Most records one destination transaction carries.
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// First wait after a destination fails; doubles per failure up to `retry_max`.
+    #[serde(default = "default_retry_min", with = "configkit::duration")]
+    pub retry_min: Duration,
+    /// Longest wait between attempts at a destination that is down.
+    #[serde(default = "default_retry_max", with = "configkit::duration")]
+    pub retry_max: Duration,
+    /// How often an idle destination is pinged, so an outage is noticed (and announced)
+    /// before records are waiting for it.
+    #[serde(default = "default_heartbeat", with = "configkit::duration")]
+    pub heartbeat: Duration,
+    /// How long delivery-log rows and dead letters are kept.
+    #[serde(default = "default_retention", with = "configkit::duration")]
+    pub retention: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(default = "default_idempotency_window", with = "configkit::duration")]
+    pub idempotency_window: Duration,
+    /// Applications declared in the file.
+    #[serde(default)]
+    pub applications: Vec<ApplicationDecl>,
+    /// Destinations declared in the file.
+    #[serde(default)]
+    pub destinations: Vec<DestinationSpec>,
+    /// Routes declared in the file.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            batch_records: default_batch_records(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+            heartbeat: default_heartbeat(),
+            retention: default_retention(),
+            idempotency_window: default_idempotency_window(),
+            applications: Vec::new(),
+            destinations: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8088))
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_batch_records() -> usize {
+    1000
+}
+fn default_retry_min() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_idempotency_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// An application declared in the file. Its key comes from the environment (never the file),
+/// or as the SHA-256 of the key, so the file holds no secret.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationDecl {
+    /// Its name, as routes refer to it.
+    pub name: String,
+    /// Environment variable holding the API key.
+    pub key_env: Option<String>,
+    /// Hex SHA-256 of the API key (what `POST /api/relay/applications` stores).
+    pub key_sha256: Option<String>,
+}
+
+/// Which database a destination is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite (a file on this node).
+    Sqlite,
+}
+
+impl Kind {
+    /// Its name in files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// Parses [`Kind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "postgres" => Some(Self::Postgres),
+            "mysql" => Some(Self::Mysql),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// URL schemes a destination of this kind may use.
+    fn schemes(self) -> &'static [&'static str] {
+        match self {
+            Self::Postgres => &["postgres", "postgresql"],
+            Self::Mysql => &["mysql", "mariadb"],
+            Self::Sqlite => &["sqlite"],
+        }
+    }
+}
+
+/// A destination database, as declared in the file or sent to the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// Its name, as routes refer to it.
+    pub name: String,
+    /// Which database.
+    pub kind: Kind,
+    /// Connection URL without a password: `postgres://user@host:5432/db`,
+    /// `mysql://user@host:3306/db`, `sqlite:///var/lib/app.db`.
+    pub url: String,
+    /// Environment variable holding the password, if the database needs one.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Connections lintas keeps to it.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    2
+}
+
+impl DestinationSpec {
+    /// What is wrong with the spec on its own (names, URL shape), each with the field.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.name.trim().is_empty() {
+            out.push(("name", "a destination needs a name".to_owned()));
+        }
+        match self.url.split_once("://") {
+            Some((scheme, rest)) if self.kind.schemes().contains(&scheme) => {
+                let authority = rest.split('/').next().unwrap_or_default();
+                if let Some((userinfo, _)) = authority.rsplit_once('@')
+                    && userinfo.contains(':')
+                {
+                    out.push((
+                        "url",
+                        "the URL holds a password; remove it and name an environment variable in password_env"
+                            .to_owned(),
+                    ));
+                }
+            }
+            _ => out.push((
+                "url",
+                format!(
+                    "a {} destination's URL starts with {}://",
+                    self.kind.as_str(),
+                    self.kind.schemes()[0]
+                ),
+            )),
+        }
+        if self.max_connections == 0 {
+            out.push(("max_connections", "needs at least 1".to_owned()));
+        }
+        out
+    }
+}
+
+/// A route: records of one application written to one table of one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The application whose records this route takes.
+    pub application: String,
+    /// The destination it writes to.
+    pub destination: String,
+    /// Schema (PostgreSQL) or database (MySQL) of the table; the connection's default if
+    /// absent.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// The table.
+    pub table: String,
+    /// insert, upsert, update or delete.
+    #[serde(with = "operation")]
+    pub operation: Operation,
+    /// Record field → table column. Fields not listed are not sent to this destination.
+    pub columns: BTreeMap<String, String>,
+    /// Columns that identify a row (needed by upsert, update and delete); each must be one
+    /// of the mapped columns, and every record must carry its field.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl RouteSpec {
+    /// What is wrong with the route on its own, each with the field; the live schema is
+    /// checked later, when the destination is reachable.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.columns.is_empty() {
+            out.push(("columns", "map at least one field to a column".to_owned()));
+        }
+        for k in &self.keys {
+            if !self.columns.values().any(|c| c == k) {
+                out.push((
+                    "keys",
+                    format!(
+                        "key column `{k}` is not a mapped column; map a field to it in columns"
+                    ),
+                ));
+            }
+        }
+        if self.operation != Operation::Insert && self.keys.is_empty() {
+            out.push((
+                "keys",
+                format!(
+                    "{} needs key columns to find rows by",
+                    operation::name(self.operation)
+                ),
+            ));
+        }
+        if self.operation == Operation::Update
+            && self.columns.values().all(|c| self.keys.contains(c))
+        {
+            out.push((
+                "columns",
+                "update needs a mapped column besides the keys".to_owned(),
+            ));
+        }
+        out
+    }
+
+    /// The record fields that feed the key columns.
+    pub fn key_fields(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter_map(|k| {
+                self.columns
+                    .iter()
+                    .find(|(_, c)| *c == k)
+                    .map(|(f, _)| f.clone())
+            })
+            .collect()
+    }
+}
+
+/// Operations as the lowercase words of files and the API.
+pub mod operation {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::sql::Operation;
+
+    /// The word for `op`.
+    pub fn name(op: Operation) -> &'static str {
+        match op {
+            Operation::Insert => "insert",
+            Operation::Upsert => "upsert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+
+    /// Parses [`name`].
+    pub fn parse(s: &str) -> Option<Operation> {
+        match s {
+            "insert" => Some(Operation::Insert),
+            "upsert" => Some(Operation::Upsert),
+            "update" => Some(Operation::Update),
+            "delete" => Some(Operation::Delete),
+            _ => None,
+        }
+    }
+
+    /// Serde: as [`name`].
+    pub fn serialize<S: Serializer>(op: &Operation, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*op))
+    }
+
+    /// Serde: from [`name`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Operation, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown operation `{s}`; expected insert, upsert, update or delete"
+            ))
+        })
+    }
+}
+
+impl RelayConfig {
+    /// Gathers every problem of the section, with key paths under `at`.
+    pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.max_body_bytes == 0 {
+            issues.push(at.key("max_body_bytes"), "needs at least 1 byte");
+        }
+        if self.batch_records == 0 {
+            issues.push(at.key("batch_records"), "needs at least 1 record");
+        }
+        if self.retry_min.is_zero() || self.retry_min > self.retry_max {
+            issues.push(
+                at.key("retry_min"),
+                "must be above zero and no longer than retry_max",
+            );
+        }
+        if self.heartbeat.is_zero() {
+            issues.push(at.key("heartbeat"), "must be above zero");
+        }
+        let apps = at.key("applications");
+        for (i, app) in self.applications.iter().enumerate() {
+            let here = apps.index(i);
+            if app.name.trim().is_empty() {
+                issues.push(here.key("name"), "an application needs a name");
+            }
+            if self.applications[..i].iter().any(|o| o.name == app.name) {
+                issues.push(
+                    here.key("name"),
+                    format!("application `{}` is declared twice", app.name),
+                );
+            }
+            match (&app.key_env, &app.key_sha256) {
+                (Some(_), None) => {}
+                (None, Some(h)) if crate::keys::parse_sha256(h).is_some() => {}
+                (None, Some(_)) => issues.push(
+                    here.key("key_sha256"),
+                    "expected 64 hexadecimal digits (the SHA-256 of the key)",
+                ),
+                _ => issues.push(
+                    here.key("key_env"),
+                    "set exactly one of key_env (a variable holding the key) and key_sha256",
+                ),
+            }
+        }
+        let dests = at.key("destinations");
+        for (i, d) in self.destinations.iter().enumerate() {
+            let here = dests.index(i);
+            for (field, message) in d.problems() {
+                issues.push(here.key(field), message);
+            }
+            if self.destinations[..i].iter().any(|o| o.name == d.name) {
+                issues.push(
+                    here.key("name"),
+                    format!("destination `{}` is declared twice", d.name),
+                );
+            }
+        }
+        let routes = at.key("routes");
+        for (i, r) in self.routes.iter().enumerate() {
+            let here = routes.index(i);
+            for (field, message) in r.problems() {
+                issues.push(here.key(field), message);
+            }
+        }
+    }
+}

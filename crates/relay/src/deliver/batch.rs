@@ -1,0 +1,293 @@
+//! Turning stream entries into the statements of one destination transaction.
+//!
+//! Each entry is offered to every route from its application to this destination; each
+//! route that takes it contributes one row of the route's mapped columns (fields the record
+//! lacks are left out of the row, so the column keeps its default or, for an update, its
+//! value). Consecutive rows for the same route and the same set of columns share a
+//! multi-row statement, split under the driver's parameter limit; a row whose key repeats
+//! one already in the statement starts a new statement, so the database sees the same
+//! order of effects as the records had.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use backplane::Entry;
+use serde_json::value::RawValue;
+
+use crate::catalog::Route;
+use crate::destination::{Exec, Table};
+use crate::record::Record;
+use crate::sql::{Dialect, Operation, SqlError, TableRef, TableWrite, plan};
+
+/// A route ready to write: its spec and its table as the database has it.
+#[derive(Debug, Clone)]
+pub struct RouteWrite {
+    /// The route.
+    pub route: Arc<Route>,
+    /// Its table, from the live schema.
+    pub table: Table,
+}
+
+impl RouteWrite {
+    /// Checks `route` against `table`: every mapped column exists, and an insert or upsert
+    /// fills every column that has neither a default nor NULL.
+    pub fn check(route: &Arc<Route>, table: Table) -> Result<Self, String> {
+        let where_ = format!(
+            "route {} ({} → {})",
+            route.id, route.spec.application, route.spec.table
+        );
+        for column in route.spec.columns.values() {
+            if table.column(column).is_none() {
+                return Err(format!(
+                    "{where_}: table `{}` has no column `{column}`",
+                    table.name
+                ));
+            }
+        }
+        if matches!(route.spec.operation, Operation::Insert | Operation::Upsert) {
+            let mapped: HashSet<&String> = route.spec.columns.values().collect();
+            if let Some(c) = table
+                .columns
+                .iter()
+                .find(|c| !c.nullable && !c.has_default && !mapped.contains(&c.name))
+            {
+                return Err(format!(
+                    "{where_}: column `{}` of `{}` is NOT NULL without a default; map a field to it",
+                    c.name, table.name
+                ));
+            }
+        }
+        Ok(Self {
+            route: route.clone(),
+            table,
+        })
+    }
+}
+
+/// One row to write: which entry and route it comes from and its values.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Stream offset of the record.
+    pub offset: u64,
+    /// Index into the routes.
+    pub route: usize,
+    /// Which of the route's columns (in mapping order) the record fills.
+    pub present: Vec<bool>,
+    /// The values of the present columns, in mapping order, as text (`None` for NULL).
+    pub values: Vec<Option<String>>,
+}
+
+/// A record that cannot be written by a route without asking the database.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// Stream offset.
+    pub offset: u64,
+    /// Index into the routes.
+    pub route: usize,
+    /// Why.
+    pub reason: String,
+}
+
+/// A built batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Rows, in record order.
+    pub items: Vec<Item>,
+    /// Records rejected before reaching the database.
+    pub rejected: Vec<Rejected>,
+    /// Per application: (records, rows) in this batch.
+    pub per_application: HashMap<i64, (u64, u64)>,
+    /// The decoded records by offset (for dead letters and the log).
+    pub records: HashMap<u64, Record>,
+}
+
+/// Builds the rows for `entries`.
+pub fn build(dialect: Dialect, routes: &[RouteWrite], entries: &[Entry]) -> Batch {
+    let mut batch = Batch::default();
+    for entry in entries {
+        let Ok(record) = Record::decode(&entry.payload) else {
+            continue;
+        };
+        let mine: Vec<usize> = (0..routes.len())
+            .filter(|&i| routes[i].route.application_id == record.application_id)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let counts = batch
+            .per_application
+            .entry(record.application_id)
+            .or_default();
+        counts.0 += 1;
+        let fields: HashMap<String, &RawValue> = match serde_json::from_slice(&record.json) {
+            Ok(f) => f,
+            Err(e) => {
+                for &route in &mine {
+                    batch.rejected.push(Rejected {
+                        offset: entry.offset,
+                        route,
+                        reason: format!("the stored record is not a JSON object: {e}"),
+                    });
+                }
+                continue;
+            }
+        };
+        for &route in &mine {
+            let spec = &routes[route].route.spec;
+            if let Some(missing) = routes[route]
+                .route
+                .key_fields
+                .iter()
+                .find(|f| fields.get(*f).is_none_or(|v| v.get() == "null"))
+            {
+                batch.rejected.push(Rejected {
+                    offset: entry.offset,
+                    route,
+                    reason: format!(
+                        "the record has no value for `{missing}`, which this route needs as a key"
+                    ),
+                });
+                continue;
+            }
+            let mut present = Vec::with_capacity(spec.columns.len());
+            let mut values = Vec::with_capacity(spec.columns.len());
+            for field in spec.columns.keys() {
+                match fields.get(field) {
+                    Some(raw) => {
+                        present.push(true);
+                        values.push(text_of(dialect, raw));
+                    }
+                    None => present.push(false),
+                }
+            }
+            if values.is_empty() {
+                continue;
+            }
+            counts.1 += 1;
+            batch.items.push(Item {
+                offset: entry.offset,
+                route,
+                present,
+                values,
+            });
+        }
+        batch.records.insert(entry.offset, record);
+    }
+    batch
+}
+
+/// A JSON value as the text a parameter carries: strings unescaped, numbers exactly as
+/// sent, booleans as the dialect spells them, objects and arrays as JSON; null as NULL.
+fn text_of(dialect: Dialect, raw: &RawValue) -> Option<String> {
+    let s = raw.get();
+    match s.as_bytes().first() {
+        Some(b'n') => None,
+        Some(b'"') => Some(serde_json::from_str::<String>(s).unwrap_or_default()),
+        Some(b't') if dialect != Dialect::Postgres => Some("1".into()),
+        Some(b'f') if dialect != Dialect::Postgres => Some("0".into()),
+        _ => Some(s.to_owned()),
+    }
+}
+
+/// The table write for `route` with only the `present` columns.
+fn write_for(dialect: Dialect, rw: &RouteWrite, present: &[bool]) -> TableWrite {
+    let spec = &rw.route.spec;
+    let columns: Vec<String> = spec
+        .columns
+        .values()
+        .zip(present)
+        .filter(|(_, p)| **p)
+        .map(|(c, _)| c.clone())
+        .collect();
+    let casts = if dialect == Dialect::Postgres {
+        columns
+            .iter()
+            .map(|c| {
+                rw.table
+                    .column(c)
+                    .and_then(|c| c.cast.clone())
+                    .unwrap_or_else(|| "text".into())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    TableWrite {
+        table: TableRef {
+            schema: spec.schema.clone(),
+            name: spec.table.clone(),
+        },
+        keys: spec.keys.clone(),
+        columns,
+        op: spec.operation,
+        casts,
+    }
+}
+
+/// The key values of `item`, to spot a key repeated within one statement.
+fn key_of(rw: &RouteWrite, item: &Item) -> Vec<Option<String>> {
+    let spec = &rw.route.spec;
+    let mut at = 0;
+    let mut key = Vec::new();
+    for (column, present) in spec.columns.values().zip(&item.present) {
+        if *present {
+            if spec.keys.contains(column) {
+                key.push(item.values[at].clone());
+            }
+            at += 1;
+        }
+    }
+    key
+}
+
+/// The statements for `items` (indices into `batch.items`), grouped as the module explains;
+/// with `single`, one statement per item (for isolating refused records).
+pub fn statements(
+    dialect: Dialect,
+    routes: &[RouteWrite],
+    batch: &Batch,
+    single: bool,
+) -> Result<Vec<Exec>, SqlError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let items = &batch.items;
+    while i < items.len() {
+        let first = &items[i];
+        let rw = &routes[first.route];
+        let mut end = i + 1;
+        if !single {
+            let mut keys = HashSet::from([key_of(rw, first)]);
+            while end < items.len()
+                && items[end].route == first.route
+                && items[end].present == first.present
+                && (rw.route.spec.operation == Operation::Insert
+                    || keys.insert(key_of(rw, &items[end])))
+            {
+                end += 1;
+            }
+        }
+        let write = write_for(dialect, rw, &first.present);
+        match plan(dialect, &write, end - i) {
+            Ok(stmts) => {
+                for s in stmts {
+                    let mut params = Vec::with_capacity(s.rows.len() * s.binds.len());
+                    for row in s.rows.clone() {
+                        for &b in &s.binds {
+                            params.push(items[i + row].values[b].clone());
+                        }
+                    }
+                    out.push(Exec {
+                        sql: s.sql,
+                        params,
+                        item: i + s.rows.start,
+                    });
+                }
+            }
+            // An update whose record carries only keys changes nothing: skip it.
+            Err(SqlError::NothingToUpdate) => {}
+            Err(e) => return Err(e),
+        }
+        i = end;
+    }
+    Ok(out)
+}

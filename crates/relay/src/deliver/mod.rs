@@ -1,0 +1,264 @@
+//! Delivery: one worker per destination, reading the stream in order and writing batches.
+//!
+//! A worker owns its destination's connections and nothing else, so a slow or dead database
+//! only ever holds up its own records. While the destination is down the worker retries with
+//! exponential backoff (`retry_min` doubling to `retry_max`); while it is idle it pings every
+//! `heartbeat`, so an outage is announced before records pile up. It resumes from the
+//! offset the destination itself recorded (see [`crate::destination`]), which is what makes
+//! delivery exactly-once in effect.
+
+pub mod batch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalog::Destination;
+use crate::deliveries;
+use crate::destination::{Applied, ApplyError, Db};
+use crate::service::Relay;
+use crate::status::{RelayEvent, State};
+use batch::{Batch, RouteWrite};
+
+/// Most bytes of records one batch reads from the stream.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a session with the destination ended.
+enum End {
+    /// Shutdown, or the destination was removed.
+    Stop,
+    /// The destination failed; retry after a pause.
+    Failed(String),
+}
+
+/// Runs the worker for `dest` until `cancel`.
+pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: CancellationToken) {
+    let mut attempt: u32 = 0;
+    loop {
+        let end = match tokio::select! {
+            _ = cancel.cancelled() => return,
+            db = Db::connect(&dest.spec) => db,
+        } {
+            Ok(db) => {
+                let end = session(&relay, &dest, &db, &cancel, &mut attempt).await;
+                db.close().await;
+                end
+            }
+            Err(e) => End::Failed(format!("cannot connect: {e}")),
+        };
+        match end {
+            End::Stop => return,
+            End::Failed(error) => {
+                attempt = attempt.saturating_add(1);
+                mark_down(&relay, &dest, &error, attempt);
+                let pause = backoff(&relay, attempt);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// `retry_min · 2^(attempt-1)`, capped at `retry_max`.
+fn backoff(relay: &Relay, attempt: u32) -> Duration {
+    let cfg = relay.config();
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    cfg.retry_min.saturating_mul(factor).min(cfg.retry_max)
+}
+
+fn mark_down(relay: &Relay, dest: &Destination, error: &str, attempt: u32) {
+    let was = relay.update_status(dest.id, |s| {
+        let was = s.state;
+        if was != State::Down {
+            s.state = State::Down;
+            s.since_ms = crate::catalog::now_ms();
+        }
+        s.attempts = attempt;
+        s.last_error = Some(error.to_owned());
+        was
+    });
+    if was != Some(State::Down) {
+        warn!(destination = %dest.spec.name, %error, "relay destination down; holding its records");
+        relay.emit(RelayEvent::DestinationDown {
+            destination: dest.spec.name.clone(),
+            error: error.to_owned(),
+        });
+    }
+}
+
+fn mark_up(relay: &Relay, dest: &Destination, next: u64) {
+    let was = relay.update_status(dest.id, |s| {
+        let was = s.state;
+        if was != State::Up {
+            s.state = State::Up;
+            s.since_ms = crate::catalog::now_ms();
+        }
+        s.attempts = 0;
+        s.next_offset = Some(next);
+        was
+    });
+    if was != Some(State::Up) {
+        info!(destination = %dest.spec.name, next_offset = next, "relay destination up");
+        if was == Some(State::Down) {
+            relay.emit(RelayEvent::DestinationUp {
+                destination: dest.spec.name.clone(),
+            });
+        }
+    }
+}
+
+/// Checks this destination's routes against its live schema.
+async fn route_writes(
+    relay: &Relay,
+    dest: &Destination,
+    db: &Db,
+) -> Result<Vec<RouteWrite>, String> {
+    let catalog = relay.catalog();
+    let mut out = Vec::new();
+    for route in catalog.routes_to(dest.id) {
+        let spec = &route.spec;
+        let table = db
+            .table(spec.schema.as_deref(), &spec.table)
+            .await?
+            .ok_or_else(|| {
+                format!(
+                    "route {}: table `{}` does not exist in {}",
+                    route.id, spec.table, dest.spec.name
+                )
+            })?;
+        out.push(RouteWrite::check(route, table)?);
+    }
+    Ok(out)
+}
+
+async fn session(
+    relay: &Arc<Relay>,
+    dest: &Destination,
+    db: &Db,
+    cancel: &CancellationToken,
+    attempt: &mut u32,
+) -> End {
+    let key = relay.stream_key(dest.id);
+    let mut next = match db.next_offset(&key).await {
+        Ok(n) => n.unwrap_or(dest.start_offset),
+        Err(e) => return End::Failed(e),
+    };
+    let mut generation = relay.catalog_generation();
+    let mut routes = match route_writes(relay, dest, db).await {
+        Ok(r) => r,
+        Err(e) => return End::Failed(e),
+    };
+    mark_up(relay, dest, next);
+    *attempt = 0;
+    let log = relay.log().clone();
+    let mut durable = log.subscribe();
+    let mut heartbeat = tokio::time::interval(relay.config().heartbeat);
+    heartbeat.reset();
+    loop {
+        if generation.has_changed().unwrap_or(true) {
+            generation.borrow_and_update();
+            if relay.catalog().destination_by_id(dest.id).is_none() {
+                return End::Stop;
+            }
+            routes = match route_writes(relay, dest, db).await {
+                Ok(r) => r,
+                Err(e) => return End::Failed(e),
+            };
+        }
+        let entries = match log
+            .read(next, relay.config().batch_records, BATCH_BYTES)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => return End::Failed(format!("reading the stream: {e}")),
+        };
+        let Some(last) = entries.last() else {
+            tokio::select! {
+                _ = cancel.cancelled() => return End::Stop,
+                _ = durable.changed() => {}
+                _ = generation.changed() => {}
+                _ = heartbeat.tick() => {
+                    if let Err(e) = db.ping().await {
+                        return End::Failed(e);
+                    }
+                }
+            }
+            continue;
+        };
+        let to = last.offset + 1;
+        let batch = batch::build(db.dialect(), &routes, &entries);
+        match write(relay, dest, db, &key, next, to, &routes, &batch).await {
+            Ok(Applied::Committed) => {
+                deliveries::record_batch(relay, dest, &batch).await;
+                let delivered = batch.items.len() as u64;
+                relay.update_status(dest.id, |s| {
+                    s.next_offset = Some(to);
+                    s.delivered += delivered;
+                });
+                next = to;
+                heartbeat.reset();
+            }
+            Ok(Applied::Behind(at)) => next = at,
+            Err(e) => return End::Failed(e),
+        }
+    }
+}
+
+/// Writes one batch: first whole; if the database refuses a record, again with each row
+/// under a savepoint, dead-lettering the refused ones.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    relay: &Arc<Relay>,
+    dest: &Destination,
+    db: &Db,
+    key: &str,
+    from: u64,
+    to: u64,
+    routes: &[RouteWrite],
+    batch: &Batch,
+) -> Result<Applied, String> {
+    let dialect = db.dialect();
+    if !batch.rejected.is_empty() {
+        let refused: Vec<_> = batch
+            .rejected
+            .iter()
+            .map(|r| (r.offset, routes[r.route].route.id, r.reason.clone(), None))
+            .collect();
+        deliveries::dead_letters(relay, dest, batch, &refused).await?;
+    }
+    let execs = batch::statements(dialect, routes, batch, false).map_err(|e| e.to_string())?;
+    match db.apply(key, from, to, &execs).await {
+        Ok(applied) => Ok(applied),
+        Err(ApplyError::Destination(e)) => Err(e),
+        Err(ApplyError::Record { item, message }) => {
+            tracing::debug!(destination = %dest.spec.name, offset = batch.items[item].offset, %message, "isolating refused records");
+            let singles =
+                batch::statements(dialect, routes, batch, true).map_err(|e| e.to_string())?;
+            let result = db
+                .apply_isolating(key, from, to, &singles, |refused| async move {
+                    let refused: Vec<_> = refused
+                        .into_iter()
+                        .map(|(i, message)| {
+                            let it = &batch.items[i];
+                            (it.offset, routes[it.route].route.id, message, Some(i))
+                        })
+                        .collect();
+                    let n = refused.len() as u64;
+                    deliveries::dead_letters(relay, dest, batch, &refused).await?;
+                    relay.update_status(dest.id, |s| s.dead += n);
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(a) => Ok(a),
+                Err(ApplyError::Destination(e)) => Err(e),
+                Err(ApplyError::Record { message, .. }) => Err(message),
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The delivery log: what reached each destination, what is waiting, what was refused.
+//!
+//! Successes are logged per batch and application (offset range, record and row counts,
+//! time), one row per batch however many records it carried, so logging never caps
+//! delivery; a record's own status is found by which range holds its offset. Refused
+//! records are dead letters, logged in full: the data sent, the row lintas tried to write
+//! and the database's error. Both are kept for `retention`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::Row;
+use tracing::warn;
+
+use crate::catalog::{Destination, now_ms};
+use crate::deliver::batch::Batch;
+use crate::service::Relay;
+
+/// Notes a committed batch. A failure here is logged and otherwise ignored: the rows are in
+/// the destination, and the log is a record, not the truth.
+pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batch) {
+    let mut ranges: HashMap<i64, (u64, u64)> = HashMap::new();
+    for (offset, record) in &batch.records {
+        let r = ranges
+            .entry(record.application_id)
+            .or_insert((*offset, *offset));
+        r.0 = r.0.min(*offset);
+        r.1 = r.1.max(*offset);
+    }
+    let now = now_ms();
+    for (app, (records, rows)) in &batch.per_application {
+        let Some((first, last)) = ranges.get(app) else {
+            continue;
+        };
+        let r = sqlx::query(
+            "INSERT INTO relay_batches (destination_id, application_id, first_offset, last_offset, records, rows, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(dest.id)
+        .bind(app)
+        .bind(*first as i64)
+        .bind(*last as i64)
+        .bind(*records as i64)
+        .bind(*rows as i64)
+        .bind(now)
+        .execute(relay.store().pool())
+        .await;
+        if let Err(e) = r {
+            warn!(error = %e, "cannot write the relay delivery log");
+        }
+    }
+}
+
+/// Stores dead letters `(offset, route id, error, batch item)`; durable before it returns.
+pub(crate) async fn dead_letters(
+    relay: &Relay,
+    dest: &Destination,
+    batch: &Batch,
+    refused: &[(u64, i64, String, Option<usize>)],
+) -> Result<(), String> {
+    let mut tx = relay
+        .store()
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| e.to_string())?;
+    for (offset, route_id, error, item) in refused {
+        let Some(record) = batch.records.get(offset) else {
+            continue;
+        };
+        let row = item
+            .map(|i| row_values(relay, *route_id, &batch.items[i]))
+            .unwrap_or_default();
+        warn!(destination = %dest.spec.name, offset, route = route_id, %error, "record dead-lettered");
+        sqlx::query(
+            "INSERT INTO relay_dead_letters (destination_id, record_offset, application_id, route_id, error, data_sent, row_values, status, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'dead', ?)
+             ON CONFLICT (destination_id, record_offset, route_id) DO UPDATE SET error = excluded.error, status = 'dead', at_ms = excluded.at_ms",
+        )
+        .bind(dest.id)
+        .bind(*offset as i64)
+        .bind(record.application_id)
+        .bind(route_id)
+        .bind(error)
+        .bind(String::from_utf8_lossy(&record.json).into_owned())
+        .bind(Value::Object(row).to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())
+}
+
+/// The row an item writes, as `{column: value}` (values as the text sent).
+fn row_values(
+    relay: &Relay,
+    route_id: i64,
+    item: &crate::deliver::batch::Item,
+) -> Map<String, Value> {
+    let mut row = Map::new();
+    let catalog = relay.catalog();
+    let Some(route) = catalog.route(route_id) else {
+        return row;
+    };
+    let mut values = item.values.iter();
+    for (column, present) in route.spec.columns.values().zip(&item.present) {
+        if *present {
+            let v = values.next().cloned().flatten();
+            row.insert(column.clone(), v.map_or(Value::Null, Value::String));
+        }
+    }
+    row
+}
+
+/// A logged batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchEntry {
+    /// Destination name.
+    pub destination: String,
+    /// Application name.
+    pub application: String,
+    /// First record offset.
+    pub first_id: u64,
+    /// Last record offset.
+    pub last_id: u64,
+    /// Records of the application in the batch.
+    pub records: u64,
+    /// Rows written for them.
+    pub rows: u64,
+    /// When it committed (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Destination name.
+    pub destination: String,
+    /// Application name.
+    pub application: String,
+    /// The record's id (stream offset).
+    pub record_id: u64,
+    /// The route that tried to write it.
+    pub route_id: i64,
+    /// The database's error.
+    pub error: String,
+    /// The record as the application sent it.
+    pub data_sent: Value,
+    /// The row lintas tried to write.
+    pub row: Value,
+    /// `dead` or `replayed`.
+    pub status: String,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// Filters of a delivery-log query; all optional.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Application name.
+    pub application: Option<String>,
+    /// Destination name.
+    pub destination: Option<String>,
+    /// delivered, retrying or dead.
+    pub status: Option<String>,
+    /// A record id.
+    pub record: Option<u64>,
+    /// From this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Until this time.
+    pub until_ms: Option<i64>,
+    /// Most rows returned (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+pub(crate) struct Ids {
+    pub application: Option<i64>,
+    pub destination: Option<i64>,
+}
+
+/// Delivered batches matching `f`, newest first.
+pub(crate) async fn batches(
+    relay: &Relay,
+    ids: &Ids,
+    f: &Filter,
+) -> Result<Vec<BatchEntry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT destination_id, application_id, first_offset, last_offset, records, rows, at_ms FROM relay_batches
+         WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR destination_id = ?2)
+           AND (?3 IS NULL OR (first_offset <= ?3 AND last_offset >= ?3))
+           AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5)
+         ORDER BY at_ms DESC, first_offset DESC LIMIT ?6",
+    )
+    .bind(ids.application)
+    .bind(ids.destination)
+    .bind(f.record.map(|r| r as i64))
+    .bind(f.since_ms)
+    .bind(f.until_ms)
+    .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
+    .fetch_all(relay.store().pool())
+    .await?;
+    let catalog = relay.catalog();
+    Ok(rows
+        .iter()
+        .map(|r| BatchEntry {
+            destination: catalog.destination_by_id(r.get(0)).map_or_else(
+                || format!("#{}", r.get::<i64, _>(0)),
+                |d| d.spec.name.clone(),
+            ),
+            application: catalog
+                .application_by_id(r.get(1))
+                .map_or_else(|| format!("#{}", r.get::<i64, _>(1)), |a| a.name.clone()),
+            first_id: r.get::<i64, _>(2) as u64,
+            last_id: r.get::<i64, _>(3) as u64,
+            records: r.get::<i64, _>(4) as u64,
+            rows: r.get::<i64, _>(5) as u64,
+            at_ms: r.get(6),
+        })
+        .collect())
+}
+
+/// Dead letters matching `f`, newest first.
+pub(crate) async fn dead(
+    relay: &Relay,
+    ids: &Ids,
+    f: &Filter,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT destination_id, application_id, record_offset, route_id, error, data_sent, row_values, status, at_ms
+         FROM relay_dead_letters
+         WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR destination_id = ?2)
+           AND (?3 IS NULL OR record_offset = ?3)
+           AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5)
+         ORDER BY at_ms DESC, record_offset DESC LIMIT ?6",
+    )
+    .bind(ids.application)
+    .bind(ids.destination)
+    .bind(f.record.map(|r| r as i64))
+    .bind(f.since_ms)
+    .bind(f.until_ms)
+    .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
+    .fetch_all(relay.store().pool())
+    .await?;
+    let catalog = relay.catalog();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let json = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
+            DeadLetter {
+                destination: catalog.destination_by_id(r.get(0)).map_or_else(
+                    || format!("#{}", r.get::<i64, _>(0)),
+                    |d| d.spec.name.clone(),
+                ),
+                application: catalog
+                    .application_by_id(r.get(1))
+                    .map_or_else(|| format!("#{}", r.get::<i64, _>(1)), |a| a.name.clone()),
+                record_id: r.get::<i64, _>(2) as u64,
+                route_id: r.get(3),
+                error: r.get(4),
+                data_sent: json(r.get(5)),
+                row: json(r.get(6)),
+                status: r.get(7),
+                at_ms: r.get(8),
+            }
+        })
+        .collect())
+}
+
+/// Deletes log rows and dead letters older than `retention`.
+pub(crate) async fn prune(relay: &Relay) -> Result<(), sqlx::Error> {
+    let cutoff = now_ms() - relay.config().retention.as_millis() as i64;
+    for table in ["relay_batches", "relay_dead_letters"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE at_ms < ?"))
+            .bind(cutoff)
+            .execute(relay.store().pool())
+            .await?;
+    }
+    Ok(())
+}

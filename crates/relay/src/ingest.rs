@@ -1,0 +1,308 @@
+//! The ingest API: `POST /v1/records` with `Authorization: Bearer <key>`, one JSON object or
+//! an array of them. 202 with the records' ids once they are durable in the stream.
+//!
+//! | status | when | body |
+//! |---|---|---|
+//! | 202 | stored (fsync'd) | `{"ids": [17, 18]}` |
+//! | 400 | not JSON, not an object or array of objects, empty array, bad `Idempotency-Key` | `{"error": "malformed JSON: … at line 1 column 17"}` |
+//! | 401 | no key or an unknown key | `{"error": …}` |
+//! | 413 | body over `max_body_bytes` | `{"error": …}` |
+//! | 422 | a record lacks a field a route needs as key; or an `Idempotency-Key` reused with another body | `{"error": …, "record": 2, "field": "sku"}` |
+//! | 503 | the stream cannot store | `{"error": …}` |
+//!
+//! A request is all or nothing: when one record is refused, none is stored.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Application, now_ms};
+use crate::idempotency::{Claim, Stored};
+use crate::keys;
+use crate::record::{IdempotencyMark, Record};
+use crate::service::Relay;
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Serves ingest on `listener` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    relay: Arc<Relay>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/v1/records", post(ingest))
+        .fallback(|| async {
+            refuse(
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such endpoint; POST records to /v1/records"}),
+            )
+        })
+        .with_state(relay);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn refuse(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    refuse(status, json!({ "error": message.into() }))
+}
+
+async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let app = match authenticate(&relay, &parts.headers) {
+        Ok(app) => app,
+        Err(resp) => return resp,
+    };
+    let idempotency_key = match idempotency_key(&parts.headers) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    let body = match read_body(&relay, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let records = match parse(&relay, &app, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let Some(key) = idempotency_key else {
+        return store(&relay, &app, records, None).await;
+    };
+    let body_hash = xxhash_rust::xxh3::xxh3_64(&body);
+    match relay.idempotency.claim(app.id, &key).await {
+        Claim::Done(stored) => replay(stored, body_hash),
+        Claim::Mine => {
+            // Stored on a task of its own, so a client that hangs up mid-request cannot
+            // leave records stored without their key remembered.
+            let r = relay.clone();
+            let app_id = app.id;
+            let mark = IdempotencyMark {
+                key: key.clone(),
+                count: records.len() as u32,
+                body_hash,
+            };
+            let task = tokio::spawn(async move { store(&r, &app, records, Some(mark)).await });
+            task.await.unwrap_or_else(|e| {
+                relay.idempotency.release(app_id, &key);
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("storing failed: {e}"),
+                )
+            })
+        }
+    }
+}
+
+fn replay(stored: Stored, body_hash: u64) -> Response {
+    if stored.body_hash != body_hash {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was already used with a different body; use a new key for a new request",
+        );
+    }
+    let ids: Vec<u64> = (stored.first..stored.first + u64::from(stored.count)).collect();
+    let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}
+
+fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, Response> {
+    let unauthorized = |message: &str| {
+        let mut resp = error(StatusCode::UNAUTHORIZED, message);
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"lintas\""),
+        );
+        resp
+    };
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing API key: send the application's key as Authorization: Bearer <key>",
+        ));
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    relay
+        .catalog()
+        .application_by_key(&keys::hash(key))
+        .cloned()
+        .ok_or_else(|| {
+            unauthorized("unknown API key: check the key, or rotate it through the admin API")
+        })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(s.to_owned())),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )),
+    }
+}
+
+async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limit = relay.config().max_body_bytes;
+    let too_large = |size: Option<u64>| {
+        let size = size.map_or_else(|| "the body".to_owned(), |n| format!("a body of {n} bytes"));
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{size} is over the {limit}-byte limit (relay.max_body_bytes); send fewer records per request"
+            ),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(declared));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large(None)
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        }
+    })
+}
+
+/// The body's records, checked against the application's routes.
+fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let raws: Vec<&RawValue> = match first {
+        Some(b'[') => {
+            serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))?
+        }
+        Some(b'{') => {
+            vec![serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))?]
+        }
+        None => {
+            return Err(bad(
+                "empty body: send a JSON object or an array of objects".into()
+            ));
+        }
+        Some(_) => {
+            return Err(bad(
+                "expected a JSON object or an array of objects at line 1 column 1".into(),
+            ));
+        }
+    };
+    if raws.is_empty() {
+        return Err(bad("the array is empty: send at least one record".into()));
+    }
+    let catalog = relay.catalog();
+    let routes: Vec<_> = catalog.routes_from(app.id).collect();
+    let received_ms = now_ms() as u64;
+    let mut out = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        let fields: serde_json::Map<String, Value> =
+            serde_json::from_str(raw.get()).map_err(|_| {
+                bad(format!(
+                    "record {i} is not a JSON object (records are objects of field: value)"
+                ))
+            })?;
+        for route in &routes {
+            if let Some(missing) = route
+                .key_fields
+                .iter()
+                .find(|f| fields.get(*f).is_none_or(Value::is_null))
+            {
+                return Err(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({
+                        "error": format!(
+                            "record {i} has no value for `{missing}`, which route {} (to {}.{}) needs as a key",
+                            route.id, route.spec.destination, route.spec.table
+                        ),
+                        "record": i,
+                        "field": missing,
+                    }),
+                ));
+            }
+        }
+        out.push(
+            Record {
+                application_id: app.id,
+                received_ms,
+                idempotency: None,
+                json: Bytes::copy_from_slice(raw.get().as_bytes()),
+            }
+            .encode(),
+        );
+    }
+    Ok(out)
+}
+
+/// Appends the records (the first carrying `mark`) and answers 202 with their ids.
+async fn store(
+    relay: &Relay,
+    app: &Application,
+    mut records: Vec<Bytes>,
+    mark: Option<IdempotencyMark>,
+) -> Response {
+    if let (Some(m), Some(first)) = (&mark, records.first_mut())
+        && let Ok(mut r) = Record::decode(first)
+    {
+        r.idempotency = Some(m.clone());
+        *first = r.encode();
+    }
+    let count = records.len() as u32;
+    match relay.log().append(records).await {
+        Ok(range) => {
+            if let Some(m) = mark {
+                relay.idempotency.complete(
+                    app.id,
+                    &m.key,
+                    Stored {
+                        first: range.start,
+                        count,
+                        body_hash: m.body_hash,
+                        at_ms: now_ms() as u64,
+                    },
+                );
+            }
+            let ids: Vec<u64> = range.collect();
+            refuse(StatusCode::ACCEPTED, json!({ "ids": ids }))
+        }
+        Err(e) => {
+            if let Some(m) = mark {
+                relay.idempotency.release(app.id, &m.key);
+            }
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the records were not stored ({e}); retry later"),
+            )
+        }
+    }
+}

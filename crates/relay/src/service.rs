@@ -1,0 +1,332 @@
+//! The running relay: the stream, the store, the catalog snapshot, the delivery workers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use backplane::{LogOptions, SegmentLog};
+use configkit::KeyPath;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::catalog::{self, Catalog, DeclError};
+use crate::config::RelayConfig;
+use crate::idempotency::Idempotency;
+use crate::status::{self, DestinationStatus, RelayEvent};
+use crate::{deliver, deliveries, ingest};
+
+/// How often old delivery-log rows, old idempotency keys and delivered stream segments are
+/// cleared.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// Why the relay did not start, with the configuration key to blame when there is one.
+#[derive(Debug)]
+pub struct StartError {
+    /// The key at fault.
+    pub at: KeyPath,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl From<DeclError> for StartError {
+    fn from(e: DeclError) -> Self {
+        Self {
+            at: e.at,
+            message: e.message,
+        }
+    }
+}
+
+/// The relay service of one node.
+pub struct Relay {
+    cfg: RelayConfig,
+    store: Store,
+    log: SegmentLog,
+    stream_id: String,
+    catalog: ArcSwap<Catalog>,
+    generation: watch::Sender<u64>,
+    statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
+    events: broadcast::Sender<RelayEvent>,
+    pub(crate) idempotency: Idempotency,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// Opens the stream and store in `data_dir`, writes the file's declarations, binds the
+    /// ingest listener, and starts serving and delivering on `tracker` until `shutdown`.
+    pub async fn start(
+        cfg: RelayConfig,
+        data_dir: &Path,
+        at: &KeyPath,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
+        let fail = |key: &str, message: String| StartError {
+            at: if key.is_empty() {
+                at.clone()
+            } else {
+                at.key(key)
+            },
+            message,
+        };
+        let store = Store::open(data_dir)
+            .await
+            .map_err(|e| fail("", e.to_string()))?;
+        let stream_dir = data_dir.join("stream");
+        let log = SegmentLog::open(&stream_dir, LogOptions::default())
+            .map_err(|e| fail("", e.to_string()))?;
+        let stream_id = stream_id(&stream_dir).map_err(|e| fail("", e))?;
+        catalog::sync_declared(store.pool(), &cfg, at, log.end()).await?;
+        let cat = Catalog::load(store.pool())
+            .await
+            .map_err(|e| fail("", format!("store: {e}")))?;
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+            fail(
+                "listen",
+                format!(
+                    "cannot listen on {}: {e}; choose another address or stop what holds it",
+                    cfg.listen
+                ),
+            )
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| fail("listen", e.to_string()))?;
+        let idempotency = Idempotency::new(cfg.idempotency_window);
+        let remembered = idempotency
+            .rebuild(&log)
+            .await
+            .map_err(|e| fail("", e.to_string()))?;
+        let relay = Arc::new(Self {
+            cfg,
+            store,
+            log,
+            stream_id,
+            catalog: ArcSwap::from_pointee(cat),
+            generation: watch::channel(0).0,
+            statuses: Mutex::new(BTreeMap::new()),
+            events: status::channel(),
+            idempotency,
+            addr,
+        });
+        info!(%addr, idempotency_keys = remembered, "relay ingest listening");
+        let r = relay.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = ingest::serve(listener, r, stop).await {
+                warn!(error = %e, "relay ingest stopped");
+            }
+        });
+        tracker.spawn(supervise(relay.clone(), tracker.clone(), shutdown.clone()));
+        tracker.spawn(housekeeping(relay.clone(), shutdown));
+        Ok(relay)
+    }
+
+    /// Where ingest listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `[relay]` settings in force.
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The stream.
+    pub fn log(&self) -> &SegmentLog {
+        &self.log
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
+        self.catalog.load()
+    }
+
+    /// Re-reads the catalog from the store and tells the workers.
+    pub async fn refresh(&self) -> Result<(), sqlx::Error> {
+        let cat = Catalog::load(self.store.pool()).await?;
+        self.catalog.store(Arc::new(cat));
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Applies a reloaded file's declarations.
+    pub async fn apply_declarations(
+        &self,
+        cfg: &RelayConfig,
+        at: &KeyPath,
+    ) -> Result<(), StartError> {
+        catalog::sync_declared(self.store.pool(), cfg, at, self.log.end()).await?;
+        self.refresh().await.map_err(|e| StartError {
+            at: at.clone(),
+            message: format!("store: {e}"),
+        })
+    }
+
+    /// Sees every catalog change.
+    pub(crate) fn catalog_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The row of `lintas_applied_offsets` for a destination: this stream's id, so two
+    /// lintas installations (or a data_dir started afresh) never mistake each other's
+    /// offsets.
+    pub(crate) fn stream_key(&self, destination: i64) -> String {
+        format!("{}/{destination}", self.stream_id)
+    }
+
+    /// Every destination's status, by name.
+    pub fn statuses(&self) -> Vec<DestinationStatus> {
+        let mut v: Vec<_> = self
+            .statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.destination.cmp(&b.destination));
+        v
+    }
+
+    /// One destination's status.
+    pub fn status(&self, destination: i64) -> Option<DestinationStatus> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&destination)
+            .cloned()
+    }
+
+    pub(crate) fn update_status<T>(
+        &self,
+        destination: i64,
+        f: impl FnOnce(&mut DestinationStatus) -> T,
+    ) -> Option<T> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&destination)
+            .map(f)
+    }
+
+    /// Destination up/down events, for alerting.
+    pub fn subscribe(&self) -> broadcast::Receiver<RelayEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, e: RelayEvent) {
+        let _ = self.events.send(e);
+    }
+}
+
+/// The stream's id, created with the stream: 16 random bytes in hex.
+fn stream_id(dir: &Path) -> Result<String, String> {
+    let path = dir.join("ID");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => return Ok(id.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", path.display()));
+        }
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join("ID.tmp");
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, &id)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// Keeps one worker per destination: starts workers for new destinations and stops those
+/// of removed ones.
+async fn supervise(relay: Arc<Relay>, tracker: TaskTracker, shutdown: CancellationToken) {
+    let mut running: BTreeMap<i64, CancellationToken> = BTreeMap::new();
+    let mut generation = relay.catalog_generation();
+    loop {
+        let catalog = relay.catalog();
+        running.retain(|id, token| {
+            let keep = catalog.destination_by_id(*id).is_some();
+            if !keep {
+                token.cancel();
+                relay
+                    .statuses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+            }
+            keep
+        });
+        for dest in catalog.destinations() {
+            if running.contains_key(&dest.id) {
+                continue;
+            }
+            let token = shutdown.child_token();
+            running.insert(dest.id, token.clone());
+            relay
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dest.id, DestinationStatus::new(dest.spec.name.clone()));
+            tracker.spawn(deliver::run(relay.clone(), dest.clone(), token));
+        }
+        drop(catalog);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = generation.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Prunes the delivery log and idempotency keys, and trims stream segments every
+/// destination has applied.
+async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = deliveries::prune(&relay).await {
+            warn!(error = %e, "cannot prune the relay delivery log");
+        }
+        relay.idempotency.prune();
+        let statuses = relay.statuses();
+        // Only once every destination has said where it is; an idempotency key must also
+        // outlive its records' trimming, so keep the window's worth.
+        let applied = statuses
+            .iter()
+            .map(|s| s.next_offset)
+            .collect::<Option<Vec<_>>>();
+        if let Some(min) = applied.and_then(|v| v.into_iter().min())
+            && let Err(e) = relay.log.trim_before(min)
+        {
+            warn!(error = %e, "cannot trim the relay stream");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! How each destination is doing, for the admin API, the delivery log and alerts.
+//!
+//! The delivery worker owns the updates; everything else reads a copy. Transitions between
+//! up and down are also sent as [`RelayEvent`]s, which the watch service turns into alerts.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::catalog::now_ms;
+
+/// Whether lintas can write to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not yet connected since lintas started.
+    Connecting,
+    /// Connected; records flow.
+    Up,
+    /// Unreachable or failing; records are held and retried with backoff.
+    Down,
+}
+
+/// A destination's delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationStatus {
+    /// The destination.
+    pub destination: String,
+    /// Up, down or connecting.
+    pub state: State,
+    /// Since when (ms since the Unix epoch).
+    pub since_ms: i64,
+    /// Failed attempts since the last success.
+    pub attempts: u32,
+    /// The last failure, kept after recovery for the record.
+    pub last_error: Option<String>,
+    /// The next stream offset it has not applied (known once connected).
+    pub next_offset: Option<u64>,
+    /// Records written since lintas started.
+    pub delivered: u64,
+    /// Records dead-lettered since lintas started.
+    pub dead: u64,
+}
+
+impl DestinationStatus {
+    /// A destination not yet connected.
+    pub fn new(destination: String) -> Self {
+        Self {
+            destination,
+            state: State::Connecting,
+            since_ms: now_ms(),
+            attempts: 0,
+            last_error: None,
+            next_offset: None,
+            delivered: 0,
+            dead: 0,
+        }
+    }
+}
+
+/// Something the relay reports to whoever listens (the watch service's alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RelayEvent {
+    /// A destination stopped answering or failing writes.
+    DestinationDown {
+        /// Its name.
+        destination: String,
+        /// Why.
+        error: String,
+    },
+    /// A destination answers again.
+    DestinationUp {
+        /// Its name.
+        destination: String,
+    },
+}
+
+/// The channel events go out on; a slow listener loses the oldest, never blocks delivery.
+pub fn channel() -> broadcast::Sender<RelayEvent> {
+    broadcast::channel(256).0
+}

@@ -1,0 +1,66 @@
+//! The store's schema, one entry per version; never edit an entry once released, add one.
+
+/// Every migration in order; entry `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS];
+
+/// Relay applications, destinations and routes; the delivery log (one row per delivered
+/// batch and application, so successes cost one row per batch) and dead letters (one row per
+/// rejected record, in full).
+const RELAY_OBJECTS: &str = r#"
+CREATE TABLE relay_applications (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash BLOB NOT NULL UNIQUE,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    rotated_ms INTEGER
+);
+CREATE TABLE relay_destinations (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    password_env TEXT,
+    max_connections INTEGER NOT NULL,
+    start_offset INTEGER NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE relay_routes (
+    id INTEGER PRIMARY KEY,
+    application_id INTEGER NOT NULL REFERENCES relay_applications(id) ON DELETE CASCADE,
+    destination_id INTEGER NOT NULL REFERENCES relay_destinations(id) ON DELETE CASCADE,
+    table_schema TEXT,
+    table_name TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX relay_routes_application ON relay_routes(application_id);
+CREATE TABLE relay_batches (
+    destination_id INTEGER NOT NULL,
+    application_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX relay_batches_offsets ON relay_batches(destination_id, last_offset);
+CREATE INDEX relay_batches_at ON relay_batches(at_ms);
+CREATE TABLE relay_dead_letters (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    application_id INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    data_sent TEXT NOT NULL,
+    row_values TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_dead_letters_at ON relay_dead_letters(at_ms);
+"#;
