@@ -95,6 +95,9 @@ pub struct AdminState {
     pub auth: Arc<Auth>,
     /// Reload, provided by the binary.
     pub control: Arc<dyn Control>,
+    /// Other services' routes (the relay's `/api/relay/...`), served behind the same
+    /// authentication.
+    pub services: Router,
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then stops accepting and
@@ -133,12 +136,13 @@ fn router(state: AdminState) -> Router {
         .route(&format!("{backend}/enable"), post(api::enable))
         .route(&format!("{backend}/disable"), post(api::disable))
         .route(&format!("{backend}/weight"), put(api::set_weight))
+        .with_state(state.clone())
+        .merge(state.services.clone())
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state, authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 /// Lets a request through only with valid credentials (and, for changes, from no other

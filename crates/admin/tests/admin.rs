@@ -117,6 +117,7 @@ impl Admin {
             registry: proxy.registry().clone(),
             auth: Arc::new(Auth::from_password(USER, PASSWORD)),
             control: control.clone(),
+            services: axum::Router::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -10,6 +10,7 @@ use admin::{AdminState, Auth, Control};
 use anyhow::Context;
 use configkit::KeyPath;
 use proxy::{Proxy, ReloadSummary, Workers};
+use relay::Relay;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,8 @@ pub struct Node {
     pub proxy: Arc<Proxy>,
     /// Where the admin service listens, when configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The relay, when `[relay]` is configured.
+    pub relay: Option<Arc<Relay>>,
     /// The configuration file, re-read on reload.
     path: PathBuf,
     /// The configuration in force, so a reload can tell what changed outside `[proxy]`.
@@ -48,6 +51,17 @@ impl Node {
         let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone(), workers)
             .await
             .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
+        let relay = match &loaded.config.relay {
+            Some(cfg) => {
+                let at = KeyPath::root("relay");
+                let data_dir = loaded.data_dir();
+                let relay = Relay::start(cfg.clone(), &data_dir, &at, &tracker, shutdown.clone())
+                    .await
+                    .map_err(|e| loaded.error_at(&e.at, e.message))?;
+                Some(relay)
+            }
+            None => None,
+        };
         let admin = match &loaded.config.admin {
             Some(cfg) => {
                 let at = KeyPath::root("admin");
@@ -66,6 +80,7 @@ impl Node {
         let node = Arc::new(Self {
             proxy,
             admin_addr: admin.as_ref().and_then(|(_, l)| l.local_addr().ok()),
+            relay,
             path: loaded.path.clone(),
             current: Mutex::new(loaded),
         });
@@ -74,6 +89,11 @@ impl Node {
                 registry: node.proxy.registry().clone(),
                 auth: Arc::new(auth),
                 control: Arc::new(Reloader(node.clone())),
+                services: node
+                    .relay
+                    .clone()
+                    .map(relay::admin::router)
+                    .unwrap_or_default(),
             };
             info!(addr = ?node.admin_addr, "admin listening");
             tracker.spawn(async move {
@@ -93,6 +113,22 @@ impl Node {
         if loaded.config.admin != current.config.admin {
             warn!("[admin] changed; it takes effect at the next restart");
         }
+        match (&self.relay, &loaded.config.relay) {
+            (Some(relay), Some(cfg)) => {
+                if cfg.listen != relay.config().listen || data_settings_differ(cfg, relay.config())
+                {
+                    warn!(
+                        "[relay] settings other than applications, destinations and routes take effect at the next restart"
+                    );
+                }
+                relay
+                    .apply_declarations(cfg, &KeyPath::root("relay"))
+                    .await
+                    .map_err(|e| loaded.error_at(&e.at, e.message).to_string())?;
+            }
+            (None, None) => {}
+            _ => warn!("[relay] added or removed; it takes effect at the next restart"),
+        }
         let summary = self
             .proxy
             .apply(&loaded.config.proxy.clone().unwrap_or_default())
@@ -105,6 +141,17 @@ impl Node {
         *current = loaded;
         Ok(summary)
     }
+}
+
+/// Whether a reload changes `[relay]` settings that only a restart applies.
+fn data_settings_differ(a: &relay::RelayConfig, b: &relay::RelayConfig) -> bool {
+    let strip = |c: &relay::RelayConfig| relay::RelayConfig {
+        applications: Vec::new(),
+        destinations: Vec::new(),
+        routes: Vec::new(),
+        ..c.clone()
+    };
+    strip(a) != strip(b)
 }
 
 /// The admin API's handle on reloads.

@@ -142,6 +142,15 @@ impl Kind {
         }
     }
 
+    /// Its SQL dialect.
+    pub fn dialect(self) -> crate::sql::Dialect {
+        match self {
+            Self::Postgres => crate::sql::Dialect::Postgres,
+            Self::Mysql => crate::sql::Dialect::Mysql,
+            Self::Sqlite => crate::sql::Dialect::Sqlite,
+        }
+    }
+
     /// URL schemes a destination of this kind may use.
     fn schemes(self) -> &'static [&'static str] {
         match self {

@@ -69,9 +69,11 @@ pub(crate) async fn dead_letters(
         let Some(record) = batch.records.get(offset) else {
             continue;
         };
-        let row = item
-            .map(|i| row_values(relay, *route_id, &batch.items[i]))
-            .unwrap_or_default();
+        let catalog = relay.catalog();
+        let row = match (item, catalog.route(*route_id)) {
+            (Some(i), Some(route)) => batch.items[*i].row(route),
+            _ => Map::new(),
+        };
         warn!(destination = %dest.spec.name, offset, route = route_id, %error, "record dead-lettered");
         sqlx::query(
             "INSERT INTO relay_dead_letters (destination_id, record_offset, application_id, route_id, error, data_sent, row_values, status, at_ms)
@@ -91,27 +93,6 @@ pub(crate) async fn dead_letters(
         .map_err(|e| e.to_string())?;
     }
     tx.commit().await.map_err(|e| e.to_string())
-}
-
-/// The row an item writes, as `{column: value}` (values as the text sent).
-fn row_values(
-    relay: &Relay,
-    route_id: i64,
-    item: &crate::deliver::batch::Item,
-) -> Map<String, Value> {
-    let mut row = Map::new();
-    let catalog = relay.catalog();
-    let Some(route) = catalog.route(route_id) else {
-        return row;
-    };
-    let mut values = item.values.iter();
-    for (column, present) in route.spec.columns.values().zip(&item.present) {
-        if *present {
-            let v = values.next().cloned().flatten();
-            row.insert(column.clone(), v.map_or(Value::Null, Value::String));
-        }
-    }
-    row
 }
 
 /// A logged batch.

@@ -59,27 +59,44 @@ fn refuse(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    refuse(status, json!({ "error": message.into() }))
+/// A refused request, kept small until it becomes a response.
+struct Refused {
+    status: StatusCode,
+    body: Box<Value>,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut resp = refuse(self.status, *self.body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lintas\""),
+            );
+        }
+        resp
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        body: Box::new(json!({ "error": message.into() })),
+    }
 }
 
 async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let app = match authenticate(&relay, &parts.headers) {
-        Ok(app) => app,
-        Err(resp) => return resp,
+    let checked = async {
+        let app = authenticate(&relay, &parts.headers)?;
+        let key = idempotency_key(&parts.headers)?;
+        let body = read_body(&relay, &parts.headers, body).await?;
+        let records = parse(&relay, &app, &body)?;
+        Ok::<_, Refused>((app, key, body, records))
     };
-    let idempotency_key = match idempotency_key(&parts.headers) {
-        Ok(k) => k,
-        Err(resp) => return resp,
-    };
-    let body = match read_body(&relay, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let records = match parse(&relay, &app, &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let (app, idempotency_key, body, records) = match checked.await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
     };
     let Some(key) = idempotency_key else {
         return store(&relay, &app, records, None).await;
@@ -104,6 +121,7 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("storing failed: {e}"),
                 )
+                .into_response()
             })
         }
     }
@@ -114,7 +132,8 @@ fn replay(stored: Stored, body_hash: u64) -> Response {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was already used with a different body; use a new key for a new request",
-        );
+        )
+        .into_response();
     }
     let ids: Vec<u64> = (stored.first..stored.first + u64::from(stored.count)).collect();
     let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
@@ -123,15 +142,8 @@ fn replay(stored: Stored, body_hash: u64) -> Response {
     resp
 }
 
-fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, Response> {
-    let unauthorized = |message: &str| {
-        let mut resp = error(StatusCode::UNAUTHORIZED, message);
-        resp.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"lintas\""),
-        );
-        resp
-    };
+fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, Refused> {
+    let unauthorized = |message: &str| error(StatusCode::UNAUTHORIZED, message);
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Err(unauthorized(
             "missing API key: send the application's key as Authorization: Bearer <key>",
@@ -152,7 +164,7 @@ fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, 
         })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refused> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -165,7 +177,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     }
 }
 
-async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
     let limit = relay.config().max_body_bytes;
     let too_large = |size: Option<u64>| {
         let size = size.map_or_else(|| "the body".to_owned(), |n| format!("a body of {n} bytes"));
@@ -197,7 +209,7 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Byt
 }
 
 /// The body's records, checked against the application's routes.
-fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, Response> {
+fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, Refused> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let raws: Vec<&RawValue> = match first {
@@ -238,17 +250,17 @@ fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, R
                 .iter()
                 .find(|f| fields.get(*f).is_none_or(Value::is_null))
             {
-                return Err(refuse(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({
+                return Err(Refused {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    body: Box::new(json!({
                         "error": format!(
                             "record {i} has no value for `{missing}`, which route {} (to {}.{}) needs as a key",
                             route.id, route.spec.destination, route.spec.table
                         ),
                         "record": i,
                         "field": missing,
-                    }),
-                ));
+                    })),
+                });
             }
         }
         out.push(
@@ -303,6 +315,7 @@ async fn store(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the records were not stored ({e}); retry later"),
             )
+            .into_response()
         }
     }
 }

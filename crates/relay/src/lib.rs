@@ -9,6 +9,7 @@
 //!
 //! The stream itself is `backplane::SegmentLog`.
 
+pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod deliver;
@@ -18,6 +19,7 @@ pub mod idempotency;
 mod ingest;
 pub mod keys;
 pub mod record;
+mod replay;
 mod service;
 pub mod sql;
 pub mod status;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use admin::AdminConfig;
 use configkit::{Issues, KeyPath};
 use proxy::config::ProxyConfig;
+use relay::RelayConfig;
 use serde::Deserialize;
 
 pub use locate::{Position, key_at, locate, position};
@@ -26,6 +27,11 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[proxy]`: the load balancer.
     pub proxy: Option<ProxyConfig>,
+    /// `[relay]`: HTTP ingest delivered to SQL databases.
+    pub relay: Option<RelayConfig>,
+    /// Where this node keeps its state (the relay's stream, the store); relative paths are
+    /// taken from the configuration file's directory. Default `lintas-data`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A configuration together with the text it came from, so that errors found later (an
@@ -41,6 +47,19 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The data directory, resolved against the file's directory.
+    pub fn data_dir(&self) -> PathBuf {
+        let dir = self
+            .config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("lintas-data"));
+        match self.path.parent() {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir,
+        }
+    }
+
     /// An error about the value at `key`, positioned in this file.
     pub fn error_at(&self, key: &KeyPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -163,6 +182,11 @@ fn validate(config: &Config) -> Issues {
         let at = KeyPath::root("proxy");
         p.validate(&at, &mut issues);
         binds.extend(p.binds(&at));
+    }
+    if let Some(r) = &config.relay {
+        let at = KeyPath::root("relay");
+        r.validate(&at, &mut issues);
+        binds.push((r.listen, at.key("listen")));
     }
     for (i, (addr, key)) in binds.iter().enumerate() {
         if addr.port() == 0 {

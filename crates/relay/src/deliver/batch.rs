@@ -77,6 +77,24 @@ pub struct Item {
     pub values: Vec<Option<String>>,
 }
 
+impl Item {
+    /// The row as `{column: value}`, values as the text sent (for the delivery log).
+    pub fn row(&self, route: &Route) -> serde_json::Map<String, serde_json::Value> {
+        let mut row = serde_json::Map::new();
+        let mut values = self.values.iter();
+        for (column, present) in route.spec.columns.values().zip(&self.present) {
+            if *present {
+                let v = values.next().cloned().flatten();
+                row.insert(
+                    column.clone(),
+                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                );
+            }
+        }
+        row
+    }
+}
+
 /// A record that cannot be written by a route without asking the database.
 #[derive(Debug, Clone)]
 pub struct Rejected {

@@ -239,6 +239,18 @@ impl Db {
         }
     }
 
+    /// Runs `execs` in one transaction without touching the stream offset: for replaying
+    /// dead letters, which lie behind it.
+    pub async fn execute(&self, execs: &[Exec]) -> Result<(), ApplyError> {
+        let work = async { with_pool!(self, p => execute_in(p, execs).await) };
+        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ApplyError::Destination(format!(
+                "the write took longer than {WRITE_TIMEOUT:?}; abandoned"
+            ))),
+        }
+    }
+
     /// Every table lintas could write to.
     pub async fn tables(&self) -> Result<Vec<Table>, String> {
         schema::tables(self, None).await.map_err(|e| e.to_string())
@@ -411,8 +423,22 @@ where
     if let Some(at) = behind {
         return Ok(Applied::Behind(at));
     }
+    run_all::<DB>(&mut tx, execs).await?;
+    finish_batch(tx, d, stream_key, to).await
+}
+
+/// Runs `execs` in order on `conn`, stopping at the first failure.
+async fn run_all<DB: Database>(conn: &mut DB::Connection, execs: &[Exec]) -> Result<(), ApplyError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
     for e in execs {
-        if let Err(err) = run_exec::<DB>(&mut tx, e).await {
+        if let Err(err) = run_exec::<DB>(conn, e).await {
             return Err(match classify(&err) {
                 Failure::Record(message) => ApplyError::Record {
                     item: e.item,
@@ -422,7 +448,21 @@ where
             });
         }
     }
-    finish_batch(tx, d, stream_key, to).await
+    Ok(())
+}
+
+async fn execute_in<DB: Database>(pool: &Pool<DB>, execs: &[Exec]) -> Result<(), ApplyError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut tx = pool.begin().await.map_err(down)?;
+    run_all::<DB>(&mut tx, execs).await?;
+    tx.commit().await.map_err(down)
 }
 
 async fn isolate_in<DB: Database, F, Fut>(

@@ -1,0 +1,485 @@
+//! The relay's part of the admin API, mounted under `/api/relay` behind the admin listener's
+//! authentication.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/relay` | applications, destinations (with delivery status) and routes |
+//! | `POST /api/relay/applications` `{"name"}` | 201 `{"application", "key"}`: the key is shown this once |
+//! | `POST /api/relay/applications/{name}/rotate` | 200 `{"application", "key"}`; the old key stops working |
+//! | `DELETE /api/relay/applications/{name}` | 204 (and its routes) |
+//! | `POST /api/relay/destinations` `DestinationSpec` | 201; 422 if lintas cannot connect with it |
+//! | `GET /api/relay/destinations/{name}/schema` | its tables and columns, read live |
+//! | `DELETE /api/relay/destinations/{name}` | 204 (and its routes) |
+//! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
+//! | `DELETE /api/relay/routes/{id}` | 204 |
+//! | `GET /api/relay/deliveries?application=&destination=&status=&record=&since_ms=&until_ms=&limit=` | delivered batches, dead letters, destinations retrying |
+//! | `GET /api/relay/records/{id}` | per destination: status, data sent, row written |
+//! | `POST /api/relay/dead-letters/{destination}/{record}/replay` | 200 replayed; 422 refused again, with the error |
+//!
+//! Objects declared in the configuration file answer 409 to changes.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::catalog::{CatalogError, edit};
+use crate::config::{DestinationSpec, RouteSpec};
+use crate::deliver::batch::{self, RouteWrite};
+use crate::deliveries::{self, Filter, Ids};
+use crate::destination::Db;
+use crate::record::Record;
+use crate::service::Relay;
+use crate::status::State as DestState;
+
+/// A refusal: status and `{"error": message}`.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<CatalogError> for Refusal {
+    fn from(e: CatalogError) -> Self {
+        let status = match &e {
+            CatalogError::NotFound(_) => StatusCode::NOT_FOUND,
+            CatalogError::Conflict(_) | CatalogError::Declared(_) => StatusCode::CONFLICT,
+            CatalogError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Refusal {
+    fn from(e: sqlx::Error) -> Self {
+        Self(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+    }
+}
+
+type Answer = Result<Response, Refusal>;
+
+fn unprocessable(m: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::UNPROCESSABLE_ENTITY, m.into())
+}
+
+fn not_found(m: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::NOT_FOUND, m.into())
+}
+
+/// The routes, with the relay as state; the admin listener adds authentication.
+pub fn router(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/api/relay", get(overview))
+        .route("/api/relay/applications", post(create_application))
+        .route("/api/relay/applications/{name}", delete(delete_application))
+        .route("/api/relay/applications/{name}/rotate", post(rotate))
+        .route("/api/relay/destinations", post(create_destination))
+        .route("/api/relay/destinations/{name}", delete(delete_destination))
+        .route("/api/relay/destinations/{name}/schema", get(schema))
+        .route("/api/relay/routes", post(create_route))
+        .route("/api/relay/routes/{id}", delete(delete_route))
+        .route("/api/relay/deliveries", get(deliveries))
+        .route("/api/relay/records/{id}", get(record))
+        .route(
+            "/api/relay/dead-letters/{destination}/{record}/replay",
+            post(replay),
+        )
+        .with_state(relay)
+}
+
+async fn overview(State(relay): State<Arc<Relay>>) -> Json<Value> {
+    let catalog = relay.catalog();
+    let destinations: Vec<Value> = catalog
+        .destinations()
+        .map(|d| {
+            let mut v = serde_json::to_value(d.as_ref()).unwrap_or_default();
+            v["status"] = serde_json::to_value(relay.status(d.id)).unwrap_or_default();
+            v
+        })
+        .collect();
+    Json(json!({
+        "applications": catalog.applications().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        "destinations": destinations,
+        "routes": catalog.routes().map(|r| r.as_ref()).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApplication {
+    name: String,
+}
+
+async fn create_application(
+    State(relay): State<Arc<Relay>>,
+    Json(body): Json<NewApplication>,
+) -> Answer {
+    let key = edit::create_application(relay.store().pool(), &body.name).await?;
+    relay.refresh().await?;
+    let app = relay.catalog().application(&body.name).cloned();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "application": app, "key": key })),
+    )
+        .into_response())
+}
+
+async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+    let app = relay
+        .catalog()
+        .application(&name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no application `{name}`")))?;
+    let key = edit::rotate_key(relay.store().pool(), &app).await?;
+    relay.refresh().await?;
+    let app = relay.catalog().application(&name).cloned();
+    Ok(Json(json!({ "application": app, "key": key })).into_response())
+}
+
+async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+    let app = relay
+        .catalog()
+        .application(&name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no application `{name}`")))?;
+    edit::delete(
+        relay.store().pool(),
+        "relay_applications",
+        app.id,
+        format!("application `{name}`"),
+        app.declared,
+    )
+    .await?;
+    relay.refresh().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Connects with `spec` and pings, or says why not.
+async fn connect(spec: &DestinationSpec) -> Result<Db, Refusal> {
+    let db = Db::connect(spec)
+        .await
+        .map_err(|e| unprocessable(format!("cannot connect to `{}`: {e}", spec.name)))?;
+    if let Err(e) = db.ping().await {
+        db.close().await;
+        return Err(unprocessable(format!(
+            "`{}` does not answer: {e}",
+            spec.name
+        )));
+    }
+    Ok(db)
+}
+
+async fn create_destination(
+    State(relay): State<Arc<Relay>>,
+    Json(spec): Json<DestinationSpec>,
+) -> Answer {
+    if let Some((field, message)) = spec.problems().into_iter().next() {
+        return Err(unprocessable(format!("{field}: {message}")));
+    }
+    if relay.catalog().destination(&spec.name).is_some() {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            format!("destination `{}` exists", spec.name),
+        ));
+    }
+    connect(&spec).await?.close().await;
+    edit::create_destination(relay.store().pool(), &spec, relay.log().end()).await?;
+    relay.refresh().await?;
+    let d = relay.catalog().destination(&spec.name).cloned();
+    Ok((StatusCode::CREATED, Json(json!(d))).into_response())
+}
+
+async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+    let d = relay
+        .catalog()
+        .destination(&name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no destination `{name}`")))?;
+    edit::delete(
+        relay.store().pool(),
+        "relay_destinations",
+        d.id,
+        format!("destination `{name}`"),
+        d.declared,
+    )
+    .await?;
+    relay.refresh().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+    let d = relay
+        .catalog()
+        .destination(&name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no destination `{name}`")))?;
+    let db = connect(&d.spec).await?;
+    let tables = db.tables().await;
+    db.close().await;
+    let tables = tables.map_err(|e| {
+        Refusal(
+            StatusCode::BAD_GATEWAY,
+            format!("reading the schema of `{name}`: {e}"),
+        )
+    })?;
+    Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
+}
+
+async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
+    if let Some((field, message)) = spec.problems().into_iter().next() {
+        return Err(unprocessable(format!("{field}: {message}")));
+    }
+    let catalog = relay.catalog();
+    let app = catalog
+        .application(&spec.application)
+        .cloned()
+        .ok_or_else(|| unprocessable(format!("no application `{}`", spec.application)))?;
+    let dest = catalog
+        .destination(&spec.destination)
+        .cloned()
+        .ok_or_else(|| unprocessable(format!("no destination `{}`", spec.destination)))?;
+    drop(catalog);
+    let db = connect(&dest.spec).await?;
+    let table = db.table(spec.schema.as_deref(), &spec.table).await;
+    db.close().await;
+    let table = table
+        .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, format!("reading the schema: {e}")))?
+        .ok_or_else(|| {
+            unprocessable(format!(
+                "`{}` has no table `{}`",
+                dest.spec.name, spec.table
+            ))
+        })?;
+    let probe = Arc::new(crate::catalog::Route {
+        id: 0,
+        application_id: app.id,
+        destination_id: dest.id,
+        key_fields: spec.key_fields(),
+        spec: spec.clone(),
+        declared: false,
+    });
+    RouteWrite::check(&probe, table).map_err(unprocessable)?;
+    let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
+    relay.refresh().await?;
+    let route = relay.catalog().route(id).cloned();
+    Ok((StatusCode::CREATED, Json(json!(route))).into_response())
+}
+
+async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> Answer {
+    let r = relay
+        .catalog()
+        .route(id)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no route {id}")))?;
+    edit::delete(
+        relay.store().pool(),
+        "relay_routes",
+        id,
+        format!("route {id}"),
+        r.declared,
+    )
+    .await?;
+    relay.refresh().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
+    let catalog = relay.catalog();
+    let application = match &f.application {
+        Some(n) => Some(
+            catalog
+                .application(n)
+                .ok_or_else(|| not_found(format!("no application `{n}`")))?
+                .id,
+        ),
+        None => None,
+    };
+    let destination = match &f.destination {
+        Some(n) => Some(
+            catalog
+                .destination(n)
+                .ok_or_else(|| not_found(format!("no destination `{n}`")))?
+                .id,
+        ),
+        None => None,
+    };
+    Ok(Ids {
+        application,
+        destination,
+    })
+}
+
+async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
+    let ids = ids(&relay, &f)?;
+    let status = f.status.as_deref();
+    if let Some(s) = status
+        && !matches!(s, "delivered" | "retrying" | "dead")
+    {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("status `{s}`: expected delivered, retrying or dead"),
+        ));
+    }
+    let mut out = serde_json::Map::new();
+    if status.is_none_or(|s| s == "delivered") {
+        out.insert(
+            "delivered".into(),
+            json!(deliveries::batches(&relay, &ids, &f).await?),
+        );
+    }
+    if status.is_none_or(|s| s == "dead") {
+        out.insert(
+            "dead".into(),
+            json!(deliveries::dead(&relay, &ids, &f).await?),
+        );
+    }
+    if status.is_none_or(|s| s == "retrying") {
+        let end = relay.log().end();
+        let retrying: Vec<Value> = relay
+            .statuses()
+            .into_iter()
+            .filter(|s| s.state != DestState::Up)
+            .filter(|s| f.destination.as_ref().is_none_or(|d| *d == s.destination))
+            .map(|s| {
+                json!({
+                    "destination": s.destination,
+                    "from_id": s.next_offset,
+                    "waiting": s.next_offset.map(|n| end.saturating_sub(n)),
+                    "attempts": s.attempts,
+                    "last_error": s.last_error,
+                    "since_ms": s.since_ms,
+                })
+            })
+            .collect();
+        out.insert("retrying".into(), json!(retrying));
+    }
+    Ok(Json(Value::Object(out)).into_response())
+}
+
+async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer {
+    let entries = relay
+        .log()
+        .read(id, 1, usize::MAX)
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let entry = entries
+        .into_iter()
+        .find(|e| e.offset == id)
+        .ok_or_else(|| {
+            not_found(format!(
+                "no record {id} in the stream (never stored, or trimmed after delivery)"
+            ))
+        })?;
+    let rec = Record::decode(&entry.payload)
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let data: Value = serde_json::from_slice(&rec.json).unwrap_or(Value::Null);
+    let catalog = relay.catalog();
+    let filter = Filter {
+        record: Some(id),
+        ..Filter::default()
+    };
+    let dead = deliveries::dead(
+        &relay,
+        &Ids {
+            application: Some(rec.application_id),
+            destination: None,
+        },
+        &filter,
+    )
+    .await?;
+    let mut per_destination = Vec::new();
+    for route in catalog.routes_from(rec.application_id) {
+        let dest = catalog.destination_by_id(route.destination_id);
+        let status = relay.status(route.destination_id);
+        let dead_letter = dead
+            .iter()
+            .find(|d| d.route_id == route.id && d.record_id == id);
+        let state = match (&dead_letter, &status) {
+            (Some(d), _) => d.status.clone(),
+            (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => "delivered".into(),
+            (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
+            _ => "pending".into(),
+        };
+        let row = {
+            let rw = RouteWrite {
+                route: route.clone(),
+                table: crate::destination::Table {
+                    schema: None,
+                    name: route.spec.table.clone(),
+                    columns: Vec::new(),
+                },
+            };
+            let dialect = dest.map_or(crate::sql::Dialect::Sqlite, |d| d.spec.kind.dialect());
+            let b = batch::build(
+                dialect,
+                std::slice::from_ref(&rw),
+                std::slice::from_ref(&entry),
+            );
+            b.items.first().map(|item| Value::Object(item.row(route)))
+        };
+        per_destination.push(json!({
+            "destination": route.spec.destination,
+            "route_id": route.id,
+            "table": route.spec.table,
+            "operation": crate::config::operation::name(route.spec.operation),
+            "status": state,
+            "row": row,
+            "error": dead_letter.map(|d| d.error.clone()),
+            "attempts": status.as_ref().filter(|_| state == "retrying").map(|s| s.attempts),
+            "last_error": status.as_ref().filter(|_| state == "retrying").and_then(|s| s.last_error.clone()),
+        }));
+    }
+    Ok(Json(json!({
+        "id": id,
+        "application": catalog.application_by_id(rec.application_id).map(|a| a.name.clone()),
+        "received_ms": rec.received_ms,
+        "data_sent": data,
+        "deliveries": per_destination,
+    }))
+    .into_response())
+}
+
+async fn replay(
+    State(relay): State<Arc<Relay>>,
+    Path((destination, record)): Path<(String, u64)>,
+) -> Answer {
+    let catalog = relay.catalog();
+    let dest = catalog
+        .destination(&destination)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no destination `{destination}`")))?;
+    drop(catalog);
+    let filter = Filter {
+        record: Some(record),
+        ..Filter::default()
+    };
+    let letters = deliveries::dead(
+        &relay,
+        &Ids {
+            application: None,
+            destination: Some(dest.id),
+        },
+        &filter,
+    )
+    .await?;
+    if letters.is_empty() {
+        return Err(not_found(format!(
+            "no dead letter for record {record} at `{destination}`"
+        )));
+    }
+    let db = connect(&dest.spec).await?;
+    let result = crate::replay::replay(&relay, &dest, &db, record, &letters).await;
+    db.close().await;
+    match result {
+        Ok(replayed) => Ok(Json(json!({ "replayed": replayed })).into_response()),
+        Err(e) => Err(unprocessable(e)),
+    }
+}
