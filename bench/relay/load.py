@@ -11,6 +11,9 @@ A destination is written KIND:DATABASE:TABLE, KIND pg or my
     load.py bodies DIR BATCH
         writes DIR/record.json (the users' example record, for ab),
         DIR/one.json (one record) and DIR/batch.json (an array of BATCH records)
+    load.py fsync DIR
+        prints the median and p99 time of a 4 KiB append + fdatasync in DIR (200 rounds),
+        to show what a durable write costs on that disk
     load.py wait --n N --timeout S --out FILE DEST...
         polls count(*) of each DEST every 100 ms until it is >= N
     load.py flood --url U --key K --n N --batch B --conns C --timeout S --out FILE DEST...
@@ -78,6 +81,24 @@ def cmd_bodies(a: argparse.Namespace) -> None:
     (d / "record.json").write_text(json.dumps(example_record()))
     (d / "one.json").write_text(record_json(1, 0))
     (d / "batch.json").write_text(array_json(1, a.batch, 0))
+
+
+def cmd_fsync(a: argparse.Namespace) -> None:
+    path = Path(a.dir) / "fsync-probe"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"x" * 4096
+        for _ in range(200):
+            t = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - t) * 1e3)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    print(f"p50 {percentile(times, 50):.2f} ms, p99 {percentile(times, 99):.2f} ms")
 
 
 # --------------------------------------------------------------- databases --
@@ -418,6 +439,10 @@ def main() -> None:
     p.add_argument("dir")
     p.add_argument("batch", type=int)
     p.set_defaults(fn=cmd_bodies)
+
+    p = sub.add_parser("fsync")
+    p.add_argument("dir")
+    p.set_defaults(fn=cmd_fsync)
 
     p = sub.add_parser("wait")
     p.add_argument("--n", type=int, required=True)

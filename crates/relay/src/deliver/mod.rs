@@ -159,8 +159,10 @@ async fn session(
     let mut durable = log.subscribe();
     let mut heartbeat = tokio::time::interval(relay.config().heartbeat);
     heartbeat.reset();
+    let mut catalog_changed = false;
     loop {
-        if generation.has_changed().unwrap_or(true) {
+        if catalog_changed || generation.has_changed().unwrap_or(true) {
+            catalog_changed = false;
             generation.borrow_and_update();
             if relay.catalog().destination_by_id(dest.id).is_none() {
                 return End::Stop;
@@ -181,7 +183,7 @@ async fn session(
             tokio::select! {
                 _ = cancel.cancelled() => return End::Stop,
                 _ = durable.changed() => {}
-                _ = generation.changed() => {}
+                _ = generation.changed() => catalog_changed = true,
                 _ = heartbeat.tick() => {
                     if let Err(e) = db.ping().await {
                         return End::Failed(e);

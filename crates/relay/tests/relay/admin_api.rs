@@ -1,0 +1,227 @@
+//! Relay objects through the admin API: applications with keys shown once and rotated,
+//! destinations checked by connecting, routes checked against the live schema, the
+//! delivery log and a record's detail.
+
+use http::Method;
+use serde_json::json;
+use testkit::TempDir;
+
+use crate::harness::{Node, config, flat, ids, sqlite, sqlite_rows};
+
+#[tokio::test]
+async fn objects_are_managed_and_checked_through_the_api() {
+    let dir = TempDir::new();
+    let node = Node::start(&dir.path().join("data"), &config("")).await;
+
+    let (status, created) = node
+        .admin(
+            Method::POST,
+            "/api/relay/applications",
+            r#"{"name": "crm"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["application"]["name"], "crm");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("lk_"), "{key}");
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/applications",
+            r#"{"name": "crm"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (409, json!({"error": "application `crm` exists"}))
+    );
+
+    let auth = |k: &str| format!("Bearer {k}");
+    let r = node
+        .post_with(&[("authorization", &auth(&key))], r#"{"id": 1}"#)
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    let (status, rotated) = node
+        .admin(Method::POST, "/api/relay/applications/crm/rotate", "")
+        .await;
+    assert_eq!(status, 200);
+    let new_key = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    let r = node
+        .post_with(&[("authorization", &auth(&key))], r#"{"id": 1}"#)
+        .await;
+    assert_eq!(r.status, 401, "the old key stops working");
+
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations",
+            r#"{"name": "nowhere", "kind": "postgres", "url": "postgres://postgres@127.0.0.1:1/x"}"#,
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect to `nowhere`: "),
+        "{body}"
+    );
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations",
+            r#"{"name": "x", "kind": "postgres", "url": "postgres://u:secret@127.0.0.1/x"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"error": "url: the URL holds a password; remove it and name an environment variable in password_env"})
+        )
+    );
+
+    let lite = sqlite(
+        dir.path(),
+        "crm.db",
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT)",
+    )
+    .await;
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations",
+            &json!({"name": "crm-db", "kind": "sqlite", "url": lite}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, schema) = node
+        .admin(Method::GET, "/api/relay/destinations/crm-db/schema", "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        schema,
+        json!({"destination": "crm-db", "tables": [{"schema": null, "name": "contacts", "columns": [
+            {"name": "id", "data_type": "INTEGER", "nullable": true, "has_default": true},
+            {"name": "email", "data_type": "TEXT", "nullable": false, "has_default": false},
+            {"name": "name", "data_type": "TEXT", "nullable": true, "has_default": false},
+        ]}]})
+    );
+
+    let route = |columns: serde_json::Value| {
+        json!({"application": "crm", "destination": "crm-db", "table": "contacts",
+               "operation": "insert", "columns": columns})
+        .to_string()
+    };
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/routes",
+            &route(json!({"mail": "e_mail"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"error": "route 0 (crm → contacts): table `contacts` has no column `e_mail`"})
+        )
+    );
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/routes",
+            &route(json!({"name": "name"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"error": "route 0 (crm → contacts): column `email` of `contacts` is NOT NULL without a default; map a field to it"})
+        )
+    );
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/routes",
+            &route(json!({"mail": "email", "who": "name"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let r = node
+        .post_with(
+            &[("authorization", &auth(&new_key))],
+            r#"{"mail": "ann@example.com", "who": "Ann", "age": 40}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = ids(&r.body)[0];
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(sqlite_rows(&lite, "SELECT email, name FROM contacts").await),
+        [["ann@example.com", "Ann"]]
+    );
+    let (_, record) = node
+        .admin(Method::GET, &format!("/api/relay/records/{id}"), "")
+        .await;
+    assert_eq!(
+        record["data_sent"],
+        json!({"mail": "ann@example.com", "who": "Ann", "age": 40})
+    );
+    assert_eq!(record["deliveries"][0]["status"], "delivered");
+    assert_eq!(
+        record["deliveries"][0]["row"],
+        json!({"email": "ann@example.com", "name": "Ann"})
+    );
+    let (_, log) = node
+        .admin(
+            Method::GET,
+            "/api/relay/deliveries?application=crm&status=delivered",
+            "",
+        )
+        .await;
+    let delivered = log["delivered"].as_array().unwrap();
+    assert_eq!(delivered.len(), 1, "{log}");
+    assert_eq!(
+        (
+            &delivered[0]["destination"],
+            &delivered[0]["first_id"],
+            &delivered[0]["last_id"],
+            &delivered[0]["rows"]
+        ),
+        (&json!("crm-db"), &json!(id), &json!(id), &json!(1))
+    );
+    let (status, body) = node
+        .admin(Method::GET, "/api/relay/deliveries?status=lost", "")
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "status `lost`: expected delivered, retrying or dead"})
+        )
+    );
+    let (status, body) = node
+        .admin(Method::DELETE, "/api/relay/applications/shop", "")
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            409,
+            json!({"error": "application `shop` is declared in the configuration file; change it there and reload"})
+        )
+    );
+    let (status, _) = node
+        .admin(Method::DELETE, "/api/relay/applications/crm", "")
+        .await;
+    assert_eq!(status, 204);
+    let r = node
+        .post_with(&[("authorization", &auth(&new_key))], "{}")
+        .await;
+    assert_eq!(r.status, 401);
+    node.stop().await;
+}

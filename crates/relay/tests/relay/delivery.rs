@@ -1,0 +1,299 @@
+//! Delivery into real PostgreSQL, MariaDB and SQLite: each destination its own columns,
+//! upsert/update/delete in record order, refused records dead-lettered and replayed.
+
+use http::Method;
+use testkit::TempDir;
+use testkit::scratch::{Scratch, Server};
+
+use crate::harness::{
+    Node, application, config, destination, flat, route, route_from, sqlite, sqlite_rows,
+};
+
+/// The users' example: one record, db1 takes name and price, db2 name, category and type.
+#[tokio::test]
+async fn each_destination_takes_only_its_own_columns() {
+    let dir = TempDir::new();
+    let db1 = Scratch::create(Server::Postgres).await.unwrap();
+    db1.exec("CREATE TABLE items (name text NOT NULL, price numeric(10,2))")
+        .await
+        .unwrap();
+    let db2 = Scratch::create(Server::Mysql).await.unwrap();
+    db2.exec(
+        "CREATE TABLE items (name varchar(100) NOT NULL, category varchar(50), type varchar(50))",
+    )
+    .await
+    .unwrap();
+    let text = config(&format!(
+        "{}{}{}{}",
+        destination("db1", "postgres", &db1.url),
+        destination("db2", "mysql", &db2.url),
+        route(
+            "db1",
+            "items",
+            "insert",
+            "name = \"name\", price = \"price\"",
+            ""
+        ),
+        route(
+            "db2",
+            "items",
+            "insert",
+            "name = \"name\", category = \"category\", type = \"type\"",
+            ""
+        ),
+    ));
+    let node = Node::start(&dir.path().join("data"), &text).await;
+    node.ingest(
+        r#"[{"name": "Oolong", "price": 12.5, "category": "tea", "sub_category": "blue", "type": "leaf"},
+            {"name": "Sencha \"first flush\"", "price": "7", "category": "tea", "type": null},
+            {"name": "Cup", "price": 3.25, "category": "ware", "sub_category": "glass", "type": "glass"}]"#,
+    )
+    .await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(
+            db1.rows("SELECT name, price::text FROM items ORDER BY name")
+                .await
+                .unwrap()
+        ),
+        [
+            ["Cup", "3.25"],
+            ["Oolong", "12.50"],
+            ["Sencha \"first flush\"", "7.00"]
+        ]
+    );
+    assert_eq!(
+        flat(
+            db2.rows("SELECT name, category, type FROM items ORDER BY name")
+                .await
+                .unwrap()
+        ),
+        [
+            ["Cup", "ware", "glass"],
+            ["Oolong", "tea", "leaf"],
+            ["Sencha \"first flush\"", "tea", "NULL"]
+        ]
+    );
+    // The offsets each database applied, in the same transaction as the rows.
+    assert_eq!(
+        flat(
+            db1.rows("SELECT next_offset::text FROM lintas_applied_offsets")
+                .await
+                .unwrap()
+        ),
+        [["3"]]
+    );
+    node.stop().await;
+}
+
+/// Upserts, updates and deletes land in record order on every kind of database.
+#[tokio::test]
+async fn upsert_update_and_delete_on_every_kind() {
+    let dir = TempDir::new();
+    let pg = Scratch::create(Server::Postgres).await.unwrap();
+    let my = Scratch::create(Server::Mysql).await.unwrap();
+    let ddl =
+        "CREATE TABLE stock (sku varchar(20) PRIMARY KEY, qty integer NOT NULL, note varchar(50))";
+    pg.exec(ddl).await.unwrap();
+    my.exec(ddl).await.unwrap();
+    let lite = sqlite(dir.path(), "stock.db", ddl).await;
+    let mut text = format!(
+        "{}{}",
+        application("updater", "key-update"),
+        application("remover", "key-delete")
+    );
+    for (name, kind, url) in [
+        ("pg", "postgres", &pg.url),
+        ("my", "mysql", &my.url),
+        ("lite", "sqlite", &lite),
+    ] {
+        text.push_str(&destination(name, kind, url));
+        text.push_str(&route(
+            name,
+            "stock",
+            "upsert",
+            "sku = \"sku\", qty = \"qty\", note = \"note\"",
+            "\"sku\"",
+        ));
+        text.push_str(&route_from(
+            "updater",
+            name,
+            "stock",
+            "update",
+            "sku = \"sku\", qty = \"qty\", note = \"note\"",
+            "\"sku\"",
+        ));
+        text.push_str(&route_from(
+            "remover",
+            name,
+            "stock",
+            "delete",
+            "sku = \"sku\"",
+            "\"sku\"",
+        ));
+    }
+    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
+    node.ingest(
+        r#"[{"sku": "a", "qty": 1, "note": "first"}, {"sku": "b", "qty": 2}, {"sku": "a", "qty": 5},
+            {"sku": "c", "qty": 9, "note": "gone soon"}]"#,
+    )
+    .await;
+    node.ingest_as(
+        "key-update",
+        r#"[{"sku": "b", "note": "checked"}, {"sku": "z", "note": "no such row"}]"#,
+    )
+    .await;
+    node.ingest_as("key-delete", r#"{"sku": "c"}"#).await;
+    node.ingest(r#"{"sku": "c", "qty": 1}"#).await;
+    node.ingest_as("key-delete", r#"{"sku": "c"}"#).await;
+    node.wait_delivered().await;
+    let want = [["a", "5", "first"], ["b", "2", "checked"]];
+    let q = "SELECT sku, CAST(qty AS CHAR), note FROM stock ORDER BY sku";
+    assert_eq!(flat(my.rows(q).await.unwrap()), want, "MariaDB");
+    assert_eq!(
+        flat(
+            pg.rows("SELECT sku, qty::text, note FROM stock ORDER BY sku")
+                .await
+                .unwrap()
+        ),
+        want,
+        "PostgreSQL"
+    );
+    assert_eq!(
+        flat(
+            sqlite_rows(
+                &lite,
+                "SELECT sku, CAST(qty AS TEXT), note FROM stock ORDER BY sku"
+            )
+            .await
+        ),
+        want,
+        "SQLite"
+    );
+    node.stop().await;
+}
+
+/// A record the database refuses is dead-lettered with the database's error while the
+/// records around it are written; after the fix it is replayed.
+#[tokio::test]
+async fn a_refused_record_is_dead_lettered_and_replayed_after_a_fix() {
+    let dir = TempDir::new();
+    let pg = Scratch::create(Server::Postgres).await.unwrap();
+    pg.exec("CREATE TABLE items (name text PRIMARY KEY, price numeric CONSTRAINT price_positive CHECK (price >= 0))")
+        .await
+        .unwrap();
+    let my = Scratch::create(Server::Mysql).await.unwrap();
+    my.exec("CREATE TABLE items (name varchar(20) PRIMARY KEY, qty int NOT NULL)")
+        .await
+        .unwrap();
+    let text = config(&format!(
+        "{}{}{}{}",
+        destination("pg", "postgres", &pg.url),
+        destination("my", "mysql", &my.url),
+        route(
+            "pg",
+            "items",
+            "insert",
+            "name = \"name\", price = \"price\"",
+            ""
+        ),
+        route(
+            "my",
+            "items",
+            "insert",
+            "name = \"name\", qty = \"qty\"",
+            ""
+        ),
+    ));
+    let node = Node::start(&dir.path().join("data"), &text).await;
+    node.ingest(
+        r#"[{"name": "a", "price": 1, "qty": 1}, {"name": "b", "price": -2, "qty": 2},
+            {"name": "c", "price": 3, "qty": "three"}, {"name": "d", "price": 4, "qty": 4}]"#,
+    )
+    .await;
+    node.ingest(r#"{"name": "e", "price": 5, "qty": 5}"#).await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(
+            pg.rows("SELECT name, price::text FROM items ORDER BY name")
+                .await
+                .unwrap()
+        ),
+        [["a", "1"], ["c", "3"], ["d", "4"], ["e", "5"]]
+    );
+    assert_eq!(
+        flat(
+            my.rows("SELECT name, CAST(qty AS CHAR) FROM items ORDER BY name")
+                .await
+                .unwrap()
+        ),
+        [["a", "1"], ["b", "2"], ["d", "4"], ["e", "5"]]
+    );
+    let (status, dead) = node
+        .admin(Method::GET, "/api/relay/deliveries?status=dead", "")
+        .await;
+    assert_eq!(status, 200, "{dead}");
+    let dead = dead["dead"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let pg_letter = dead.iter().find(|d| d["destination"] == "pg").unwrap();
+    assert_eq!(pg_letter["record_id"], 1);
+    assert_eq!(pg_letter["status"], "dead");
+    assert_eq!(
+        pg_letter["data_sent"],
+        serde_json::json!({"name": "b", "price": -2, "qty": 2})
+    );
+    assert_eq!(
+        pg_letter["row"],
+        serde_json::json!({"name": "b", "price": "-2"})
+    );
+    let error = pg_letter["error"].as_str().unwrap();
+    assert!(
+        error.contains("violates check constraint \"price_positive\""),
+        "{error}"
+    );
+    let my_letter = dead.iter().find(|d| d["destination"] == "my").unwrap();
+    assert_eq!(my_letter["record_id"], 2);
+    let error = my_letter["error"].as_str().unwrap();
+    assert!(
+        error.contains("Incorrect integer value: 'three' for column"),
+        "{error}"
+    );
+
+    // Replaying before the fix is refused again, with the database's error.
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/dead-letters/pg/1/replay", "")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the database refused the record again: "),
+        "{body}"
+    );
+    pg.exec("ALTER TABLE items DROP CONSTRAINT price_positive")
+        .await
+        .unwrap();
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/dead-letters/pg/1/replay", "")
+        .await;
+    assert_eq!((status, body), (200, serde_json::json!({"replayed": 1})));
+    assert_eq!(
+        flat(
+            pg.rows("SELECT name, price::text FROM items WHERE name = 'b'")
+                .await
+                .unwrap()
+        ),
+        [["b", "-2"]]
+    );
+    let (_, record) = node.admin(Method::GET, "/api/relay/records/1", "").await;
+    let pg_delivery = record["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "pg")
+        .unwrap()
+        .clone();
+    assert_eq!(pg_delivery["status"], "replayed");
+    node.stop().await;
+}
