@@ -1,13 +1,15 @@
-//! `lintas demo`: the load balancer in front of three demo backends, nothing else needed.
+//! `lintas demo`: the load balancer in front of three demo backends, and the relay
+//! delivering one application's records to two SQLite databases — nothing else needed.
 //!
-//! The demo builds an ordinary configuration (printed at start) and runs it through the same
-//! validation and wiring as `lintas run`, so what it shows is what a user's file gets. Ports
-//! 8080 (HTTP), 8081 (TCP) and 9000 (admin) are used when free, any free port otherwise.
+//! The demo builds an ordinary configuration and runs it through the same validation and
+//! wiring as `lintas run`, so what it shows is what a user's file gets. Ports 8080 (HTTP),
+//! 8081 (TCP), 8088 (relay) and 9000 (admin) are used when free, any free port otherwise.
+//! The relay's data and the two databases live in a temporary directory removed at exit.
 
 pub mod backend;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -39,18 +41,122 @@ pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
         .take(20)
         .map(char::from)
         .collect();
-    let text = demo_config(&backend_addrs, &admin::Auth::hash_password(&password));
+    let data = std::env::temp_dir().join(format!("lintas-demo-{}", std::process::id()));
+    let dbs = create_databases(&data).await?;
+    let key = relay::keys::generate();
+    // Top-level keys come before the first table.
+    let text = format!(
+        "data_dir = \"{}\"\n\n{}{}",
+        data.display(),
+        demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
+        relay_config(&dbs, &key)
+    );
     let loaded = config::parse(Path::new("<demo>"), text)?;
     let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
     let tcp = node.proxy.local_addr("demo-tcp").await;
-    let (Some(http), Some(tcp), Some(admin)) = (http, tcp, node.admin_addr) else {
+    let (Some(http), Some(tcp), Some(admin), Some(relay)) =
+        (http, tcp, node.admin_addr, node.relay.as_ref())
+    else {
         anyhow::bail!("the demo listeners did not start");
     };
     print_banner(http, tcp, admin, &backend_addrs, &password);
+    print_relay_banner(relay.local_addr(), admin, &password, &key, &dbs);
     wait_for_signals(&node, &shutdown).await?;
     drain(tracker).await;
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// The users' example: db1 keeps items' name and price, db2 their name, category and type.
+async fn create_databases(dir: &Path) -> anyhow::Result<[PathBuf; 2]> {
+    std::fs::create_dir_all(dir)?;
+    let ddl = [
+        "CREATE TABLE items (name TEXT NOT NULL, price NUMERIC)",
+        "CREATE TABLE items (name TEXT PRIMARY KEY, category TEXT, type TEXT)",
+    ];
+    let mut paths = [dir.join("db1.sqlite"), dir.join("db2.sqlite")];
+    for (path, ddl) in paths.iter_mut().zip(ddl) {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&*path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await?;
+        sqlx::raw_sql(&format!("DROP TABLE IF EXISTS items; {ddl}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+    }
+    Ok(paths)
+}
+
+fn relay_config(dbs: &[PathBuf; 2], key: &str) -> String {
+    format!(
+        r#"
+[relay]
+listen = "127.0.0.1:{relay}"
+
+[[relay.applications]]
+name = "shop"
+key_sha256 = "{hash}"
+
+[[relay.destinations]]
+name = "db1"
+kind = "sqlite"
+url = "sqlite://{db1}"
+
+[[relay.destinations]]
+name = "db2"
+kind = "sqlite"
+url = "sqlite://{db2}"
+
+[[relay.routes]]
+application = "shop"
+destination = "db1"
+table = "items"
+operation = "insert"
+columns = {{ name = "name", price = "price" }}
+
+[[relay.routes]]
+application = "shop"
+destination = "db2"
+table = "items"
+operation = "upsert"
+columns = {{ name = "name", category = "category", type = "type" }}
+keys = ["name"]
+"#,
+        relay = port_or_any(8088),
+        hash = relay::keys::to_hex(&relay::keys::hash(key)),
+        db1 = dbs[0].display(),
+        db2 = dbs[1].display(),
+    )
+}
+
+fn print_relay_banner(
+    relay: SocketAddr,
+    admin: SocketAddr,
+    password: &str,
+    key: &str,
+    dbs: &[PathBuf; 2],
+) {
+    println!(
+        r#"Relay: application `shop` (API key {key}, shown only now) delivers to two SQLite
+databases — db1 keeps name and price, db2 name, category and type (upsert by name).
+
+  # ingest a record (202 once it is on disk); fields no route uses are dropped
+  curl -s -X POST http://{relay}/v1/records -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \
+       -d '{{"name":"Oolong","price":12.5,"category":"tea","sub_category":"blue","type":"leaf"}}'
+
+  # see it in both
+  sqlite3 {db1} 'SELECT * FROM items'
+  sqlite3 {db2} 'SELECT * FROM items'
+
+  # or ask lintas: what was sent and what each database got
+  curl -s -u admin:{password} http://{admin}/api/relay/records/0
+  curl -s -u admin:{password} http://{admin}/api/relay
+"#,
+        db1 = dbs[0].display(),
+        db2 = dbs[1].display(),
+    );
 }
 
 /// `preferred` when it can be bound now, else 0 (any free port).

@@ -17,7 +17,7 @@ use crate::harness::{
 
 /// A `lintas` process whose output goes to files in `dir`; SIGKILLed if still running when
 /// dropped.
-struct Lintas<'a> {
+pub(crate) struct Lintas<'a> {
     child: Child,
     dir: &'a TempDir,
 }
@@ -30,7 +30,7 @@ struct Ended {
 }
 
 impl<'a> Lintas<'a> {
-    fn spawn(dir: &'a TempDir, args: &[&str]) -> Self {
+    pub(crate) fn spawn(dir: &'a TempDir, args: &[&str]) -> Self {
         let child = Command::new(LINTAS)
             .args(args)
             .env_remove("RUST_LOG")
@@ -63,7 +63,7 @@ impl<'a> Lintas<'a> {
         }
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(crate) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 }

@@ -10,6 +10,7 @@
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
+//! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
 //!
 //! Shared setup lives in `harness`.
 
@@ -26,5 +27,6 @@ mod failover;
 mod harness;
 mod http;
 mod http1;
+mod relay;
 mod reload;
 mod tcp;
