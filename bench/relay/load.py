@@ -104,6 +104,9 @@ def cmd_fsync(a: argparse.Namespace) -> None:
 # --------------------------------------------------------------- databases --
 @dataclass(frozen=True)
 class Dest:
+    """A destination table. Every benchmark table has an increasing `id` primary key
+    (bigserial / AUTO_INCREMENT), which makes `max(id)` a cheap progress probe."""
+
     kind: str  # pg | my
     db: str
     table: str
@@ -119,23 +122,22 @@ class Dest:
         server = "PostgreSQL" if self.kind == "pg" else "MariaDB"
         return f"{server} {self.db}.{self.table}"
 
-    def query(self, sql: str) -> str:
+    def client(self) -> list[str]:
         env = os.environ
         if self.kind == "pg":
-            cmd = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-                   "-h", env.get("PG_HOST", "127.0.0.1"), "-p", env.get("PG_PORT", "5432"),
-                   "-U", env.get("PG_USER", "postgres"), "-d", self.db, "-F", "\t", "-c", sql]
-        else:
-            cmd = ["mariadb", "-N", "-B", "-h", env.get("MY_HOST", "127.0.0.1"),
-                   "-P", env.get("MY_PORT", "3306"), "-u", env.get("MY_USER", "root"),
-                   self.db, "-e", sql]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            return ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                    "-h", env.get("PG_HOST", "127.0.0.1"), "-p", env.get("PG_PORT", "5432"),
+                    "-U", env.get("PG_USER", "postgres"), "-d", self.db, "-F", "\t"]
+        return ["mariadb", "-N", "-B", "--unbuffered", "-h", env.get("MY_HOST", "127.0.0.1"),
+                "-P", env.get("MY_PORT", "3306"), "-u", env.get("MY_USER", "root"), self.db]
+
+    def query(self, sql: str) -> str:
+        """Runs one query in a client process of its own; its whole output."""
+        r = subprocess.run(self.client() + ["-c" if self.kind == "pg" else "-e", sql],
+                           capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"{self}: {r.stderr.strip()}")
         return r.stdout
-
-    def count(self) -> int:
-        return int(self.query(f"SELECT count(*) FROM {self.table}").strip())
 
     def inserted(self) -> list[tuple[int, int]]:
         """(seq, inserted_at as µs since the epoch) of every row."""
@@ -152,27 +154,71 @@ class Dest:
         return out
 
 
+class Session:
+    """One long-lived psql/mariadb process for the polling, so a poll costs a
+    round trip and not a client start (which would take CPU from the run)."""
+
+    def __init__(self, dest: Dest):
+        self.dest = dest
+        self.p = subprocess.Popen(dest.client(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def scalar(self, sql: str) -> int:
+        assert self.p.stdin and self.p.stdout and self.p.stderr
+        self.p.stdin.write(sql + ";\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.dest}: {self.p.stderr.read().strip()}")
+        return int(line.strip() or 0)
+
+    def max_id(self) -> int:
+        return self.scalar(f"SELECT COALESCE(max(id), 0) FROM {self.dest.table}")
+
+    def count(self) -> int:
+        return self.scalar(f"SELECT count(*) FROM {self.dest.table}")
+
+    def close(self) -> None:
+        if self.p.stdin:
+            self.p.stdin.close()
+        self.p.wait(timeout=10)
+
+
 def poll_counts(dests: list[Dest], n: int, t0: float, deadline: float,
                 stop_early: threading.Event | None = None,
                 state: dict[Dest, dict] | None = None) -> dict[Dest, dict]:
-    """Polls count(*) of each dest every POLL s until each holds >= n rows, the
-    deadline passes or stop_early is set. Per dest: rows (last count), done_s
-    (seconds from t0 when the count first reached n, or None). Continues `state`
-    when given."""
-    state = state or {d: {"rows": 0, "done_s": None} for d in dests}
+    """Polls each dest every POLL s until it holds >= n rows, the deadline passes
+    or stop_early is set. Per dest: rows, done_s (seconds from t0 when the count
+    first reached n, or None). Continues `state` when given.
+
+    A poll reads max(id) (an index lookup); only once that reaches n, which it
+    does no later than count(*) does, is count(*) (a scan) asked, and done_s is
+    set only when count(*) itself reaches n. On return, `rows` of a dest that is
+    not done is its count(*) at that moment."""
+    if state is None:
+        state = {d: {"rows": 0, "done_s": None, "session": Session(d)} for d in dests}
     while True:
         for d in dests:
             s = state[d]
             if s["done_s"] is not None:
                 continue
-            s["rows"] = d.count()
-            if s["rows"] >= n:
-                s["done_s"] = time.monotonic() - t0
+            if s["session"].max_id() >= n:
+                s["rows"] = s["session"].count()
+                if s["rows"] >= n:
+                    s["done_s"] = time.monotonic() - t0
         if all(s["done_s"] is not None for s in state.values()):
-            return state
+            break
         if time.monotonic() > deadline or (stop_early and stop_early.is_set()):
-            return state
+            break
         time.sleep(POLL)
+    for d in dests:
+        if state[d]["done_s"] is None:
+            state[d]["rows"] = state[d]["session"].count()
+    return state
+
+
+def public(state: dict) -> dict:
+    return {"rows": state["rows"], "done_s": state["done_s"]}
 
 
 def cmd_wait(a: argparse.Namespace) -> None:
@@ -182,7 +228,7 @@ def cmd_wait(a: argparse.Namespace) -> None:
     out = {
         "expected": a.n,
         "timeout_s": a.timeout,
-        "destinations": [{"dest": str(d), **state[d]} for d in dests],
+        "destinations": [{"dest": str(d), **public(state[d])} for d in dests],
     }
     write_out(a.out, out)
     log("wait: " + ", ".join(f"{d}: {state[d]['rows']} rows" +
@@ -295,7 +341,7 @@ def cmd_flood(a: argparse.Namespace) -> None:
         "ack_p50_ms": percentile(ack_ms, 50),
         "ack_p99_ms": percentile(ack_ms, 99),
         "timeout_s": a.timeout,
-        "destinations": [{"dest": str(d), **state[d]} for d in dests],
+        "destinations": [{"dest": str(d), **public(state[d])} for d in dests],
     }
     write_out(a.out, out)
     log(f"flood: {stats['accepted']} of {a.n} records accepted in {stats['ingest_s']:.2f}s; " +

@@ -55,9 +55,16 @@ impl Node {
             Some(cfg) => {
                 let at = KeyPath::root("relay");
                 let data_dir = loaded.data_dir();
-                let relay = Relay::start(cfg.clone(), &data_dir, &at, &tracker, shutdown.clone())
-                    .await
-                    .map_err(|e| loaded.error_at(&e.at, e.message))?;
+                let relay = Relay::start(
+                    cfg.clone(),
+                    &data_dir,
+                    loaded.config.backplane.as_ref(),
+                    &at,
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|e| loaded.error_at(&e.at, e.message))?;
                 Some(relay)
             }
             None => None,

@@ -191,7 +191,12 @@ async fn create_destination(
         ));
     }
     connect(&spec).await?.close().await;
-    edit::create_destination(relay.store().pool(), &spec, relay.log().end()).await?;
+    let start = relay
+        .stream()
+        .end()
+        .await
+        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    edit::create_destination(relay.store().pool(), &spec, start).await?;
     relay.refresh().await?;
     let d = relay.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
@@ -342,7 +347,11 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
         );
     }
     if status.is_none_or(|s| s == "retrying") {
-        let end = relay.log().end();
+        let end = relay
+            .stream()
+            .end()
+            .await
+            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
         let retrying: Vec<Value> = relay
             .statuses()
             .into_iter()
@@ -366,10 +375,10 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
 
 async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer {
     let entries = relay
-        .log()
-        .read(id, 1, usize::MAX)
+        .stream()
+        .read(id, 1)
         .await
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let entry = entries
         .into_iter()
         .find(|e| e.offset == id)
@@ -389,14 +398,15 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     let dead = deliveries::dead(
         &relay,
         &Ids {
-            application: Some(rec.application_id),
+            application: catalog.application(&rec.application).map(|a| a.id),
             destination: None,
         },
         &filter,
     )
     .await?;
     let mut per_destination = Vec::new();
-    for route in catalog.routes_from(rec.application_id) {
+    let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
+    for route in catalog.routes_from(app_id) {
         let dest = catalog.destination_by_id(route.destination_id);
         let status = relay.status(route.destination_id);
         let dead_letter = dead
@@ -439,7 +449,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     }
     Ok(Json(json!({
         "id": id,
-        "application": catalog.application_by_id(rec.application_id).map(|a| a.name.clone()),
+        "application": rec.application,
         "received_ms": rec.received_ms,
         "data_sent": data,
         "deliveries": per_destination,

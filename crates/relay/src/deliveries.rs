@@ -20,17 +20,19 @@ use crate::service::Relay;
 /// Notes a committed batch. A failure here is logged and otherwise ignored: the rows are in
 /// the destination, and the log is a record, not the truth.
 pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batch) {
-    let mut ranges: HashMap<i64, (u64, u64)> = HashMap::new();
+    let mut ranges: HashMap<&str, (u64, u64)> = HashMap::new();
     for (offset, record) in &batch.records {
         let r = ranges
-            .entry(record.application_id)
+            .entry(record.application.as_str())
             .or_insert((*offset, *offset));
         r.0 = r.0.min(*offset);
         r.1 = r.1.max(*offset);
     }
     let now = now_ms();
+    let catalog = relay.catalog();
     for (app, (records, rows)) in &batch.per_application {
-        let Some((first, last)) = ranges.get(app) else {
+        let (Some((first, last)), Some(app)) = (ranges.get(app.as_str()), catalog.application(app))
+        else {
             continue;
         };
         let r = sqlx::query(
@@ -38,7 +40,7 @@ pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batc
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(dest.id)
-        .bind(app)
+        .bind(app.id)
         .bind(*first as i64)
         .bind(*last as i64)
         .bind(*records as i64)
@@ -59,6 +61,7 @@ pub(crate) async fn dead_letters(
     batch: &Batch,
     refused: &[(u64, i64, String, Option<usize>)],
 ) -> Result<(), String> {
+    let catalog = relay.catalog();
     let mut tx = relay
         .store()
         .pool()
@@ -69,7 +72,6 @@ pub(crate) async fn dead_letters(
         let Some(record) = batch.records.get(offset) else {
             continue;
         };
-        let catalog = relay.catalog();
         let row = match (item, catalog.route(*route_id)) {
             (Some(i), Some(route)) => batch.items[*i].row(route),
             _ => Map::new(),
@@ -82,7 +84,7 @@ pub(crate) async fn dead_letters(
         )
         .bind(dest.id)
         .bind(*offset as i64)
-        .bind(record.application_id)
+        .bind(catalog.application(&record.application).map_or(0, |a| a.id))
         .bind(route_id)
         .bind(error)
         .bind(String::from_utf8_lossy(&record.json).into_owned())

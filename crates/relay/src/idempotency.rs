@@ -46,7 +46,7 @@ pub enum Claim {
 /// Keys seen within the window, per application.
 pub struct Idempotency {
     window: Duration,
-    slots: Mutex<HashMap<(i64, String), Slot>>,
+    slots: Mutex<HashMap<(String, String), Slot>>,
 }
 
 impl Idempotency {
@@ -58,17 +58,17 @@ impl Idempotency {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, String), Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims `key` for `app`, waiting while another request holds it.
-    pub async fn claim(&self, app: i64, key: &str) -> Claim {
+    pub async fn claim(&self, app: &str, key: &str) -> Claim {
         loop {
             let wait = {
                 let mut slots = self.lock();
                 let now = now_ms();
-                match slots.get(&(app, key.to_owned())) {
+                match slots.get(&(app.to_owned(), key.to_owned())) {
                     Some(Slot::Done(s))
                         if now.saturating_sub(s.at_ms as i64) < self.window.as_millis() as i64 =>
                     {
@@ -80,7 +80,7 @@ impl Idempotency {
                     }
                     _ => {
                         slots.insert(
-                            (app, key.to_owned()),
+                            (app.to_owned(), key.to_owned()),
                             Slot::Pending(Arc::new(Notify::new())),
                         );
                         None
@@ -95,20 +95,20 @@ impl Idempotency {
     }
 
     /// Records what the holder of `key` stored and wakes those waiting.
-    pub fn complete(&self, app: i64, key: &str, stored: Stored) {
+    pub fn complete(&self, app: &str, key: &str, stored: Stored) {
         if let Some(Slot::Pending(n)) = self
             .lock()
-            .insert((app, key.to_owned()), Slot::Done(stored))
+            .insert((app.to_owned(), key.to_owned()), Slot::Done(stored))
         {
             n.notify_waiters();
         }
     }
 
     /// Gives up `key` (storing failed) and wakes those waiting, who then try themselves.
-    pub fn release(&self, app: i64, key: &str) {
+    pub fn release(&self, app: &str, key: &str) {
         let mut slots = self.lock();
-        if let Some(Slot::Pending(_)) = slots.get(&(app, key.to_owned()))
-            && let Some(Slot::Pending(n)) = slots.remove(&(app, key.to_owned()))
+        if let Some(Slot::Pending(_)) = slots.get(&(app.to_owned(), key.to_owned()))
+            && let Some(Slot::Pending(n)) = slots.remove(&(app.to_owned(), key.to_owned()))
         {
             n.notify_waiters();
         }
@@ -140,7 +140,7 @@ impl Idempotency {
                 {
                     found += 1;
                     self.lock().insert(
-                        (r.application_id, mark.key),
+                        (r.application, mark.key),
                         Slot::Done(Stored {
                             first: e.offset,
                             count: mark.count,

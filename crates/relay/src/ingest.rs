@@ -27,10 +27,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Application, now_ms};
-use crate::idempotency::{Claim, Stored};
 use crate::keys;
-use crate::record::{IdempotencyMark, Record};
+use crate::record::Record;
 use crate::service::Relay;
+use crate::stream::{Accepted, AppendError};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -98,48 +98,28 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    let Some(key) = idempotency_key else {
-        return store(&relay, &app, records, None).await;
-    };
-    let body_hash = xxhash_rust::xxh3::xxh3_64(&body);
-    match relay.idempotency.claim(app.id, &key).await {
-        Claim::Done(stored) => replay(stored, body_hash),
-        Claim::Mine => {
-            // Stored on a task of its own, so a client that hangs up mid-request cannot
-            // leave records stored without their key remembered.
-            let r = relay.clone();
-            let app_id = app.id;
-            let mark = IdempotencyMark {
-                key: key.clone(),
-                count: records.len() as u32,
-                body_hash,
-            };
-            let task = tokio::spawn(async move { store(&r, &app, records, Some(mark)).await });
-            task.await.unwrap_or_else(|e| {
-                relay.idempotency.release(app_id, &key);
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("storing failed: {e}"),
-                )
-                .into_response()
-            })
+    let key = idempotency_key.map(|k| (k, xxhash_rust::xxh3::xxh3_64(&body)));
+    match relay.stream().append(&app.name, records, key).await {
+        Ok(Accepted { ids, replayed }) => {
+            let ids: Vec<u64> = ids.collect();
+            let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
+            if replayed {
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            resp
         }
-    }
-}
-
-fn replay(stored: Stored, body_hash: u64) -> Response {
-    if stored.body_hash != body_hash {
-        return error(
+        Err(AppendError::KeyReused) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was already used with a different body; use a new key for a new request",
         )
-        .into_response();
+        .into_response(),
+        Err(AppendError::Failed(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the records were not stored ({e}); retry later"),
+        )
+        .into_response(),
     }
-    let ids: Vec<u64> = (stored.first..stored.first + u64::from(stored.count)).collect();
-    let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
-    resp.headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    resp
 }
 
 fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, Refused> {
@@ -265,7 +245,7 @@ fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, R
         }
         out.push(
             Record {
-                application_id: app.id,
+                application: app.name.clone(),
                 received_ms,
                 idempotency: None,
                 json: Bytes::copy_from_slice(raw.get().as_bytes()),
@@ -274,48 +254,4 @@ fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, R
         );
     }
     Ok(out)
-}
-
-/// Appends the records (the first carrying `mark`) and answers 202 with their ids.
-async fn store(
-    relay: &Relay,
-    app: &Application,
-    mut records: Vec<Bytes>,
-    mark: Option<IdempotencyMark>,
-) -> Response {
-    if let (Some(m), Some(first)) = (&mark, records.first_mut())
-        && let Ok(mut r) = Record::decode(first)
-    {
-        r.idempotency = Some(m.clone());
-        *first = r.encode();
-    }
-    let count = records.len() as u32;
-    match relay.log().append(records).await {
-        Ok(range) => {
-            if let Some(m) = mark {
-                relay.idempotency.complete(
-                    app.id,
-                    &m.key,
-                    Stored {
-                        first: range.start,
-                        count,
-                        body_hash: m.body_hash,
-                        at_ms: now_ms() as u64,
-                    },
-                );
-            }
-            let ids: Vec<u64> = range.collect();
-            refuse(StatusCode::ACCEPTED, json!({ "ids": ids }))
-        }
-        Err(e) => {
-            if let Some(m) = mark {
-                relay.idempotency.release(app.id, &m.key);
-            }
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the records were not stored ({e}); retry later"),
-            )
-            .into_response()
-        }
-    }
 }

@@ -23,6 +23,7 @@ mod replay;
 mod service;
 pub mod sql;
 pub mod status;
+pub mod stream;
 
 pub use config::RelayConfig;
 pub use service::{Relay, StartError};

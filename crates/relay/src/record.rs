@@ -1,8 +1,8 @@
 //! A record as kept in the stream: who sent it, when, under which idempotency key, and the
 //! JSON object exactly as the producer sent it.
 //!
-//! Layout (little-endian): version `1` (u8), application id (u64), received at (u64, ms since
-//! the Unix epoch), idempotency key length (u16) and bytes; when the key is present, the
+//! Layout (little-endian): version `1` (u8), application name (u16 length and bytes; names,
+//! unlike ids, are the same on every node), received at (u64, ms since the Unix epoch), idempotency key length (u16) and bytes; when the key is present, the
 //! number of records the request carried (u32) and a hash of its body (u64); then the JSON.
 //! The key travels in the first record of its request only, so the stream itself is the
 //! durable memory of which keys were used — rebuilt from it after a restart.
@@ -25,8 +25,8 @@ pub struct IdempotencyMark {
 /// One record read back from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// The application that sent it.
-    pub application_id: i64,
+    /// The application that sent it, by name.
+    pub application: String,
     /// When lintas received it (ms since the Unix epoch).
     pub received_ms: u64,
     /// Set on the first record of a request that had an `Idempotency-Key`.
@@ -44,9 +44,12 @@ impl Record {
     /// The stream payload.
     pub fn encode(&self) -> Bytes {
         let key = self.idempotency.as_ref().map(|m| m.key.as_bytes());
-        let mut out = BytesMut::with_capacity(32 + key.map_or(0, <[u8]>::len) + self.json.len());
+        let mut out = BytesMut::with_capacity(
+            32 + self.application.len() + key.map_or(0, <[u8]>::len) + self.json.len(),
+        );
         out.put_u8(VERSION);
-        out.put_u64_le(self.application_id as u64);
+        out.put_u16_le(self.application.len() as u16);
+        out.put_slice(self.application.as_bytes());
         out.put_u64_le(self.received_ms);
         match &self.idempotency {
             Some(mark) => {
@@ -73,7 +76,10 @@ impl Record {
             return Err(BadRecord("unknown version"));
         }
         let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let application_id = u64_of(take(8)?) as i64;
+        let app_len = u16::from_le_bytes(take(2)?.try_into().unwrap_or([0; 2])) as usize;
+        let application = std::str::from_utf8(take(app_len)?)
+            .map_err(|_| BadRecord("application name is not UTF-8"))?
+            .to_owned();
         let received_ms = u64_of(take(8)?);
         let key_len = u16::from_le_bytes(take(2)?.try_into().unwrap_or([0; 2])) as usize;
         let idempotency = if key_len > 0 {
@@ -91,7 +97,7 @@ impl Record {
             None
         };
         Ok(Self {
-            application_id,
+            application,
             received_ms,
             idempotency,
             json: payload.slice(at..),
@@ -114,7 +120,7 @@ mod tests {
             }),
         ] {
             let r = Record {
-                application_id: 42,
+                application: "shop".into(),
                 received_ms: 1_764_000_000_000,
                 idempotency,
                 json: Bytes::from_static(br#"{"name":"tea"}"#),

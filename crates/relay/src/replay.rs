@@ -39,11 +39,10 @@ pub(crate) async fn replay(
             .await?
             .ok_or_else(|| format!("table `{}` does not exist", route.spec.table))?;
         let rw = RouteWrite::check(&route, table)?;
-        let application_id = route.application_id;
         let entry = Entry {
             offset: record,
             payload: Record {
-                application_id,
+                application: route.spec.application.clone(),
                 received_ms: now_ms() as u64,
                 idempotency: None,
                 json: Bytes::from(letter.data_sent.to_string()),

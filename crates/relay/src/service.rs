@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backplane::{LogOptions, SegmentLog};
+use backplane::{BackplaneConfig, LogOptions, RedisStream, SegmentLog};
 use configkit::KeyPath;
 use store::Store;
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ use crate::catalog::{self, Catalog, DeclError};
 use crate::config::RelayConfig;
 use crate::idempotency::Idempotency;
 use crate::status::{self, DestinationStatus, RelayEvent};
+use crate::stream::Stream;
 use crate::{deliver, deliveries, ingest};
 
 /// How often old delivery-log rows, old idempotency keys and delivered stream segments are
@@ -48,13 +49,16 @@ impl From<DeclError> for StartError {
 pub struct Relay {
     cfg: RelayConfig,
     store: Store,
-    log: SegmentLog,
+    stream: Stream,
     stream_id: String,
+    /// This process, as a consumer and lease holder on a shared stream.
+    node_id: String,
+    /// How long a destination lease lasts, on a shared stream.
+    lease: Option<Duration>,
     catalog: ArcSwap<Catalog>,
     generation: watch::Sender<u64>,
     statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
     events: broadcast::Sender<RelayEvent>,
-    pub(crate) idempotency: Idempotency,
     addr: SocketAddr,
 }
 
@@ -67,11 +71,13 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Opens the stream and store in `data_dir`, writes the file's declarations, binds the
-    /// ingest listener, and starts serving and delivering on `tracker` until `shutdown`.
+    /// Opens the store in `data_dir` and the stream (there too, or on the backplane's Redis),
+    /// writes the file's declarations, binds the ingest listener, and starts serving and
+    /// delivering on `tracker` until `shutdown`.
     pub async fn start(
         cfg: RelayConfig,
         data_dir: &Path,
+        backplane: Option<&BackplaneConfig>,
         at: &KeyPath,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
@@ -87,11 +93,19 @@ impl Relay {
         let store = Store::open(data_dir)
             .await
             .map_err(|e| fail("", e.to_string()))?;
-        let stream_dir = data_dir.join("stream");
-        let log = SegmentLog::open(&stream_dir, LogOptions::default())
-            .map_err(|e| fail("", e.to_string()))?;
-        let stream_id = stream_id(&stream_dir).map_err(|e| fail("", e))?;
-        catalog::sync_declared(store.pool(), &cfg, at, log.end()).await?;
+        let (stream, stream_id) =
+            open_stream(&cfg, data_dir, backplane)
+                .await
+                .map_err(|e| StartError {
+                    at: if backplane.is_some() {
+                        KeyPath::root("backplane").key("redis")
+                    } else {
+                        at.clone()
+                    },
+                    message: e,
+                })?;
+        let end = stream.end().await.map_err(|e| fail("", e))?;
+        catalog::sync_declared(store.pool(), &cfg, at, end).await?;
         let cat = Catalog::load(store.pool())
             .await
             .map_err(|e| fail("", format!("store: {e}")))?;
@@ -107,24 +121,25 @@ impl Relay {
         let addr = listener
             .local_addr()
             .map_err(|e| fail("listen", e.to_string()))?;
-        let idempotency = Idempotency::new(cfg.idempotency_window);
-        let remembered = idempotency
-            .rebuild(&log)
-            .await
-            .map_err(|e| fail("", e.to_string()))?;
         let relay = Arc::new(Self {
             cfg,
             store,
-            log,
+            stream,
             stream_id,
+            node_id: node_id(),
+            lease: backplane.map(|b| b.lease),
             catalog: ArcSwap::from_pointee(cat),
             generation: watch::channel(0).0,
             statuses: Mutex::new(BTreeMap::new()),
             events: status::channel(),
-            idempotency,
             addr,
         });
-        info!(%addr, idempotency_keys = remembered, "relay ingest listening");
+        let kind = if relay.lease.is_some() {
+            "redis"
+        } else {
+            "embedded"
+        };
+        info!(%addr, stream = kind, "relay ingest listening");
         let r = relay.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
@@ -153,8 +168,18 @@ impl Relay {
     }
 
     /// The stream.
-    pub fn log(&self) -> &SegmentLog {
-        &self.log
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// This process's name as a consumer of a shared stream.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The destination lease's length, when the stream is shared.
+    pub(crate) fn lease(&self) -> Option<Duration> {
+        self.lease
     }
 
     /// The current catalog.
@@ -176,7 +201,11 @@ impl Relay {
         cfg: &RelayConfig,
         at: &KeyPath,
     ) -> Result<(), StartError> {
-        catalog::sync_declared(self.store.pool(), cfg, at, self.log.end()).await?;
+        let end = self.stream.end().await.map_err(|e| StartError {
+            at: at.clone(),
+            message: e,
+        })?;
+        catalog::sync_declared(self.store.pool(), cfg, at, end).await?;
         self.refresh().await.map_err(|e| StartError {
             at: at.clone(),
             message: format!("store: {e}"),
@@ -190,8 +219,8 @@ impl Relay {
 
     /// The row of `lintas_applied_offsets` for a destination: this stream's id, so two
     /// lintas installations (or a data_dir started afresh) never mistake each other's
-    /// offsets.
-    pub(crate) fn stream_key(&self, destination: i64) -> String {
+    /// offsets, and the destination's name, which every node of a cluster knows it by.
+    pub(crate) fn stream_key(&self, destination: &str) -> String {
         format!("{}/{destination}", self.stream_id)
     }
 
@@ -239,7 +268,66 @@ impl Relay {
     }
 }
 
-/// The stream's id, created with the stream: 16 random bytes in hex.
+/// 16 random bytes in hex.
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This process's name on a shared stream: host, pid and a random part (a restarted
+/// process is a new consumer; the old one's pending records are claimed from it).
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        host.trim(),
+        std::process::id(),
+        &random_id()[..8]
+    )
+}
+
+/// Opens the stream the configuration asks for, and its id.
+async fn open_stream(
+    cfg: &RelayConfig,
+    data_dir: &Path,
+    backplane: Option<&BackplaneConfig>,
+) -> Result<(Stream, String), String> {
+    match backplane {
+        Some(b) => {
+            let url = b.url()?;
+            let stream = RedisStream::connect(&url, &b.prefix, "relay")
+                .await
+                .map_err(|e| format!("cannot use Redis at {}: {e}", b.redis))?;
+            let mut conn = stream.connection();
+            let key = stream.key("id");
+            let _: bool = redis::AsyncCommands::set_nx(&mut conn, &key, random_id())
+                .await
+                .map_err(|e| e.to_string())?;
+            let id: String = redis::AsyncCommands::get(&mut conn, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((
+                Stream::Redis {
+                    stream,
+                    window: cfg.idempotency_window,
+                },
+                id,
+            ))
+        }
+        None => {
+            let dir = data_dir.join("stream");
+            let log = SegmentLog::open(&dir, LogOptions::default()).map_err(|e| e.to_string())?;
+            let id = stream_id(&dir)?;
+            let idempotency = Idempotency::new(cfg.idempotency_window);
+            let remembered = idempotency.rebuild(&log).await.map_err(|e| e.to_string())?;
+            info!(idempotency_keys = remembered, "relay stream opened");
+            Ok((Stream::Local { log, idempotency }, id))
+        }
+    }
+}
+
+/// The embedded stream's id, created with the stream.
 fn stream_id(dir: &Path) -> Result<String, String> {
     let path = dir.join("ID");
     match std::fs::read_to_string(&path) {
@@ -249,9 +337,7 @@ fn stream_id(dir: &Path) -> Result<String, String> {
         }
         Err(_) => {}
     }
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = random_id();
     let tmp = dir.join("ID.tmp");
     let write = || -> std::io::Result<()> {
         std::fs::write(&tmp, &id)?;
@@ -315,18 +401,31 @@ async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
         if let Err(e) = deliveries::prune(&relay).await {
             warn!(error = %e, "cannot prune the relay delivery log");
         }
-        relay.idempotency.prune();
-        let statuses = relay.statuses();
-        // Only once every destination has said where it is; an idempotency key must also
-        // outlive its records' trimming, so keep the window's worth.
-        let applied = statuses
-            .iter()
-            .map(|s| s.next_offset)
-            .collect::<Option<Vec<_>>>();
-        if let Some(min) = applied.and_then(|v| v.into_iter().min())
-            && let Err(e) = relay.log.trim_before(min)
-        {
-            warn!(error = %e, "cannot trim the relay stream");
+        match &relay.stream {
+            Stream::Local { log, idempotency } => {
+                idempotency.prune();
+                // Only once every destination has said where it is.
+                let applied = relay
+                    .statuses()
+                    .iter()
+                    .map(|s| s.next_offset)
+                    .collect::<Option<Vec<_>>>();
+                if let Some(min) = applied.and_then(|v| v.into_iter().min())
+                    && let Err(e) = log.trim_before(min)
+                {
+                    warn!(error = %e, "cannot trim the relay stream");
+                }
+            }
+            Stream::Redis { stream, .. } => {
+                let groups: Vec<String> = relay
+                    .catalog()
+                    .destinations()
+                    .map(|d| d.spec.name.clone())
+                    .collect();
+                if let Err(e) = stream.trim(&groups).await {
+                    warn!(error = %e, "cannot trim the relay stream");
+                }
+            }
         }
     }
 }

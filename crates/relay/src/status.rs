@@ -18,6 +18,8 @@ pub enum State {
     Up,
     /// Unreachable or failing; records are held and retried with backoff.
     Down,
+    /// Another node of the cluster holds this destination's lease and delivers to it.
+    Standby,
 }
 
 /// A destination's delivery state.

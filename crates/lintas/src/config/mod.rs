@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use admin::AdminConfig;
+use backplane::BackplaneConfig;
 use configkit::{Issues, KeyPath};
 use proxy::config::ProxyConfig;
 use relay::RelayConfig;
@@ -29,6 +30,8 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// `[relay]`: HTTP ingest delivered to SQL databases.
     pub relay: Option<RelayConfig>,
+    /// `[backplane]`: what the nodes of a cluster share (Redis); absent, the node is alone.
+    pub backplane: Option<BackplaneConfig>,
     /// Where this node keeps its state (the relay's stream, the store); relative paths are
     /// taken from the configuration file's directory. Default `lintas-data`.
     pub data_dir: Option<PathBuf>,
@@ -182,6 +185,9 @@ fn validate(config: &Config) -> Issues {
         let at = KeyPath::root("proxy");
         p.validate(&at, &mut issues);
         binds.extend(p.binds(&at));
+    }
+    if let Some(b) = &config.backplane {
+        b.validate(&KeyPath::root("backplane"), &mut issues);
     }
     if let Some(r) = &config.relay {
         let at = KeyPath::root("relay");

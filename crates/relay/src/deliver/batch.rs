@@ -113,8 +113,8 @@ pub struct Batch {
     pub items: Vec<Item>,
     /// Records rejected before reaching the database.
     pub rejected: Vec<Rejected>,
-    /// Per application: (records, rows) in this batch.
-    pub per_application: HashMap<i64, (u64, u64)>,
+    /// Per application name: (records, rows) in this batch.
+    pub per_application: HashMap<String, (u64, u64)>,
     /// The decoded records by offset (for dead letters and the log).
     pub records: HashMap<u64, Record>,
 }
@@ -127,14 +127,14 @@ pub fn build(dialect: Dialect, routes: &[RouteWrite], entries: &[Entry]) -> Batc
             continue;
         };
         let mine: Vec<usize> = (0..routes.len())
-            .filter(|&i| routes[i].route.application_id == record.application_id)
+            .filter(|&i| routes[i].route.spec.application == record.application)
             .collect();
         if mine.is_empty() {
             continue;
         }
         let counts = batch
             .per_application
-            .entry(record.application_id)
+            .entry(record.application.clone())
             .or_default();
         counts.0 += 1;
         let fields: HashMap<String, &RawValue> = match serde_json::from_slice(&record.json) {

@@ -12,7 +12,7 @@ pub mod batch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -23,44 +23,97 @@ use crate::service::Relay;
 use crate::status::{RelayEvent, State};
 use batch::{Batch, RouteWrite};
 
-/// Most bytes of records one batch reads from the stream.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
-
 /// Why a session with the destination ended.
 enum End {
     /// Shutdown, or the destination was removed.
     Stop,
     /// The destination failed; retry after a pause.
     Failed(String),
+    /// Another node holds the destination now (the lease could not be renewed in time).
+    LeaseLost,
 }
 
-/// Runs the worker for `dest` until `cancel`.
+/// Runs the worker for `dest` until `cancel`. On a shared stream the worker first waits
+/// for the destination's lease, so one node of the cluster delivers to it at a time.
 pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: CancellationToken) {
     let mut attempt: u32 = 0;
     loop {
+        if let Some(ttl) = relay.lease()
+            && !acquire(&relay, &dest, ttl, &cancel).await
+        {
+            return;
+        }
         let end = match tokio::select! {
-            _ = cancel.cancelled() => return,
-            db = Db::connect(&dest.spec) => db,
-        } {
-            Ok(db) => {
-                let end = session(&relay, &dest, &db, &cancel, &mut attempt).await;
-                db.close().await;
-                end
-            }
-            Err(e) => End::Failed(format!("cannot connect: {e}")),
-        };
-        match end {
-            End::Stop => return,
-            End::Failed(error) => {
-                attempt = attempt.saturating_add(1);
-                mark_down(&relay, &dest, &error, attempt);
-                let pause = backoff(&relay, attempt);
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = sleep(pause) => {}
+            _ = cancel.cancelled() => End::Stop,
+            db = Db::connect(&dest.spec) => match db {
+                Ok(db) => {
+                    let end = session(&relay, &dest, &db, &cancel, &mut attempt).await;
+                    db.close().await;
+                    end
                 }
+                Err(e) => End::Failed(format!("cannot connect: {e}")),
+            },
+        } {
+            End::Stop => {
+                release(&relay, &dest).await;
+                return;
+            }
+            End::LeaseLost => {
+                warn!(destination = %dest.spec.name, "relay destination lease lost; another node delivers");
+                continue;
+            }
+            End::Failed(error) => error,
+        };
+        attempt = attempt.saturating_add(1);
+        mark_down(&relay, &dest, &end, attempt);
+        let pause = backoff(&relay, attempt);
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                release(&relay, &dest).await;
+                return;
+            }
+            _ = sleep(pause) => {}
+        }
+    }
+}
+
+/// Waits until this node holds `dest`'s lease; false on shutdown.
+async fn acquire(
+    relay: &Relay,
+    dest: &Destination,
+    ttl: Duration,
+    cancel: &CancellationToken,
+) -> bool {
+    let crate::stream::Stream::Redis { stream, .. } = relay.stream() else {
+        return true;
+    };
+    let mut announced = false;
+    loop {
+        match stream.acquire(&dest.spec.name, relay.node_id(), ttl).await {
+            Ok(true) => return true,
+            Ok(false) if !announced => {
+                announced = true;
+                relay.update_status(dest.id, |s| {
+                    s.state = State::Standby;
+                    s.since_ms = crate::catalog::now_ms();
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(destination = %dest.spec.name, error = %e, "cannot reach Redis for the destination lease")
             }
         }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = sleep(ttl / 3) => {}
+        }
+    }
+}
+
+/// Gives up `dest`'s lease at shutdown, so another node takes over at once.
+async fn release(relay: &Relay, dest: &Destination) {
+    if let crate::stream::Stream::Redis { stream, .. } = relay.stream() {
+        let _ = stream.release(&dest.spec.name, relay.node_id()).await;
     }
 }
 
@@ -143,7 +196,7 @@ async fn session(
     cancel: &CancellationToken,
     attempt: &mut u32,
 ) -> End {
-    let key = relay.stream_key(dest.id);
+    let key = relay.stream_key(&dest.spec.name);
     let mut next = match db.next_offset(&key).await {
         Ok(n) => n.unwrap_or(dest.start_offset),
         Err(e) => return End::Failed(e),
@@ -153,12 +206,21 @@ async fn session(
         Ok(r) => r,
         Err(e) => return End::Failed(e),
     };
+    let mut feed = match relay
+        .stream()
+        .feed(&dest.spec.name, relay.node_id(), next)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return End::Failed(format!("reading the stream: {e}")),
+    };
     mark_up(relay, dest, next);
     *attempt = 0;
-    let log = relay.log().clone();
-    let mut durable = log.subscribe();
-    let mut heartbeat = tokio::time::interval(relay.config().heartbeat);
-    heartbeat.reset();
+    let heartbeat = relay.config().heartbeat;
+    // Reads wait at most this long, so the lease is renewed and the database pinged in time.
+    let wait = relay.lease().map_or(heartbeat, |l| heartbeat.min(l / 3));
+    let mut last_renewal = Instant::now();
+    let mut last_contact = Instant::now();
     let mut catalog_changed = false;
     loop {
         if catalog_changed || generation.has_changed().unwrap_or(true) {
@@ -172,23 +234,44 @@ async fn session(
                 Err(e) => return End::Failed(e),
             };
         }
-        let entries = match log
-            .read(next, relay.config().batch_records, BATCH_BYTES)
-            .await
+        if let (Some(ttl), crate::stream::Stream::Redis { stream, .. }) =
+            (relay.lease(), relay.stream())
+            && last_renewal.elapsed() >= ttl / 3
         {
+            match stream.renew(&dest.spec.name, relay.node_id(), ttl).await {
+                Ok(true) => last_renewal = Instant::now(),
+                Ok(false) => return End::LeaseLost,
+                Err(e) => return End::Failed(format!("renewing the lease: {e}")),
+            }
+        }
+        let read = tokio::select! {
+            _ = cancel.cancelled() => return End::Stop,
+            _ = generation.changed() => {
+                catalog_changed = true;
+                feed.rewind(next);
+                continue;
+            }
+            read = feed.next(relay.config().batch_records, wait) => read,
+        };
+        let mut entries = match read {
             Ok(e) => e,
             Err(e) => return End::Failed(format!("reading the stream: {e}")),
         };
+        // What the destination already has (applied before a crash, or by another node).
+        let (old, _) = entries.iter().partition::<Vec<_>, _>(|e| e.offset < next);
+        if !old.is_empty() {
+            let old: Vec<u64> = old.iter().map(|e| e.offset).collect();
+            if let Err(e) = feed.done(next, &old).await {
+                return End::Failed(format!("acknowledging: {e}"));
+            }
+            entries.retain(|e| e.offset >= next);
+        }
         let Some(last) = entries.last() else {
-            tokio::select! {
-                _ = cancel.cancelled() => return End::Stop,
-                _ = durable.changed() => {}
-                _ = generation.changed() => catalog_changed = true,
-                _ = heartbeat.tick() => {
-                    if let Err(e) = db.ping().await {
-                        return End::Failed(e);
-                    }
+            if last_contact.elapsed() >= heartbeat {
+                if let Err(e) = db.ping().await {
+                    return End::Failed(e);
                 }
+                last_contact = Instant::now();
             }
             continue;
         };
@@ -196,6 +279,10 @@ async fn session(
         let batch = batch::build(db.dialect(), &routes, &entries);
         match write(relay, dest, db, &key, next, to, &routes, &batch).await {
             Ok(Applied::Committed) => {
+                let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+                if let Err(e) = feed.done(to, &offsets).await {
+                    return End::Failed(format!("acknowledging: {e}"));
+                }
                 deliveries::record_batch(relay, dest, &batch).await;
                 let delivered = batch.items.len() as u64;
                 relay.update_status(dest.id, |s| {
@@ -203,9 +290,12 @@ async fn session(
                     s.delivered += delivered;
                 });
                 next = to;
-                heartbeat.reset();
+                last_contact = Instant::now();
             }
-            Ok(Applied::Behind(at)) => next = at,
+            Ok(Applied::Behind(at)) => {
+                next = at;
+                feed.rewind(at);
+            }
             Err(e) => return End::Failed(e),
         }
     }

@@ -115,6 +115,7 @@ impl Node {
         let relay = Relay::start(
             cfg,
             data_dir,
+            None,
             &KeyPath::root("relay"),
             &tracker,
             shutdown.clone(),
@@ -201,9 +202,14 @@ impl Node {
         (r.status, v)
     }
 
+    /// One past the last record stored.
+    pub async fn end(&self) -> u64 {
+        self.relay.stream().end().await.unwrap()
+    }
+
     /// Waits until every destination has applied everything stored so far.
     pub async fn wait_delivered(&self) {
-        let end = self.relay.log().end();
+        let end = self.end().await;
         wait_until(
             "every destination to apply the stream",
             PATIENCE,

@@ -122,11 +122,7 @@ async fn bad_input_is_refused_exactly_and_nothing_is_stored() {
             r#"{"error":"no such endpoint; POST records to /v1/records"}"#
         )
     );
-    assert_eq!(
-        node.relay.log().end(),
-        0,
-        "a refused request stores nothing"
-    );
+    assert_eq!(node.end().await, 0, "a refused request stores nothing");
 
     // Fields no route uses are accepted and dropped at the destination.
     let ids = node
@@ -190,7 +186,7 @@ async fn an_idempotency_key_returns_the_first_ids_even_after_a_restart() {
         let r = r.await.unwrap();
         assert_eq!((r.status, r.body.as_str()), (202, r#"{"ids":[2]}"#));
     }
-    assert_eq!(node.relay.log().end(), 3);
+    assert_eq!(node.end().await, 3);
     node.wait_delivered().await;
     node.stop().await;
 
@@ -215,7 +211,7 @@ async fn an_idempotency_key_returns_the_first_ids_even_after_a_restart() {
         (202, r#"{"ids":[0,1]}"#)
     );
     assert_eq!(
-        node.relay.log().end(),
+        node.end().await,
         3,
         "the retry after a restart stored nothing"
     );
