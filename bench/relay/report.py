@@ -264,34 +264,38 @@ def render(d: Path) -> str:
         out.append("")
 
     if wrk:
-        cpu = {(r[0], int(r[1])): [int(x) for x in r[2:6]] for r in read_tsv(d / "b" / "cpu.tsv")}
+        cpu = {(r[0], int(r[1])): [int(x) for x in r[2:7]] for r in read_tsv(d / "b" / "cpu.tsv")}
         out += ["## (b) Durable ingest: wrk", "",
                 f"`wrk -t2 -c C -d … --latency -s post.lua`, every request the same body (one record, "
                 f"or an array of {batch}); each 202 comes after the records are fsync'd. Fresh lintas "
                 f"and data_dir per run, **no destinations** (the application has no routes), so "
                 f"nothing is delivered and only ingest is measured. wrk and lintas share the cores. "
-                f"lintas CPU = its user+sys time over the run ÷ run time (200 % = both cores); machine idle = "
-                f"share of all cores' time spent idle or in iowait over the run (/proc/stat): a "
-                f"low req/s with much idle time means lintas was waiting, not short of CPU.", ""]
+                f"CPU columns are shares of the whole machine's CPU time (all cores) over the measured "
+                f"run, from `/proc/stat` and `/proc/PID/stat`, adding up to 100 %: lintas = its "
+                f"user+sys time, wrk = wrk's, other = everything else that ran (other processes, "
+                f"interrupt work), idle = idle + iowait. Much *other* means something else was "
+                f"running; much *idle* with a low req/s means lintas was waiting rather than short "
+                f"of CPU.", ""]
         rows = []
         for kind, c, w, err in wrk:
             per = 1 if kind == "single" else batch
             if w is None:
-                rows.append([kind, str(c), f"wrk output not understood: {err}"] + ["-"] * 7)
+                rows.append([kind, str(c), f"wrk output not understood: {err}"] + ["-"] * 9)
                 continue
-            ticks, tck, idle, total = cpu.get((kind, c), (None, None, None, None))
-            cpu_pct = f"{ticks / tck / w.seconds * 100:.0f} %" if ticks is not None and w.seconds else "-"
-            idle_pct = f"{idle / total * 100:.0f} %" if total else "-"
+            pct = ["-"] * 4
+            if (kind, c) in cpu and w.seconds:
+                ticks, tck, idle, total, wrk_ticks = cpu[(kind, c)]
+                other = total - idle - ticks - wrk_ticks
+                pct = [f"{max(t, 0) / total * 100:.0f} %" for t in (ticks, wrk_ticks, other, idle)]
             sb = d / "b" / f"{kind}-c{c}.stream-bytes"
             bpr = "-"
             if sb.exists() and w.requests:
                 # The warm-up's records are in the stream too; an estimate only.
                 bpr = "≈ " + n0(int(sb.read_text()) / (w.requests * per * 1.0))
             rows.append([kind if kind == "single" else f"{batch}/POST", str(c), n0(w.rps),
-                         n0(w.rps * per), ms(w.p50_ms), ms(w.p99_ms), str(w.errors), cpu_pct,
-                         idle_pct, bpr])
-        out += table(["records", "-c", "req/s", "records/s", "p50", "p99", "errors", "lintas CPU",
-                      "machine idle", "stream bytes/record"], rows)
+                         n0(w.rps * per), ms(w.p50_ms), ms(w.p99_ms), str(w.errors), *pct, bpr])
+        out += table(["records", "-c", "req/s", "records/s", "p50", "p99", "errors", "CPU lintas",
+                      "CPU wrk", "CPU other", "idle", "stream bytes/record"], rows)
         out += ["", "stream bytes/record counts the warm-up's records as the measured run's, so it "
                 "overstates by about WARMUP/DURATION."]
         out.append("")

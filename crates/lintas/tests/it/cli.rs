@@ -20,6 +20,8 @@ use crate::harness::{
 pub(crate) struct Lintas<'a> {
     child: Child,
     dir: &'a TempDir,
+    /// Prefix of its output files, so several processes can share `dir`.
+    name: String,
 }
 
 /// How a `lintas` process ended.
@@ -31,15 +33,32 @@ struct Ended {
 
 impl<'a> Lintas<'a> {
     pub(crate) fn spawn(dir: &'a TempDir, args: &[&str]) -> Self {
+        Self::spawn_named(dir, "", args)
+    }
+
+    /// Like [`Lintas::spawn`], with output in `NAME.stdout` and `NAME.stderr`.
+    pub(crate) fn spawn_named(dir: &'a TempDir, name: &str, args: &[&str]) -> Self {
+        let file = |kind: &str| {
+            let path = if name.is_empty() {
+                dir.path().join(kind)
+            } else {
+                dir.path().join(format!("{name}.{kind}"))
+            };
+            File::create(path).unwrap()
+        };
         let child = Command::new(LINTAS)
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("stdout")).unwrap())
-            .stderr(File::create(dir.path().join("stderr")).unwrap())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
             .spawn()
             .unwrap();
-        Self { child, dir }
+        Self {
+            child,
+            dir,
+            name: name.to_owned(),
+        }
     }
 
     /// Waits for the process to exit, at most [`PATIENCE`].
@@ -63,8 +82,18 @@ impl<'a> Lintas<'a> {
         }
     }
 
-    pub(crate) fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn read(&self, kind: &str) -> String {
+        let file = if self.name.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{}.{kind}", self.name)
+        };
+        std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The relay in the real binary: killed with SIGKILL in the middle of ingest and delivery,
-//! restarted, and every acknowledged record is in every destination exactly once.
+//! restarted, and every acknowledged record is in every destination exactly once; two nodes
+//! on Redis behind the proxy, the delivering one killed, the other takes over.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,7 @@ use testkit::scratch::{Scratch, Server};
 use testkit::{HttpClient, PATIENCE, wait_until};
 
 use crate::cli::Lintas;
-use crate::harness::{TempDir, unused_addr};
+use crate::harness::{TempDir, TestNode, unique, unused_addr};
 
 const KEY: &str = "sigkill-test-key";
 
@@ -138,4 +139,173 @@ async fn records_acknowledged_before_a_sigkill_are_delivered_exactly_once() {
         );
         assert!(set.is_superset(&acked));
     }
+}
+
+/// `[relay]` + `[backplane]` of one cluster node.
+fn cluster_config(listen: std::net::SocketAddr, prefix: &str, pg: &str) -> String {
+    let hash = relay::keys::to_hex(&relay::keys::hash(KEY));
+    format!(
+        "data_dir = \"data-{port}\"\n\n[backplane]\nredis = \"redis://127.0.0.1:6379\"\nprefix = \"{prefix}\"\nlease = \"1s\"\n\n\
+         [relay]\nlisten = \"{listen}\"\nretry_min = \"50ms\"\nretry_max = \"500ms\"\nheartbeat = \"200ms\"\n\n\
+         [[relay.applications]]\nname = \"app\"\nkey_sha256 = \"{hash}\"\n\n\
+         [[relay.destinations]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"{pg}\"\n\n\
+         [[relay.routes]]\napplication = \"app\"\ndestination = \"pg\"\ntable = \"events\"\noperation = \"insert\"\ncolumns = {{ seq = \"seq\" }}\n",
+        port = listen.port()
+    )
+}
+
+/// Pending entries of the destination's consumer group, by consumer.
+async fn pending(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(format!("{prefix}:{{relay}}:stream"))
+        .arg("pg")
+        .query_async(redis)
+        .await
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(v) => match v.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_the_other_node_delivers_what_a_killed_node_had_pending() {
+    let dir = TempDir::new();
+    let pg = Scratch::create(Server::Postgres).await.unwrap();
+    pg.exec("CREATE TABLE events (seq bigint NOT NULL)")
+        .await
+        .unwrap();
+    let prefix = unique("lintas-it");
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let listens = [unused_addr(), unused_addr()];
+    let mut nodes = Vec::new();
+    for (i, listen) in listens.iter().enumerate() {
+        let path = dir.write(
+            &format!("node{i}.toml"),
+            &cluster_config(*listen, &prefix, &pg.url),
+        );
+        nodes.push(Lintas::spawn_named(
+            &dir,
+            &format!("node{i}"),
+            &["run", "-c", path.to_str().unwrap()],
+        ));
+    }
+    let client = HttpClient::new();
+    let auth = format!("Bearer {KEY}");
+    for listen in listens {
+        let url = format!("http://{listen}/v1/records");
+        wait_until("both nodes to accept records", PATIENCE, || async {
+            client
+                .send(Method::POST, &url, &[("authorization", &auth)], "[]")
+                .await
+                .is_ok_and(|r| r.status == 400)
+        })
+        .await;
+    }
+    let proxy = TestNode::start(&format!(
+        "[proxy.pools.relay]\nstrategy = \"round_robin\"\nbackends = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"b\", address = \"{}\" }}]\n\n\
+         [[proxy.listeners]]\nname = \"relay\"\nmode = \"http\"\nlisten = \"127.0.0.1:0\"\npool = \"relay\"\n",
+        listens[0], listens[1]
+    ))
+    .await;
+    let url = proxy.url("relay", "/v1/records").await;
+    let post = |from: u64, n: u64| {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        async move {
+            for s in from..from + n {
+                let r = client
+                    .send(
+                        Method::POST,
+                        &url,
+                        &[("authorization", &auth)],
+                        format!("{{\"seq\":{s}}}"),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 202, "{}", r.body);
+            }
+        }
+    };
+    post(0, 50).await;
+    wait_until("the first 50 delivered", PATIENCE, || async {
+        count(&pg).await == ["50", "50"]
+    })
+    .await;
+
+    // Hold the table so the delivering node reads records but cannot commit them.
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(&pg.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    post(50, 100).await;
+    wait_until(
+        "the delivering node to hold records pending",
+        PATIENCE,
+        || {
+            let mut redis = redis.clone();
+            let prefix = prefix.clone();
+            async move { pending(&mut redis, &prefix).await > 0 }
+        },
+    )
+    .await;
+    let holder: String =
+        redis::AsyncCommands::get(&mut redis, format!("{prefix}:{{relay}}:lease:pg"))
+            .await
+            .unwrap();
+    let victim = nodes
+        .iter()
+        .position(|n| holder.split('-').any(|part| part == n.pid().to_string()))
+        .unwrap_or_else(|| panic!("lease holder {holder} is neither node"));
+    drop(nodes.remove(victim));
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    wait_until("the survivor to deliver all 150 once", PATIENCE, || async {
+        count(&pg).await == ["150", "150"]
+    })
+    .await;
+    wait_until("nothing left pending", PATIENCE, || {
+        let mut redis = redis.clone();
+        let prefix = prefix.clone();
+        async move { pending(&mut redis, &prefix).await == 0 }
+    })
+    .await;
+    let now: String = redis::AsyncCommands::get(&mut redis, format!("{prefix}:{{relay}}:lease:pg"))
+        .await
+        .unwrap();
+    assert!(
+        now.split('-').any(|p| p == nodes[0].pid().to_string()),
+        "{now}"
+    );
+    assert_eq!(
+        count(&pg).await,
+        ["150", "150"],
+        "survivor log:\n{}",
+        nodes[0].read("stderr")
+    );
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{prefix}:*"))
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::del(&mut redis, keys).await.unwrap();
+}
+
+/// Rows and distinct `seq`s in `events`.
+async fn count(pg: &Scratch) -> Vec<String> {
+    let rows = pg
+        .rows("SELECT COUNT(*)::text, COUNT(DISTINCT seq)::text FROM events")
+        .await
+        .unwrap();
+    rows[0].iter().map(|v| v.clone().unwrap()).collect()
 }
