@@ -74,6 +74,28 @@ fn not_found(m: impl Into<String>) -> Refusal {
     Refusal(StatusCode::NOT_FOUND, m.into())
 }
 
+fn find_application(
+    relay: &Relay,
+    name: &str,
+) -> Result<Arc<crate::catalog::Application>, Refusal> {
+    relay
+        .catalog()
+        .application(name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no application `{name}`")))
+}
+
+fn find_destination(
+    relay: &Relay,
+    name: &str,
+) -> Result<Arc<crate::catalog::Destination>, Refusal> {
+    relay
+        .catalog()
+        .destination(name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("no destination `{name}`")))
+}
+
 /// The routes, with the relay as state; the admin listener adds authentication.
 pub fn router(relay: Arc<Relay>) -> Router {
     Router::new()
@@ -133,11 +155,7 @@ async fn create_application(
 }
 
 async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
-    let app = relay
-        .catalog()
-        .application(&name)
-        .cloned()
-        .ok_or_else(|| not_found(format!("no application `{name}`")))?;
+    let app = find_application(&relay, &name)?;
     let key = edit::rotate_key(relay.store().pool(), &app).await?;
     relay.refresh().await?;
     let app = relay.catalog().application(&name).cloned();
@@ -145,11 +163,7 @@ async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
 }
 
 async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
-    let app = relay
-        .catalog()
-        .application(&name)
-        .cloned()
-        .ok_or_else(|| not_found(format!("no application `{name}`")))?;
+    let app = find_application(&relay, &name)?;
     edit::delete(
         relay.store().pool(),
         "relay_applications",
@@ -203,11 +217,7 @@ async fn create_destination(
 }
 
 async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
-    let d = relay
-        .catalog()
-        .destination(&name)
-        .cloned()
-        .ok_or_else(|| not_found(format!("no destination `{name}`")))?;
+    let d = find_destination(&relay, &name)?;
     edit::delete(
         relay.store().pool(),
         "relay_destinations",
@@ -221,11 +231,7 @@ async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<St
 }
 
 async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
-    let d = relay
-        .catalog()
-        .destination(&name)
-        .cloned()
-        .ok_or_else(|| not_found(format!("no destination `{name}`")))?;
+    let d = find_destination(&relay, &name)?;
     let db = connect(&d.spec).await?;
     let tables = db.tables().await;
     db.close().await;
@@ -297,23 +303,12 @@ async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> A
 }
 
 fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
-    let catalog = relay.catalog();
     let application = match &f.application {
-        Some(n) => Some(
-            catalog
-                .application(n)
-                .ok_or_else(|| not_found(format!("no application `{n}`")))?
-                .id,
-        ),
+        Some(n) => Some(find_application(relay, n)?.id),
         None => None,
     };
     let destination = match &f.destination {
-        Some(n) => Some(
-            catalog
-                .destination(n)
-                .ok_or_else(|| not_found(format!("no destination `{n}`")))?
-                .id,
-        ),
+        Some(n) => Some(find_destination(relay, n)?.id),
         None => None,
     };
     Ok(Ids {
@@ -461,12 +456,7 @@ async fn replay(
     State(relay): State<Arc<Relay>>,
     Path((destination, record)): Path<(String, u64)>,
 ) -> Answer {
-    let catalog = relay.catalog();
-    let dest = catalog
-        .destination(&destination)
-        .cloned()
-        .ok_or_else(|| not_found(format!("no destination `{destination}`")))?;
-    drop(catalog);
+    let dest = find_destination(&relay, &destination)?;
     let filter = Filter {
         record: Some(record),
         ..Filter::default()

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use tracing::warn;
 
-use crate::catalog::{Destination, now_ms};
+use crate::catalog::{Catalog, Destination, now_ms};
 use crate::deliver::batch::Batch;
 use crate::service::Relay;
 
@@ -170,32 +170,23 @@ pub(crate) async fn batches(
     ids: &Ids,
     f: &Filter,
 ) -> Result<Vec<BatchEntry>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = filtered(
+        relay,
+        ids,
+        f,
         "SELECT destination_id, application_id, first_offset, last_offset, records, rows, at_ms FROM relay_batches
          WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR destination_id = ?2)
            AND (?3 IS NULL OR (first_offset <= ?3 AND last_offset >= ?3))
            AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5)
          ORDER BY at_ms DESC, first_offset DESC LIMIT ?6",
     )
-    .bind(ids.application)
-    .bind(ids.destination)
-    .bind(f.record.map(|r| r as i64))
-    .bind(f.since_ms)
-    .bind(f.until_ms)
-    .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
-    .fetch_all(relay.store().pool())
     .await?;
     let catalog = relay.catalog();
     Ok(rows
         .iter()
         .map(|r| BatchEntry {
-            destination: catalog.destination_by_id(r.get(0)).map_or_else(
-                || format!("#{}", r.get::<i64, _>(0)),
-                |d| d.spec.name.clone(),
-            ),
-            application: catalog
-                .application_by_id(r.get(1))
-                .map_or_else(|| format!("#{}", r.get::<i64, _>(1)), |a| a.name.clone()),
+            destination: destination_name(&catalog, r.get(0)),
+            application: application_name(&catalog, r.get(1)),
             first_id: r.get::<i64, _>(2) as u64,
             last_id: r.get::<i64, _>(3) as u64,
             records: r.get::<i64, _>(4) as u64,
@@ -211,7 +202,10 @@ pub(crate) async fn dead(
     ids: &Ids,
     f: &Filter,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = filtered(
+        relay,
+        ids,
+        f,
         "SELECT destination_id, application_id, record_offset, route_id, error, data_sent, row_values, status, at_ms
          FROM relay_dead_letters
          WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR destination_id = ?2)
@@ -219,13 +213,6 @@ pub(crate) async fn dead(
            AND (?4 IS NULL OR at_ms >= ?4) AND (?5 IS NULL OR at_ms <= ?5)
          ORDER BY at_ms DESC, record_offset DESC LIMIT ?6",
     )
-    .bind(ids.application)
-    .bind(ids.destination)
-    .bind(f.record.map(|r| r as i64))
-    .bind(f.since_ms)
-    .bind(f.until_ms)
-    .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
-    .fetch_all(relay.store().pool())
     .await?;
     let catalog = relay.catalog();
     Ok(rows
@@ -233,13 +220,8 @@ pub(crate) async fn dead(
         .map(|r| {
             let json = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
             DeadLetter {
-                destination: catalog.destination_by_id(r.get(0)).map_or_else(
-                    || format!("#{}", r.get::<i64, _>(0)),
-                    |d| d.spec.name.clone(),
-                ),
-                application: catalog
-                    .application_by_id(r.get(1))
-                    .map_or_else(|| format!("#{}", r.get::<i64, _>(1)), |a| a.name.clone()),
+                destination: destination_name(&catalog, r.get(0)),
+                application: application_name(&catalog, r.get(1)),
                 record_id: r.get::<i64, _>(2) as u64,
                 route_id: r.get(3),
                 error: r.get(4),
@@ -250,6 +232,39 @@ pub(crate) async fn dead(
             }
         })
         .collect())
+}
+
+/// Runs a log query whose parameters are, in order: application id, destination id,
+/// record id, since, until, limit.
+async fn filtered(
+    relay: &Relay,
+    ids: &Ids,
+    f: &Filter,
+    sql: &str,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(ids.application)
+        .bind(ids.destination)
+        .bind(f.record.map(|r| r as i64))
+        .bind(f.since_ms)
+        .bind(f.until_ms)
+        .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
+        .fetch_all(relay.store().pool())
+        .await
+}
+
+/// A destination's name, or `#id` once it is deleted.
+fn destination_name(catalog: &Catalog, id: i64) -> String {
+    catalog
+        .destination_by_id(id)
+        .map_or_else(|| format!("#{id}"), |d| d.spec.name.clone())
+}
+
+/// An application's name, or `#id` once it is deleted.
+fn application_name(catalog: &Catalog, id: i64) -> String {
+    catalog
+        .application_by_id(id)
+        .map_or_else(|| format!("#{id}"), |a| a.name.clone())
 }
 
 /// Deletes log rows and dead letters older than `retention`.

@@ -17,14 +17,16 @@
 
 mod errors;
 mod schema;
+mod txn;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Database, Encode, Executor, IntoArguments, MySqlPool, PgPool, Pool, SqlitePool, Type};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{MySqlPool, PgPool, SqlitePool};
 
 pub use errors::{Failure, classify};
 pub use schema::{Column, Table};
@@ -118,44 +120,20 @@ impl Db {
                 if let Some(p) = &password {
                     o = o.password(p);
                 }
-                Self::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(n)
-                        .acquire_timeout(CONNECT_TIMEOUT)
-                        .test_before_acquire(false)
-                        .connect_with(o)
-                        .await
-                        .map_err(down)?,
-                )
+                Self::Postgres(pool_options(n).connect_with(o).await.map_err(down)?)
             }
             Kind::Mysql => {
                 let mut o = MySqlConnectOptions::from_str(&spec.url).map_err(bad_url)?;
                 if let Some(p) = &password {
                     o = o.password(p);
                 }
-                Self::Mysql(
-                    MySqlPoolOptions::new()
-                        .max_connections(n)
-                        .acquire_timeout(CONNECT_TIMEOUT)
-                        .test_before_acquire(false)
-                        .connect_with(o)
-                        .await
-                        .map_err(down)?,
-                )
+                Self::Mysql(pool_options(n).connect_with(o).await.map_err(down)?)
             }
             Kind::Sqlite => {
                 let o = SqliteConnectOptions::from_str(&spec.url)
                     .map_err(bad_url)?
                     .busy_timeout(CONNECT_TIMEOUT);
-                Self::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(n)
-                        .acquire_timeout(CONNECT_TIMEOUT)
-                        .test_before_acquire(false)
-                        .connect_with(o)
-                        .await
-                        .map_err(down)?,
-                )
+                Self::Sqlite(pool_options(n).connect_with(o).await.map_err(down)?)
             }
         })
     }
@@ -188,7 +166,7 @@ impl Db {
     /// `stream_key`, if any.
     pub async fn next_offset(&self, stream_key: &str) -> Result<Option<u64>, String> {
         let d = self.dialect();
-        let r = with_pool!(self, p => read_offset(p, d, stream_key).await);
+        let r = with_pool!(self, p => txn::Txn::read_offset(p, d, stream_key).await);
         r.map_err(|e| e.to_string())
     }
 
@@ -201,14 +179,10 @@ impl Db {
         execs: &[Exec],
     ) -> Result<Applied, ApplyError> {
         let d = self.dialect();
-        let work =
-            async { with_pool!(self, p => apply_in(p, d, stream_key, from, to, execs).await) };
-        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
-            Ok(r) => r,
-            Err(_) => Err(ApplyError::Destination(format!(
-                "the batch took longer than {WRITE_TIMEOUT:?}; abandoned"
-            ))),
-        }
+        within(async {
+            with_pool!(self, p => txn::Txn::apply(p, d, stream_key, (from, to), execs).await)
+        })
+        .await
     }
 
     /// Like [`Db::apply`], but each statement (one item each) runs under a savepoint: the
@@ -228,27 +202,16 @@ impl Db {
         Fut: Future<Output = Result<(), String>>,
     {
         let d = self.dialect();
-        let work = async {
-            with_pool!(self, p => isolate_in(p, d, stream_key, from, to, execs, before_commit).await)
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
-            Ok(r) => r,
-            Err(_) => Err(ApplyError::Destination(format!(
-                "the batch took longer than {WRITE_TIMEOUT:?}; abandoned"
-            ))),
-        }
+        within(async {
+            with_pool!(self, p => txn::Txn::isolate(p, d, stream_key, (from, to), execs, before_commit).await)
+        })
+        .await
     }
 
     /// Runs `execs` in one transaction without touching the stream offset: for replaying
     /// dead letters, which lie behind it.
     pub async fn execute(&self, execs: &[Exec]) -> Result<(), ApplyError> {
-        let work = async { with_pool!(self, p => execute_in(p, execs).await) };
-        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
-            Ok(r) => r,
-            Err(_) => Err(ApplyError::Destination(format!(
-                "the write took longer than {WRITE_TIMEOUT:?}; abandoned"
-            ))),
-        }
+        within(async { with_pool!(self, p => txn::Txn::execute(p, execs).await) }).await
     }
 
     /// Every table lintas could write to.
@@ -265,257 +228,22 @@ impl Db {
     }
 }
 
-fn offsets_ddl(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "CREATE TABLE IF NOT EXISTS lintas_applied_offsets (stream TEXT PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        }
-        Dialect::Mysql => {
-            "CREATE TABLE IF NOT EXISTS lintas_applied_offsets (stream VARCHAR(128) PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)) ENGINE=InnoDB"
-        }
-        Dialect::Sqlite => {
-            "CREATE TABLE IF NOT EXISTS lintas_applied_offsets (stream TEXT PRIMARY KEY, next_offset INTEGER NOT NULL, updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-        }
-    }
-}
-
-fn select_offset(d: Dialect, lock: bool) -> &'static str {
-    match (d, lock) {
-        (Dialect::Postgres, true) => {
-            "SELECT next_offset FROM lintas_applied_offsets WHERE stream = $1 FOR UPDATE"
-        }
-        (Dialect::Postgres, false) => {
-            "SELECT next_offset FROM lintas_applied_offsets WHERE stream = $1"
-        }
-        (Dialect::Mysql, true) => {
-            "SELECT next_offset FROM lintas_applied_offsets WHERE stream = ? FOR UPDATE"
-        }
-        _ => "SELECT next_offset FROM lintas_applied_offsets WHERE stream = ?",
-    }
-}
-
-fn upsert_offset(d: Dialect) -> &'static str {
-    match d {
-        Dialect::Postgres => {
-            "INSERT INTO lintas_applied_offsets (stream, next_offset) VALUES ($1, $2::bigint) ON CONFLICT (stream) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
-        }
-        Dialect::Mysql => {
-            "INSERT INTO lintas_applied_offsets (stream, next_offset) VALUES (?, ?) ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)"
-        }
-        Dialect::Sqlite => {
-            "INSERT INTO lintas_applied_offsets (stream, next_offset) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET next_offset = excluded.next_offset, updated_at = CURRENT_TIMESTAMP"
-        }
-    }
-}
-
-async fn read_offset<DB: Database>(
-    pool: &Pool<DB>,
-    d: Dialect,
-    stream_key: &str,
-) -> Result<Option<u64>, sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let mut conn = pool.acquire().await?;
-    sqlx::query::<DB>(offsets_ddl(d))
-        .execute(&mut *conn)
-        .await?;
-    let v: Option<i64> = sqlx::query_scalar::<DB, i64>(select_offset(d, false))
-        .bind(stream_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(v.map(|v| v as u64))
-}
-
-/// Opens the batch's transaction and checks the offset row: `Ok(None)` when the batch is
-/// still to be applied from `from`.
-async fn begin_batch<'p, DB: Database>(
-    pool: &'p Pool<DB>,
-    d: Dialect,
-    stream_key: &str,
-    from: u64,
-) -> Result<(sqlx::Transaction<'p, DB>, Option<u64>), ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let mut tx = pool.begin().await.map_err(down)?;
-    let current: Option<i64> = sqlx::query_scalar::<DB, i64>(select_offset(d, true))
-        .bind(stream_key)
-        .fetch_optional(&mut *tx)
+/// `work`, or a destination failure once it has taken [`WRITE_TIMEOUT`].
+async fn within<T>(work: impl Future<Output = Result<T, ApplyError>>) -> Result<T, ApplyError> {
+    tokio::time::timeout(WRITE_TIMEOUT, work)
         .await
-        .map_err(down)?;
-    let behind = current.map(|c| c as u64).filter(|c| *c != from);
-    Ok((tx, behind))
+        .unwrap_or_else(|_| {
+            Err(ApplyError::Destination(format!(
+                "the write took longer than {WRITE_TIMEOUT:?}; abandoned"
+            )))
+        })
 }
 
-fn down(e: sqlx::Error) -> ApplyError {
-    ApplyError::Destination(e.to_string())
-}
-
-async fn run_exec<DB: Database>(conn: &mut DB::Connection, e: &Exec) -> Result<(), sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let mut q = sqlx::query::<DB>(&e.sql);
-    for p in &e.params {
-        q = q.bind(p.as_deref());
-    }
-    q.execute(conn).await.map(|_| ())
-}
-
-async fn finish_batch<DB: Database>(
-    mut tx: sqlx::Transaction<'_, DB>,
-    d: Dialect,
-    stream_key: &str,
-    to: u64,
-) -> Result<Applied, ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let to = to.to_string();
-    sqlx::query::<DB>(upsert_offset(d))
-        .bind(stream_key)
-        .bind(to.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(down)?;
-    tx.commit().await.map_err(down)?;
-    Ok(Applied::Committed)
-}
-
-async fn apply_in<DB: Database>(
-    pool: &Pool<DB>,
-    d: Dialect,
-    stream_key: &str,
-    from: u64,
-    to: u64,
-    execs: &[Exec],
-) -> Result<Applied, ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let (mut tx, behind) = begin_batch(pool, d, stream_key, from).await?;
-    if let Some(at) = behind {
-        return Ok(Applied::Behind(at));
-    }
-    run_all::<DB>(&mut tx, execs).await?;
-    finish_batch(tx, d, stream_key, to).await
-}
-
-/// Runs `execs` in order on `conn`, stopping at the first failure.
-async fn run_all<DB: Database>(conn: &mut DB::Connection, execs: &[Exec]) -> Result<(), ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    for e in execs {
-        if let Err(err) = run_exec::<DB>(conn, e).await {
-            return Err(match classify(&err) {
-                Failure::Record(message) => ApplyError::Record {
-                    item: e.item,
-                    message,
-                },
-                Failure::Destination(m) => ApplyError::Destination(m),
-            });
-        }
-    }
-    Ok(())
-}
-
-async fn execute_in<DB: Database>(pool: &Pool<DB>, execs: &[Exec]) -> Result<(), ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let mut tx = pool.begin().await.map_err(down)?;
-    run_all::<DB>(&mut tx, execs).await?;
-    tx.commit().await.map_err(down)
-}
-
-async fn isolate_in<DB: Database, F, Fut>(
-    pool: &Pool<DB>,
-    d: Dialect,
-    stream_key: &str,
-    from: u64,
-    to: u64,
-    execs: &[Exec],
-    before_commit: F,
-) -> Result<Applied, ApplyError>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    F: FnOnce(Vec<(usize, String)>) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let (mut tx, behind) = begin_batch(pool, d, stream_key, from).await?;
-    if let Some(at) = behind {
-        return Ok(Applied::Behind(at));
-    }
-    let mut refused = Vec::new();
-    for e in execs {
-        sqlx::query::<DB>("SAVEPOINT lintas_item")
-            .execute(&mut *tx)
-            .await
-            .map_err(down)?;
-        match run_exec::<DB>(&mut tx, e).await {
-            Ok(()) => {}
-            Err(err) => match classify(&err) {
-                Failure::Record(message) => {
-                    sqlx::query::<DB>("ROLLBACK TO SAVEPOINT lintas_item")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(down)?;
-                    refused.push((e.item, message));
-                }
-                Failure::Destination(m) => return Err(ApplyError::Destination(m)),
-            },
-        }
-        sqlx::query::<DB>("RELEASE SAVEPOINT lintas_item")
-            .execute(&mut *tx)
-            .await
-            .map_err(down)?;
-    }
-    if !refused.is_empty() {
-        before_commit(refused)
-            .await
-            .map_err(|e| ApplyError::Destination(format!("cannot record dead letters: {e}")))?;
-    }
-    finish_batch(tx, d, stream_key, to).await
+/// The pool settings every destination gets: `n` connections, a bounded wait for one, and no
+/// ping before each use (a dead connection fails the batch, which is retried anyway).
+fn pool_options<DB: sqlx::Database>(n: u32) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(n)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .test_before_acquire(false)
 }

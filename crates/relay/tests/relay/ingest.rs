@@ -6,16 +6,11 @@ use testkit::TempDir;
 
 use crate::harness::{Node, config, destination, flat, route, sqlite, sqlite_rows};
 
-async fn items_node(dir: &TempDir, extra: &str) -> (Node, String) {
-    let url = sqlite(
-        dir.path(),
-        "items.db",
-        "CREATE TABLE items (name TEXT PRIMARY KEY, price REAL)",
-    )
-    .await;
+/// `[relay]` with `extra` settings, delivering `shop`'s items to the SQLite file at `url`.
+fn items_config(url: &str, extra: &str) -> String {
     let text = config(&format!(
         "{}{}",
-        destination("db", "sqlite", &url),
+        destination("db", "sqlite", url),
         route(
             "db",
             "items",
@@ -24,8 +19,18 @@ async fn items_node(dir: &TempDir, extra: &str) -> (Node, String) {
             "\"name\""
         )
     ));
-    let text = format!("{extra}{text}");
-    (Node::start(&dir.path().join("data"), &text).await, url)
+    format!("{extra}{text}")
+}
+
+async fn items_node(dir: &TempDir, extra: &str) -> (Node, String) {
+    let url = sqlite(
+        dir.path(),
+        "items.db",
+        "CREATE TABLE items (name TEXT PRIMARY KEY, price REAL)",
+    )
+    .await;
+    let node = Node::start(&dir.path().join("data"), &items_config(&url, extra)).await;
+    (node, url)
 }
 
 #[tokio::test]
@@ -190,21 +195,7 @@ async fn an_idempotency_key_returns_the_first_ids_even_after_a_restart() {
     node.wait_delivered().await;
     node.stop().await;
 
-    let node = Node::start(
-        &dir.path().join("data"),
-        &config(&format!(
-            "{}{}",
-            destination("db", "sqlite", &url),
-            route(
-                "db",
-                "items",
-                "upsert",
-                "name = \"name\", price = \"price\"",
-                "\"name\""
-            )
-        )),
-    )
-    .await;
+    let node = Node::start(&dir.path().join("data"), &items_config(&url, "")).await;
     let after = send(&node, "order-1", body).await;
     assert_eq!(
         (after.status, after.body.as_str()),
