@@ -1,5 +1,6 @@
 //! The embedded durable stream against a real file system: appends, reads, recovery after
-//! torn writes and after SIGKILL, segment rolling and trimming.
+//! torn writes and after SIGKILL, segment rolling and trimming. The Redis stream against the
+//! machine's Redis: offsets, idempotency, leases, consumer groups, claiming and trimming.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -306,4 +307,136 @@ async fn every_acknowledged_record_survives_sigkill() {
     }
     let end = log.end();
     assert_eq!(log.append(vec![payload(7)]).await.unwrap(), end..end + 1);
+}
+
+/// A stream under a prefix no other test uses; its keys are deleted at the end.
+async fn redis_stream(tag: &str) -> (backplane::RedisStream, String) {
+    let prefix = format!("lintas-test-{tag}-{}", std::process::id());
+    let url =
+        std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let stream = backplane::RedisStream::connect(&url, &prefix, "s")
+        .await
+        .expect("the tests need Redis (scripts/test starts it)");
+    (stream, prefix)
+}
+
+async fn drop_keys(stream: &backplane::RedisStream, prefix: &str) {
+    let mut conn = stream.connection();
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("{prefix}:*"))
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        let _: () = redis::AsyncCommands::del(&mut conn, keys)
+            .await
+            .expect("del");
+    }
+}
+
+#[tokio::test]
+async fn redis_appends_get_offsets_and_an_idempotency_key_stores_once() {
+    use backplane::Appended;
+    let (stream, prefix) = redis_stream("append").await;
+    let window = Duration::from_secs(60);
+    let three: Vec<Bytes> = (0..3).map(payload).collect();
+    assert_eq!(
+        stream.append(&three, None).await.unwrap(),
+        Appended::Stored(0..3)
+    );
+    assert_eq!(
+        stream
+            .append(&three[..1], Some(("k1", 7, window)))
+            .await
+            .unwrap(),
+        Appended::Stored(3..4)
+    );
+    assert_eq!(
+        stream
+            .append(&three[..1], Some(("k1", 7, window)))
+            .await
+            .unwrap(),
+        Appended::Replayed {
+            offsets: 3..4,
+            body_hash: 7
+        }
+    );
+    assert_eq!(
+        stream
+            .append(&three, Some(("k1", 8, window)))
+            .await
+            .unwrap(),
+        Appended::Replayed {
+            offsets: 3..4,
+            body_hash: 7
+        },
+        "the caller compares the hash and refuses"
+    );
+    assert_eq!(stream.end().await.unwrap(), 4);
+    let all = stream.read(1, 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.offset, e.payload.clone()))
+            .collect::<Vec<_>>(),
+        [(1, payload(1)), (2, payload(2)), (3, payload(0))]
+    );
+    drop_keys(&stream, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_leases_groups_claims_and_trimming() {
+    let (stream, prefix) = redis_stream("groups").await;
+    let ttl = Duration::from_secs(30);
+    assert!(stream.acquire("dest", "n1", ttl).await.unwrap());
+    assert!(
+        stream.acquire("dest", "n1", ttl).await.unwrap(),
+        "the holder keeps it"
+    );
+    assert!(!stream.acquire("dest", "n2", ttl).await.unwrap());
+    assert!(!stream.renew("dest", "n2", ttl).await.unwrap());
+    stream.release("dest", "n2").await.unwrap();
+    assert!(
+        !stream.acquire("dest", "n2", ttl).await.unwrap(),
+        "only the holder releases"
+    );
+    stream.release("dest", "n1").await.unwrap();
+    assert!(stream.acquire("dest", "n2", ttl).await.unwrap());
+
+    let ten: Vec<Bytes> = (0..10).map(payload).collect();
+    stream.append(&ten, None).await.unwrap();
+    stream.create_group("a", 0).await.unwrap();
+    stream.create_group("b", 0).await.unwrap();
+    stream.create_group("b", 0).await.unwrap();
+    let wait = Duration::from_millis(10);
+    let offsets = |v: &[Entry]| v.iter().map(|e| e.offset).collect::<Vec<_>>();
+    let a = stream.read_group("a", "n1", 100, wait).await.unwrap();
+    assert_eq!(offsets(&a), (0..10).collect::<Vec<_>>());
+    stream.ack("a", &offsets(&a)).await.unwrap();
+    let b = stream.read_group("b", "n1", 5, wait).await.unwrap();
+    assert_eq!(offsets(&b), [0, 1, 2, 3, 4]);
+    stream.ack("b", &[0, 1, 2]).await.unwrap();
+
+    assert_eq!(
+        stream
+            .trim(&["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap(),
+        None,
+        "c has no group yet"
+    );
+    assert_eq!(
+        stream.trim(&["a".into(), "b".into()]).await.unwrap(),
+        Some(3),
+        "b still needs 3 and 4"
+    );
+    assert_eq!(
+        offsets(&stream.read(0, 100).await.unwrap()),
+        (3..10).collect::<Vec<_>>()
+    );
+
+    // n1 dies: n2 claims what n1 read and did not acknowledge, then reads on.
+    let (cursor, claimed) = stream.claim("b", "n2", "0-0", 100).await.unwrap();
+    assert_eq!((cursor, offsets(&claimed)), (None, vec![3, 4]));
+    let rest = stream.read_group("b", "n2", 100, wait).await.unwrap();
+    assert_eq!(offsets(&rest), [5, 6, 7, 8, 9]);
+    assert_eq!(stream.read_group("b", "n2", 100, wait).await.unwrap(), []);
+    drop_keys(&stream, &prefix).await;
 }

@@ -278,6 +278,36 @@ pool = "nope"
     }
 
     #[test]
+    fn relay_problems_name_the_field() {
+        let text = r#"
+[relay]
+listen = "127.0.0.1:8088"
+
+[[relay.applications]]
+name = "shop"
+
+[[relay.destinations]]
+name = "db1"
+kind = "postgres"
+url = "postgres://u:pw@127.0.0.1/x"
+
+[[relay.routes]]
+application = "shop"
+destination = "db1"
+table = "items"
+operation = "upsert"
+columns = { name = "name" }
+keys = ["sku"]
+"#;
+        assert_eq!(
+            errors(text),
+            "lintas.toml:5:1: relay.applications[0].key_env: set exactly one of key_env (a variable holding the key) and key_sha256\n\
+             lintas.toml:11:7: relay.destinations[0].url: the URL holds a password; remove it and name an environment variable in password_env\n\
+             lintas.toml:19:8: relay.routes[0].keys: key column `sku` is not a mapped column; map a field to it in columns"
+        );
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let text = include_str!("../../../../lintas.example.toml");
         parse(Path::new("lintas.example.toml"), text.to_string()).unwrap();

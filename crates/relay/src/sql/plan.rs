@@ -336,6 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn postgres_placeholders_carry_the_column_casts() {
+        let mut w = write(Operation::Update, &["id", "price"], &["id"]);
+        w.casts = vec![
+            "\"pg_catalog\".\"int8\"".into(),
+            "\"pg_catalog\".\"numeric\"".into(),
+        ];
+        assert_eq!(
+            sql(Dialect::Postgres, &w, 1),
+            [
+                "UPDATE \"items\" SET \"price\" = $1::\"pg_catalog\".\"numeric\" WHERE \"id\" = $2::\"pg_catalog\".\"int8\""
+            ]
+        );
+        w.op = Operation::Delete;
+        assert_eq!(
+            sql(Dialect::Postgres, &w, 2),
+            [
+                "DELETE FROM \"items\" WHERE \"id\" IN ($1::\"pg_catalog\".\"int8\", $2::\"pg_catalog\".\"int8\")"
+            ]
+        );
+    }
+
+    #[test]
     fn upserts_per_dialect() {
         let w = write(Operation::Upsert, &["id", "name", "price"], &["id"]);
         assert_eq!(
