@@ -169,6 +169,7 @@ def batch_size(meta: dict[str, str]) -> int:
 def render(d: Path) -> str:
     meta = dict((r[0], r[1]) for r in read_tsv(d / "meta.tsv") if len(r) >= 2)
     notes = read_tsv(d / "notes.tsv")
+    auto_notes: list[str] = []  # found while rendering
     users_s = float(meta.get("users_ab_seconds", "29.1"))
     batch = batch_size(meta)
     out = ["# lintas relay benchmark", ""]
@@ -287,6 +288,11 @@ def render(d: Path) -> str:
                 ticks, tck, idle, total, wrk_ticks = cpu[(kind, c)]
                 other = total - idle - ticks - wrk_ticks
                 pct = [f"{max(t, 0) / total * 100:.0f} %" for t in (ticks, wrk_ticks, other, idle)]
+                if other / total > 0.15:
+                    auto_notes.append(
+                        f"(b) {kind} -c {c}: {other / total * 100:.0f} % of the machine's CPU went to "
+                        f"other processes during the run (a build or test next to the benchmark?); "
+                        f"that cell is low and noisy")
             sb = d / "b" / f"{kind}-c{c}.stream-bytes"
             bpr = "-"
             if sb.exists() and w.requests:
@@ -349,8 +355,9 @@ def render(d: Path) -> str:
         out.append("")
 
     out += ["## Notes", ""]
-    if notes:
+    if notes or auto_notes:
         out += [f"- ({n[0]}) {n[1] if len(n) > 1 else ''}" for n in notes]
+        out += [f"- {n}" for n in auto_notes]
     else:
         out.append("- nothing odd: lintas logged no WARN/ERROR lines and exited cleanly after every phase")
     out.append("")
