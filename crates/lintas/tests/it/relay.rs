@@ -309,3 +309,109 @@ async fn count(pg: &Scratch) -> Vec<String> {
         .unwrap();
     rows[0].iter().map(|v| v.clone().unwrap()).collect()
 }
+
+#[tokio::test]
+async fn a_reload_adds_declared_destinations_and_the_admin_routes_need_credentials() {
+    let dir = TempDir::new();
+    let mut urls = Vec::new();
+    for name in ["one", "two"] {
+        let path = dir.path().join(format!("{name}.db"));
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE t (v TEXT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        urls.push(format!("sqlite://{}", path.display()));
+    }
+    let hash = relay::keys::to_hex(&relay::keys::hash(KEY));
+    let password_hash = admin::Auth::hash_password("pw");
+    let config = |dests: &[(&str, &str)]| {
+        let mut text = format!(
+            "data_dir = \"data\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"admin\"\npassword_hash = \"{password_hash}\"\n\n\
+             [relay]\nlisten = \"127.0.0.1:0\"\n\n[[relay.applications]]\nname = \"app\"\nkey_sha256 = \"{hash}\"\n\n"
+        );
+        for (name, url) in dests {
+            text.push_str(&format!(
+                "[[relay.destinations]]\nname = \"{name}\"\nkind = \"sqlite\"\nurl = \"{url}\"\n\n\
+                 [[relay.routes]]\napplication = \"app\"\ndestination = \"{name}\"\ntable = \"t\"\noperation = \"insert\"\ncolumns = {{ v = \"v\" }}\n\n"
+            ));
+        }
+        text
+    };
+    let path = dir.write("lintas.toml", &config(&[("one", &urls[0])]));
+    let node = TestNode::start_file(&path).await;
+    let relay = node.node.relay.clone().unwrap();
+    let client = HttpClient::new();
+    let ingest = format!("http://{}/v1/records", relay.local_addr());
+    let auth = format!("Bearer {KEY}");
+    let post = |v: &'static str| {
+        let (client, ingest, auth) = (client.clone(), ingest.clone(), auth.clone());
+        async move {
+            let r = client
+                .send(
+                    Method::POST,
+                    &ingest,
+                    &[("authorization", &auth)],
+                    format!("{{\"v\":\"{v}\"}}"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 202, "{}", r.body);
+        }
+    };
+    let rows = |url: String| async move {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let v: Vec<String> = sqlx::query_scalar("SELECT v FROM t ORDER BY rowid")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        v
+    };
+    post("before").await;
+    wait_until("`one` to get the first record", PATIENCE, || async {
+        rows(urls[0].clone()).await == ["before"]
+    })
+    .await;
+
+    dir.write(
+        "lintas.toml",
+        &config(&[("one", &urls[0]), ("two", &urls[1])]),
+    );
+    node.node.reload().await.unwrap();
+    post("after").await;
+    wait_until("both to get the second record", PATIENCE, || async {
+        rows(urls[0].clone()).await == ["before", "after"]
+            && rows(urls[1].clone()).await == ["after"]
+    })
+    .await;
+
+    let admin = format!("http://{}/api/relay", node.node.admin_addr.unwrap());
+    let r = client.get(&admin).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, r#"{"error":"authentication required"}"#)
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::prelude::BASE64_STANDARD, "admin:pw")
+    );
+    let r = client
+        .send(Method::GET, &admin, &[("authorization", &basic)], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let names: Vec<&str> = v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(v["destinations"][1]["declared"], true);
+}
