@@ -15,6 +15,28 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\""))
 }
 
+/// Parses `"200-399"` or `"204"`: the HTTP statuses a health check accepts.
+pub fn parse_status_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("`{s}` is not a status range; write \"200-399\" or \"200\"");
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+/// Parses an RFC 3339 time (`"2026-12-01T02:00:00Z"`) into ms since the Unix epoch.
+pub fn parse_time_ms(s: &str) -> Result<i64, String> {
+    humantime_serde::re::humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is not a time ({e}); write e.g. \"2026-12-01T02:00:00Z\""))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        })
+}
+
 /// Serde adapter for durations written as `"500ms"`, `"2s"`, `"5m"`.
 pub mod duration {
     pub use humantime_serde::{deserialize, serialize};

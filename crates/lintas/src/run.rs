@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+use watch::Watch;
 
 use crate::config::{self, Loaded};
 
@@ -31,6 +32,8 @@ pub struct Node {
     pub admin_addr: Option<SocketAddr>,
     /// The relay, when `[relay]` is configured.
     pub relay: Option<Arc<Relay>>,
+    /// The watch service, when `[watch]` is configured.
+    pub watch: Option<Arc<Watch>>,
     /// The configuration file, re-read on reload.
     path: PathBuf,
     /// The configuration in force, so a reload can tell what changed outside `[proxy]`.
@@ -69,6 +72,28 @@ impl Node {
             }
             None => None,
         };
+        let watch = match &loaded.config.watch {
+            Some(cfg) => {
+                let store = store::Store::open(&loaded.data_dir())
+                    .await
+                    .map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?;
+                let watch = Watch::start(cfg, store, &tracker, shutdown.clone());
+                tracker.spawn(crate::watched::pools(
+                    proxy.subscribe_health(),
+                    watch.reporter(),
+                    shutdown.clone(),
+                ));
+                if let Some(relay) = &relay {
+                    tracker.spawn(crate::watched::relay(
+                        relay.subscribe(),
+                        watch.reporter(),
+                        shutdown.clone(),
+                    ));
+                }
+                Some(watch)
+            }
+            None => None,
+        };
         let admin = match &loaded.config.admin {
             Some(cfg) => {
                 let at = KeyPath::root("admin");
@@ -88,6 +113,7 @@ impl Node {
             proxy,
             admin_addr: admin.as_ref().and_then(|(_, l)| l.local_addr().ok()),
             relay,
+            watch,
             path: loaded.path.clone(),
             current: Mutex::new(loaded),
         });

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -296,17 +295,7 @@ pub fn parse_hash_key(s: &str) -> Result<HashKey, String> {
     }
 }
 
-/// Parses `"200-399"` or `"204"`.
-pub fn parse_status_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let bad = || format!("`{s}` is not a status range; write \"200-399\" or \"200\"");
-    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
-    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
-    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
-    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-        return Err(bad());
-    }
-    Ok(lo..=hi)
-}
+pub use configkit::parse_status_range;
 
 impl ProxyConfig {
     /// Checks everything serde could not; `at` is the path of the `[proxy]` section.

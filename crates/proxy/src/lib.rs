@@ -123,6 +123,8 @@ pub struct Proxy {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     running: Mutex<Running>,
+    /// Every pool's health events, pools added by reloads included.
+    health: tokio::sync::broadcast::Sender<balance::HealthEvent>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +150,7 @@ impl Proxy {
             tracker,
             shutdown,
             running: Mutex::new(Running::default()),
+            health: tokio::sync::broadcast::channel(1024).0,
         });
         proxy.apply(cfg).await?;
         Ok(proxy)
@@ -156,6 +159,12 @@ impl Proxy {
     /// Pools and listeners, for the admin service.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Every health change of every pool (present and future), for the watch service: one
+    /// stream, so no backend is checked twice.
+    pub fn subscribe_health(&self) -> tokio::sync::broadcast::Receiver<balance::HealthEvent> {
+        self.health.subscribe()
     }
 
     /// Address a listener is bound to (useful when the configuration said port 0).
@@ -243,8 +252,11 @@ impl Proxy {
                             pool: name.clone(),
                             source,
                         })?;
-                    self.tracker
-                        .spawn(log_health_events(pool.subscribe(), self.shutdown.clone()));
+                    self.tracker.spawn(log_health_events(
+                        pool.subscribe(),
+                        self.health.clone(),
+                        self.shutdown.clone(),
+                    ));
                     pool
                 }
             };
@@ -369,9 +381,11 @@ impl Proxy {
     }
 }
 
-/// Logs every health change of a pool, until the pool is dropped or the node stops.
+/// Logs every health change of a pool and passes it on to `all` (the proxy-wide channel),
+/// until the pool is dropped or the node stops.
 async fn log_health_events(
     mut events: tokio::sync::broadcast::Receiver<balance::HealthEvent>,
+    all: tokio::sync::broadcast::Sender<balance::HealthEvent>,
     shutdown: CancellationToken,
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -383,9 +397,11 @@ async fn log_health_events(
         match ev {
             Ok(ev) if ev.to == balance::Health::Up => {
                 info!(pool = %ev.pool, backend = %ev.backend, addr = %ev.addr, from = ev.from.as_str(), reason = %ev.reason, "backend is up");
+                let _ = all.send(ev);
             }
             Ok(ev) => {
                 warn!(pool = %ev.pool, backend = %ev.backend, addr = %ev.addr, to = ev.to.as_str(), reason = %ev.reason, "backend is out of rotation");
+                let _ = all.send(ev);
             }
             Err(RecvError::Lagged(n)) => warn!(missed = n, "health event log fell behind"),
             Err(RecvError::Closed) => return,

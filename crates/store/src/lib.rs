@@ -153,7 +153,7 @@ mod tests {
         store.pool().close().await;
         let again = Store::open(&dir).await.expect("reopen");
         let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'relay_%' ORDER BY name",
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         )
         .fetch_all(again.pool())
         .await
@@ -165,7 +165,9 @@ mod tests {
                 "relay_batches",
                 "relay_dead_letters",
                 "relay_destinations",
-                "relay_routes"
+                "relay_routes",
+                "watch_alerts",
+                "watch_transitions"
             ]
         );
         again.pool().close().await;

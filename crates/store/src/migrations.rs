@@ -1,7 +1,7 @@
 //! The store's schema, one entry per version; never edit an entry once released, add one.
 
 /// Every migration in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS];
+pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
 /// batch and application, so successes cost one row per batch) and dead letters (one row per
@@ -63,4 +63,28 @@ CREATE TABLE relay_dead_letters (
     PRIMARY KEY (destination_id, record_offset, route_id)
 );
 CREATE INDEX relay_dead_letters_at ON relay_dead_letters(at_ms);
+"#;
+
+/// Watch: every state change of every target, and every alert sent (or not) on every channel.
+const WATCH_LOG: &str = r#"
+CREATE TABLE watch_transitions (
+    at_ms INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    up INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX watch_transitions_target ON watch_transitions(target, at_ms);
+CREATE TABLE watch_alerts (
+    at_ms INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX watch_alerts_at ON watch_alerts(at_ms);
 "#;

@@ -17,6 +17,7 @@ use configkit::{Issues, KeyPath};
 use proxy::config::ProxyConfig;
 use relay::RelayConfig;
 use serde::Deserialize;
+use watch::WatchConfig;
 
 pub use locate::{Position, key_at, locate, position};
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
     /// `[backplane]`: what the nodes of a cluster share (Redis); absent, the node is alone.
     pub backplane: Option<BackplaneConfig>,
+    /// `[watch]`: health monitoring and alerts.
+    pub watch: Option<WatchConfig>,
     /// Where this node keeps its state (the relay's stream, the store); relative paths are
     /// taken from the configuration file's directory. Default `lintas-data`.
     pub data_dir: Option<PathBuf>,
@@ -185,6 +188,9 @@ fn validate(config: &Config) -> Issues {
         let at = KeyPath::root("proxy");
         p.validate(&at, &mut issues);
         binds.extend(p.binds(&at));
+    }
+    if let Some(w) = &config.watch {
+        w.validate(&KeyPath::root("watch"), &mut issues);
     }
     if let Some(b) = &config.backplane {
         b.validate(&KeyPath::root("backplane"), &mut issues);

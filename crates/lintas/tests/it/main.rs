@@ -11,6 +11,7 @@
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
+//! - `watch`: alerts for killed backends and failing targets, reminders, retries, pauses.
 //!
 //! Shared setup lives in `harness`.
 
@@ -30,3 +31,4 @@ mod http1;
 mod relay;
 mod reload;
 mod tcp;
+mod watch;

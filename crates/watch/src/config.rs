@@ -1,0 +1,210 @@
+//! The `[watch]` section: alert rules, extra targets, maintenance windows and channels.
+
+use std::time::Duration;
+
+use configkit::{Issues, KeyPath};
+use serde::Deserialize;
+
+/// `[watch]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Reminder cadence while a target is down (the users' 10 s).
+    #[serde(default = "default_repeat", with = "configkit::duration")]
+    pub repeat: Duration,
+    /// This many state changes within `flap_window` make a target flapping.
+    #[serde(default = "default_flap_changes")]
+    pub flap_changes: usize,
+    /// The flapping window; a flapping target must hold still this long to settle.
+    #[serde(default = "default_flap_window", with = "configkit::duration")]
+    pub flap_window: Duration,
+    /// Print alerts on standard output too.
+    #[serde(default)]
+    pub console: bool,
+    /// Targets checked by watch itself (proxy backends and relay destinations are watched
+    /// without being listed).
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Times when alerts for some targets are not sent.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceConfig>,
+    /// JSON POSTs of every alert.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+fn default_repeat() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_flap_changes() -> usize {
+    6
+}
+fn default_flap_window() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            repeat: default_repeat(),
+            flap_changes: default_flap_changes(),
+            flap_window: default_flap_window(),
+            console: false,
+            targets: Vec::new(),
+            maintenance: Vec::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// How a target is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// `GET url`, status in `expect_status`, body containing `body_contains`.
+    Http,
+    /// A TCP connect to `address`.
+    Tcp,
+}
+
+/// A target watch checks itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Its name in alerts.
+    pub name: String,
+    /// http or tcp.
+    pub kind: TargetKind,
+    /// For http: `http://host:port/path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For tcp: `host:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Time between checks.
+    #[serde(default = "default_interval", with = "configkit::duration")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(default = "default_timeout", with = "configkit::duration")]
+    pub timeout: Duration,
+    /// Failed checks in a row that make it down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Passed checks in a row that make it up again.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// For http: statuses that pass.
+    #[serde(default = "default_expect")]
+    pub expect_status: String,
+    /// For http: text the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_expect() -> String {
+    "200-399".into()
+}
+
+/// A maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Target names it covers (`*` matches anything: `web/*`).
+    pub targets: String,
+    /// Start, RFC 3339 (`2026-12-01T02:00:00Z`).
+    pub from: String,
+    /// End, RFC 3339.
+    pub until: String,
+}
+
+/// A webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` receiving `POST` with the alert as JSON.
+    pub url: String,
+}
+
+impl WatchConfig {
+    /// Gathers the section's problems under `at`.
+    pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.repeat < Duration::from_millis(100) {
+            issues.push(at.key("repeat"), "must be at least 100ms");
+        }
+        if self.flap_changes < 2 {
+            issues.push(at.key("flap_changes"), "must be at least 2");
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let here = at.key("targets").index(i);
+            if t.name.is_empty() || t.name.contains('/') {
+                issues.push(
+                    here.key("name"),
+                    "a target needs a name without `/` (names with `/` are the proxy's pool/backend and relay/destination)",
+                );
+            }
+            if self.targets[..i].iter().any(|o| o.name == t.name) {
+                issues.push(
+                    here.key("name"),
+                    format!("target `{}` is declared twice", t.name),
+                );
+            }
+            match t.kind {
+                TargetKind::Http => match &t.url {
+                    Some(u) if u.starts_with("http://") && u.parse::<http::Uri>().is_ok() => {}
+                    _ => issues.push(
+                        here.key("url"),
+                        "an http target needs url = \"http://host:port/path\"",
+                    ),
+                },
+                TargetKind::Tcp => {
+                    if t.address.as_deref().is_none_or(|a| !a.contains(':')) {
+                        issues.push(
+                            here.key("address"),
+                            "a tcp target needs address = \"host:port\"",
+                        );
+                    }
+                }
+            }
+            if let Err(e) = configkit::parse_status_range(&t.expect_status) {
+                issues.push(here.key("expect_status"), e);
+            }
+            if t.fall == 0 || t.rise == 0 {
+                issues.push(here.key("fall"), "fall and rise must be at least 1");
+            }
+            if t.timeout.is_zero() || t.interval.is_zero() {
+                issues.push(
+                    here.key("interval"),
+                    "interval and timeout must be above zero",
+                );
+            }
+        }
+        for (i, m) in self.maintenance.iter().enumerate() {
+            let here = at.key("maintenance").index(i);
+            for (key, value) in [("from", &m.from), ("until", &m.until)] {
+                if let Err(e) = configkit::parse_time_ms(value) {
+                    issues.push(here.key(key), e);
+                }
+            }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !w.url.starts_with("http://") || w.url.parse::<http::Uri>().is_err() {
+                issues.push(
+                    at.key("webhooks").index(i).key("url"),
+                    "expected http://host:port/path",
+                );
+            }
+        }
+    }
+}
