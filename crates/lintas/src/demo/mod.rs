@@ -5,6 +5,7 @@
 //! wiring as `lintas run`, so what it shows is what a user's file gets. Ports 8080 (HTTP),
 //! 8081 (TCP), 8088 (relay) and 9000 (admin) are used when free, any free port otherwise.
 //! The relay's data and the two databases live in a temporary directory removed at exit.
+//! Watch follows the backends and prints its alerts on the console.
 
 pub mod backend;
 
@@ -50,7 +51,7 @@ pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
         data.display(),
         demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
         relay_config(&dbs, &key)
-    );
+    ) + WATCH_CONFIG;
     let loaded = config::parse(Path::new("<demo>"), text)?;
     let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
@@ -67,6 +68,13 @@ pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
+
+/// Watch over the demo backends (and the relay's destinations), alerts on the console.
+const WATCH_CONFIG: &str = r#"
+[watch]
+repeat = "10s"
+console = true
+"#;
 
 /// The users' example: db1 keeps items' name and price, db2 their name, category and type.
 async fn create_databases(dir: &Path) -> anyhow::Result<[PathBuf; 2]> {
@@ -234,7 +242,8 @@ Try:
   # the same pool through the TCP balancer
   curl -s http://{tcp}/
 
-  # kill app2 for 15 s: health checks take it out (DOWN on the stats page), traffic fails over
+  # kill app2 for 15 s: health checks take it out (DOWN on the stats page), traffic fails
+  # over, and watch prints the alert here — a reminder every 10 s while it is down, then UP
   curl -s -X POST 'http://{b2}/kill?for=15s'
   for i in 1 2 3 4; do curl -s http://{http}/; done
 
