@@ -77,7 +77,12 @@ impl Node {
                 let store = store::Store::open(&loaded.data_dir())
                     .await
                     .map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?;
-                let watch = Watch::start(cfg, store, &tracker, shutdown.clone());
+                let pools: Arc<dyn watch::Pools> =
+                    Arc::new(crate::watched::ProxyPools(proxy.clone()));
+                let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
+                    .map_err(|e| {
+                        loaded.error_at(&KeyPath::root("watch").key(e.key), e.message)
+                    })?;
                 tracker.spawn(crate::watched::pools(
                     proxy.subscribe_health(),
                     watch.reporter(),

@@ -2,6 +2,8 @@
 //! (through the pools' own health events, so nothing is checked twice) and the relay's
 //! destinations (their heartbeat). Each source's events become watch transitions.
 
+use std::sync::Arc;
+
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::Sender;
@@ -78,4 +80,31 @@ pub async fn relay(
         }
     })
     .await;
+}
+
+/// The proxy's pools as the bot's `/pools` shows them.
+pub struct ProxyPools(pub Arc<proxy::Proxy>);
+
+impl watch::Pools for ProxyPools {
+    fn summary(&self) -> Vec<String> {
+        self.0
+            .registry()
+            .pool_snapshots()
+            .iter()
+            .map(|p| {
+                let up = p.backends.iter().filter(|b| b.available).count();
+                let out: Vec<String> = p
+                    .backends
+                    .iter()
+                    .filter(|b| !b.available)
+                    .map(|b| format!("{} {}", b.name, b.health.as_str()))
+                    .collect();
+                let mut line = format!("{}: {up}/{} up", p.name, p.backends.len());
+                if !out.is_empty() {
+                    line.push_str(&format!(" ({})", out.join(", ")));
+                }
+                line
+            })
+            .collect()
+    }
 }

@@ -167,7 +167,8 @@ mod tests {
                 "relay_destinations",
                 "relay_routes",
                 "watch_alerts",
-                "watch_transitions"
+                "watch_transitions",
+                "watch_users"
             ]
         );
         again.pool().close().await;

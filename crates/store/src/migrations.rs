@@ -1,7 +1,7 @@
 //! The store's schema, one entry per version; never edit an entry once released, add one.
 
 /// Every migration in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG];
+pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG, WATCH_USERS];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
 /// batch and application, so successes cost one row per batch) and dead letters (one row per
@@ -87,4 +87,18 @@ CREATE TABLE watch_alerts (
     error TEXT
 );
 CREATE INDEX watch_alerts_at ON watch_alerts(at_ms);
+"#;
+
+/// Watch: people registered with the Telegram bot.
+const WATCH_USERS: &str = r#"
+CREATE TABLE watch_users (
+    chat_id INTEGER PRIMARY KEY,
+    name TEXT,
+    email TEXT,
+    step TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    approved_by INTEGER,
+    muted_until_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
 "#;

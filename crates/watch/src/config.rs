@@ -31,6 +31,63 @@ pub struct WatchConfig {
     /// JSON POSTs of every alert.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// The Telegram bot: alerts to registered users, commands.
+    #[serde(default)]
+    pub telegram: Option<TelegramConfig>,
+    /// Alerts by email to registered users and `to`.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    /// How often host metrics are sampled.
+    #[serde(default = "default_metrics_interval", with = "configkit::duration")]
+    pub metrics_interval: Duration,
+    /// How long samples are kept (in memory).
+    #[serde(default = "default_metrics_retention", with = "configkit::duration")]
+    pub metrics_retention: Duration,
+}
+
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_metrics_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// `[watch.telegram]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// Environment variable holding the bot token (from @BotFather).
+    pub token_env: String,
+    /// The Bot API's base URL.
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Chat ids that are admins from the start (others become admins by `/approve`).
+    #[serde(default)]
+    pub admins: Vec<i64>,
+}
+
+fn default_api_url() -> String {
+    "https://api.telegram.org".into()
+}
+
+/// `[watch.email]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// SMTP server: `smtp://host:port` (plain), `smtp://host:587?tls=required` (STARTTLS) or
+    /// `smtps://host:465`; no password inline.
+    pub smtp: String,
+    /// SMTP user name, if the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the SMTP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Sender address.
+    pub from: String,
+    /// Who gets every alert besides registered users.
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 fn default_repeat() -> Duration {
@@ -53,6 +110,10 @@ impl Default for WatchConfig {
             targets: Vec::new(),
             maintenance: Vec::new(),
             webhooks: Vec::new(),
+            telegram: None,
+            email: None,
+            metrics_interval: default_metrics_interval(),
+            metrics_retention: default_metrics_retention(),
         }
     }
 }
@@ -197,6 +258,22 @@ impl WatchConfig {
                     issues.push(here.key(key), e);
                 }
             }
+        }
+        if let Some(e) = &self.email {
+            let here = at.key("email");
+            if !(e.smtp.starts_with("smtp://") || e.smtp.starts_with("smtps://")) {
+                issues.push(here.key("smtp"), "expected smtp://host:port or smtps://host:port");
+            } else if e.smtp.split("://").nth(1).is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains('@'))) {
+                issues.push(here.key("smtp"), "no credentials in the URL; use username and password_env");
+            }
+            for (key, addr) in std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t))) {
+                if !crate::bot::valid_email(addr) {
+                    issues.push(here.key(key), format!("`{addr}` is not an email address"));
+                }
+            }
+        }
+        if self.metrics_interval < Duration::from_millis(100) {
+            issues.push(at.key("metrics_interval"), "must be at least 100ms");
         }
         for (i, w) in self.webhooks.iter().enumerate() {
             if !w.url.starts_with("http://") || w.url.parse::<http::Uri>().is_err() {

@@ -131,7 +131,8 @@ pub struct Engine {
     pauses: Vec<Pause>,
 }
 
-fn human(ms: i64) -> String {
+/// A duration for people: `42s`, `3m 5s`, `2h 10m`.
+pub fn human(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     match s {
         0..=59 => format!("{s}s"),

@@ -11,12 +11,16 @@
 //! - [`config`]: the `[watch]` section.
 //! - [`engine`]: the alert rules, as pure logic over explicit times.
 //! - [`checks`]: HTTP and TCP targets.
-//! - [`channels`]: console and webhook, retried and logged.
+//! - [`channels`]: console, webhook, Telegram and email; retried and logged.
+//! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
+//! - [`metrics`]: host metrics sampled into a history.
 
+pub mod bot;
 pub mod channels;
 pub mod checks;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 
 use std::sync::{Arc, Mutex};
 
@@ -29,7 +33,18 @@ use tracing::warn;
 pub use config::WatchConfig;
 use engine::{Alert, Engine, Pause, Rules, Transition};
 
+use bot::telegram::Telegram;
 use channels::Channel;
+use metrics::Metrics;
+
+/// Why watch did not start, with the `[watch]` key to blame.
+#[derive(Debug)]
+pub struct StartError {
+    /// The key under `[watch]`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// Changes waiting for the engine; sources wait when it is full.
 const QUEUE: usize = 1024;
@@ -40,11 +55,19 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// What the binary lets watch see of the load balancer, for the bot's `/pools`.
+pub trait Pools: Send + Sync {
+    /// One line per pool: how many backends are up, which are not.
+    fn summary(&self) -> Vec<String>;
+}
+
 /// The running watch service.
 pub struct Watch {
     engine: Mutex<Engine>,
     input: mpsc::Sender<Transition>,
     store: Store,
+    metrics: Arc<Metrics>,
+    pools: Option<Arc<dyn Pools>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -54,14 +77,16 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    /// Starts the engine, the configured targets' checks and the channels on `tracker`
-    /// until `shutdown`; state history and the alert log go to `store`.
+    /// Starts the engine, the configured targets' checks, the metrics sampler, the bot and
+    /// the channels on `tracker` until `shutdown`; state history, the alert log and bot users
+    /// go to `store`. Fails when a channel cannot be set up (an unset token variable).
     pub fn start(
         cfg: &WatchConfig,
         store: Store,
+        pools: Option<Arc<dyn Pools>>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, StartError> {
         let mut engine = Engine::new(Rules {
             repeat: cfg.repeat,
             flap_changes: cfg.flap_changes,
@@ -87,21 +112,87 @@ impl Watch {
         for w in &cfg.webhooks {
             channels.push(Arc::new(Channel::webhook(&w.url)));
         }
+        if let Some(e) = &cfg.email {
+            let mailer = channels::Mailer::new(e).map_err(|message| StartError {
+                key: "email",
+                message,
+            })?;
+            channels.push(Arc::new(Channel::Email(Box::new(mailer))));
+        }
+        let telegram = match &cfg.telegram {
+            Some(t) => {
+                let token = std::env::var(&t.token_env).map_err(|_| StartError {
+                    key: "telegram",
+                    message: format!(
+                        "environment variable {} (token_env) is not set; export the bot token from @BotFather in it",
+                        t.token_env
+                    ),
+                })?;
+                let api = Telegram::new(&t.api_url, &token);
+                channels.push(Arc::new(Channel::Telegram(Box::new(api.clone()))));
+                Some((api, t.admins.clone()))
+            }
+            None => None,
+        };
+        let metrics = Metrics::new(cfg.metrics_interval, cfg.metrics_retention);
+        tracker.spawn(metrics.clone().run(cfg.metrics_interval, shutdown.clone()));
         let (input, rx) = mpsc::channel(QUEUE);
         let watch = Arc::new(Self {
             engine: Mutex::new(engine),
             input,
             store,
+            metrics,
+            pools,
         });
         for t in &cfg.targets {
-            tracker.spawn(checks::run(
-                t.clone(),
-                watch.input.clone(),
-                shutdown.clone(),
-            ));
+            tracker.spawn(checks::run(t.clone(), watch.input.clone(), shutdown.clone()));
+        }
+        if let Some((api, admins)) = telegram {
+            let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
+            tracker.spawn(bot.run(shutdown.clone()));
         }
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
-        watch
+        Ok(watch)
+    }
+
+    /// The store (bot users, history, alert log).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Host metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The load balancer's pools, one line each.
+    pub fn pools_summary(&self) -> String {
+        match &self.pools {
+            Some(p) => {
+                let lines = p.summary();
+                if lines.is_empty() {
+                    "No pools.".into()
+                } else {
+                    lines.join("\n")
+                }
+            }
+            None => "No load balancer on this node.".into(),
+        }
+    }
+
+    /// Silences and maintenance windows in force or to come.
+    pub fn pauses(&self) -> Vec<Pause> {
+        self.engine().pauses().to_vec()
+    }
+
+    /// Adds a silence or maintenance window.
+    pub fn pause(&self, p: Pause) {
+        self.engine().pause(p);
+    }
+
+    /// Ends the pauses with this pattern; returns how many.
+    pub fn unpause(&self, pattern: &str) -> usize {
+        self.engine().unpause(pattern)
     }
 
     /// Where sources send their changes.
