@@ -80,9 +80,7 @@ impl Node {
                 let pools: Arc<dyn watch::Pools> =
                     Arc::new(crate::watched::ProxyPools(proxy.clone()));
                 let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
-                    .map_err(|e| {
-                        loaded.error_at(&KeyPath::root("watch").key(e.key), e.message)
-                    })?;
+                    .map_err(|e| loaded.error_at(&KeyPath::root("watch").key(e.key), e.message))?;
                 tracker.spawn(crate::watched::pools(
                     proxy.subscribe_health(),
                     watch.reporter(),

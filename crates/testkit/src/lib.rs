@@ -5,6 +5,8 @@
 
 pub mod link;
 pub mod scratch;
+pub mod smtp;
+pub mod telegram;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -60,7 +60,9 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from).finish_non_exhaustive()
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +74,8 @@ impl Mailer {
             .timeout(Some(SEND_TIMEOUT));
         if let Some(user) = &cfg.username {
             let password = match &cfg.password_env {
-                Some(var) => std::env::var(var).map_err(|_| format!("environment variable {var} (password_env) is not set"))?,
+                Some(var) => std::env::var(var)
+                    .map_err(|_| format!("environment variable {var} (password_env) is not set"))?,
                 None => String::new(),
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));
@@ -156,18 +159,27 @@ impl Channel {
             }
             Self::Telegram(api) => {
                 let chat: i64 = to.parse().map_err(|_| format!("bad chat id {to}"))?;
-                let params = SendMessageParams::builder().chat_id(chat).text(&alert.text).build();
-                api.send_message(&params).await.map(|_| ()).map_err(|e| e.to_string())
+                let params = SendMessageParams::builder()
+                    .chat_id(chat)
+                    .text(&alert.text)
+                    .build();
+                api.send_message(&params)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             Self::Email(m) => {
-                let subject = alert.text.split(':').next().unwrap_or(&alert.text).to_owned();
                 let email = lettre::Message::builder()
                     .from(m.from.clone())
                     .to(to.parse::<Mailbox>().map_err(|e| e.to_string())?)
-                    .subject(format!("[lintas] {subject}"))
+                    .subject(format!("[lintas] {}", alert.headline()))
                     .body(alert.text.clone())
                     .map_err(|e| e.to_string())?;
-                m.transport.send(email).await.map(|_| ()).map_err(|e| e.to_string())
+                m.transport
+                    .send(email)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
         }
     }

@@ -262,11 +262,24 @@ impl WatchConfig {
         if let Some(e) = &self.email {
             let here = at.key("email");
             if !(e.smtp.starts_with("smtp://") || e.smtp.starts_with("smtps://")) {
-                issues.push(here.key("smtp"), "expected smtp://host:port or smtps://host:port");
-            } else if e.smtp.split("://").nth(1).is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains('@'))) {
-                issues.push(here.key("smtp"), "no credentials in the URL; use username and password_env");
+                issues.push(
+                    here.key("smtp"),
+                    "expected smtp://host:port or smtps://host:port",
+                );
+            } else if e
+                .smtp
+                .split("://")
+                .nth(1)
+                .is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains('@')))
+            {
+                issues.push(
+                    here.key("smtp"),
+                    "no credentials in the URL; use username and password_env",
+                );
             }
-            for (key, addr) in std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t))) {
+            for (key, addr) in
+                std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t)))
+            {
                 if !crate::bot::valid_email(addr) {
                     issues.push(here.key(key), format!("`{addr}` is not an email address"));
                 }

@@ -73,6 +73,19 @@ pub struct Rules {
     pub flap_window: Duration,
 }
 
+impl Alert {
+    /// What happened to which target, in a few words (an email's subject).
+    pub fn headline(&self) -> String {
+        let what = match self.kind {
+            AlertKind::Down => "DOWN",
+            AlertKind::Reminder { .. } => "STILL DOWN",
+            AlertKind::Up => "UP",
+            AlertKind::Flapping => "FLAPPING",
+        };
+        format!("{what} {}", self.target)
+    }
+}
+
 /// A pause of alerts for targets matching a pattern (`*` matches any run of characters).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pause {

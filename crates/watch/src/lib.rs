@@ -145,7 +145,11 @@ impl Watch {
             pools,
         });
         for t in &cfg.targets {
-            tracker.spawn(checks::run(t.clone(), watch.input.clone(), shutdown.clone()));
+            tracker.spawn(checks::run(
+                t.clone(),
+                watch.input.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some((api, admins)) = telegram {
             let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
+use sysinfo::{
+    CpuRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate,
+    RefreshKind, System,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::now_ms;
@@ -120,7 +123,12 @@ impl Sampler {
         Sample {
             at_ms: now,
             cpu: self.system.global_cpu_usage(),
-            cores: self.system.cpus().iter().map(sysinfo::Cpu::cpu_usage).collect(),
+            cores: self
+                .system
+                .cpus()
+                .iter()
+                .map(sysinfo::Cpu::cpu_usage)
+                .collect(),
             mem_used: self.system.used_memory(),
             mem_total: self.system.total_memory(),
             swap_used: self.system.used_swap(),
@@ -151,7 +159,9 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("keep", &self.keep).finish_non_exhaustive()
+        f.debug_struct("Metrics")
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,7 +186,8 @@ impl Metrics {
                 _ = ticker.tick() => {}
             }
             let me = self.clone();
-            let Ok(sample) = tokio::task::spawn_blocking(move || me.lock_sampler().sample()).await else {
+            let Ok(sample) = tokio::task::spawn_blocking(move || me.lock_sampler().sample()).await
+            else {
                 continue;
             };
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,11 +215,18 @@ impl Metrics {
 
     /// The latest sample, taking one if there is none yet.
     pub async fn latest(self: &Arc<Self>) -> Option<Sample> {
-        if let Some(s) = self.history.lock().unwrap_or_else(|e| e.into_inner()).back() {
+        if let Some(s) = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+        {
             return Some(s.clone());
         }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.lock_sampler().sample()).await.ok()
+        tokio::task::spawn_blocking(move || me.lock_sampler().sample())
+            .await
+            .ok()
     }
 
     /// Host, OS, kernel, cores, uptime.
@@ -228,7 +246,9 @@ impl Metrics {
         tokio::task::spawn_blocking(move || {
             let mut sampler = me.lock_sampler();
             let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
-            sampler.system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+            sampler
+                .system
+                .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
             let mut list: Vec<ProcessUse> = sampler
                 .system
                 .processes()

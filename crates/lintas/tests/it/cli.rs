@@ -38,6 +38,16 @@ impl<'a> Lintas<'a> {
 
     /// Like [`Lintas::spawn`], with output in `NAME.stdout` and `NAME.stderr`.
     pub(crate) fn spawn_named(dir: &'a TempDir, name: &str, args: &[&str]) -> Self {
+        Self::spawn_env(dir, name, args, &[])
+    }
+
+    /// Like [`Lintas::spawn_named`], with these environment variables set.
+    pub(crate) fn spawn_env(
+        dir: &'a TempDir,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let file = |kind: &str| {
             let path = if name.is_empty() {
                 dir.path().join(kind)
@@ -48,6 +58,7 @@ impl<'a> Lintas<'a> {
         };
         let child = Command::new(LINTAS)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file("stdout"))

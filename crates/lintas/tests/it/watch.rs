@@ -1,5 +1,6 @@
 //! The watch service end to end: real backends SIGKILLed, real HTTP and TCP targets, alerts
-//! received by webhook receivers on 127.0.0.1, the alert log read back from the store.
+//! received by webhook receivers on 127.0.0.1, the alert log read back from the store; the
+//! Telegram bot against a local Bot API server, email through a local SMTP server.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,8 +9,11 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
+use testkit::smtp::SmtpSink;
+use testkit::telegram::FakeBotApi;
 use testkit::{PATIENCE, wait_until};
 
+use crate::cli::Lintas;
 use crate::harness::{ProcessBackend, TempDir, TestNode, unused_addr};
 
 /// Alerts a webhook receiver got, with when.
@@ -282,4 +286,195 @@ until = "2099-01-01T00:00:00Z"
         ],
         "db is in maintenance: no alert about it"
     );
+}
+
+/// Sends `text` as `chat` and returns the bot's next answer to `chat`.
+async fn ask(bot: &FakeBotApi, chat: i64, text: &str) -> String {
+    let before = bot.sent_to(chat).len();
+    bot.say(chat, text);
+    wait_until(&format!("an answer to {text:?}"), PATIENCE, || async {
+        bot.sent_to(chat).len() > before
+    })
+    .await;
+    bot.sent_to(chat)[before].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_registers_people_answers_by_role_and_alerts_them_by_telegram_and_email() {
+    const ANN: i64 = 100;
+    const ADMIN: i64 = 1;
+    let dir = TempDir::new();
+    let bot = FakeBotApi::start("42:test-token").await.unwrap();
+    let smtp = SmtpSink::start().await.unwrap();
+    let app2_addr = unused_addr();
+    let app1 = ProcessBackend::spawn("app1", unused_addr());
+    let mut app2 = ProcessBackend::spawn("app2", app2_addr);
+    let text = format!(
+        r#"data_dir = "data"
+
+[proxy.pools.web]
+backends = [{{ name = "app1", address = "{a1}" }}, {{ name = "app2", address = "{app2_addr}" }}]
+health = {{ kind = "http", path = "/health", interval = "200ms", timeout = "200ms", rise = 1, fall = 2 }}
+
+[[proxy.listeners]]
+name = "web"
+mode = "http"
+listen = "127.0.0.1:0"
+pool = "web"
+
+[watch]
+repeat = "1s"
+
+[watch.telegram]
+token_env = "LINTAS_TEST_BOT_TOKEN"
+api_url = "{api}"
+admins = [{ADMIN}]
+
+[watch.email]
+smtp = "{smtp}"
+from = "lintas@example.com"
+to = ["ops@example.com"]
+"#,
+        a1 = app1.addr,
+        api = bot.url(),
+        smtp = smtp.url(),
+    );
+    let path = dir.write("lintas.toml", &text);
+    let _lintas = Lintas::spawn_env(
+        &dir,
+        "lintas",
+        &["run", "-c", path.to_str().unwrap()],
+        &[("LINTAS_TEST_BOT_TOKEN", "42:test-token")],
+    );
+
+    let script = [
+        ("/cpu", "Send /start to register first."),
+        (
+            "/start",
+            "Hello! lintas sends alerts about your servers here. What is your name?",
+        ),
+        ("Ann", "Thanks, Ann. What is your email address?"),
+        (
+            "ann@",
+            "\"ann@\" is not an email address (like name@example.com). What is your email address?",
+        ),
+        (
+            "ann@example.com",
+            "Registered as Ann <ann@example.com>. You will get alerts when something goes down and when it is back. /help lists what you can ask.",
+        ),
+        (
+            "/cpu",
+            "/cpu is for admins. An admin can /approve you: your chat id is 100.",
+        ),
+        (
+            "/frobnicate",
+            "Unknown command /frobnicate.\n/start - register for alerts\n/help - this list\n/status - what is down\n/mute 1h - no alerts to you for a while (/mute off)",
+        ),
+        ("/status", "Everything watched is up."),
+    ];
+    for (say, want) in script {
+        assert_eq!(ask(&bot, ANN, say).await, want, "after {say:?}");
+    }
+    assert_eq!(
+        ask(&bot, ADMIN, "/approve 100").await,
+        "Ann (100) is now an admin."
+    );
+    assert_eq!(
+        bot.sent_to(ANN).last().unwrap(),
+        "You are now an admin (approved by 1). /help lists the admin commands."
+    );
+    let cpu = ask(&bot, ANN, "/cpu").await;
+    assert!(
+        cpu.starts_with("CPU ") && cpu.contains(" cores: ") && cpu.contains("\nload "),
+        "{cpu}"
+    );
+    assert!(ask(&bot, ANN, "/ram").await.starts_with("RAM "));
+    assert_eq!(ask(&bot, ANN, "/pools").await, "web: 2/2 up");
+    let users = ask(&bot, ANN, "/users").await;
+    assert_eq!(users, "1 registered:\n100 Ann <ann@example.com> admin");
+
+    let alerts_before = bot.sent_to(ANN).len();
+    let killed = Instant::now();
+    app2.kill();
+    wait_until("the DOWN alert on Telegram", PATIENCE, || async {
+        bot.sent_to(ANN).len() > alerts_before
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(2 * 200 + 1000),
+        "first alert after {took:?}"
+    );
+    let down = bot.sent_to(ANN)[alerts_before].clone();
+    assert!(
+        down.starts_with(&format!("DOWN web/app2 ({app2_addr}): ")),
+        "{down}"
+    );
+    wait_until("the DOWN email to ops and Ann", PATIENCE, || async {
+        smtp.mails()
+            .iter()
+            .filter(|m| m.data.contains("Subject: [lintas] DOWN web/app2"))
+            .count()
+            == 2
+    })
+    .await;
+    let mut to: Vec<String> = smtp
+        .mails()
+        .iter()
+        .filter(|m| m.data.contains("Subject: [lintas] DOWN web/app2"))
+        .flat_map(|m| m.to.clone())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["ann@example.com", "ops@example.com"]);
+    assert!(
+        bot.sent_to(ADMIN).iter().all(|t| !t.contains("web/app2")),
+        "the admin never registered"
+    );
+    assert!(
+        ask(&bot, ANN, "/status")
+            .await
+            .starts_with("Down:\nweb/app2 down for ")
+    );
+    assert_eq!(ask(&bot, ANN, "/pools").await, "web: 1/2 up (app2 down)");
+
+    // Silenced: no reminders for a while; then they resume.
+    assert_eq!(
+        ask(&bot, ANN, "/silence web/* 1h").await,
+        "No alerts for web/* for 1h 0m. /silence off web/* ends it."
+    );
+    let silenced_at = bot.sent_to(ANN).len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        bot.sent_to(ANN).len(),
+        silenced_at,
+        "{:?}",
+        &bot.sent_to(ANN)[silenced_at..]
+    );
+    assert_eq!(
+        ask(&bot, ANN, "/silence off web/*").await,
+        "Alerts for web/* are on again."
+    );
+    let resumed_at = bot.sent_to(ANN).len();
+    wait_until("reminders to resume", PATIENCE, || async {
+        bot.sent_to(ANN).len() > resumed_at
+    })
+    .await;
+    assert!(bot.sent_to(ANN)[resumed_at].starts_with("STILL DOWN web/app2"));
+
+    let app2 = ProcessBackend::spawn("app2", app2_addr);
+    wait_until("the UP alert on Telegram", PATIENCE, || async {
+        bot.sent_to(ANN)
+            .last()
+            .is_some_and(|t| t.starts_with("UP web/app2"))
+    })
+    .await;
+    wait_until("the UP email", PATIENCE, || async {
+        smtp.mails()
+            .iter()
+            .filter(|m| m.data.contains("Subject: [lintas] UP web/app2"))
+            .count()
+            == 2
+    })
+    .await;
+    drop((app1, app2));
 }

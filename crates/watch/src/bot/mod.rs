@@ -65,7 +65,9 @@ pub struct Bot {
 
 impl std::fmt::Debug for Bot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bot").field("admins", &self.admins).finish_non_exhaustive()
+        f.debug_struct("Bot")
+            .field("admins", &self.admins)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +120,10 @@ impl Bot {
                     Ok(r) => r,
                     Err(e) => {
                         warn!(error = %e, "bot command failed");
-                        vec![(m.chat.id, "Something went wrong on the server; try again.".into())]
+                        vec![(
+                            m.chat.id,
+                            "Something went wrong on the server; try again.".into(),
+                        )]
                     }
                 };
                 for (chat, reply) in replies {
@@ -132,7 +137,10 @@ impl Bot {
 
     /// Sends `text` to `chat`.
     pub async fn send(&self, chat: i64, text: &str) -> Result<(), telegram::TelegramError> {
-        let params = SendMessageParams::builder().chat_id(chat).text(text).build();
+        let params = SendMessageParams::builder()
+            .chat_id(chat)
+            .text(text)
+            .build();
         self.api.send_message(&params).await.map(|_| ())
     }
 
@@ -177,17 +185,19 @@ impl Bot {
             "/cpu", "/ram", "/disk", "/system", "/top", "/pools", "/silence", "/approve", "/users",
         ];
         match command {
-            "/start" => match user.filter(User::registered) {
-                Some(u) => one(format!(
-                    "You are registered as {} <{}>. /help lists what you can ask.",
-                    u.name.unwrap_or_default(),
-                    u.email.unwrap_or_default()
-                )),
-                None => {
-                    users::start(store, chat).await?;
-                    one("Hello! lintas sends alerts about your servers here. What is your name?".into())
+            "/start" => {
+                match user.filter(User::registered) {
+                    Some(u) => one(format!(
+                        "You are registered as {} <{}>. /help lists what you can ask.",
+                        u.name.unwrap_or_default(),
+                        u.email.unwrap_or_default()
+                    )),
+                    None => {
+                        users::start(store, chat).await?;
+                        one("Hello! lintas sends alerts about your servers here. What is your name?".into())
+                    }
                 }
-            },
+            }
             "/help" => one(help(registered, admin)),
             c if ADMIN.contains(&c) && !admin => one(if registered {
                 format!("{c} is for admins. An admin can /approve you: your chat id is {chat}.")
@@ -211,7 +221,10 @@ impl Bot {
                 one(if until == 0 {
                     "Alerts are on again.".into()
                 } else {
-                    format!("No alerts to you for {}. /mute off turns them back on.", human(until - now_ms()))
+                    format!(
+                        "No alerts to you for {}. /mute off turns them back on.",
+                        human(until - now_ms())
+                    )
                 })
             }
             "/cpu" => one(self.cpu().await),
@@ -223,7 +236,10 @@ impl Bot {
             "/silence" => one(self.silence(chat, user.as_ref(), &args)),
             "/approve" => self.approve(chat, user.as_ref(), &args).await,
             "/users" => one(users_list(&users::all(store).await?)),
-            other => one(format!("Unknown command {other}.\n{}", help(registered, admin))),
+            other => one(format!(
+                "Unknown command {other}.\n{}",
+                help(registered, admin)
+            )),
         }
     }
 
@@ -277,7 +293,15 @@ impl Bot {
         let lines: Vec<String> = s
             .disks
             .iter()
-            .map(|d| format!("{} {} of {} ({}%)", d.mount, gib(d.used), gib(d.total), percent(d.used, d.total)))
+            .map(|d| {
+                format!(
+                    "{} {} of {} ({}%)",
+                    d.mount,
+                    gib(d.used),
+                    gib(d.total),
+                    percent(d.used, d.total)
+                )
+            })
             .collect();
         if lines.is_empty() {
             "No disks found.".into()
@@ -350,19 +374,33 @@ impl Bot {
         }
     }
 
-    async fn approve(&self, chat: i64, me: Option<&User>, args: &[&str]) -> Result<Replies, sqlx::Error> {
+    async fn approve(
+        &self,
+        chat: i64,
+        me: Option<&User>,
+        args: &[&str],
+    ) -> Result<Replies, sqlx::Error> {
         let store = self.watch.store();
         let Some(target) = args.first().and_then(|a| a.parse::<i64>().ok()) else {
-            return Ok(vec![(chat, "Usage: /approve CHAT_ID (/users lists them)".into())]);
+            return Ok(vec![(
+                chat,
+                "Usage: /approve CHAT_ID (/users lists them)".into(),
+            )]);
         };
         let Some(user) = users::get(store, target).await?.filter(User::registered) else {
-            return Ok(vec![(chat, format!("No registered user with chat id {target}."))]);
+            return Ok(vec![(
+                chat,
+                format!("No registered user with chat id {target}."),
+            )]);
         };
         users::approve(store, target, chat).await?;
         let by = me.map_or_else(|| chat.to_string(), User::label);
         Ok(vec![
             (chat, format!("{} is now an admin.", user.label())),
-            (target, format!("You are now an admin (approved by {by}). /help lists the admin commands.")),
+            (
+                target,
+                format!("You are now an admin (approved by {by}). /help lists the admin commands."),
+            ),
         ])
     }
 }
@@ -370,7 +408,9 @@ impl Bot {
 fn help(registered: bool, admin: bool) -> String {
     let mut out = String::from("/start - register for alerts\n/help - this list");
     if registered || admin {
-        out.push_str("\n/status - what is down\n/mute 1h - no alerts to you for a while (/mute off)");
+        out.push_str(
+            "\n/status - what is down\n/mute 1h - no alerts to you for a while (/mute off)",
+        );
     }
     if admin {
         out.push_str(

@@ -78,10 +78,12 @@ const COLUMNS: &str = "chat_id, name, email, step, admin, muted_until_ms";
 
 /// The person behind `chat_id`, if they ever started.
 pub async fn get(store: &Store, chat_id: i64) -> Result<Option<User>, sqlx::Error> {
-    let r = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_users WHERE chat_id = ?"))
-        .bind(chat_id)
-        .fetch_optional(store.pool())
-        .await?;
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM watch_users WHERE chat_id = ?"
+    ))
+    .bind(chat_id)
+    .fetch_optional(store.pool())
+    .await?;
     Ok(r.as_ref().map(user))
 }
 
@@ -118,7 +120,13 @@ pub async fn set_email(store: &Store, chat_id: i64, email: &str) -> Result<(), s
     set(store, chat_id, "email = ?, step = ?", email, Step::Done).await
 }
 
-async fn set(store: &Store, chat_id: i64, sets: &str, value: &str, step: Step) -> Result<(), sqlx::Error> {
+async fn set(
+    store: &Store,
+    chat_id: i64,
+    sets: &str,
+    value: &str,
+    step: Step,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("UPDATE watch_users SET {sets} WHERE chat_id = ?"))
         .bind(value)
         .bind(step.as_str())
