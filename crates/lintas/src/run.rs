@@ -129,7 +129,13 @@ impl Node {
                     .relay
                     .clone()
                     .map(relay::admin::router)
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .merge(
+                        node.watch
+                            .clone()
+                            .map(watch::admin::router)
+                            .unwrap_or_default(),
+                    ),
             };
             info!(addr = ?node.admin_addr, "admin listening");
             tracker.spawn(async move {

@@ -167,6 +167,7 @@ mod tests {
                 "relay_destinations",
                 "relay_routes",
                 "watch_alerts",
+                "watch_targets",
                 "watch_transitions",
                 "watch_users"
             ]

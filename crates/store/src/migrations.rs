@@ -1,7 +1,7 @@
 //! The store's schema, one entry per version; never edit an entry once released, add one.
 
 /// Every migration in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG, WATCH_USERS];
+pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG, WATCH_USERS, WATCH_TARGETS];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
 /// batch and application, so successes cost one row per batch) and dead letters (one row per
@@ -99,6 +99,15 @@ CREATE TABLE watch_users (
     admin INTEGER NOT NULL DEFAULT 0,
     approved_by INTEGER,
     muted_until_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+"#;
+
+/// Watch: targets added through the admin API (those in the file are not stored).
+const WATCH_TARGETS: &str = r#"
+CREATE TABLE watch_targets (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
 "#;

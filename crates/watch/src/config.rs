@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use configkit::{Issues, KeyPath};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[watch]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -119,7 +119,7 @@ impl Default for WatchConfig {
 }
 
 /// How a target is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// `GET url`, status in `expect_status`, body containing `body_contains`.
@@ -129,7 +129,7 @@ pub enum TargetKind {
 }
 
 /// A target watch checks itself.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Its name in alerts.
@@ -178,6 +178,49 @@ fn default_expect() -> String {
     "200-399".into()
 }
 
+impl TargetConfig {
+    /// What is wrong with the target, each with its field.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.name.is_empty() || self.name.contains('/') {
+            out.push((
+                "name",
+                "a target needs a name without `/` (names with `/` are the proxy's pool/backend and relay/destination)".to_owned(),
+            ));
+        }
+        match self.kind {
+            TargetKind::Http => match &self.url {
+                Some(u) if u.starts_with("http://") && u.parse::<http::Uri>().is_ok() => {}
+                _ => out.push((
+                    "url",
+                    "an http target needs url = \"http://host:port/path\"".to_owned(),
+                )),
+            },
+            TargetKind::Tcp => {
+                if self.address.as_deref().is_none_or(|a| !a.contains(':')) {
+                    out.push((
+                        "address",
+                        "a tcp target needs address = \"host:port\"".to_owned(),
+                    ));
+                }
+            }
+        }
+        if let Err(e) = configkit::parse_status_range(&self.expect_status) {
+            out.push(("expect_status", e));
+        }
+        if self.fall == 0 || self.rise == 0 {
+            out.push(("fall", "fall and rise must be at least 1".to_owned()));
+        }
+        if self.timeout.is_zero() || self.interval.is_zero() {
+            out.push((
+                "interval",
+                "interval and timeout must be above zero".to_owned(),
+            ));
+        }
+        out
+    }
+}
+
 /// A maintenance window.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,45 +252,13 @@ impl WatchConfig {
         }
         for (i, t) in self.targets.iter().enumerate() {
             let here = at.key("targets").index(i);
-            if t.name.is_empty() || t.name.contains('/') {
-                issues.push(
-                    here.key("name"),
-                    "a target needs a name without `/` (names with `/` are the proxy's pool/backend and relay/destination)",
-                );
+            for (key, message) in t.problems() {
+                issues.push(here.key(key), message);
             }
             if self.targets[..i].iter().any(|o| o.name == t.name) {
                 issues.push(
                     here.key("name"),
                     format!("target `{}` is declared twice", t.name),
-                );
-            }
-            match t.kind {
-                TargetKind::Http => match &t.url {
-                    Some(u) if u.starts_with("http://") && u.parse::<http::Uri>().is_ok() => {}
-                    _ => issues.push(
-                        here.key("url"),
-                        "an http target needs url = \"http://host:port/path\"",
-                    ),
-                },
-                TargetKind::Tcp => {
-                    if t.address.as_deref().is_none_or(|a| !a.contains(':')) {
-                        issues.push(
-                            here.key("address"),
-                            "a tcp target needs address = \"host:port\"",
-                        );
-                    }
-                }
-            }
-            if let Err(e) = configkit::parse_status_range(&t.expect_status) {
-                issues.push(here.key("expect_status"), e);
-            }
-            if t.fall == 0 || t.rise == 0 {
-                issues.push(here.key("fall"), "fall and rise must be at least 1");
-            }
-            if t.timeout.is_zero() || t.interval.is_zero() {
-                issues.push(
-                    here.key("interval"),
-                    "interval and timeout must be above zero",
                 );
             }
         }

@@ -13,8 +13,10 @@
 //! - [`checks`]: HTTP and TCP targets.
 //! - [`channels`]: console, webhook, Telegram and email; retried and logged.
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
+//! - [`admin`]: the admin API routes and the dashboard.
 //! - [`metrics`]: host metrics sampled into a history.
 
+pub mod admin;
 pub mod bot;
 pub mod channels;
 pub mod checks;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use store::Store;
@@ -30,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-pub use config::WatchConfig;
+pub use config::{TargetConfig, WatchConfig};
 use engine::{Alert, Engine, Pause, Rules, Transition};
 
 use bot::telegram::Telegram;
@@ -68,6 +71,46 @@ pub struct Watch {
     store: Store,
     metrics: Arc<Metrics>,
     pools: Option<Arc<dyn Pools>>,
+    targets: Mutex<BTreeMap<String, Running>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// A target being checked.
+struct Running {
+    spec: TargetConfig,
+    declared: bool,
+    stop: CancellationToken,
+}
+
+/// Why a target cannot be added or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// The spec is not valid: (field, message).
+    Invalid(&'static str, String),
+    /// A target of that name exists.
+    Exists(String),
+    /// No target of that name.
+    NotFound(String),
+    /// It comes from the configuration file.
+    Declared(String),
+    /// The store failed.
+    Store(String),
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(field, m) => write!(f, "{field}: {m}"),
+            Self::Exists(n) => write!(f, "target `{n}` exists"),
+            Self::NotFound(n) => write!(f, "no target `{n}`"),
+            Self::Declared(n) => write!(
+                f,
+                "target `{n}` is declared in the configuration file; change it there and restart"
+            ),
+            Self::Store(e) => write!(f, "store: {e}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Watch {
@@ -143,13 +186,12 @@ impl Watch {
             store,
             metrics,
             pools,
+            targets: Mutex::new(BTreeMap::new()),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
         });
         for t in &cfg.targets {
-            tracker.spawn(checks::run(
-                t.clone(),
-                watch.input.clone(),
-                shutdown.clone(),
-            ));
+            watch.spawn_target(t.clone(), true);
         }
         if let Some((api, admins)) = telegram {
             let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
@@ -157,6 +199,88 @@ impl Watch {
         }
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
         Ok(watch)
+    }
+
+    fn spawn_target(&self, spec: TargetConfig, declared: bool) {
+        let stop = self.shutdown.child_token();
+        self.tracker
+            .spawn(checks::run(spec.clone(), self.input.clone(), stop.clone()));
+        self.lock_targets().insert(
+            spec.name.clone(),
+            Running {
+                spec,
+                declared,
+                stop,
+            },
+        );
+    }
+
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts checking the targets added through the API in earlier runs.
+    pub async fn restore_targets(&self) -> Result<usize, sqlx::Error> {
+        let specs: Vec<String> = sqlx::query_scalar("SELECT spec FROM watch_targets ORDER BY name")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut n = 0;
+        for spec in specs {
+            match serde_json::from_str::<TargetConfig>(&spec) {
+                Ok(t) if !self.lock_targets().contains_key(&t.name) => {
+                    self.spawn_target(t, false);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "a stored watch target is unreadable; skipped"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Every target watch checks itself: (spec, declared in the file).
+    pub fn targets(&self) -> Vec<(TargetConfig, bool)> {
+        self.lock_targets()
+            .values()
+            .map(|r| (r.spec.clone(), r.declared))
+            .collect()
+    }
+
+    /// Adds a target (kept in the store across restarts) and starts checking it.
+    pub async fn add_target(&self, spec: TargetConfig) -> Result<(), TargetError> {
+        if let Some((field, m)) = spec.problems().into_iter().next() {
+            return Err(TargetError::Invalid(field, m));
+        }
+        if self.lock_targets().contains_key(&spec.name) {
+            return Err(TargetError::Exists(spec.name));
+        }
+        sqlx::query("INSERT INTO watch_targets (name, spec, created_ms) VALUES (?, ?, ?)")
+            .bind(&spec.name)
+            .bind(serde_json::to_string(&spec).unwrap_or_default())
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| TargetError::Store(e.to_string()))?;
+        self.spawn_target(spec, false);
+        Ok(())
+    }
+
+    /// Stops checking a target added through the API and forgets it.
+    pub async fn remove_target(&self, name: &str) -> Result<(), TargetError> {
+        match self.lock_targets().get(name) {
+            None => return Err(TargetError::NotFound(name.to_owned())),
+            Some(r) if r.declared => return Err(TargetError::Declared(name.to_owned())),
+            Some(_) => {}
+        }
+        sqlx::query("DELETE FROM watch_targets WHERE name = ?")
+            .bind(name)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| TargetError::Store(e.to_string()))?;
+        if let Some(r) = self.lock_targets().remove(name) {
+            r.stop.cancel();
+        }
+        Ok(())
     }
 
     /// The store (bot users, history, alert log).

@@ -478,3 +478,168 @@ to = ["ops@example.com"]
     .await;
     drop((app1, app2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_serves_metrics_and_manages_targets_and_silences() {
+    let dir = TempDir::new();
+    let dead = unused_addr();
+    let password_hash = admin::Auth::hash_password("pw");
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[admin]
+listen = "127.0.0.1:0"
+user = "admin"
+password_hash = "{password_hash}"
+
+[watch]
+metrics_interval = "100ms"
+
+[[watch.targets]]
+name = "site"
+kind = "tcp"
+address = "{dead}"
+"#,
+        data = dir.path().join("data").display(),
+    );
+    let node = TestNode::start(&text).await;
+    let base = format!("http://{}", node.node.admin_addr.unwrap());
+    let client = testkit::HttpClient::new();
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::prelude::BASE64_STANDARD, "admin:pw")
+    );
+    let call = |method: http::Method, path: &str, body: &str| {
+        let (client, url, basic, body) = (
+            client.clone(),
+            format!("{base}{path}"),
+            basic.clone(),
+            body.to_owned(),
+        );
+        async move {
+            let r = client
+                .send(
+                    method,
+                    &url,
+                    &[
+                        ("authorization", &basic),
+                        ("content-type", "application/json"),
+                    ],
+                    body,
+                )
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+            (r.status, v)
+        }
+    };
+    assert_eq!(client.get(&format!("{base}/api/watch")).await.status, 401);
+    let (status, page) = call(http::Method::GET, "/dashboard", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains("<title>lintas watch</title>")
+    );
+
+    wait_until("two host samples", PATIENCE, || async {
+        call(http::Method::GET, "/api/watch/metrics", "").await.1["samples"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 2)
+    })
+    .await;
+    let (_, m) = call(http::Method::GET, "/api/watch/metrics", "").await;
+    let sample = &m["samples"][0];
+    let cores = m["host"]["cores"].as_u64().unwrap();
+    assert!(cores >= 1);
+    assert_eq!(sample["cores"].as_array().unwrap().len() as u64, cores);
+    assert!(sample["mem_total"].as_u64().unwrap() > sample["mem_used"].as_u64().unwrap());
+    assert!((0.0..=100.0).contains(&sample["cpu"].as_f64().unwrap()));
+    let (_, top) = call(http::Method::GET, "/api/watch/top?n=3", "").await;
+    assert_eq!(top["processes"].as_array().unwrap().len(), 3);
+
+    let extra = format!(
+        r#"{{"name": "extra", "kind": "tcp", "address": "{dead}", "interval": "100ms", "timeout": "100ms", "fall": 1, "rise": 1}}"#
+    );
+    let (status, body) = call(http::Method::POST, "/api/watch/targets", &extra).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        call(http::Method::POST, "/api/watch/targets", &extra).await,
+        (409, serde_json::json!({"error": "target `extra` exists"}))
+    );
+    assert_eq!(
+        call(
+            http::Method::POST,
+            "/api/watch/targets",
+            r#"{"name": "bad", "kind": "tcp"}"#
+        )
+        .await,
+        (
+            422,
+            serde_json::json!({"error": "address: a tcp target needs address = \"host:port\""})
+        )
+    );
+    wait_until("the new target's first state change", PATIENCE, || async {
+        call(http::Method::GET, "/api/watch/history?target=extra", "")
+            .await
+            .1["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|t| t["up"] == false))
+    })
+    .await;
+    assert_eq!(
+        call(http::Method::DELETE, "/api/watch/targets/site", "").await,
+        (
+            409,
+            serde_json::json!({"error": "target `site` is declared in the configuration file; change it there and restart"})
+        )
+    );
+    assert_eq!(
+        call(http::Method::DELETE, "/api/watch/targets/extra", "")
+            .await
+            .0,
+        204
+    );
+    let (_, overview) = call(http::Method::GET, "/api/watch", "").await;
+    let names: Vec<&str> = overview["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["site"]);
+
+    let (status, pause) = call(
+        http::Method::POST,
+        "/api/watch/silences",
+        r#"{"pattern": "web/*", "duration": "10m"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &pause["pattern"]),
+        (201, &serde_json::json!("web/*"))
+    );
+    assert_eq!(
+        call(http::Method::GET, "/api/watch", "").await.1["pauses"][0]["pattern"],
+        "web/*"
+    );
+    assert_eq!(
+        call(
+            http::Method::DELETE,
+            "/api/watch/silences?pattern=web/*",
+            ""
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            http::Method::DELETE,
+            "/api/watch/silences?pattern=web/*",
+            ""
+        )
+        .await,
+        (404, serde_json::json!({"error": "no silence for `web/*`"}))
+    );
+}

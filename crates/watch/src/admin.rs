@@ -1,0 +1,217 @@
+//! Watch's part of the admin API, behind the admin listener's authentication, and the
+//! dashboard page.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /dashboard` | the HTML dashboard: host graphs, what is down, busiest processes |
+//! | `GET /api/watch` | targets down, pauses, targets watch checks, host info |
+//! | `GET /api/watch/metrics?since_ms=` | host samples (default: the last hour) |
+//! | `GET /api/watch/top?n=` | the busiest processes (default 10) |
+//! | `GET /api/watch/alerts?limit=` | the alert log, newest first |
+//! | `GET /api/watch/history?target=&limit=` | state changes, newest first |
+//! | `POST /api/watch/targets` `TargetConfig` | 201; 422 for an invalid target, 409 for a taken name |
+//! | `DELETE /api/watch/targets/{name}` | 204; 409 for a target declared in the file |
+//! | `POST /api/watch/silences` `{"pattern", "duration"}` | 201 |
+//! | `DELETE /api/watch/silences?pattern=` | 204; 404 when no silence has that pattern |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::engine::Pause;
+use crate::{TargetConfig, TargetError, Watch, now_ms};
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The routes, with the watch as state.
+pub fn router(watch: Arc<Watch>) -> Router {
+    Router::new()
+        .route("/dashboard", get(|| async { Html(DASHBOARD) }))
+        .route("/api/watch", get(overview))
+        .route("/api/watch/metrics", get(metrics))
+        .route("/api/watch/top", get(top))
+        .route("/api/watch/alerts", get(alerts))
+        .route("/api/watch/history", get(history))
+        .route("/api/watch/targets", post(add_target))
+        .route("/api/watch/targets/{name}", delete(remove_target))
+        .route("/api/watch/silences", post(silence).delete(unsilence))
+        .with_state(watch)
+}
+
+async fn overview(State(w): State<Arc<Watch>>) -> Json<Value> {
+    let down: Vec<Value> = w
+        .down()
+        .into_iter()
+        .map(|(target, since_ms)| json!({"target": target, "since_ms": since_ms}))
+        .collect();
+    let targets: Vec<Value> = w
+        .targets()
+        .into_iter()
+        .map(|(t, declared)| {
+            let mut v = serde_json::to_value(t).unwrap_or_default();
+            v["declared"] = json!(declared);
+            v
+        })
+        .collect();
+    Json(json!({
+        "down": down,
+        "pauses": w.pauses(),
+        "targets": targets,
+        "host": w.metrics().info(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since_ms: Option<i64>,
+}
+
+async fn metrics(State(w): State<Arc<Watch>>, Query(q): Query<Since>) -> Json<Value> {
+    let since = q.since_ms.unwrap_or_else(|| now_ms() - 3_600_000);
+    Json(json!({"host": w.metrics().info(), "samples": w.metrics().since(since)}))
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: Option<usize>,
+}
+
+async fn top(State(w): State<Arc<Watch>>, Query(q): Query<Count>) -> Json<Value> {
+    Json(json!({"processes": w.metrics().top(q.n.unwrap_or(10).min(100)).await}))
+}
+
+#[derive(Deserialize)]
+struct Log {
+    target: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn alerts(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
+    let rows = sqlx::query(
+        "SELECT at_ms, target, kind, channel, recipient, text, status, attempts, error FROM watch_alerts
+         WHERE (?1 IS NULL OR target = ?1) ORDER BY rowid DESC LIMIT ?2",
+    )
+    .bind(&q.target)
+    .bind(i64::from(q.limit.unwrap_or(100).min(1000)))
+    .fetch_all(w.store().pool())
+    .await;
+    match rows {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
+                        "kind": r.get::<Option<String>, _>(2), "channel": r.get::<String, _>(3),
+                        "recipient": r.get::<String, _>(4), "text": r.get::<String, _>(5),
+                        "status": r.get::<String, _>(6), "attempts": r.get::<i64, _>(7),
+                        "error": r.get::<Option<String>, _>(8),
+                    })
+                })
+                .collect();
+            Json(json!({ "alerts": list })).into_response()
+        }
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+    }
+}
+
+async fn history(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
+    let rows = sqlx::query(
+        "SELECT at_ms, target, detail, up, reason FROM watch_transitions
+         WHERE (?1 IS NULL OR target = ?1) ORDER BY rowid DESC LIMIT ?2",
+    )
+    .bind(&q.target)
+    .bind(i64::from(q.limit.unwrap_or(100).min(1000)))
+    .fetch_all(w.store().pool())
+    .await;
+    match rows {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
+                        "detail": r.get::<String, _>(2), "up": r.get::<bool, _>(3),
+                        "reason": r.get::<String, _>(4),
+                    })
+                })
+                .collect();
+            Json(json!({ "history": list })).into_response()
+        }
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+    }
+}
+
+fn target_error(e: TargetError) -> Response {
+    let status = match e {
+        TargetError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+        TargetError::Exists(_) | TargetError::Declared(_) => StatusCode::CONFLICT,
+        TargetError::NotFound(_) => StatusCode::NOT_FOUND,
+        TargetError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, e.to_string())
+}
+
+async fn add_target(State(w): State<Arc<Watch>>, Json(t): Json<TargetConfig>) -> Response {
+    match w.add_target(t.clone()).await {
+        Ok(()) => (StatusCode::CREATED, Json(json!(t))).into_response(),
+        Err(e) => target_error(e),
+    }
+}
+
+async fn remove_target(State(w): State<Arc<Watch>>, Path(name): Path<String>) -> Response {
+    match w.remove_target(&name).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => target_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Silence {
+    pattern: String,
+    duration: String,
+}
+
+async fn silence(State(w): State<Arc<Watch>>, Json(s): Json<Silence>) -> Response {
+    let d = match configkit::parse_duration(&s.duration) {
+        Ok(d) => d,
+        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, format!("duration: {e}")),
+    };
+    let now = now_ms();
+    let pause = Pause {
+        pattern: s.pattern,
+        from_ms: now,
+        until_ms: now + d.as_millis() as i64,
+        reason: "silence from the admin API".into(),
+    };
+    w.pause(pause.clone());
+    (StatusCode::CREATED, Json(json!(pause))).into_response()
+}
+
+#[derive(Deserialize)]
+struct Pattern {
+    pattern: String,
+}
+
+async fn unsilence(State(w): State<Arc<Watch>>, Query(p): Query<Pattern>) -> Response {
+    match w.unpause(&p.pattern) {
+        0 => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no silence for `{}`", p.pattern),
+        ),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The dashboard: graphs drawn in the browser from `/api/watch/metrics`, refreshed every 5 s.
+const DASHBOARD: &str = include_str!("dashboard.html");
