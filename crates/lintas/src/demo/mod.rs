@@ -51,7 +51,8 @@ pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
         data.display(),
         demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
         relay_config(&dbs, &key)
-    ) + WATCH_CONFIG;
+    ) + WATCH_CONFIG
+        + &telegram_config();
     let loaded = config::parse(Path::new("<demo>"), text)?;
     let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
@@ -63,6 +64,7 @@ pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
     };
     print_banner(http, tcp, admin, &backend_addrs, &password);
     print_relay_banner(relay.local_addr(), admin, &password, &key, &dbs);
+    print_watch_banner(admin);
     wait_for_signals(&node, &shutdown).await?;
     drain(tracker).await;
     let _ = std::fs::remove_dir_all(&data);
@@ -75,6 +77,36 @@ const WATCH_CONFIG: &str = r#"
 repeat = "10s"
 console = true
 "#;
+
+/// The variable that, when set, also sends the demo's alerts to a real Telegram bot.
+const TELEGRAM_TOKEN_ENV: &str = "LINTAS_TELEGRAM_TOKEN";
+
+/// `[watch.telegram]` when [`TELEGRAM_TOKEN_ENV`] is set.
+fn telegram_config() -> String {
+    match std::env::var(TELEGRAM_TOKEN_ENV) {
+        Ok(t) if !t.is_empty() => format!(
+            "\n[watch.telegram]\ntoken_env = \"{TELEGRAM_TOKEN_ENV}\"\nadmins = [{}]\n",
+            std::env::var("LINTAS_TELEGRAM_ADMIN").unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
+}
+
+fn print_watch_banner(admin: SocketAddr) {
+    let telegram = if telegram_config().is_empty() {
+        format!(
+            "Set {TELEGRAM_TOKEN_ENV} to a bot token from @BotFather to get them on Telegram too."
+        )
+    } else {
+        "They also go to your Telegram bot: send it /start to register.".to_owned()
+    };
+    println!(
+        r#"Watch: alerts about the backends print here (DOWN, STILL DOWN every 10 s, UP).
+{telegram}
+  dashboard     http://{admin}/dashboard  (host graphs, what is down, busiest processes)
+"#
+    );
+}
 
 /// The users' example: db1 keeps items' name and price, db2 their name, category and type.
 async fn create_databases(dir: &Path) -> anyhow::Result<[PathBuf; 2]> {

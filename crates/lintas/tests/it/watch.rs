@@ -643,3 +643,75 @@ address = "{dead}"
         (404, serde_json::json!({"error": "no silence for `web/*`"}))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_destination_that_stops_answering_is_alerted() {
+    let dir = TempDir::new();
+    let (hook, got) = receiver(0).await;
+    let pg = testkit::scratch::Scratch::create(testkit::scratch::Server::Postgres)
+        .await
+        .unwrap();
+    pg.exec("CREATE TABLE t (v text)").await.unwrap();
+    let link = testkit::link::Link::start(pg.addr()).await.unwrap();
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[relay]
+listen = "127.0.0.1:0"
+heartbeat = "100ms"
+retry_min = "100ms"
+retry_max = "200ms"
+
+[[relay.applications]]
+name = "app"
+key_sha256 = "{hash}"
+
+[[relay.destinations]]
+name = "pg"
+kind = "postgres"
+url = "{url}"
+
+[[relay.routes]]
+application = "app"
+destination = "pg"
+table = "t"
+operation = "insert"
+columns = {{ v = "v" }}
+
+[watch]
+repeat = "30s"
+webhooks = [{{ url = "{hook}" }}]
+"#,
+        data = dir.path().join("data").display(),
+        hash = relay::keys::to_hex(&relay::keys::hash("k")),
+        url = pg.url_via(link.addr()),
+    );
+    let node = TestNode::start(&text).await;
+    let relay = node.node.relay.clone().unwrap();
+    wait_until("the destination to be up", PATIENCE, || async {
+        relay
+            .statuses()
+            .iter()
+            .all(|s| s.state == relay::status::State::Up)
+    })
+    .await;
+    link.cut();
+    wait_until("the DOWN alert", PATIENCE, || async {
+        !got.texts("relay/pg").is_empty()
+    })
+    .await;
+    link.restore();
+    wait_until("the UP alert", PATIENCE, || async {
+        got.texts("relay/pg").len() == 2
+    })
+    .await;
+    let texts = got.texts("relay/pg");
+    assert!(
+        texts[0].starts_with("DOWN relay/pg (relay destination): "),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].starts_with("UP relay/pg (relay destination): back after "),
+        "{texts:?}"
+    );
+}
