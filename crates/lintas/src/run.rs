@@ -155,6 +155,9 @@ impl Node {
         if loaded.config.admin != current.config.admin {
             warn!("[admin] changed; it takes effect at the next restart");
         }
+        if loaded.config.watch != current.config.watch {
+            warn!("[watch] changed; it takes effect at the next restart (targets can be added at run time through the admin API)");
+        }
         match (&self.relay, &loaded.config.relay) {
             (Some(relay), Some(cfg)) => {
                 if cfg.listen != relay.config().listen || data_settings_differ(cfg, relay.config())
