@@ -156,7 +156,9 @@ impl Node {
             warn!("[admin] changed; it takes effect at the next restart");
         }
         if loaded.config.watch != current.config.watch {
-            warn!("[watch] changed; it takes effect at the next restart (targets can be added at run time through the admin API)");
+            warn!(
+                "[watch] changed; it takes effect at the next restart (targets can be added at run time through the admin API)"
+            );
         }
         match (&self.relay, &loaded.config.relay) {
             (Some(relay), Some(cfg)) => {

@@ -176,9 +176,16 @@ async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<St
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Connects with `spec` and pings, or says why not.
-async fn connect(spec: &DestinationSpec) -> Result<Db, Refusal> {
-    let db = Db::connect(spec)
+/// Connects to a destination and pings, or says why not.
+async fn connect(
+    relay: &Relay,
+    spec: &DestinationSpec,
+    stored: Option<&str>,
+) -> Result<Db, Refusal> {
+    let password = relay
+        .password_for(spec, stored)
+        .map_err(|e| unprocessable(format!("`{}`: {e}", spec.name)))?;
+    let db = Db::connect(spec, password)
         .await
         .map_err(|e| unprocessable(format!("cannot connect to `{}`: {e}", spec.name)))?;
     if let Err(e) = db.ping().await {
@@ -204,13 +211,24 @@ async fn create_destination(
             format!("destination `{}` exists", spec.name),
         ));
     }
-    connect(&spec).await?.close().await;
+    if spec.password.is_some() && spec.password_env.is_some() {
+        return Err(unprocessable("give password or password_env, not both"));
+    }
+    connect(&relay, &spec, None).await?.close().await;
+    let sealed = match &spec.password {
+        Some(p) => Some(
+            relay
+                .seal(p)
+                .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+        ),
+        None => None,
+    };
     let start = relay
         .stream()
         .end()
         .await
         .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    edit::create_destination(relay.store().pool(), &spec, start).await?;
+    edit::create_destination(relay.store().pool(), &spec, start, sealed).await?;
     relay.refresh().await?;
     let d = relay.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
@@ -232,7 +250,7 @@ async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<St
 
 async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
-    let db = connect(&d.spec).await?;
+    let db = connect(&relay, &d.spec, d.password_enc.as_deref()).await?;
     let tables = db.tables().await;
     db.close().await;
     let tables = tables.map_err(|e| {
@@ -258,7 +276,7 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
         .cloned()
         .ok_or_else(|| unprocessable(format!("no destination `{}`", spec.destination)))?;
     drop(catalog);
-    let db = connect(&dest.spec).await?;
+    let db = connect(&relay, &dest.spec, dest.password_enc.as_deref()).await?;
     let table = db.table(spec.schema.as_deref(), &spec.table).await;
     db.close().await;
     let table = table
@@ -475,7 +493,7 @@ async fn replay(
             "no dead letter for record {record} at `{destination}`"
         )));
     }
-    let db = connect(&dest.spec).await?;
+    let db = connect(&relay, &dest.spec, dest.password_enc.as_deref()).await?;
     let result = crate::replay::replay(&relay, &dest, &db, record, &letters).await;
     db.close().await;
     match result {

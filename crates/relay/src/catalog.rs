@@ -40,6 +40,9 @@ pub struct Destination {
     pub spec: DestinationSpec,
     /// The stream offset it starts from: records older than the destination are not its.
     pub start_offset: u64,
+    /// Its password, encrypted (given through the admin API).
+    #[serde(skip)]
+    pub password_enc: Option<String>,
     /// Declared in the configuration file.
     pub declared: bool,
 }
@@ -133,7 +136,7 @@ impl Catalog {
             cat.applications.insert(app.id, Arc::new(app));
         }
         for row in sqlx::query(
-            "SELECT id, name, kind, url, password_env, max_connections, start_offset, declared FROM relay_destinations",
+            "SELECT id, name, kind, url, password_env, max_connections, start_offset, declared, password_enc FROM relay_destinations",
         )
         .fetch_all(pool)
         .await?
@@ -146,9 +149,11 @@ impl Catalog {
                     kind: Kind::parse(&kind).unwrap_or(Kind::Sqlite),
                     url: row.get(3),
                     password_env: row.get(4),
+                    password: None,
                     max_connections: row.get::<i64, _>(5) as u32,
                 },
                 start_offset: row.get::<i64, _>(6) as u64,
+                password_enc: row.get(8),
                 declared: row.get(7),
             };
             cat.destinations.insert(d.id, Arc::new(d));
@@ -308,7 +313,7 @@ pub async fn sync_declared(
             "INSERT INTO relay_destinations (name, kind, url, password_env, max_connections, start_offset, declared, created_ms)
              VALUES (?, ?, ?, ?, ?, ?, 1, ?)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, url = excluded.url,
-                 password_env = excluded.password_env, max_connections = excluded.max_connections, declared = 1
+                 password_env = excluded.password_env, max_connections = excluded.max_connections, declared = 1, password_enc = NULL
              RETURNING id",
         )
         .bind(&d.name)
@@ -485,15 +490,17 @@ pub mod edit {
         Ok(key)
     }
 
-    /// Creates a destination starting at stream offset `start`.
+    /// Creates a destination starting at stream offset `start`, with its encrypted
+    /// password if it has one.
     pub async fn create_destination(
         pool: &SqlitePool,
         spec: &DestinationSpec,
         start: u64,
+        password_enc: Option<String>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
-            "INSERT INTO relay_destinations (name, kind, url, password_env, max_connections, start_offset, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO relay_destinations (name, kind, url, password_env, max_connections, start_offset, created_ms, password_enc)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&spec.name)
         .bind(spec.kind.as_str())
@@ -502,6 +509,7 @@ pub mod edit {
         .bind(i64::from(spec.max_connections))
         .bind(start as i64)
         .bind(now_ms())
+        .bind(password_enc)
         .execute(pool)
         .await
         .map_err(|e| unique(e, format!("destination `{}` exists", spec.name)))?;

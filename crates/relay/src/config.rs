@@ -43,6 +43,10 @@ pub struct RelayConfig {
     /// How long an `Idempotency-Key` is remembered.
     #[serde(default = "default_idempotency_window", with = "configkit::duration")]
     pub idempotency_window: Duration,
+    /// Key that encrypts destination passwords given through the admin API; default
+    /// `data_dir/secret.key`, created on first start.
+    #[serde(default)]
+    pub secret_key_file: Option<std::path::PathBuf>,
     /// Applications declared in the file.
     #[serde(default)]
     pub applications: Vec<ApplicationDecl>,
@@ -65,6 +69,7 @@ impl Default for RelayConfig {
             heartbeat: default_heartbeat(),
             retention: default_retention(),
             idempotency_window: default_idempotency_window(),
+            secret_key_file: None,
             applications: Vec::new(),
             destinations: Vec::new(),
             routes: Vec::new(),
@@ -175,6 +180,10 @@ pub struct DestinationSpec {
     /// Environment variable holding the password, if the database needs one.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// The password itself — only through the admin API, which stores it encrypted and
+    /// never shows it again; the configuration file uses `password_env`.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
     /// Connections lintas keeps to it.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -388,6 +397,12 @@ impl RelayConfig {
             let here = dests.index(i);
             for (field, message) in d.problems() {
                 issues.push(here.key(field), message);
+            }
+            if d.password.is_some() {
+                issues.push(
+                    here.key("password"),
+                    "passwords are not written in the file; name an environment variable in password_env",
+                );
             }
             if self.destinations[..i].iter().any(|o| o.name == d.name) {
                 issues.push(

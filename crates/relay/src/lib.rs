@@ -20,6 +20,7 @@ mod ingest;
 pub mod keys;
 pub mod record;
 mod replay;
+pub mod secrets;
 mod service;
 pub mod sql;
 pub mod status;

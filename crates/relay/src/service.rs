@@ -53,6 +53,8 @@ pub struct Relay {
     stream_id: String,
     /// This process, as a consumer and lease holder on a shared stream.
     node_id: String,
+    /// Decrypts destination passwords kept in the store.
+    secrets: crate::secrets::Secrets,
     /// How long a destination lease lasts, on a shared stream.
     lease: Option<Duration>,
     catalog: ArcSwap<Catalog>,
@@ -93,6 +95,12 @@ impl Relay {
         let store = Store::open(data_dir)
             .await
             .map_err(|e| fail("", e.to_string()))?;
+        let key_file = cfg
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("secret.key"));
+        let secrets = crate::secrets::Secrets::load_or_create(&key_file)
+            .map_err(|e| fail("secret_key_file", e))?;
         let (stream, stream_id) =
             open_stream(&cfg, data_dir, backplane)
                 .await
@@ -127,6 +135,7 @@ impl Relay {
             stream,
             stream_id,
             node_id: node_id(),
+            secrets,
             lease: backplane.map(|b| b.lease),
             catalog: ArcSwap::from_pointee(cat),
             generation: watch::channel(0).0,
@@ -170,6 +179,29 @@ impl Relay {
     /// The stream.
     pub fn stream(&self) -> &Stream {
         &self.stream
+    }
+
+    /// The password to connect to a destination with: from its environment variable, or
+    /// decrypted from the store, or the one given with the spec (a new destination).
+    pub(crate) fn password_for(
+        &self,
+        spec: &crate::config::DestinationSpec,
+        stored: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        if let Some(var) = &spec.password_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} (password_env) is not set"));
+        }
+        match stored {
+            Some(sealed) => self.secrets.decrypt(sealed).map(Some),
+            None => Ok(spec.password.clone()),
+        }
+    }
+
+    /// Seals a password for the store.
+    pub(crate) fn seal(&self, password: &str) -> Result<String, String> {
+        self.secrets.encrypt(password)
     }
 
     /// This process's name as a consumer of a shared stream.

@@ -1,7 +1,13 @@
 //! The store's schema, one entry per version; never edit an entry once released, add one.
 
 /// Every migration in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const ALL: &[&str] = &[RELAY_OBJECTS, WATCH_LOG, WATCH_USERS, WATCH_TARGETS];
+pub(crate) const ALL: &[&str] = &[
+    RELAY_OBJECTS,
+    WATCH_LOG,
+    WATCH_USERS,
+    WATCH_TARGETS,
+    RELAY_PASSWORDS,
+];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
 /// batch and application, so successes cost one row per batch) and dead letters (one row per
@@ -110,4 +116,9 @@ CREATE TABLE watch_targets (
     spec TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
+"#;
+
+/// Relay: destination passwords given through the admin API, encrypted.
+const RELAY_PASSWORDS: &str = r#"
+ALTER TABLE relay_destinations ADD COLUMN password_enc TEXT;
 "#;

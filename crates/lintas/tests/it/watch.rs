@@ -392,8 +392,15 @@ to = ["ops@example.com"]
     let disk = ask(&bot, ANN, "/disk").await;
     assert!(disk.starts_with('/') && disk.contains(" GiB of "), "{disk}");
     let system = ask(&bot, ANN, "/system").await;
-    assert!(system.contains("\nkernel ") && system.contains(" cores") && system.contains("\nCPU "), "{system}");
-    assert!(ask(&bot, ANN, "/top").await.starts_with("Top processes (pid name CPU RAM):\n"));
+    assert!(
+        system.contains("\nkernel ") && system.contains(" cores") && system.contains("\nCPU "),
+        "{system}"
+    );
+    assert!(
+        ask(&bot, ANN, "/top")
+            .await
+            .starts_with("Top processes (pid name CPU RAM):\n")
+    );
     assert_eq!(ask(&bot, ANN, "/pools").await, "web: 2/2 up");
     let users = ask(&bot, ANN, "/users").await;
     assert_eq!(users, "1 registered:\n100 Ann <ann@example.com> admin");

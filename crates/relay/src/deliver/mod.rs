@@ -45,7 +45,7 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: Cancellation
         }
         let end = match tokio::select! {
             _ = cancel.cancelled() => End::Stop,
-            db = Db::connect(&dest.spec) => match db {
+            db = connect(&relay, &dest) => match db {
                 Ok(db) => {
                     let end = session(&relay, &dest, &db, &cancel, &mut attempt).await;
                     db.close().await;
@@ -75,6 +75,11 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: Cancellation
             _ = sleep(pause) => {}
         }
     }
+}
+
+async fn connect(relay: &Relay, dest: &Destination) -> Result<Db, String> {
+    let password = relay.password_for(&dest.spec, dest.password_enc.as_deref())?;
+    Db::connect(&dest.spec, password).await
 }
 
 /// Waits until this node holds `dest`'s lease; false on shutdown.

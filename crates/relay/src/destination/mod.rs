@@ -99,16 +99,9 @@ pub enum ApplyError {
 }
 
 impl Db {
-    /// Connects to `spec` (one connection is made now, so a wrong URL, password or an
-    /// unreachable host fails here).
-    pub async fn connect(spec: &DestinationSpec) -> Result<Self, String> {
-        let password = match &spec.password_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .map_err(|_| format!("environment variable {var} (password_env) is not set"))?,
-            ),
-            None => None,
-        };
+    /// Connects to `spec` with `password` (one connection is made now, so a wrong URL,
+    /// password or an unreachable host fails here).
+    pub async fn connect(spec: &DestinationSpec, password: Option<String>) -> Result<Self, String> {
         let bad_url = |e: sqlx::Error| format!("bad URL: {e}");
         let down = |e: sqlx::Error| e.to_string();
         let n = spec.max_connections;

@@ -225,3 +225,83 @@ async fn objects_are_managed_and_checked_through_the_api() {
     assert_eq!(r.status, 401);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_given_through_the_api_is_stored_encrypted_and_used() {
+    use testkit::scratch::{Scratch, Server};
+    let dir = TempDir::new();
+    let my = Scratch::create(Server::Mysql).await.unwrap();
+    let user = format!("u{}", &my.name[my.name.len().saturating_sub(20)..]);
+    my.exec(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 's3cret';
+         CREATE USER '{user}'@'localhost' IDENTIFIED BY 's3cret';
+         GRANT ALL ON {db}.* TO '{user}'@'127.0.0.1';
+         GRANT ALL ON {db}.* TO '{user}'@'localhost';
+         CREATE TABLE notes (v varchar(20))",
+        db = my.name
+    ))
+    .await
+    .unwrap();
+    let node = Node::start(&dir.path().join("data"), &config("")).await;
+    let url = format!("mysql://{user}@127.0.0.1:3306/{}", my.name);
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations",
+            &json!({"name": "locked", "kind": "mysql", "url": url, "password": "wrong"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("cannot connect to `locked`: ") && error.contains("Access denied"),
+        "{error}"
+    );
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations",
+            &json!({"name": "locked", "kind": "mysql", "url": url, "password": "s3cret"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.to_string().contains("s3cret"), "{body}");
+    let stored: String = {
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("data/lintas.db").display()
+        ))
+        .await
+        .unwrap();
+        let v =
+            sqlx::query_scalar("SELECT password_enc FROM relay_destinations WHERE name = 'locked'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        v
+    };
+    assert!(!stored.contains("s3cret") && stored.len() > 20, "{stored}");
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/routes",
+            r#"{"application": "shop", "destination": "locked", "table": "notes", "operation": "insert", "columns": {"v": "v"}}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    node.ingest(r#"{"v": "hello"}"#).await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(my.rows("SELECT v FROM notes").await.unwrap()),
+        [["hello"]]
+    );
+    node.stop().await;
+    my.exec(&format!(
+        "DROP USER '{user}'@'127.0.0.1'; DROP USER '{user}'@'localhost'"
+    ))
+    .await
+    .unwrap();
+}
