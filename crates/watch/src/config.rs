@@ -43,6 +43,13 @@ pub struct WatchConfig {
     /// How long samples are kept (in memory).
     #[serde(default = "default_metrics_retention", with = "configkit::duration")]
     pub metrics_retention: Duration,
+    /// How long state changes and the alert log are kept in the store.
+    #[serde(default = "default_history_retention", with = "configkit::duration")]
+    pub history_retention: Duration,
+}
+
+fn default_history_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_metrics_interval() -> Duration {
@@ -114,6 +121,7 @@ impl Default for WatchConfig {
             email: None,
             metrics_interval: default_metrics_interval(),
             metrics_retention: default_metrics_retention(),
+            history_retention: default_history_retention(),
         }
     }
 }

@@ -197,6 +197,7 @@ impl Watch {
             let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
             tracker.spawn(bot.run(shutdown.clone()));
         }
+        tracker.spawn(prune(watch.store.clone(), cfg.history_retention, shutdown.clone()));
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
         Ok(watch)
     }
@@ -355,6 +356,27 @@ async fn record(store: &Store, t: &Transition) {
     .await;
     if let Err(e) = r {
         warn!(error = %e, "cannot write the watch history");
+    }
+}
+
+/// Deletes state changes and alert-log rows older than `retention`, hourly.
+async fn prune(store: Store, retention: std::time::Duration, shutdown: CancellationToken) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        for table in ["watch_transitions", "watch_alerts"] {
+            let r = sqlx::query(&format!("DELETE FROM {table} WHERE at_ms < ?"))
+                .bind(cutoff)
+                .execute(store.pool())
+                .await;
+            if let Err(e) = r {
+                warn!(error = %e, table, "cannot prune the watch history");
+            }
+        }
     }
 }
 
