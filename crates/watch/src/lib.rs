@@ -197,7 +197,11 @@ impl Watch {
             let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
             tracker.spawn(bot.run(shutdown.clone()));
         }
-        tracker.spawn(prune(watch.store.clone(), cfg.history_retention, shutdown.clone()));
+        tracker.spawn(prune(
+            watch.store.clone(),
+            cfg.history_retention,
+            shutdown.clone(),
+        ));
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
         Ok(watch)
     }

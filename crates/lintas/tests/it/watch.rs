@@ -727,3 +727,56 @@ webhooks = [{{ url = "{hook}" }}]
         "{texts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_target_is_alerted_once_then_left_alone() {
+    let dir = TempDir::new();
+    let (hook, got) = receiver(0).await;
+    let addr = unused_addr();
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[watch]
+repeat = "30s"
+flap_changes = 4
+flap_window = "1m"
+webhooks = [{{ url = "{hook}" }}]
+
+[[watch.targets]]
+name = "flappy"
+kind = "tcp"
+address = "{addr}"
+interval = "50ms"
+timeout = "50ms"
+fall = 1
+rise = 1
+"#,
+        data = dir.path().join("data").display(),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _node = TestNode::start(&text).await;
+    // Eight changes: down and up four times, each state held long enough to be seen.
+    let mut listener = Some(listener);
+    for i in 0..8 {
+        let want_up = listener.is_none();
+        if want_up {
+            listener = Some(tokio::net::TcpListener::bind(addr).await.unwrap());
+        } else {
+            listener = None;
+        }
+        wait_until("the change to be seen", PATIENCE, || async {
+            let h = got.all().len();
+            // Until flapping, every change is an alert; after, none is.
+            h >= (i + 1).min(4)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kinds: Vec<String> = got
+        .all()
+        .iter()
+        .map(|(_, v)| v["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["down", "up", "down", "flapping"]);
+    drop(listener);
+}
