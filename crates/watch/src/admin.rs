@@ -96,56 +96,60 @@ struct Log {
 }
 
 async fn alerts(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
-    let rows = sqlx::query(
+    log_query(
+        &w,
+        &q,
+        "alerts",
         "SELECT at_ms, target, kind, channel, recipient, text, status, attempts, error FROM watch_alerts
          WHERE (?1 IS NULL OR target = ?1) ORDER BY rowid DESC LIMIT ?2",
+        |r| {
+            json!({
+                "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
+                "kind": r.get::<Option<String>, _>(2), "channel": r.get::<String, _>(3),
+                "recipient": r.get::<String, _>(4), "text": r.get::<String, _>(5),
+                "status": r.get::<String, _>(6), "attempts": r.get::<i64, _>(7),
+                "error": r.get::<Option<String>, _>(8),
+            })
+        },
     )
-    .bind(&q.target)
-    .bind(i64::from(q.limit.unwrap_or(100).min(1000)))
-    .fetch_all(w.store().pool())
-    .await;
-    match rows {
-        Ok(rows) => {
-            let list: Vec<Value> = rows
-                .iter()
-                .map(|r| {
-                    json!({
-                        "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
-                        "kind": r.get::<Option<String>, _>(2), "channel": r.get::<String, _>(3),
-                        "recipient": r.get::<String, _>(4), "text": r.get::<String, _>(5),
-                        "status": r.get::<String, _>(6), "attempts": r.get::<i64, _>(7),
-                        "error": r.get::<Option<String>, _>(8),
-                    })
-                })
-                .collect();
-            Json(json!({ "alerts": list })).into_response()
-        }
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
-    }
+    .await
 }
 
 async fn history(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
-    let rows = sqlx::query(
+    log_query(
+        &w,
+        &q,
+        "history",
         "SELECT at_ms, target, detail, up, reason FROM watch_transitions
          WHERE (?1 IS NULL OR target = ?1) ORDER BY rowid DESC LIMIT ?2",
+        |r| {
+            json!({
+                "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
+                "detail": r.get::<String, _>(2), "up": r.get::<bool, _>(3),
+                "reason": r.get::<String, _>(4),
+            })
+        },
     )
-    .bind(&q.target)
-    .bind(i64::from(q.limit.unwrap_or(100).min(1000)))
-    .fetch_all(w.store().pool())
-    .await;
+    .await
+}
+
+/// Runs a log query taking (target, limit) and answers `{key: [rows as JSON]}`.
+async fn log_query(
+    w: &Watch,
+    q: &Log,
+    key: &str,
+    sql: &str,
+    row: impl Fn(&sqlx::sqlite::SqliteRow) -> Value,
+) -> Response {
+    let rows = sqlx::query(sql)
+        .bind(&q.target)
+        .bind(i64::from(q.limit.unwrap_or(100).min(1000)))
+        .fetch_all(w.store().pool())
+        .await;
     match rows {
         Ok(rows) => {
-            let list: Vec<Value> = rows
-                .iter()
-                .map(|r| {
-                    json!({
-                        "at_ms": r.get::<i64, _>(0), "target": r.get::<String, _>(1),
-                        "detail": r.get::<String, _>(2), "up": r.get::<bool, _>(3),
-                        "reason": r.get::<String, _>(4),
-                    })
-                })
-                .collect();
-            Json(json!({ "history": list })).into_response()
+            let list: Vec<Value> = rows.iter().map(row).collect();
+            Json(json!({ key: list })).into_response()
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
     }

@@ -397,14 +397,15 @@ async fn run(
         let wait = due.map_or(std::time::Duration::from_secs(3600), |d| {
             std::time::Duration::from_millis((d - now_ms()).max(0) as u64)
         });
-        let alerts: Vec<Alert> = tokio::select! {
+        // The change is written to the history after its alerts are on their way, so the
+        // store's sync never delays an alert.
+        let (alerts, change): (Vec<Alert>, Option<Transition>) = tokio::select! {
             _ = shutdown.cancelled() => return,
             t = rx.recv() => {
                 let Some(t) = t else { return };
-                record(&watch.store, &t).await;
-                watch.engine().on_transition(t)
+                (watch.engine().on_transition(t.clone()), Some(t))
             }
-            _ = tokio::time::sleep(wait) => watch.engine().tick(now_ms()),
+            _ = tokio::time::sleep(wait) => (watch.engine().tick(now_ms()), None),
         };
         for alert in alerts {
             let alert = Arc::new(alert);
@@ -415,6 +416,9 @@ async fn run(
                     watch.store.clone(),
                 ));
             }
+        }
+        if let Some(t) = change {
+            record(&watch.store, &t).await;
         }
     }
 }

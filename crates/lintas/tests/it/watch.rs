@@ -16,6 +16,22 @@ use testkit::{PATIENCE, wait_until};
 use crate::cli::Lintas;
 use crate::harness::{ProcessBackend, TempDir, TestNode, unused_addr};
 
+/// Pool `web` of two backends checked every 200 ms (down after 2 failures), with a listener.
+fn pool_config(app1: std::net::SocketAddr, app2: std::net::SocketAddr) -> String {
+    format!(
+        r#"[proxy.pools.web]
+backends = [{{ name = "app1", address = "{app1}" }}, {{ name = "app2", address = "{app2}" }}]
+health = {{ kind = "http", path = "/health", interval = "200ms", timeout = "200ms", rise = 1, fall = 2 }}
+
+[[proxy.listeners]]
+name = "web"
+mode = "http"
+listen = "127.0.0.1:0"
+pool = "web"
+"#
+    )
+}
+
 /// Alerts a webhook receiver got, with when.
 #[derive(Clone, Default)]
 struct Received(Arc<Mutex<Vec<(Instant, Value)>>>);
@@ -89,23 +105,13 @@ async fn a_killed_backend_is_alerted_reminded_and_recovered_on_every_channel() {
     let text = format!(
         r#"data_dir = "{data}"
 
-[proxy.pools.web]
-backends = [{{ name = "app1", address = "{a1}" }}, {{ name = "app2", address = "{a2}" }}]
-health = {{ kind = "http", path = "/health", interval = "200ms", timeout = "200ms", rise = 1, fall = 2 }}
-
-[[proxy.listeners]]
-name = "web"
-mode = "http"
-listen = "127.0.0.1:0"
-pool = "web"
-
+{pool}
 [watch]
 repeat = "1s"
 webhooks = [{{ url = "{hook_a}" }}, {{ url = "{hook_b}" }}]
 "#,
         data = dir.path().join("data").display(),
-        a1 = app1.addr,
-        a2 = app2.addr,
+        pool = pool_config(app1.addr, app2.addr),
     );
     let _node = TestNode::start(&text).await;
     // Let the checks see both up first.
@@ -312,16 +318,7 @@ async fn the_bot_registers_people_answers_by_role_and_alerts_them_by_telegram_an
     let text = format!(
         r#"data_dir = "data"
 
-[proxy.pools.web]
-backends = [{{ name = "app1", address = "{a1}" }}, {{ name = "app2", address = "{app2_addr}" }}]
-health = {{ kind = "http", path = "/health", interval = "200ms", timeout = "200ms", rise = 1, fall = 2 }}
-
-[[proxy.listeners]]
-name = "web"
-mode = "http"
-listen = "127.0.0.1:0"
-pool = "web"
-
+{pool}
 [watch]
 repeat = "1s"
 
@@ -335,7 +332,7 @@ smtp = "{smtp}"
 from = "lintas@example.com"
 to = ["ops@example.com"]
 "#,
-        a1 = app1.addr,
+        pool = pool_config(app1.addr, app2_addr),
         api = bot.url(),
         smtp = smtp.url(),
     );
