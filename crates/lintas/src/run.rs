@@ -51,13 +51,22 @@ impl Node {
         workers: Workers,
     ) -> anyhow::Result<Arc<Self>> {
         let proxy_cfg = loaded.config.proxy.clone().unwrap_or_default();
-        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone(), workers)
+        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone(), workers.clone())
             .await
             .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
         let relay = match &loaded.config.relay {
             Some(cfg) => {
                 let at = KeyPath::root("relay");
                 let data_dir = loaded.data_dir();
+                let ingest = workers.bind(cfg.listen).map_err(|e| {
+                    loaded.error_at(
+                        &at.key("listen"),
+                        format!(
+                            "cannot listen on {}: {e}; choose another address or stop what holds it",
+                            cfg.listen
+                        ),
+                    )
+                })?;
                 let relay = Relay::start(
                     cfg.clone(),
                     &data_dir,
@@ -65,6 +74,7 @@ impl Node {
                     &at,
                     &tracker,
                     shutdown.clone(),
+                    ingest,
                 )
                 .await
                 .map_err(|e| loaded.error_at(&e.at, e.message))?;

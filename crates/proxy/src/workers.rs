@@ -25,13 +25,25 @@ pub struct Workers {
 
 impl Workers {
     /// How many sockets each listener binds.
-    pub(crate) fn sockets_per_listener(&self) -> usize {
+    pub fn sockets_per_listener(&self) -> usize {
         self.handles.len().max(1)
     }
 
     /// The runtime of worker `i`, or `None` to use the current one.
-    pub(crate) fn handle(&self, i: usize) -> Option<&Handle> {
+    pub fn handle(&self, i: usize) -> Option<&Handle> {
         self.handles.get(i)
+    }
+
+    /// One listening socket per worker on `addr` (sharing the port with `SO_REUSEPORT`),
+    /// each with the runtime it is to be served on (`None`: the current one). For other
+    /// services' listeners (the relay's ingest), so they spread like the proxy's.
+    pub fn bind(&self, addr: SocketAddr) -> io::Result<Vec<(std::net::TcpListener, Option<Handle>)>> {
+        let sockets = bind(addr, self.sockets_per_listener())?;
+        Ok(sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, self.handle(i).cloned()))
+            .collect())
     }
 }
 

@@ -74,8 +74,9 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// Opens the store in `data_dir` and the stream (there too, or on the backplane's Redis),
-    /// writes the file's declarations, binds the ingest listener, and starts serving and
-    /// delivering on `tracker` until `shutdown`.
+    /// writes the file's declarations, and starts serving ingest on `ingest` (listening
+    /// sockets bound on `cfg.listen`, each with the runtime to serve it on, `None` for the
+    /// current one) and delivering, on `tracker` until `shutdown`.
     pub async fn start(
         cfg: RelayConfig,
         data_dir: &Path,
@@ -83,6 +84,7 @@ impl Relay {
         at: &KeyPath,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
+        ingest: Vec<(std::net::TcpListener, Option<tokio::runtime::Handle>)>,
     ) -> Result<Arc<Self>, StartError> {
         let fail = |key: &str, message: String| StartError {
             at: if key.is_empty() {
@@ -117,16 +119,10 @@ impl Relay {
         let cat = Catalog::load(store.pool())
             .await
             .map_err(|e| fail("", format!("store: {e}")))?;
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
-            fail(
-                "listen",
-                format!(
-                    "cannot listen on {}: {e}; choose another address or stop what holds it",
-                    cfg.listen
-                ),
-            )
-        })?;
-        let addr = listener
+        let addr = ingest
+            .first()
+            .ok_or_else(|| fail("listen", "no ingest socket".into()))?
+            .0
             .local_addr()
             .map_err(|e| fail("listen", e.to_string()))?;
         let relay = Arc::new(Self {
@@ -149,13 +145,22 @@ impl Relay {
             "embedded"
         };
         info!(%addr, stream = kind, "relay ingest listening");
-        let r = relay.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = ingest::serve(listener, r, stop).await {
-                warn!(error = %e, "relay ingest stopped");
+        for (socket, runtime) in ingest {
+            let (r, stop) = (relay.clone(), shutdown.clone());
+            let serve = tracker.track_future(async move {
+                let served = match TcpListener::from_std(socket) {
+                    Ok(listener) => ingest::serve(listener, r, stop).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    warn!(error = %e, "relay ingest stopped");
+                }
+            });
+            match runtime {
+                Some(handle) => drop(handle.spawn(serve)),
+                None => drop(tokio::spawn(serve)),
             }
-        });
+        }
         tracker.spawn(supervise(relay.clone(), tracker.clone(), shutdown.clone()));
         tracker.spawn(housekeeping(relay.clone(), shutdown));
         Ok(relay)

@@ -112,6 +112,8 @@ impl Node {
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let socket = std::net::TcpListener::bind(cfg.listen).unwrap();
+        socket.set_nonblocking(true).unwrap();
         let relay = Relay::start(
             cfg,
             data_dir,
@@ -119,6 +121,7 @@ impl Node {
             &KeyPath::root("relay"),
             &tracker,
             shutdown.clone(),
+            vec![(socket, None)],
         )
         .await
         .unwrap_or_else(|e| panic!("relay start: {}: {}", e.at, e.message));
