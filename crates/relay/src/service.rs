@@ -62,6 +62,9 @@ pub struct Relay {
     statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
     events: broadcast::Sender<RelayEvent>,
     addr: SocketAddr,
+    /// The runtimes ingest is served on; delivery workers are spread over them too, so the
+    /// node's threads share the work instead of one thread doing all the delivering.
+    runtimes: Vec<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -125,6 +128,8 @@ impl Relay {
             .0
             .local_addr()
             .map_err(|e| fail("listen", e.to_string()))?;
+        let runtimes: Vec<tokio::runtime::Handle> =
+            ingest.iter().filter_map(|(_, h)| h.clone()).collect();
         let relay = Arc::new(Self {
             cfg,
             store,
@@ -138,6 +143,7 @@ impl Relay {
             statuses: Mutex::new(BTreeMap::new()),
             events: status::channel(),
             addr,
+            runtimes,
         });
         let kind = if relay.lease.is_some() {
             "redis"
@@ -416,7 +422,11 @@ async fn supervise(relay: Arc<Relay>, tracker: TaskTracker, shutdown: Cancellati
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(dest.id, DestinationStatus::new(dest.spec.name.clone()));
-            tracker.spawn(deliver::run(relay.clone(), dest.clone(), token));
+            let work = tracker.track_future(deliver::run(relay.clone(), dest.clone(), token));
+            match relay.runtimes.get(dest.id as usize % relay.runtimes.len().max(1)) {
+                Some(runtime) => drop(runtime.spawn(work)),
+                None => drop(tokio::spawn(work)),
+            }
         }
         drop(catalog);
         tokio::select! {
