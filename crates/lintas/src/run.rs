@@ -51,9 +51,14 @@ impl Node {
         workers: Workers,
     ) -> anyhow::Result<Arc<Self>> {
         let proxy_cfg = loaded.config.proxy.clone().unwrap_or_default();
-        let proxy = Proxy::start(&proxy_cfg, tracker.clone(), shutdown.clone(), workers.clone())
-            .await
-            .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
+        let proxy = Proxy::start(
+            &proxy_cfg,
+            tracker.clone(),
+            shutdown.clone(),
+            workers.clone(),
+        )
+        .await
+        .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
         let relay = match &loaded.config.relay {
             Some(cfg) => {
                 let at = KeyPath::root("relay");

@@ -37,7 +37,10 @@ impl Workers {
     /// One listening socket per worker on `addr` (sharing the port with `SO_REUSEPORT`),
     /// each with the runtime it is to be served on (`None`: the current one). For other
     /// services' listeners (the relay's ingest), so they spread like the proxy's.
-    pub fn bind(&self, addr: SocketAddr) -> io::Result<Vec<(std::net::TcpListener, Option<Handle>)>> {
+    pub fn bind(
+        &self,
+        addr: SocketAddr,
+    ) -> io::Result<Vec<(std::net::TcpListener, Option<Handle>)>> {
         let sockets = bind(addr, self.sockets_per_listener())?;
         Ok(sockets
             .into_iter()

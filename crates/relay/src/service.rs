@@ -423,7 +423,10 @@ async fn supervise(relay: Arc<Relay>, tracker: TaskTracker, shutdown: Cancellati
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(dest.id, DestinationStatus::new(dest.spec.name.clone()));
             let work = tracker.track_future(deliver::run(relay.clone(), dest.clone(), token));
-            match relay.runtimes.get(dest.id as usize % relay.runtimes.len().max(1)) {
+            match relay
+                .runtimes
+                .get(dest.id as usize % relay.runtimes.len().max(1))
+            {
                 Some(runtime) => drop(runtime.spawn(work)),
                 None => drop(tokio::spawn(work)),
             }
