@@ -263,6 +263,15 @@ class Poster:
                     raise
         raise AssertionError("unreachable")
 
+    def timed_post(self, body: bytes) -> tuple[int, bytes, float]:
+        """post(), with a failure as status -1, and how long it took in ms."""
+        t = time.monotonic()
+        try:
+            status, data = self.post(body)
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            status, data = -1, str(e).encode()
+        return status, data, (time.monotonic() - t) * 1e3
+
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
     """Nearest-rank percentile of already sorted values."""
@@ -298,12 +307,7 @@ def cmd_flood(a: argparse.Namespace) -> None:
                 k, body = work.get_nowait()
             except queue.Empty:
                 break
-            t = time.monotonic()
-            try:
-                status, data = p.post(body)
-            except Exception as e:  # noqa: BLE001 - reported, not hidden
-                status, data = -1, str(e).encode()
-            dt = (time.monotonic() - t) * 1e3
+            status, data, dt = p.timed_post(body)
             with lock:
                 stats["posts"] += 1
                 ack_ms.append(dt)
@@ -372,11 +376,7 @@ def cmd_e2e(a: argparse.Namespace) -> None:
             t = time.monotonic()
             us = time.time_ns() // 1000
             body = array_json(first_seq, a.batch, us).encode()
-            try:
-                status, data = p.post(body)
-            except Exception as e:  # noqa: BLE001 - reported, not hidden
-                status, data = -1, str(e).encode()
-            dt = (time.monotonic() - t) * 1e3
+            status, data, dt = p.timed_post(body)
             with lock:
                 lag_ms.append((t - due) * 1e3)
                 ack_ms.append(dt)

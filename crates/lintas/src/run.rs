@@ -89,9 +89,13 @@ impl Node {
         };
         let watch = match &loaded.config.watch {
             Some(cfg) => {
-                let store = store::Store::open(&loaded.data_dir())
-                    .await
-                    .map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?;
+                // One store per node: the relay's when it runs, else opened here.
+                let store = match &relay {
+                    Some(r) => r.store().clone(),
+                    None => store::Store::open(&loaded.data_dir())
+                        .await
+                        .map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?,
+                };
                 let pools: Arc<dyn watch::Pools> =
                     Arc::new(crate::watched::ProxyPools(proxy.clone()));
                 let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())

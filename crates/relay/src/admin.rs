@@ -431,23 +431,13 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
             _ => "pending".into(),
         };
-        let row = {
-            let rw = RouteWrite {
-                route: route.clone(),
-                table: crate::destination::Table {
-                    schema: None,
-                    name: route.spec.table.clone(),
-                    columns: Vec::new(),
-                },
-            };
-            let dialect = dest.map_or(crate::sql::Dialect::Sqlite, |d| d.spec.kind.dialect());
-            let b = batch::build(
-                dialect,
-                std::slice::from_ref(&rw),
-                std::slice::from_ref(&entry),
-            );
-            b.items.first().map(|item| Value::Object(item.row(route)))
-        };
+        let dialect = dest.map_or(crate::sql::Dialect::Sqlite, |d| d.spec.kind.dialect());
+        let b = batch::build(
+            dialect,
+            std::slice::from_ref(route),
+            std::slice::from_ref(&entry),
+        );
+        let row = b.items.first().map(|item| Value::Object(item.row(route)));
         per_destination.push(json!({
             "destination": route.spec.destination,
             "route_id": route.id,

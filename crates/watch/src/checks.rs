@@ -1,6 +1,8 @@
 //! Targets watch checks itself: HTTP (status range, optional body match) and TCP, each on
 //! its own interval with its own rise and fall.
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -19,6 +21,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// Checks `t` every interval until `cancel`, reporting changes (after `fall` failures or
 /// `rise` passes in a row) on `out`. A target starts up, like a proxy backend.
 pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: CancellationToken) {
+    let expect = configkit::parse_status_range(&t.expect_status).unwrap_or(200..=399);
     let detail = t
         .url
         .clone()
@@ -33,7 +36,7 @@ pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: Cancell
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let result = match tokio::time::timeout(t.timeout, probe(&t)).await {
+        let result = match tokio::time::timeout(t.timeout, probe(&t, &expect)).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "no answer within {}",
@@ -68,7 +71,7 @@ pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: Cancell
 }
 
 /// One check: `Ok(what it saw)` or `Err(what was wrong)`.
-async fn probe(t: &TargetConfig) -> Result<String, String> {
+async fn probe(t: &TargetConfig, expect: &RangeInclusive<u16>) -> Result<String, String> {
     match t.kind {
         TargetKind::Tcp => {
             let addr = t.address.as_deref().unwrap_or_default();
@@ -103,7 +106,6 @@ async fn probe(t: &TargetConfig) -> Result<String, String> {
                 .await
                 .map_err(|e| format!("HTTP request failed: {e}"))?;
             let status = resp.status().as_u16();
-            let expect = configkit::parse_status_range(&t.expect_status).unwrap_or(200..=399);
             if !expect.contains(&status) {
                 return Err(format!("HTTP {status}, expected {}", t.expect_status));
             }

@@ -64,6 +64,12 @@ impl RouteWrite {
     }
 }
 
+impl AsRef<Route> for RouteWrite {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
 /// One row to write: which entry and route it comes from and its values.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -119,15 +125,16 @@ pub struct Batch {
     pub records: HashMap<u64, Record>,
 }
 
-/// Builds the rows for `entries`.
-pub fn build(dialect: Dialect, routes: &[RouteWrite], entries: &[Entry]) -> Batch {
+/// Builds the rows for `entries` (the table is not needed for that, so plain routes do,
+/// as for a record's detail).
+pub fn build<R: AsRef<Route>>(dialect: Dialect, routes: &[R], entries: &[Entry]) -> Batch {
     let mut batch = Batch::default();
     for entry in entries {
         let Ok(record) = Record::decode(&entry.payload) else {
             continue;
         };
         let mine: Vec<usize> = (0..routes.len())
-            .filter(|&i| routes[i].route.spec.application == record.application)
+            .filter(|&i| routes[i].as_ref().spec.application == record.application)
             .collect();
         if mine.is_empty() {
             continue;
@@ -151,9 +158,9 @@ pub fn build(dialect: Dialect, routes: &[RouteWrite], entries: &[Entry]) -> Batc
             }
         };
         for &route in &mine {
-            let spec = &routes[route].route.spec;
+            let spec = &routes[route].as_ref().spec;
             if let Some(missing) = routes[route]
-                .route
+                .as_ref()
                 .key_fields
                 .iter()
                 .find(|f| fields.get(*f).is_none_or(|v| v.get() == "null"))
