@@ -444,6 +444,27 @@ async fn requests_with_ambiguous_framing_are_refused_before_any_backend_sees_the
             "Transfer-Encoding: chunked, identity",
             "a request's Transfer-Encoding must end in chunked",
         ),
+        (
+            "Connection: content-length\r\nContent-Length: 5",
+            "the Connection header names `content-length`, which is not hop-by-hop",
+        ),
+        (
+            "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked",
+            "the Connection header names `transfer-encoding`, which is not hop-by-hop",
+        ),
+        (
+            "Connection: host\r\nContent-Length: 5",
+            "the Connection header names `host`, which is not hop-by-hop",
+        ),
+        (
+            "Content-Length: 5\u{a0}",
+            "invalid Content-Length `5\\u{a0}`",
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding applies chunked more than once",
+        ),
+        ("Host: second.test", "more than one Host header"),
     ];
 
     for (framing, why) in cases {
@@ -455,9 +476,113 @@ async fn requests_with_ambiguous_framing_are_refused_before_any_backend_sees_the
             "{framing}"
         );
     }
+    let others = [
+        (
+            "POST /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding is not allowed in an HTTP/1.0 request",
+        ),
+        ("GET / HTTP/1.1\r\n\r\n", "missing Host header"),
+        (
+            "GET / HTTP/1.1\r\nHost: admin@lintas.test\r\n\r\n",
+            "invalid Host header `admin@lintas.test`",
+        ),
+    ];
+    for (request, why) in others {
+        let answer = raw_exchange(addr, request.as_bytes()).await;
+        assert_eq!(
+            text(&answer),
+            own_answer("400 Bad Request", &format!("bad request: {why}\n")),
+            "{request}"
+        );
+    }
     assert_eq!(backend.untaken(), 0);
     assert_eq!(node.backend("web", "script").requests, 0);
-    assert_eq!(node.listener("web").responses, [0, 0, 0, 4, 0]);
+    assert_eq!(node.listener("web").responses, [0, 0, 0, 13, 0]);
+}
+
+/// Regression: lintas worked out the body's length, then dropped `Content-Length` because
+/// `Connection` named it, and forwarded the body, which the backend read as the start of a
+/// second request on a pooled connection — and the next client's request (its cookie
+/// included) completed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_naming_content_length_cannot_smuggle_a_request() {
+    let (mut backend, node) = scripted().await;
+    let smuggled = "GET /capture HTTP/1.1\r\nHost: lintas.test\r\nX-Swallow: ";
+    let attack = format!(
+        "POST / HTTP/1.1\r\n{HOST}\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let answer = raw_exchange(node.addr("web").await, attack.as_bytes()).await;
+    assert_eq!(
+        text(&answer),
+        own_answer(
+            "400 Bad Request",
+            "bad request: the Connection header names `content-length`, which is not hop-by-hop\n"
+        )
+    );
+
+    let mut victim = connect(&node).await;
+    send(
+        &mut victim,
+        &format!("GET /account HTTP/1.1\r\n{HOST}\r\nCookie: sid=victim\r\n\r\n"),
+    )
+    .await;
+    let mut conn = backend.accept().await;
+    expect_exactly(
+        &mut conn,
+        &to_backend("GET /account", &[HOST, "Cookie: sid=victim"]),
+    )
+    .await;
+    send(&mut conn, OK).await;
+    expect_exactly(&mut victim, OK).await;
+    assert_eq!(backend.untaken(), 0);
+}
+
+/// Regression: chunk-size lines and trailers were read with `httparse`'s lenient chunk
+/// parser (a bare LF inside an extension, an empty size line) and split on CRLF only, then
+/// forwarded raw — so a backend taking a bare LF as a line end read a request hidden in
+/// the body. Now the line is refused before any of it is forwarded, and the backend
+/// connection that saw the head is closed, never reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_framing_a_backend_could_read_otherwise_is_refused_and_never_forwarded() {
+    let (mut backend, node) = scripted().await;
+    let addr = node.addr("web").await;
+    let hidden = "GET /hidden HTTP/1.1\r\nHost: lintas.test\r\n\r\n";
+    let cases = [
+        (
+            format!("2;x\n{hidden}\r\nok\r\n0\r\n\r\n"),
+            "chunk-size line ended by a bare LF",
+        ),
+        (format!("2\r\nok\r\n\r\n{hidden}"), "chunk size missing"),
+        (
+            format!("2\r\nok\r\n0\r\nX: a\n{hidden}"),
+            "trailer line ended by a bare LF",
+        ),
+        (
+            "0\r\nContent-Length: 40\r\n\r\n".to_string(),
+            "trailer field `content-length` is not allowed",
+        ),
+        (
+            format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(5000)),
+            "chunk-size line longer than 4096 bytes",
+        ),
+    ];
+    let head = format!("POST /upload HTTP/1.1\r\n{HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (body, why) in cases {
+        let answer = raw_exchange(addr, format!("{head}{body}").as_bytes()).await;
+        assert_eq!(
+            text(&answer),
+            own_answer("400 Bad Request", &format!("bad request: {why}\n")),
+            "{body:?}"
+        );
+        let mut conn = backend.accept().await;
+        let seen = text(&read_until_closed(&mut conn).await);
+        assert!(
+            !seen.contains("/hidden"),
+            "{body:?} reached the backend: {seen:?}"
+        );
+    }
+    assert_eq!(backend.untaken(), 0);
 }
 
 /// Reads until the peer ends the connection; whether it ended with a clean end-of-file

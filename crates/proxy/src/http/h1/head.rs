@@ -5,6 +5,19 @@
 //! `X-Forwarded-For` is appended to and `X-Forwarded-Proto` set on requests, and the body's
 //! framing is worked out (RFC 9112 §6). `Transfer-Encoding` and `Content-Length` are kept:
 //! bodies are forwarded in the encoding they arrive in.
+//!
+//! Because the backend reads the framing headers lintas forwards, lintas accepts only
+//! framing that every reasonable HTTP/1.1 parser reads the same way, and refuses the rest
+//! before any backend sees it (request smuggling lives in the difference):
+//!
+//! - `Content-Length` is ASCII digits between optional spaces or tabs, and one value;
+//! - `Transfer-Encoding` is a list of tokens ending in one `chunked`, only in HTTP/1.1, and
+//!   never with `Content-Length`;
+//! - a request's `Connection` header may not name `Content-Length`, `Transfer-Encoding` or
+//!   `Host` (dropping them as RFC 9110 asks would change the framing the backend sees; a
+//!   backend's `Connection` naming them is ignored for the same reason);
+//! - an HTTP/1.1 request carries exactly one valid `Host` (RFC 9112 §3.2), and no request
+//!   carries two.
 
 use std::fmt::Write as _;
 
@@ -105,10 +118,38 @@ fn is_hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// Comma-separated tokens of a header value, trimmed.
+/// Headers that frame the message or name its target: never dropped because `Connection`
+/// lists them.
+const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// `value` without the spaces and tabs (RFC 9110 OWS) around it — and nothing else: trimming
+/// any other byte would read a value differently from the backend.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 9110 §5.6.2 `token`.
+pub(crate) fn is_token(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(|&b| is_tchar(b))
+}
+
+/// Comma-separated elements of a header value, without surrounding spaces and tabs.
 fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
+        .map(trim_ows)
         .filter(|t| !t.is_empty())
 }
 
@@ -119,17 +160,20 @@ fn has_token(v: &[u8], token: &str) -> bool {
 /// Framing from `Content-Length`/`Transfer-Encoding` headers; `None` when neither is present.
 fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> {
     let mut length: Option<u64> = None;
+    // Whether the codings so far end in `chunked`; `None` without Transfer-Encoding.
     let mut chunked = None;
+    let mut chunked_seen = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).ok().map(str::trim);
-            let n = v
+            let v = trim_ows(h.value);
+            let n = std::str::from_utf8(v)
+                .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| {
                     format!(
                         "invalid Content-Length `{}`",
-                        String::from_utf8_lossy(h.value)
+                        String::from_utf8_lossy(h.value).escape_debug()
                     )
                 })?;
             if length.is_some_and(|l| l != n) {
@@ -137,12 +181,20 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> 
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The last coding decides whether the body is chunked.
-            chunked = Some(
-                tokens(h.value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
-            );
+            for t in h.value.split(|&b| b == b',').map(trim_ows) {
+                if !is_token(t) {
+                    return Err(format!(
+                        "invalid Transfer-Encoding `{}`",
+                        String::from_utf8_lossy(h.value).escape_debug()
+                    ));
+                }
+                let is_chunked = t.eq_ignore_ascii_case(b"chunked");
+                if is_chunked && chunked_seen {
+                    return Err("Transfer-Encoding applies chunked more than once".into());
+                }
+                chunked_seen |= is_chunked;
+                chunked = Some(is_chunked);
+            }
         }
     }
     match (chunked, length) {
@@ -155,6 +207,35 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> 
             BodyLen::Length(n)
         })),
         (None, None) => Ok(None),
+    }
+}
+
+/// Checks the request's `Host` headers (RFC 9112 §3.2): one for HTTP/1.1, at most one for
+/// HTTP/1.0, and a valid `uri-host [":" port]` without user information.
+fn check_host(headers: &[httparse::Header<'_>], minor: u8) -> Result<(), String> {
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let Some(host) = hosts.next() else {
+        return if minor == 1 {
+            Err("missing Host header".into())
+        } else {
+            Ok(())
+        };
+    };
+    if hosts.next().is_some() {
+        return Err("more than one Host header".into());
+    }
+    let value = trim_ows(host.value);
+    let valid = value.is_empty()
+        || (!value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid Host header `{}`",
+            String::from_utf8_lossy(host.value).escape_debug()
+        ))
     }
 }
 
@@ -185,8 +266,16 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         return Err(HeadError::Malformed("incomplete request line".into()));
     };
     let headers = req.headers;
+    check_host(headers, minor).map_err(HeadError::Malformed)?;
     let body = framing(headers).map_err(HeadError::Malformed)?;
     let body = match body {
+        // RFC 9112 §6.1: an HTTP/1.0 recipient may not know chunked and read the body as
+        // the next request.
+        Some(BodyLen::Chunked) if minor == 0 => {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding is not allowed in an HTTP/1.0 request".into(),
+            ));
+        }
         Some(BodyLen::UntilClose) => {
             return Err(HeadError::Malformed(
                 "a request's Transfer-Encoding must end in chunked".into(),
@@ -211,6 +300,13 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
                 keep_alive_token = true;
             } else if t.eq_ignore_ascii_case(b"upgrade") {
                 upgrade_token = true;
+            } else if let Some(p) = PROTECTED
+                .iter()
+                .find(|p| t.eq_ignore_ascii_case(p.as_bytes()))
+            {
+                return Err(HeadError::Malformed(format!(
+                    "the Connection header names `{p}`, which is not hop-by-hop"
+                )));
             } else {
                 listed.push(t);
             }
@@ -354,7 +450,11 @@ pub(crate) fn parse_response(
                 backend_close = true;
             } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
                 backend_close = false;
-            } else if !t.eq_ignore_ascii_case(b"upgrade") && !t.eq_ignore_ascii_case(b"keep-alive")
+            } else if !t.eq_ignore_ascii_case(b"upgrade")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !PROTECTED
+                    .iter()
+                    .any(|p| t.eq_ignore_ascii_case(p.as_bytes()))
             {
                 listed.push(t);
             }
@@ -450,35 +550,119 @@ mod tests {
 
     #[test]
     fn request_framing() {
-        let h = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", &ctx(None)).unwrap();
+        let h = parse_request(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
         assert_eq!((h.body, h.idempotent), (BodyLen::Length(5), false));
         let h = parse_request(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             &ctx(None),
         )
         .unwrap();
         assert_eq!(h.body, BodyLen::Chunked);
         let e = parse_request(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             &ctx(None),
         );
         assert_eq!(
             e.unwrap_err(),
             HeadError::Malformed("both Transfer-Encoding and Content-Length are present".into())
         );
-        let e = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n", &ctx(None));
+        let e = parse_request(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\n",
+            &ctx(None),
+        );
         assert_eq!(
             e.unwrap_err(),
             HeadError::Malformed("invalid Content-Length `5x`".into())
         );
         let e = parse_request(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             &ctx(None),
         );
         assert_eq!(
             e.unwrap_err(),
             HeadError::Malformed("conflicting Content-Length headers".into())
         );
+    }
+
+    /// Requests whose framing or target a backend could read otherwise than lintas.
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        let cases: [(&[u8], &str); 13] = [
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+                "the Connection header names `content-length`, which is not hop-by-hop",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "the Connection header names `transfer-encoding`, which is not hop-by-hop",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: HOST\r\n\r\n",
+                "the Connection header names `host`, which is not hop-by-hop",
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding is not allowed in an HTTP/1.0 request",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\u{a0}\r\n\r\n".as_bytes(),
+                "invalid Content-Length `5\\u{a0}`",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+                "invalid Content-Length `5, 5`",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                "invalid Content-Length `99999999999999999999`",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                "Transfer-Encoding applies chunked more than once",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+                "invalid Transfer-Encoding `\\\"chunked\\\"`",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding applies chunked more than once",
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", "missing Host header"),
+            (
+                b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+                "more than one Host header",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: user@evil\r\n\r\n",
+                "invalid Host header `user@evil`",
+            ),
+        ];
+        for (raw, why) in cases {
+            assert_eq!(
+                parse_request(raw, &ctx(None)).unwrap_err(),
+                HeadError::Malformed(why.into()),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn backend_connection_header_cannot_strip_framing() {
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, x-a\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok",
+            8192,
+            false,
+            None,
+        )
+        .unwrap();
+        assert_eq!(text(&r.out), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(r.body, BodyLen::Length(2));
     }
 
     #[test]
@@ -508,21 +692,25 @@ mod tests {
         )
         .unwrap();
         assert!(h.keep_alive);
-        let h = parse_request(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &ctx(None)).unwrap();
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
         assert!(!h.keep_alive);
     }
 
     #[test]
     fn upgrade_and_expect() {
         let h = parse_request(
-            b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
             &ctx(None),
         )
         .unwrap();
         assert!(h.upgrade);
         assert!(text(&h.out).ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"));
         let h = parse_request(
-            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             &ctx(None),
         )
         .unwrap();
@@ -533,12 +721,15 @@ mod tests {
     #[test]
     fn hash_keys_from_header_and_cookie() {
         let key = HashKey::Header("x-user".into());
-        let h =
-            parse_request(b"GET / HTTP/1.1\r\nX-User: alice\r\n\r\n", &ctx(Some(&key))).unwrap();
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-User: alice\r\n\r\n",
+            &ctx(Some(&key)),
+        )
+        .unwrap();
         assert_eq!(h.key, Some(hash_key(b"alice")));
         let key = HashKey::Cookie("sid".into());
         let h = parse_request(
-            b"GET / HTTP/1.1\r\nCookie: a=1; sid=xyz\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; sid=xyz\r\n\r\n",
             &ctx(Some(&key)),
         )
         .unwrap();
