@@ -37,13 +37,11 @@
 //! - `csrf`: refuses changes a browser sends on behalf of another site.
 //! - `stats_page`: the HTML page. `metrics`: the Prometheus text. `api`: the JSON API.
 //! - `error`: the JSON error every refusal goes through.
-//! - `conn_limit`: the listener that takes a connection permit before accepting.
 //! - [`serve`]: the router, the authentication layer, and the server with graceful shutdown.
 
 mod api;
 pub mod auth;
 pub mod config;
-mod conn_limit;
 mod csrf;
 mod error;
 mod metrics;
@@ -103,8 +101,9 @@ pub struct AdminState {
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then stops accepting and
 /// lets requests in progress finish (idle keep-alive connections are closed).
 ///
-/// At most 256 connections are served at once (more wait in the kernel's accept queue), and
-/// a connection idle for 60 s is closed.
+/// Served with [`net::Limits::ADMIN`]: at most 1024 connections at once (more wait in the
+/// kernel's accept queue), a request head must arrive within 5 s of its first byte, and a
+/// connection idle for 60 s is closed.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
@@ -114,10 +113,7 @@ pub async fn serve(
         // The binary announces the address at `info`; this is for tracing the service itself.
         debug!(%addr, "admin serving");
     }
-    let listener = conn_limit::Bounded::new(listener, conn_limit::MAX_CONNECTIONS);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    net::serve_router(listener, router(state), net::Limits::ADMIN, shutdown).await
 }
 
 fn router(state: AdminState) -> Router {

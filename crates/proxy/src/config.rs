@@ -206,6 +206,21 @@ pub struct ListenerConfig {
     /// HTTP: time from sending a request to the backend's response headers.
     #[serde(default = "default_request_timeout", with = "configkit::duration")]
     pub request_timeout: Duration,
+    /// HTTP: a TLS handshake must finish within this.
+    #[serde(default = "default_handshake_timeout", with = "configkit::duration")]
+    pub handshake_timeout: Duration,
+    /// HTTP: a request head must arrive whole within this from its first byte (408 after);
+    /// one deadline per head, not reset by each byte.
+    #[serde(default = "default_head_timeout", with = "configkit::duration")]
+    pub head_timeout: Duration,
+    /// HTTP: while a request or response body streams, a read or write that makes no
+    /// progress for this long ends the exchange (408 to a client that stopped sending).
+    #[serde(default = "default_body_timeout", with = "configkit::duration")]
+    pub body_timeout: Duration,
+    /// HTTP: after 5 s, a request body must have averaged at least this many bytes per
+    /// second (408 otherwise); 0 turns the check off.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
     /// HTTP: status when no backend is available, 503 or 502.
     #[serde(default = "default_no_backend_status")]
     pub no_backend_status: u16,
@@ -230,6 +245,18 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_handshake_timeout() -> Duration {
+    net::Limits::API.handshake_timeout
+}
+fn default_head_timeout() -> Duration {
+    net::Limits::API.head_timeout
+}
+fn default_body_timeout() -> Duration {
+    net::Limits::API.body_timeout
+}
+fn default_min_body_rate() -> u64 {
+    net::Limits::API.min_body_rate
 }
 fn default_no_backend_status() -> u16 {
     503
@@ -393,6 +420,18 @@ impl ProxyConfig {
                     lp.key("max_connections"),
                     "max_connections must be at least 1",
                 );
+            }
+            for (key, d) in [
+                ("connect_timeout", l.connect_timeout),
+                ("idle_timeout", l.idle_timeout),
+                ("request_timeout", l.request_timeout),
+                ("handshake_timeout", l.handshake_timeout),
+                ("head_timeout", l.head_timeout),
+                ("body_timeout", l.body_timeout),
+            ] {
+                if d.is_zero() {
+                    issues.push(lp.key(key), format!("{key} must be above zero"));
+                }
             }
             if l.max_header_bytes < 1024 {
                 issues.push(

@@ -24,6 +24,22 @@ pub struct RelayConfig {
     /// Largest request body accepted (bytes); larger gets 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Ingest connections served at once; more wait in the kernel's accept queue.
+    #[serde(default = "default_ingest_connections")]
+    pub max_connections: usize,
+    /// A request head must arrive whole within this from its first byte (408 after).
+    #[serde(default = "default_head_timeout", with = "configkit::duration")]
+    pub head_timeout: Duration,
+    /// A connection on which nothing moves for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "configkit::duration")]
+    pub idle_timeout: Duration,
+    /// A request body that stops for this long is refused (408).
+    #[serde(default = "default_body_timeout", with = "configkit::duration")]
+    pub body_timeout: Duration,
+    /// After 5 s, a request body must have averaged at least this many bytes per second
+    /// (408 otherwise); 0 turns the check off.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
     /// Most records one destination transaction carries.
     #[serde(default = "default_batch_records")]
     pub batch_records: usize,
@@ -58,11 +74,30 @@ pub struct RelayConfig {
     pub routes: Vec<RouteSpec>,
 }
 
+impl RelayConfig {
+    /// What the ingest listener holds each client to.
+    pub fn limits(&self) -> net::Limits {
+        net::Limits {
+            max_connections: self.max_connections,
+            head_timeout: self.head_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            min_body_rate: self.min_body_rate,
+            ..net::Limits::API
+        }
+    }
+}
+
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
+            max_connections: default_ingest_connections(),
+            head_timeout: default_head_timeout(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+            min_body_rate: default_min_body_rate(),
             batch_records: default_batch_records(),
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
@@ -82,6 +117,21 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_body() -> usize {
     1024 * 1024
+}
+fn default_ingest_connections() -> usize {
+    net::Limits::API.max_connections
+}
+fn default_head_timeout() -> Duration {
+    net::Limits::API.head_timeout
+}
+fn default_idle_timeout() -> Duration {
+    net::Limits::API.idle_timeout
+}
+fn default_body_timeout() -> Duration {
+    net::Limits::API.body_timeout
+}
+fn default_min_body_rate() -> u64 {
+    net::Limits::API.min_body_rate
 }
 fn default_batch_records() -> usize {
     1000
@@ -354,6 +404,18 @@ impl RelayConfig {
     pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
         if self.max_body_bytes == 0 {
             issues.push(at.key("max_body_bytes"), "needs at least 1 byte");
+        }
+        if self.max_connections == 0 {
+            issues.push(at.key("max_connections"), "needs at least 1 connection");
+        }
+        for (key, d) in [
+            ("head_timeout", self.head_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_timeout", self.body_timeout),
+        ] {
+            if d.is_zero() {
+                issues.push(at.key(key), "must be above zero");
+            }
         }
         if self.batch_records == 0 {
             issues.push(at.key("batch_records"), "needs at least 1 record");

@@ -22,6 +22,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -49,11 +50,9 @@ pub(crate) async fn serve(
                 StatusCode::NOT_FOUND,
                 json!({"error": "no such endpoint; POST records to /v1/records"}),
             )
-        })
-        .with_state(relay);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        });
+    let limits = relay.config().limits();
+    net::serve_router(listener, app.with_state(relay), limits, shutdown).await
 }
 
 fn refuse(status: StatusCode, body: Value) -> Response {
@@ -176,17 +175,47 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Byt
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(declared));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large(None)
-        } else {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            )
+    let limits = relay.config().limits();
+    let mut rate = net::MinRate::new(limits.min_body_rate, limits.body_rate_grace);
+    let mut body = body;
+    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    loop {
+        let idle = tokio::time::Instant::now() + limits.body_timeout;
+        let deadline = rate.deadline().map_or(idle, |d| d.min(idle));
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return Ok(Bytes::from(out)),
+            Ok(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            Ok(Some(Err(e))) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                ));
+            }
+            Err(_) if deadline == idle => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body stopped for {} (relay.body_timeout)",
+                        configkit::format_duration(limits.body_timeout)
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body arrived slower than {} bytes/s (relay.min_body_rate)",
+                        limits.min_body_rate
+                    ),
+                ));
+            }
+        };
+        rate.add(frame.len());
+        if out.len() + frame.len() > limit {
+            return Err(too_large(None));
         }
-    })
+        out.extend_from_slice(&frame);
+    }
 }
 
 /// The body's records, checked against the application's routes.

@@ -4,9 +4,12 @@
 //!
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
+//! - `h1_differential`: a differential fuzzer of the HTTP/1 path against hyper's parser.
 //! - `http`: layer-7 behaviour — headers, bodies, timeouts, WebSocket, h2c, TLS, bad input.
 //! - `http1`: the HTTP/1 path byte by byte against scripted backends — body framing,
 //!   keep-alive on both sides, HTTP/1.0, smuggling guards, broken backends.
+//! - `slow_clients`: every timeout of an HTTP listener, against clients that trickle or
+//!   go silent.
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
@@ -25,10 +28,12 @@
 mod cli;
 mod distribution;
 mod failover;
+mod h1_differential;
 mod harness;
 mod http;
 mod http1;
 mod relay;
 mod reload;
+mod slow_clients;
 mod tcp;
 mod watch;

@@ -21,7 +21,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -31,17 +31,35 @@ use super::upstream::{ReqBody, Sender, Upstream};
 use super::{Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent};
 use crate::listener::ListenerSettings;
 
-/// Serves an h2 client connection until it closes or the node stops.
+/// Streams one h2 client may have open at once.
+const MAX_STREAMS: u32 = 100;
+
+/// Serves an h2 client connection until it closes, goes silent for `idle_timeout`, or the
+/// node stops.
+///
+/// hyper's h2 server has no header or idle timer of its own: the connection is wrapped in
+/// [`net::Idle`], so a client that sends nothing (no frame, no ping answer) for
+/// `idle_timeout` loses it, and its header block is bounded by `max_header_bytes`.
 pub(super) async fn serve<I>(io: I, ctx: ConnCtx, shutdown: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (idle, max_header) = {
+        let settings = ctx.handle.settings.load();
+        (settings.cfg.idle_timeout, settings.cfg.max_header_bytes)
+    };
+    let io = net::Idle::new(io, idle);
     let ctx = Arc::new(ctx);
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle_request(req, &ctx).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -30,6 +30,7 @@ use balance::{Backend, HashKey, Lease, Pool, StrategyKind};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -87,9 +88,9 @@ pub(crate) async fn serve(
     backends: Backends,
     shutdown: CancellationToken,
 ) {
-    let (acceptor, idle) = {
+    let (acceptor, cfg) = {
         let settings = handle.settings.load();
-        (settings.tls.clone(), settings.cfg.idle_timeout)
+        (settings.tls.clone(), settings.cfg.clone())
     };
     let ctx = |tls| ConnCtx {
         peer,
@@ -100,29 +101,34 @@ pub(crate) async fn serve(
         upstream: backends.upstream.clone(),
     };
     match acceptor {
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls) => {
+        Some(acceptor) => match timeout(cfg.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     h2::serve(tls, ctx(true), shutdown).await;
                 } else {
                     h1::serve(tls, BytesMut::new(), &ctx(true), &shutdown).await;
                 }
             }
-            Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake not finished within handshake_timeout"),
         },
         None => {
             let mut stream = stream;
             let mut buf = BytesMut::with_capacity(4096);
-            // Read until the first bytes rule the h2c preface in or out.
+            // Read until the first bytes rule the h2c preface in or out: the first byte may
+            // take `idle_timeout`, the rest of the preface counts as a request head.
+            let idle = Instant::now() + cfg.idle_timeout;
+            let mut head = None;
             while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
                 let read = tokio::select! {
-                    r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+                    r = tokio::time::timeout_at(head.unwrap_or(idle), stream.read_buf(&mut buf)) => r,
                     _ = shutdown.cancelled() => return,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }
+                head.get_or_insert_with(|| Instant::now() + cfg.head_timeout);
             }
             if buf.starts_with(H2_PREFACE) {
                 h2::serve(

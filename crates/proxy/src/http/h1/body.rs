@@ -14,9 +14,11 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use super::head::BodyLen;
 
@@ -78,6 +80,18 @@ pub(crate) enum BodyError {
     Truncated,
     /// The chunked framing is broken.
     Malformed(String),
+    /// The sender sent nothing for the pace's `idle` time.
+    Stalled(Duration),
+    /// The sender fell under the pace's minimum rate (bytes per second).
+    TooSlow(u64),
+}
+
+/// How fast a body must move: each read and write must make progress within `idle`, and
+/// a request body must keep a minimum average rate (`rate`, after its grace period).
+#[derive(Debug)]
+pub(crate) struct Pace {
+    pub idle: Duration,
+    pub rate: Option<net::MinRate>,
 }
 
 impl std::fmt::Display for BodyError {
@@ -87,7 +101,18 @@ impl std::fmt::Display for BodyError {
             Self::Write(e) => write!(f, "writing the body failed: {e}"),
             Self::Truncated => f.write_str("the sender closed before the end of the body"),
             Self::Malformed(why) => write!(f, "broken chunked framing: {why}"),
+            Self::Stalled(after) => {
+                write!(f, "no body data for {}", configkit::format_duration(*after))
+            }
+            Self::TooSlow(rate) => write!(f, "body data slower than {rate} bytes/s"),
         }
+    }
+}
+
+impl Pace {
+    /// The minimum rate, for messages.
+    fn rate_floor(&self) -> u64 {
+        self.rate.as_ref().map_or(0, net::MinRate::rate)
     }
 }
 
@@ -310,13 +335,15 @@ fn trailer_field(line: &[u8]) -> Result<(), String> {
 }
 
 /// Forwards the rest of a body from `pending` (bytes already read) and then `src` to `dst`,
-/// counting forwarded bytes in `counter`. Bytes after the body's end stay in `pending`.
+/// counting forwarded bytes in `counter`, at `pace`. Bytes after the body's end stay in
+/// `pending`.
 pub(crate) async fn forward<R, W>(
     progress: &mut Progress,
     pending: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
     counter: &AtomicU64,
+    pace: &mut Pace,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
@@ -326,9 +353,15 @@ where
         if !pending.is_empty() {
             let n = progress.take(pending).map_err(BodyError::Malformed)?;
             if n > 0 {
-                dst.write_all(&pending[..n])
-                    .await
-                    .map_err(BodyError::Write)?;
+                match timeout(pace.idle, dst.write_all(&pending[..n])).await {
+                    Ok(written) => written.map_err(BodyError::Write)?,
+                    Err(_) => {
+                        return Err(BodyError::Write(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the receiver took no body data in time",
+                        )));
+                    }
+                }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
                 pending.advance(n);
             }
@@ -337,7 +370,19 @@ where
             return Ok(());
         }
         pending.reserve(READ_CHUNK);
-        let n = src.read_buf(pending).await.map_err(BodyError::Read)?;
+        let idle = Instant::now() + pace.idle;
+        let slow = pace.rate.as_ref().and_then(net::MinRate::deadline);
+        let deadline = slow.map_or(idle, |d| d.min(idle));
+        let n = match timeout_at(deadline, src.read_buf(pending)).await {
+            Ok(read) => read.map_err(BodyError::Read)?,
+            Err(_) if slow == Some(deadline) && deadline < idle => {
+                return Err(BodyError::TooSlow(pace.rate_floor()));
+            }
+            Err(_) => return Err(BodyError::Stalled(pace.idle)),
+        };
+        if let Some(rate) = &mut pace.rate {
+            rate.add(n);
+        }
         if n == 0 {
             if matches!(progress, Progress::UntilClose) {
                 *progress = Progress::Done;
@@ -471,6 +516,67 @@ mod tests {
         }
     }
 
+    fn pace() -> Pace {
+        Pace {
+            idle: Duration::from_secs(30),
+            rate: Some(net::MinRate::new(240, Duration::from_secs(5))),
+        }
+    }
+
+    /// A sender that writes one byte every `every`, forever.
+    fn trickle(every: Duration) -> tokio::io::DuplexStream {
+        let (mut tx, rx) = tokio::io::duplex(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.write_all(b"a").await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickling_under_the_minimum_rate_is_cut_after_the_grace_period() {
+        let mut src = trickle(Duration::from_secs(1));
+        let mut p = Progress::new(BodyLen::Length(1_000_000));
+        let started = Instant::now();
+        let r = forward(
+            &mut p,
+            &mut BytesMut::new(),
+            &mut src,
+            &mut Vec::new(),
+            &AtomicU64::new(0),
+            &mut pace(),
+        )
+        .await;
+        assert!(matches!(r, Err(BodyError::TooSlow(240))), "{r:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_is_cut_after_the_idle_time() {
+        let (_tx, mut src) = tokio::io::duplex(16);
+        let mut p = Progress::new(BodyLen::Length(10));
+        let mut pace = Pace {
+            idle: Duration::from_secs(3),
+            rate: None,
+        };
+        let started = Instant::now();
+        let r = forward(
+            &mut p,
+            &mut BytesMut::new(),
+            &mut src,
+            &mut Vec::new(),
+            &AtomicU64::new(0),
+            &mut pace,
+        )
+        .await;
+        assert!(matches!(r, Err(BodyError::Stalled(_))), "{r:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
     #[tokio::test]
     async fn forward_leaves_the_next_message_pending() {
         let mut pending = BytesMut::from(&b"3\r\nabc\r\n"[..]);
@@ -478,9 +584,16 @@ mod tests {
         let mut dst = Vec::new();
         let counter = AtomicU64::new(0);
         let mut p = Progress::new(BodyLen::Chunked);
-        forward(&mut p, &mut pending, &mut src, &mut dst, &counter)
-            .await
-            .unwrap();
+        forward(
+            &mut p,
+            &mut pending,
+            &mut src,
+            &mut dst,
+            &counter,
+            &mut pace(),
+        )
+        .await
+        .unwrap();
         assert_eq!(dst, b"3\r\nabc\r\n0\r\n\r\n");
         assert_eq!(&pending[..], b"GET / HTTP/1.1\r\n");
         assert_eq!(counter.load(Ordering::Relaxed), 13);
@@ -492,7 +605,15 @@ mod tests {
         let mut src: &[u8] = b"abc";
         let mut dst = Vec::new();
         let mut p = Progress::new(BodyLen::Length(10));
-        let r = forward(&mut p, &mut pending, &mut src, &mut dst, &AtomicU64::new(0)).await;
+        let r = forward(
+            &mut p,
+            &mut pending,
+            &mut src,
+            &mut dst,
+            &AtomicU64::new(0),
+            &mut pace(),
+        )
+        .await;
         assert!(matches!(r, Err(BodyError::Truncated)));
     }
 }

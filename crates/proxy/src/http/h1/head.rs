@@ -210,6 +210,44 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<BodyLen>, String> 
     }
 }
 
+/// Checks the request target's form (RFC 9112 §3.2): origin-form (`/path?query`),
+/// absolute-form (`http://host/path`), `*` for OPTIONS; authority-form is for CONNECT,
+/// which lintas does not proxy. `httparse` takes any visible bytes; a backend or a routing
+/// rule must not read a target lintas let through otherwise than lintas does.
+fn check_target(method: &str, target: &str) -> Result<(), String> {
+    let valid = match target {
+        "*" => method == "OPTIONS",
+        t if t.starts_with('/') => t.parse::<http::uri::PathAndQuery>().is_ok(),
+        t => t
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some()),
+    };
+    if valid && method != "CONNECT" {
+        Ok(())
+    } else if method == "CONNECT" {
+        Err("CONNECT is not proxied".into())
+    } else {
+        Err(format!(
+            "invalid request target `{}`",
+            target.escape_debug()
+        ))
+    }
+}
+
+/// The 1-based number of the first line of `head` ended by a LF without a CR before it.
+fn bare_lf_line(head: &[u8]) -> Option<usize> {
+    let mut line = 1;
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' {
+            if i == 0 || head[i - 1] != b'\r' {
+                return Some(line);
+            }
+            line += 1;
+        }
+    }
+    None
+}
+
 /// Checks the request's `Host` headers (RFC 9112 §3.2): one for HTTP/1.1, at most one for
 /// HTTP/1.0, and a valid `uri-host [":" port]` without user information.
 fn check_host(headers: &[httparse::Header<'_>], minor: u8) -> Result<(), String> {
@@ -265,6 +303,15 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line".into()));
     };
+    check_target(method, path).map_err(HeadError::Malformed)?;
+    // `httparse` takes a bare LF as a line end; RFC 9112 §2.2 allows that but strict
+    // parsers (hyper's among them) refuse it, and one reading of a head is all lintas
+    // accepts.
+    if let Some(line) = bare_lf_line(&buf[..len]) {
+        return Err(HeadError::Malformed(format!(
+            "line {line} of the request head ends in a bare LF"
+        )));
+    }
     let headers = req.headers;
     check_host(headers, minor).map_err(HeadError::Malformed)?;
     let body = framing(headers).map_err(HeadError::Malformed)?;
@@ -591,7 +638,7 @@ mod tests {
     /// Requests whose framing or target a backend could read otherwise than lintas.
     #[test]
     fn ambiguous_requests_are_refused() {
-        let cases: [(&[u8], &str); 13] = [
+        let cases: [(&[u8], &str); 18] = [
             (
                 b"POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
                 "the Connection header names `content-length`, which is not hop-by-hop",
@@ -633,6 +680,14 @@ mod tests {
                 "Transfer-Encoding applies chunked more than once",
             ),
             (b"GET / HTTP/1.1\r\n\r\n", "missing Host header"),
+            (b"GET a?b HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target `a?b`"),
+            (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target `*`"),
+            (b"GET htp//x/ HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target `htp//x/`"),
+            (b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", "CONNECT is not proxied"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\nTransfer-Encoding: chunked\r\n\r\n",
+                "line 2 of the request head ends in a bare LF",
+            ),
             (
                 b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
                 "more than one Host header",

@@ -2,20 +2,23 @@
 //!
 //! For each request on a kept-alive client connection:
 //!
-//! 1. read and parse the head (`head`); 400 for a malformed one, 431 for one over
-//!    `max_header_bytes` or with more than 100 headers, each with a body saying what was
-//!    wrong — and the connection is closed, as its framing can no longer be trusted;
+//! 1. read and parse the head (`head`) — whole within `head_timeout` of its first byte
+//!    (408 after); 400 for a malformed one, 431 for one over `max_header_bytes` or with
+//!    more than 100 headers, each with a body saying what was wrong — and the connection is
+//!    closed, as its framing can no longer be trusted;
 //! 2. pick a backend ([`super::Attempts`]) and check out a kept-alive connection to it
 //!    (`pool`);
 //! 3. send the rewritten head with whatever body bytes are already buffered in one write,
-//!    then the rest of the body (`body`), answering `Expect: 100-continue` itself;
+//!    then the rest of the body (`body`), answering `Expect: 100-continue` itself; a body
+//!    that stops for `body_timeout`, or averages under `min_body_rate` after 5 s, is
+//!    answered 408;
 //! 4. read the response head within `request_timeout`, send it with the body bytes already
 //!    buffered in one write, then the rest of the body;
 //! 5. put the backend connection back when the response ended cleanly, and go on with the
 //!    next request unless either side asked to close.
 //!
 //! A `101 Switching Protocols` answer to an upgrade request turns the exchange into a byte
-//! tunnel until either side closes.
+//! tunnel until either side closes, or nothing crosses it for `idle_timeout`.
 
 mod body;
 mod head;
@@ -26,10 +29,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use self::body::{BodyError, Progress};
+use self::body::{BodyError, Pace, Progress};
 use self::head::{BodyLen, HeadError, RequestCtx, RequestHead, ResponseHead};
 use self::pool::Conn;
 pub(crate) use self::pool::ConnPool;
@@ -127,6 +131,8 @@ where
         hash,
         max: cfg.max_header_bytes,
     };
+    // Set at the head's first byte, and never pushed back (slow-loris protection).
+    let mut deadline = None;
     loop {
         if !buf.is_empty() {
             match head::parse_request(buf, &rctx) {
@@ -147,14 +153,15 @@ where
         }
         buf.reserve(4096);
         // Between requests a client may idle for `idle_timeout`; once it has started a head
-        // it must finish it within `request_timeout` (slow-loris protection).
-        let (limit, idle) = if buf.is_empty() {
-            (cfg.idle_timeout, true)
+        // it must finish it within `head_timeout`.
+        let idle = buf.is_empty();
+        let until = if idle {
+            Instant::now() + cfg.idle_timeout
         } else {
-            (cfg.request_timeout, false)
+            *deadline.get_or_insert_with(|| Instant::now() + cfg.head_timeout)
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, client.read_buf(buf)) => r,
+            r = tokio::time::timeout_at(until, client.read_buf(buf)) => r,
             _ = shutdown.cancelled(), if idle => return Err(Ended::Quietly),
         };
         match read {
@@ -163,8 +170,8 @@ where
             Err(_) if idle => return Err(Ended::Quietly),
             Err(_) => {
                 let message = format!(
-                    "request head not received within {}\n",
-                    configkit::format_duration(limit)
+                    "request head not received within {} (head_timeout)\n",
+                    configkit::format_duration(cfg.head_timeout)
                 );
                 return Err(Ended::With(408, message));
             }
@@ -186,6 +193,8 @@ enum AttemptError {
     Client,
     /// The client's body framing is broken.
     ClientBody(String),
+    /// The client's body stopped or came too slowly.
+    ClientSlow(String),
 }
 
 /// Proxies one request; returns whether the client connection stays open.
@@ -239,16 +248,7 @@ where
                 Ok(c) => c,
                 Err(e) => break Err(AttemptError::Connect(e)),
             };
-            let resp = attempt(
-                client,
-                buf,
-                &req,
-                &mut conn,
-                &backend,
-                cfg.request_timeout,
-                connection,
-            )
-            .await;
+            let resp = attempt(client, buf, &req, &mut conn, &backend, cfg, connection).await;
             body_pending = false;
             match resp {
                 Ok(head) => break Ok((conn, head)),
@@ -269,10 +269,9 @@ where
                 continue;
             }
             Err(AttemptError::Client) => return false,
-            Err(AttemptError::ClientBody(why)) => {
-                attempts.failed(&lease);
-                (400, format!("bad request: {why}\n"))
-            }
+            // A client's broken or slow body says nothing about the backend's health.
+            Err(AttemptError::ClientBody(why)) => (400, format!("bad request: {why}\n")),
+            Err(AttemptError::ClientSlow(why)) => (408, format!("request timeout: {why}\n")),
             Err(AttemptError::BadResponse(why)) => {
                 attempts.failed(&lease);
                 let message = format!(
@@ -321,23 +320,26 @@ where
     !close
 }
 
-/// Sends the request and reads the response head, the latter within `limit`.
+/// Sends the request and reads the response head, the latter within `request_timeout`.
 async fn attempt<I>(
     client: &mut I,
     buf: &mut BytesMut,
     req: &RequestHead,
     conn: &mut Conn,
     backend: &balance::Backend,
-    limit: std::time::Duration,
+    cfg: &crate::config::ListenerConfig,
     connection: Option<&str>,
 ) -> Result<ResponseHead, AttemptError>
 where
     I: AsyncRead + Unpin,
 {
-    send(client, buf, req, conn, backend).await?;
-    tokio::time::timeout(limit, read_response(conn, req.is_head, connection))
-        .await
-        .map_err(|_| AttemptError::Timeout)?
+    send(client, buf, req, conn, backend, cfg).await?;
+    tokio::time::timeout(
+        cfg.request_timeout,
+        read_response(conn, req.is_head, connection),
+    )
+    .await
+    .map_err(|_| AttemptError::Timeout)?
 }
 
 /// Sends the request head and body to the backend.
@@ -347,6 +349,7 @@ async fn send<I>(
     req: &RequestHead,
     conn: &mut Conn,
     backend: &balance::Backend,
+    cfg: &crate::config::ListenerConfig,
 ) -> Result<(), AttemptError>
 where
     I: AsyncRead + Unpin,
@@ -368,13 +371,30 @@ where
     if progress.is_done() {
         return Ok(());
     }
-    body::forward(&mut progress, buf, client, &mut conn.stream, counter)
-        .await
-        .map_err(|e| match e {
-            BodyError::Write(e) => AttemptError::Backend(e),
-            BodyError::Malformed(why) => AttemptError::ClientBody(why),
-            BodyError::Read(_) | BodyError::Truncated => AttemptError::Client,
-        })
+    let mut pace = Pace {
+        idle: cfg.body_timeout,
+        rate: Some(net::MinRate::new(
+            cfg.min_body_rate,
+            net::Limits::API.body_rate_grace,
+        )),
+    };
+    body::forward(
+        &mut progress,
+        buf,
+        client,
+        &mut conn.stream,
+        counter,
+        &mut pace,
+    )
+    .await
+    .map_err(|e| match e {
+        BodyError::Write(e) => AttemptError::Backend(e),
+        BodyError::Malformed(why) => AttemptError::ClientBody(why),
+        e @ (BodyError::Stalled(_) | BodyError::TooSlow(_)) => {
+            AttemptError::ClientSlow(e.to_string())
+        }
+        BodyError::Read(_) | BodyError::Truncated => AttemptError::Client,
+    })
 }
 
 /// Reads the final response head, skipping interim 1xx answers (lintas answered
@@ -441,7 +461,15 @@ where
     let counter = &backend.stats().bytes_out;
     conn.buf.advance(resp.len);
     if resp.status == 101 && req.upgrade {
-        return tunnel(client, buf, conn, &resp.out, lease).await;
+        let idle = ctx.handle.settings.load().cfg.idle_timeout;
+        return tunnel(
+            &mut net::Idle::new(client, idle),
+            buf,
+            conn,
+            &resp.out,
+            lease,
+        )
+        .await;
     }
     let mut progress = Progress::new(resp.body);
     let Ok(now) = progress.take(&conn.buf) else {
@@ -465,12 +493,17 @@ where
     counter.fetch_add((head_len + now) as u64, Ordering::Relaxed);
     conn.buf.advance(now);
     if !progress.is_done() {
+        let mut pace = Pace {
+            idle: ctx.handle.settings.load().cfg.body_timeout,
+            rate: None,
+        };
         let rest = body::forward(
             &mut progress,
             &mut conn.buf,
             &mut conn.stream,
             client,
             counter,
+            &mut pace,
         );
         if let Err(e) = rest.await {
             debug!(backend = backend.name(), error = %e, "response body not forwarded to its end");

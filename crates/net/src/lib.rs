@@ -1,0 +1,28 @@
+//! What every lintas listener shares, so that a lesson learned about slow or hostile clients
+//! on one service protects them all.
+//!
+//! # Layout
+//!
+//! - [`Limits`]: the connection cap and the timeouts of one listener, with their defaults.
+//! - [`Idle`]: an I/O wrapper that fails a connection on which nothing has moved for a
+//!   while — the guard against silent clients, for protocols lintas does not parse itself.
+//! - [`MinRate`]: the minimum data rate a body must keep after a grace period, which catches
+//!   the client that dribbles a byte a second (an inactivity timeout never fires on it).
+//! - [`serve_router`]: an axum router served with a permit taken *before* accept, hyper's
+//!   head timeout, [`Idle`] on every connection and a graceful drain; the admin API and the
+//!   relay's ingest are served this way.
+//!
+//! The proxy's own HTTP/1 loop applies the same [`Limits`] itself (it parses heads and
+//! bodies byte by byte), and its h2 connections go through hyper with [`Idle`].
+
+#![forbid(unsafe_code)]
+
+mod idle;
+mod limits;
+mod rate;
+mod serve;
+
+pub use idle::Idle;
+pub use limits::Limits;
+pub use rate::MinRate;
+pub use serve::serve_router;
