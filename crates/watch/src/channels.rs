@@ -67,15 +67,16 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// The transport `cfg` describes, with the password from its environment variable.
-    pub fn new(cfg: &EmailConfig) -> Result<Self, String> {
+    /// The transport `cfg` describes, with the password from its environment variable (read
+    /// through `env`).
+    pub fn new(cfg: &EmailConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp)
             .map_err(|e| format!("smtp: {e}"))?
             .timeout(Some(SEND_TIMEOUT));
         if let Some(user) = &cfg.username {
             let password = match &cfg.password_env {
-                Some(var) => std::env::var(var)
-                    .map_err(|_| format!("environment variable {var} (password_env) is not set"))?,
+                Some(var) => env(var)
+                    .ok_or_else(|| format!("environment variable {var} (password_env) is not set"))?,
                 None => String::new(),
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));

@@ -130,6 +130,20 @@ impl Watch {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
+        Self::start_with_env(cfg, &|name| std::env::var(name).ok(), store, pools, tracker, shutdown)
+    }
+
+    /// [`Watch::start`] reading the secrets' environment variables (`token_env`,
+    /// `password_env`) through `env`, so tests can give them without touching the process
+    /// environment.
+    pub fn start_with_env(
+        cfg: &WatchConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        store: Store,
+        pools: Option<Arc<dyn Pools>>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
         let mut engine = Engine::new(Rules {
             repeat: cfg.repeat,
             flap_changes: cfg.flap_changes,
@@ -156,7 +170,7 @@ impl Watch {
             channels.push(Arc::new(Channel::webhook(&w.url)));
         }
         if let Some(e) = &cfg.email {
-            let mailer = channels::Mailer::new(e).map_err(|message| StartError {
+            let mailer = channels::Mailer::new(e, env).map_err(|message| StartError {
                 key: "email",
                 message,
             })?;
@@ -164,7 +178,7 @@ impl Watch {
         }
         let telegram = match &cfg.telegram {
             Some(t) => {
-                let token = std::env::var(&t.token_env).map_err(|_| StartError {
+                let token = env(&t.token_env).ok_or_else(|| StartError {
                     key: "telegram",
                     message: format!(
                         "environment variable {} (token_env) is not set; export the bot token from @BotFather in it",
