@@ -117,9 +117,11 @@ impl FakeBotApi {
     pub async fn ask(&self, chat: i64, text: &str) -> String {
         let before = self.sent_to(chat).len();
         self.say(chat, text);
-        crate::wait_until(&format!("an answer to {text:?}"), crate::PATIENCE, || async {
-            self.sent_to(chat).len() > before
-        })
+        crate::wait_until(
+            &format!("an answer to {text:?}"),
+            crate::PATIENCE,
+            || async { self.sent_to(chat).len() > before },
+        )
         .await;
         self.sent_to(chat)[before].clone()
     }

@@ -130,7 +130,14 @@ impl Watch {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
-        Self::start_with_env(cfg, &|name| std::env::var(name).ok(), store, pools, tracker, shutdown)
+        Self::start_with_env(
+            cfg,
+            &|name| std::env::var(name).ok(),
+            store,
+            pools,
+            tracker,
+            shutdown,
+        )
     }
 
     /// [`Watch::start`] reading the secrets' environment variables (`token_env`,
@@ -169,12 +176,15 @@ impl Watch {
         for w in &cfg.webhooks {
             channels.push(Arc::new(Channel::webhook(&w.url)));
         }
-        if let Some(e) = &cfg.email {
-            let mailer = channels::Mailer::new(e, env).map_err(|message| StartError {
+        let mailer = match &cfg.email {
+            Some(e) => Some(channels::Mailer::new(e, env).map_err(|message| StartError {
                 key: "email",
                 message,
-            })?;
-            channels.push(Arc::new(Channel::Email(Box::new(mailer))));
+            })?),
+            None => None,
+        };
+        if let Some(m) = &mailer {
+            channels.push(Arc::new(Channel::Email(Box::new(m.clone()))));
         }
         let telegram = match &cfg.telegram {
             Some(t) => {
@@ -187,7 +197,7 @@ impl Watch {
                 })?;
                 let api = Telegram::new(&t.api_url, &token);
                 channels.push(Arc::new(Channel::Telegram(Box::new(api.clone()))));
-                Some((api, t.admins.clone()))
+                Some((api, t))
             }
             None => None,
         };
@@ -207,8 +217,8 @@ impl Watch {
         for t in &cfg.targets {
             watch.spawn_target(t.clone(), true);
         }
-        if let Some((api, admins)) = telegram {
-            let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
+        if let Some((api, t)) = telegram {
+            let bot = Arc::new(bot::Bot::new(api, watch.clone(), t, mailer));
             tracker.spawn(bot.run(shutdown.clone()));
         }
         tracker.spawn(prune(
