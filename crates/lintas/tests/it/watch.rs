@@ -350,7 +350,10 @@ to = ["ops@example.com"]
             "ann@example.com",
             "Registered as Ann <ann@example.com>.\nAn admin must approve you before you get alerts; I will tell you here.\nI mailed a code to ann@example.com: send /confirm CODE to get alerts by email too.",
         ),
-        ("/status", "Your registration waits for an admin's approval."),
+        (
+            "/status",
+            "Your registration waits for an admin's approval.",
+        ),
     ];
     for (say, want) in script {
         assert_eq!(bot.ask(ANN, say).await, want, "after {say:?}");
