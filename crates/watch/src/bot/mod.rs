@@ -142,6 +142,12 @@ impl Bot {
 
     /// Polls for messages and answers them until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // Admins of the file who registered before registrations needed approval.
+        for &admin in &self.admins {
+            if let Err(e) = users::set_access(self.watch.store(), admin, Access::Approved).await {
+                warn!(chat = admin, error = %e, "cannot mark an admin of the file approved");
+            }
+        }
         let mut offset: i64 = 0;
         let mut failures: u32 = 0;
         loop {
