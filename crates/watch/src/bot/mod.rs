@@ -227,11 +227,6 @@ impl Bot {
         }
     }
 
-    /// Sends `text` to `chat`, split to fit Telegram's limit.
-    pub async fn send(&self, chat: i64, text: &str) -> Result<(), telegram::TelegramError> {
-        self.api.send_text(chat, text).await
-    }
-
     fn role(&self, chat: i64, user: Option<&User>) -> Role {
         if self.admins.contains(&chat) {
             return Role::Admin;
@@ -269,7 +264,7 @@ impl Bot {
                     one(format!("Thanks, {name}. What is your email address?"))
                 }
                 Some(Step::Email) if valid_email(text) => {
-                    self.registered(chat, user.as_ref(), role, text).await
+                    self.finish_registration(chat, user.as_ref(), role, text).await
                 }
                 Some(Step::Email) => one(format!(
                     "\"{}\" is not an email address (like name@example.com). What is your email address?",
@@ -361,7 +356,7 @@ impl Bot {
     /// makes them an admin, registration is open or an admin approved them before;
     /// otherwise the admins hear of it (the first time only, so re-registering cannot
     /// flood them). A code goes to the address.
-    async fn registered(
+    async fn finish_registration(
         &self,
         chat: i64,
         user: Option<&User>,
