@@ -427,7 +427,11 @@ async fn run(
             _ = shutdown.cancelled() => return,
             t = rx.recv() => {
                 let Some(t) = t else { return };
-                (watch.engine().on_transition(t.clone()), Some(t))
+                let mut engine = watch.engine();
+                if engine.is_repeat(&t) {
+                    continue;
+                }
+                (engine.on_transition(t.clone()), Some(t))
             }
             _ = tokio::time::sleep(wait) => (watch.engine().tick(now_ms()), None),
         };

@@ -264,7 +264,8 @@ impl Bot {
                     one(format!("Thanks, {name}. What is your email address?"))
                 }
                 Some(Step::Email) if valid_email(text) => {
-                    self.finish_registration(chat, user.as_ref(), role, text).await
+                    self.finish_registration(chat, user.as_ref(), role, text)
+                        .await
                 }
                 Some(Step::Email) => one(format!(
                     "\"{}\" is not an email address (like name@example.com). What is your email address?",
