@@ -195,6 +195,11 @@ impl Watch {
                         t.token_env
                     ),
                 })?;
+                if t.admins.is_empty() && t.registration == config::Registration::Approval {
+                    warn!(
+                        "watch.telegram has no admins, so only admins approved earlier can let registrations in; put your chat id (the bot tells it when you register) in admins"
+                    );
+                }
                 let api = Telegram::new(&t.api_url, &token);
                 channels.push(Arc::new(Channel::Telegram(Box::new(api.clone()))));
                 Some((api, t))

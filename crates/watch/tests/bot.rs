@@ -163,7 +163,7 @@ async fn a_stranger_gets_only_help_and_a_pending_notice_until_an_admin_approves(
     );
     assert_eq!(
         b.register(EVE, "Eve", "eve@example.com").await,
-        "Registered as Eve <eve@example.com>.\nAn admin must approve you before you get alerts; I will tell you here.\nI mailed a code to eve@example.com: send /confirm CODE to get alerts by email too."
+        "Registered as Eve <eve@example.com>.\nAn admin must approve you before you get alerts (your chat id is 50); I will tell you here.\nI mailed a code to eve@example.com: send /confirm CODE to get alerts by email too."
     );
     wait_until("the admin to hear of Eve", PATIENCE, || async {
         b.bot.sent_to(ADMIN).len() > before

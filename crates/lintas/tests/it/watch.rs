@@ -348,7 +348,7 @@ to = ["ops@example.com"]
         ),
         (
             "ann@example.com",
-            "Registered as Ann <ann@example.com>.\nAn admin must approve you before you get alerts; I will tell you here.\nI mailed a code to ann@example.com: send /confirm CODE to get alerts by email too.",
+            "Registered as Ann <ann@example.com>.\nAn admin must approve you before you get alerts (your chat id is 100); I will tell you here.\nI mailed a code to ann@example.com: send /confirm CODE to get alerts by email too.",
         ),
         (
             "/status",

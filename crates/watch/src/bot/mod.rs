@@ -383,7 +383,7 @@ impl Bot {
             };
             format!("You will get alerts when something goes down and when it is back.{admin}")
         } else {
-            "An admin must approve you before you get alerts; I will tell you here.".into()
+            format!("An admin must approve you before you get alerts (your chat id is {chat}); I will tell you here.")
         });
         if self.mailer.is_some() {
             lines.push(self.mail_code(chat, email).await?);
