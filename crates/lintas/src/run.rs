@@ -101,13 +101,13 @@ impl Node {
                 let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
                     .map_err(|e| loaded.error_at(&KeyPath::root("watch").key(e.key), e.message))?;
                 tracker.spawn(crate::watched::pools(
-                    proxy.subscribe_health(),
+                    proxy.clone(),
                     watch.reporter(),
                     shutdown.clone(),
                 ));
                 if let Some(relay) = &relay {
                     tracker.spawn(crate::watched::relay(
-                        relay.subscribe(),
+                        relay.clone(),
                         watch.reporter(),
                         shutdown.clone(),
                     ));

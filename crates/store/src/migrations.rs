@@ -7,6 +7,7 @@ pub(crate) const ALL: &[&str] = &[
     WATCH_USERS,
     WATCH_TARGETS,
     RELAY_PASSWORDS,
+    WATCH_USER_ACCESS,
 ];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
@@ -121,4 +122,16 @@ CREATE TABLE watch_targets (
 /// Relay: destination passwords given through the admin API, encrypted.
 const RELAY_PASSWORDS: &str = r#"
 ALTER TABLE relay_destinations ADD COLUMN password_enc TEXT;
+"#;
+
+/// Watch: a registration waits for an admin (`access`: pending, approved, denied) and an
+/// address gets alert mail only once confirmed with the code mailed to it. People
+/// registered before this version must be approved again, except admins.
+const WATCH_USER_ACCESS: &str = r#"
+ALTER TABLE watch_users ADD COLUMN access TEXT NOT NULL DEFAULT 'pending';
+ALTER TABLE watch_users ADD COLUMN email_confirmed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE watch_users ADD COLUMN email_code TEXT;
+ALTER TABLE watch_users ADD COLUMN email_code_sent_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE watch_users ADD COLUMN email_code_tries INTEGER NOT NULL DEFAULT 0;
+UPDATE watch_users SET access = 'approved' WHERE admin = 1;
 "#;

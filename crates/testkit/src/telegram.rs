@@ -1,6 +1,7 @@
 //! A local Telegram Bot API server for tests: it speaks the real HTTP protocol
 //! (`POST /bot{token}/getUpdates` with offsets and long polling, `POST /bot{token}/sendMessage`),
-//! lets a test script what people write, and records what the bot sent.
+//! lets a test script what people write (or inject any raw update, of kinds the bot may not
+//! know), and records what the bot sent and which update kinds it asked for.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,11 +15,15 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+/// Longest message text Telegram accepts, in UTF-16 code units.
+pub const MAX_TEXT: usize = 4096;
+
 #[derive(Default)]
 struct Inner {
     next_update: u64,
     updates: Vec<Value>,
     sent: Vec<(i64, String)>,
+    allowed_updates: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -68,11 +73,8 @@ impl FakeBotApi {
 
     /// A private message from `chat` to the bot.
     pub fn say(&self, chat: i64, text: &str) {
-        {
-            let mut inner = self.lock();
-            let id = inner.next_update;
-            inner.next_update += 1;
-            inner.updates.push(json!({
+        self.push(|id| {
+            json!({
                 "update_id": id,
                 "message": {
                     "message_id": id,
@@ -81,9 +83,47 @@ impl FakeBotApi {
                     "from": {"id": chat, "is_bot": false, "first_name": "Tester"},
                     "text": text,
                 },
-            }));
+            })
+        });
+    }
+
+    /// An update of any shape: `fields` (an object, such as `{"future_kind": {...}}`) with
+    /// the next `update_id` added, as Telegram would send a kind it introduced later.
+    pub fn push_raw(&self, fields: Value) {
+        self.push(|id| {
+            let mut update = fields;
+            update["update_id"] = json!(id);
+            update
+        });
+    }
+
+    fn push(&self, update: impl FnOnce(u64) -> Value) {
+        {
+            let mut inner = self.lock();
+            let id = inner.next_update;
+            inner.next_update += 1;
+            inner.updates.push(update(id));
         }
         self.shared.news.notify_waiters();
+    }
+
+    /// `allowed_updates` of the last `getUpdates` call (`None` when it sent none).
+    pub fn allowed_updates(&self) -> Option<Value> {
+        self.lock().allowed_updates.clone()
+    }
+
+    /// Sends `text` as `chat` and returns the bot's next message to `chat`, waiting up to
+    /// [`crate::PATIENCE`].
+    pub async fn ask(&self, chat: i64, text: &str) -> String {
+        let before = self.sent_to(chat).len();
+        self.say(chat, text);
+        crate::wait_until(
+            &format!("an answer to {text:?}"),
+            crate::PATIENCE,
+            || async { self.sent_to(chat).len() > before },
+        )
+        .await;
+        self.sent_to(chat)[before].clone()
     }
 
     /// Everything the bot sent to `chat`, in order.
@@ -113,6 +153,10 @@ async fn call(
         "getUpdates" => {
             let offset = params["offset"].as_u64().unwrap_or(0);
             let timeout = params["timeout"].as_u64().unwrap_or(0);
+            s.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allowed_updates = params.get("allowed_updates").cloned();
             let pending = |s: &Shared| {
                 let mut inner = s.inner.lock().unwrap_or_else(|e| e.into_inner());
                 // Updates below the offset are confirmed: forget them, as Telegram does.
@@ -132,6 +176,15 @@ async fn call(
         "sendMessage" => {
             let chat = params["chat_id"].as_i64().unwrap_or(0);
             let text = params["text"].as_str().unwrap_or_default().to_owned();
+            // Telegram's limit, counted as it counts: UTF-16 code units.
+            if text.encode_utf16().count() > MAX_TEXT {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}),
+                    ),
+                );
+            }
             let id = {
                 let mut inner = s.inner.lock().unwrap_or_else(|e| e.into_inner());
                 inner.sent.push((chat, text.clone()));

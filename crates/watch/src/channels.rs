@@ -1,5 +1,5 @@
-//! Where alerts go: the console, webhooks, Telegram (every registered person not muted) and
-//! email (registered people and the configured addresses). Each recipient's send is retried
+//! Where alerts go: the console, webhooks, Telegram (every approved person not muted) and
+//! email (the configured addresses, and approved people whose address is confirmed). Each recipient's send is retried
 //! after 1 s and 2 s, and every outcome — who was told what, when, on which channel — is
 //! written to the alert log.
 
@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use frankenstein::AsyncTelegramApi;
-use frankenstein::methods::SendMessageParams;
 use http::{Method, Request, header};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -67,15 +65,17 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// The transport `cfg` describes, with the password from its environment variable.
-    pub fn new(cfg: &EmailConfig) -> Result<Self, String> {
+    /// The transport `cfg` describes, with the password from its environment variable (read
+    /// through `env`).
+    pub fn new(cfg: &EmailConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp)
             .map_err(|e| format!("smtp: {e}"))?
             .timeout(Some(SEND_TIMEOUT));
         if let Some(user) = &cfg.username {
             let password = match &cfg.password_env {
-                Some(var) => std::env::var(var)
-                    .map_err(|_| format!("environment variable {var} (password_env) is not set"))?,
+                Some(var) => env(var).ok_or_else(|| {
+                    format!("environment variable {var} (password_env) is not set")
+                })?,
                 None => String::new(),
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));
@@ -85,6 +85,23 @@ impl Mailer {
             from: cfg.from.parse().map_err(|e| format!("from: {e}"))?,
             to: cfg.to.clone(),
         })
+    }
+}
+
+impl Mailer {
+    /// Mails `body` to `to` under `subject`.
+    pub async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+        let email = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to.parse::<Mailbox>().map_err(|e| e.to_string())?)
+            .subject(subject)
+            .body(body.to_owned())
+            .map_err(|e| e.to_string())?;
+        self.transport
+            .send(email)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -122,6 +139,7 @@ impl Channel {
                 let mut to = m.to.clone();
                 for u in users::alerted(store).await.unwrap_or_default() {
                     if let Some(e) = u.email
+                        && u.email_confirmed
                         && !to.contains(&e)
                     {
                         to.push(e);
@@ -159,27 +177,13 @@ impl Channel {
             }
             Self::Telegram(api) => {
                 let chat: i64 = to.parse().map_err(|_| format!("bad chat id {to}"))?;
-                let params = SendMessageParams::builder()
-                    .chat_id(chat)
-                    .text(&alert.text)
-                    .build();
-                api.send_message(&params)
+                api.send_text(chat, &alert.text)
                     .await
-                    .map(|_| ())
                     .map_err(|e| e.to_string())
             }
             Self::Email(m) => {
-                let email = lettre::Message::builder()
-                    .from(m.from.clone())
-                    .to(to.parse::<Mailbox>().map_err(|e| e.to_string())?)
-                    .subject(format!("[lintas] {}", alert.headline()))
-                    .body(alert.text.clone())
-                    .map_err(|e| e.to_string())?;
-                m.transport
-                    .send(email)
+                m.send(to, &format!("[lintas] {}", alert.headline()), &alert.text)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
             }
         }
     }

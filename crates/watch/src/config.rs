@@ -68,13 +68,40 @@ pub struct TelegramConfig {
     /// The Bot API's base URL.
     #[serde(default = "default_api_url")]
     pub api_url: String,
-    /// Chat ids that are admins from the start (others become admins by `/approve`).
+    /// Chat ids that are admins from the start (others become admins by `/approve ID admin`).
     #[serde(default)]
     pub admins: Vec<i64>,
+    /// Whether a stranger's registration waits for an admin (the default) or is let in.
+    #[serde(default)]
+    pub registration: Registration,
+    /// Messages a chat may send in a burst; beyond it the bot says "slow down" once and
+    /// ignores the chat until its allowance refills.
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+    /// How fast a chat's allowance refills, in messages per minute.
+    #[serde(default = "default_rate_per_minute")]
+    pub rate_per_minute: u32,
+}
+
+/// Who the bot serves after `/start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// New people wait for an admin's `/approve`; until then they get `/help` only.
+    #[default]
+    Approval,
+    /// Anyone who registers gets alerts and `/status` (for a bot whose link is private).
+    Open,
 }
 
 fn default_api_url() -> String {
     "https://api.telegram.org".into()
+}
+fn default_rate_burst() -> u32 {
+    10
+}
+fn default_rate_per_minute() -> u32 {
+    20
 }
 
 /// `[watch.email]`.
@@ -275,6 +302,17 @@ impl WatchConfig {
             for (key, value) in [("from", &m.from), ("until", &m.until)] {
                 if let Err(e) = configkit::parse_time_ms(value) {
                     issues.push(here.key(key), e);
+                }
+            }
+        }
+        if let Some(t) = &self.telegram {
+            let here = at.key("telegram");
+            for (key, value) in [
+                ("rate_burst", t.rate_burst),
+                ("rate_per_minute", t.rate_per_minute),
+            ] {
+                if value == 0 {
+                    issues.push(here.key(key), "must be at least 1");
                 }
             }
         }

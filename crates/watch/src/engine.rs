@@ -194,16 +194,26 @@ impl Engine {
         self.pauses.iter().any(|p| p.covers(target, now))
     }
 
+    /// Whether `t` only repeats the state the engine knows (a target starts up): the
+    /// forwarders resend every target's state after missing events, and those repeats are
+    /// neither alerts nor history.
+    pub fn is_repeat(&self, t: &Transition) -> bool {
+        let down = self
+            .targets
+            .get(&t.target)
+            .is_some_and(|s| s.down_since.is_some());
+        down != t.up
+    }
+
     /// A state change; returns the alerts to send now.
     pub fn on_transition(&mut self, t: Transition) -> Vec<Alert> {
+        if self.is_repeat(&t) {
+            return Vec::new();
+        }
         let rules = self.rules;
         let paused = self.paused(&t.target, t.at_ms);
         let state = self.targets.entry(t.target.clone()).or_default();
         let was_down = state.down_since;
-        if was_down.is_some() != t.up {
-            // Not a change (a repeated event): nothing to say.
-            return Vec::new();
-        }
         state.detail = t.detail.clone();
         state.reason = t.reason.clone();
         state.changes.push_back(t.at_ms);
@@ -395,6 +405,16 @@ mod tests {
             },
             at_ms,
         }
+    }
+
+    #[test]
+    fn repeated_states_are_recognised() {
+        let mut e = Engine::new(rules());
+        assert!(e.is_repeat(&change("a", true, 0)), "targets start up");
+        assert!(!e.is_repeat(&change("a", false, 0)));
+        e.on_transition(change("a", false, 0));
+        assert!(e.is_repeat(&change("a", false, S)));
+        assert!(!e.is_repeat(&change("a", true, S)));
     }
 
     fn texts(alerts: &[Alert]) -> Vec<String> {

@@ -130,6 +130,27 @@ impl Watch {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
+        Self::start_with_env(
+            cfg,
+            &|name| std::env::var(name).ok(),
+            store,
+            pools,
+            tracker,
+            shutdown,
+        )
+    }
+
+    /// [`Watch::start`] reading the secrets' environment variables (`token_env`,
+    /// `password_env`) through `env`, so tests can give them without touching the process
+    /// environment.
+    pub fn start_with_env(
+        cfg: &WatchConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        store: Store,
+        pools: Option<Arc<dyn Pools>>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
         let mut engine = Engine::new(Rules {
             repeat: cfg.repeat,
             flap_changes: cfg.flap_changes,
@@ -155,25 +176,33 @@ impl Watch {
         for w in &cfg.webhooks {
             channels.push(Arc::new(Channel::webhook(&w.url)));
         }
-        if let Some(e) = &cfg.email {
-            let mailer = channels::Mailer::new(e).map_err(|message| StartError {
+        let mailer = match &cfg.email {
+            Some(e) => Some(channels::Mailer::new(e, env).map_err(|message| StartError {
                 key: "email",
                 message,
-            })?;
-            channels.push(Arc::new(Channel::Email(Box::new(mailer))));
+            })?),
+            None => None,
+        };
+        if let Some(m) = &mailer {
+            channels.push(Arc::new(Channel::Email(Box::new(m.clone()))));
         }
         let telegram = match &cfg.telegram {
             Some(t) => {
-                let token = std::env::var(&t.token_env).map_err(|_| StartError {
+                let token = env(&t.token_env).ok_or_else(|| StartError {
                     key: "telegram",
                     message: format!(
                         "environment variable {} (token_env) is not set; export the bot token from @BotFather in it",
                         t.token_env
                     ),
                 })?;
+                if t.admins.is_empty() && t.registration == config::Registration::Approval {
+                    warn!(
+                        "watch.telegram has no admins, so only admins approved earlier can let registrations in; put your chat id (the bot tells it when you register) in admins"
+                    );
+                }
                 let api = Telegram::new(&t.api_url, &token);
                 channels.push(Arc::new(Channel::Telegram(Box::new(api.clone()))));
-                Some((api, t.admins.clone()))
+                Some((api, t))
             }
             None => None,
         };
@@ -193,8 +222,8 @@ impl Watch {
         for t in &cfg.targets {
             watch.spawn_target(t.clone(), true);
         }
-        if let Some((api, admins)) = telegram {
-            let bot = Arc::new(bot::Bot::new(api, watch.clone(), admins));
+        if let Some((api, t)) = telegram {
+            let bot = Arc::new(bot::Bot::new(api, watch.clone(), t, mailer));
             tracker.spawn(bot.run(shutdown.clone()));
         }
         tracker.spawn(prune(
@@ -403,7 +432,11 @@ async fn run(
             _ = shutdown.cancelled() => return,
             t = rx.recv() => {
                 let Some(t) = t else { return };
-                (watch.engine().on_transition(t.clone()), Some(t))
+                let mut engine = watch.engine();
+                if engine.is_repeat(&t) {
+                    continue;
+                }
+                (engine.on_transition(t.clone()), Some(t))
             }
             _ = tokio::time::sleep(wait) => (watch.engine().tick(now_ms()), None),
         };

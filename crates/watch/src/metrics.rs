@@ -37,7 +37,7 @@ pub struct Sample {
     pub swap_total: u64,
     /// Load averages over 1, 5 and 15 minutes.
     pub load: [f64; 3],
-    /// Bytes received per second over the last interval, all interfaces.
+    /// Bytes received per second over the last interval, all interfaces but loopback.
     pub net_rx_per_s: u64,
     /// Bytes sent per second.
     pub net_tx_per_s: u64,
@@ -114,11 +114,16 @@ impl Sampler {
         let now = now_ms();
         let secs = ((now - self.last_at).max(1) as f64) / 1000.0;
         self.last_at = now;
+        // Loopback traffic is the host talking to itself (a proxy and its local backends):
+        // counted, it is both received and sent, so it would hide the real traffic.
         let (rx, tx) = self
             .networks
             .list()
-            .values()
-            .fold((0, 0), |(r, t), n| (r + n.received(), t + n.transmitted()));
+            .iter()
+            .filter(|(name, _)| !name.starts_with("lo"))
+            .fold((0, 0), |(r, t), (_, n)| {
+                (r + n.received(), t + n.transmitted())
+            });
         let load = System::load_average();
         Sample {
             at_ms: now,
@@ -253,6 +258,9 @@ impl Metrics {
                 .system
                 .processes()
                 .values()
+                // On Linux sysinfo lists every thread as a task beside its process, each
+                // with the whole process's memory: only processes belong in a top list.
+                .filter(|p| p.thread_kind().is_none())
                 .map(|p| ProcessUse {
                     pid: p.pid().as_u32(),
                     name: p.name().to_string_lossy().into_owned(),
@@ -266,5 +274,82 @@ impl Metrics {
         })
         .await
         .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn task_ids() -> Vec<u32> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn top_lists_processes_not_their_threads() {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop_rx = Arc::new(Mutex::new(stop_rx));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = stop_rx.clone();
+                std::thread::spawn(move || {
+                    let _ = rx.lock().map(|r| r.recv_timeout(Duration::from_secs(30)));
+                })
+            })
+            .collect();
+        let me = std::process::id();
+        let tasks = task_ids();
+        assert!(tasks.len() > 4, "{tasks:?}");
+        let metrics = Metrics::new(Duration::from_secs(1), Duration::from_secs(1));
+        let list = metrics.top(usize::MAX).await;
+        let threads_listed: Vec<u32> = list
+            .iter()
+            .map(|p| p.pid)
+            .filter(|pid| *pid != me && tasks.contains(pid))
+            .collect();
+        assert_eq!(threads_listed, Vec::<u32>::new());
+        assert_eq!(list.iter().filter(|p| p.pid == me).count(), 1);
+        drop(stop_tx);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    #[test]
+    fn network_rates_leave_out_loopback() {
+        const SENT: usize = 64 << 20;
+        let mut sampler = Sampler::new();
+        sampler.sample();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = vec![0; 1 << 16];
+            let mut got = 0;
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                got += n;
+            }
+            got
+        });
+        let mut out = std::net::TcpStream::connect(addr).expect("connect");
+        let chunk = vec![7u8; 1 << 16];
+        for _ in 0..SENT / chunk.len() {
+            out.write_all(&chunk).expect("write");
+        }
+        drop(out);
+        assert_eq!(reader.join().expect("reader"), SENT);
+        let before = sampler.last_at;
+        let s = sampler.sample();
+        let secs = ((s.at_ms - before).max(1) as f64) / 1000.0;
+        let (rx, tx) = (s.net_rx_per_s as f64 * secs, s.net_tx_per_s as f64 * secs);
+        // Other traffic may pass meanwhile, but not the 64 MiB sent over loopback.
+        assert!(
+            rx < (SENT / 2) as f64 && tx < (SENT / 2) as f64,
+            "rx {rx} B, tx {tx} B"
+        );
     }
 }

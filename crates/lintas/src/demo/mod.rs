@@ -81,13 +81,18 @@ console = true
 /// The variable that, when set, also sends the demo's alerts to a real Telegram bot.
 const TELEGRAM_TOKEN_ENV: &str = "LINTAS_TELEGRAM_TOKEN";
 
-/// `[watch.telegram]` when [`TELEGRAM_TOKEN_ENV`] is set.
+/// `[watch.telegram]` when [`TELEGRAM_TOKEN_ENV`] is set. With an admin chat id in
+/// `LINTAS_TELEGRAM_ADMIN` registrations wait for that admin; without one nobody could
+/// approve them, so the demo (a bot only its owner knows of) lets registrations in.
 fn telegram_config() -> String {
     match std::env::var(TELEGRAM_TOKEN_ENV) {
-        Ok(t) if !t.is_empty() => format!(
-            "\n[watch.telegram]\ntoken_env = \"{TELEGRAM_TOKEN_ENV}\"\nadmins = [{}]\n",
-            std::env::var("LINTAS_TELEGRAM_ADMIN").unwrap_or_default()
-        ),
+        Ok(t) if !t.is_empty() => {
+            let access = match std::env::var("LINTAS_TELEGRAM_ADMIN") {
+                Ok(admin) if !admin.is_empty() => format!("admins = [{admin}]"),
+                _ => "registration = \"open\"".to_owned(),
+            };
+            format!("\n[watch.telegram]\ntoken_env = \"{TELEGRAM_TOKEN_ENV}\"\n{access}\n")
+        }
         _ => String::new(),
     }
 }

@@ -294,17 +294,6 @@ until = "2099-01-01T00:00:00Z"
     );
 }
 
-/// Sends `text` as `chat` and returns the bot's next answer to `chat`.
-async fn ask(bot: &FakeBotApi, chat: i64, text: &str) -> String {
-    let before = bot.sent_to(chat).len();
-    bot.say(chat, text);
-    wait_until(&format!("an answer to {text:?}"), PATIENCE, || async {
-        bot.sent_to(chat).len() > before
-    })
-    .await;
-    bot.sent_to(chat)[before].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bot_registers_people_answers_by_role_and_alerts_them_by_telegram_and_email() {
     const ANN: i64 = 100;
@@ -326,6 +315,8 @@ repeat = "1s"
 token_env = "LINTAS_TEST_BOT_TOKEN"
 api_url = "{api}"
 admins = [{ADMIN}]
+# The script talks faster than people.
+rate_burst = 100
 
 [watch.email]
 smtp = "{smtp}"
@@ -357,7 +348,31 @@ to = ["ops@example.com"]
         ),
         (
             "ann@example.com",
-            "Registered as Ann <ann@example.com>. You will get alerts when something goes down and when it is back. /help lists what you can ask.",
+            "Registered as Ann <ann@example.com>.\nAn admin must approve you before you get alerts (your chat id is 100); I will tell you here.\nI mailed a code to ann@example.com: send /confirm CODE to get alerts by email too.",
+        ),
+        (
+            "/status",
+            "Your registration waits for an admin's approval.",
+        ),
+    ];
+    for (say, want) in script {
+        assert_eq!(bot.ask(ANN, say).await, want, "after {say:?}");
+    }
+    assert_eq!(
+        bot.ask(ADMIN, "/approve 100").await,
+        "Ann (100) is approved: they get alerts now."
+    );
+    wait_until("the code mail", PATIENCE, || async {
+        smtp.mails().iter().any(|m| m.to == ["ann@example.com"])
+    })
+    .await;
+    let mail = smtp.mails()[0].data.clone();
+    let at = mail.find("/confirm ").expect("a code") + "/confirm ".len();
+    let confirm = format!("/confirm {}", &mail[at..at + 6]);
+    let script = [
+        (
+            confirm.as_str(),
+            "ann@example.com is confirmed: alerts come by email too.",
         ),
         (
             "/cpu",
@@ -365,41 +380,42 @@ to = ["ops@example.com"]
         ),
         (
             "/frobnicate",
-            "Unknown command /frobnicate.\n/start - register for alerts\n/help - this list\n/status - what is down\n/mute 1h - no alerts to you for a while (/mute off)",
+            "Unknown command /frobnicate.\n/start - register for alerts\n/help - this list\n/status - what is down\n/mute 1h - no alerts to you for a while (/mute off)\n/confirm - confirm your email address",
         ),
         ("/status", "Everything watched is up."),
     ];
     for (say, want) in script {
-        assert_eq!(ask(&bot, ANN, say).await, want, "after {say:?}");
+        assert_eq!(bot.ask(ANN, say).await, want, "after {say:?}");
     }
     assert_eq!(
-        ask(&bot, ADMIN, "/approve 100").await,
+        bot.ask(ADMIN, "/approve 100 admin").await,
         "Ann (100) is now an admin."
     );
-    assert_eq!(
-        bot.sent_to(ANN).last().unwrap(),
-        "You are now an admin (approved by 1). /help lists the admin commands."
-    );
-    let cpu = ask(&bot, ANN, "/cpu").await;
+    wait_until("Ann to hear she is an admin", PATIENCE, || async {
+        bot.sent_to(ANN).last().map(String::as_str)
+            == Some("You are now an admin (approved by 1). /help lists the admin commands.")
+    })
+    .await;
+    let cpu = bot.ask(ANN, "/cpu").await;
     assert!(
         cpu.starts_with("CPU ") && cpu.contains(" cores: ") && cpu.contains("\nload "),
         "{cpu}"
     );
-    assert!(ask(&bot, ANN, "/ram").await.starts_with("RAM "));
-    let disk = ask(&bot, ANN, "/disk").await;
+    assert!(bot.ask(ANN, "/ram").await.starts_with("RAM "));
+    let disk = bot.ask(ANN, "/disk").await;
     assert!(disk.starts_with('/') && disk.contains(" GiB of "), "{disk}");
-    let system = ask(&bot, ANN, "/system").await;
+    let system = bot.ask(ANN, "/system").await;
     assert!(
         system.contains("\nkernel ") && system.contains(" cores") && system.contains("\nCPU "),
         "{system}"
     );
     assert!(
-        ask(&bot, ANN, "/top")
+        bot.ask(ANN, "/top")
             .await
             .starts_with("Top processes (pid name CPU RAM):\n")
     );
-    assert_eq!(ask(&bot, ANN, "/pools").await, "web: 2/2 up");
-    let users = ask(&bot, ANN, "/users").await;
+    assert_eq!(bot.ask(ANN, "/pools").await, "web: 2/2 up");
+    let users = bot.ask(ANN, "/users").await;
     assert_eq!(users, "1 registered:\n100 Ann <ann@example.com> admin");
 
     let alerts_before = bot.sent_to(ANN).len();
@@ -440,15 +456,15 @@ to = ["ops@example.com"]
         "the admin never registered"
     );
     assert!(
-        ask(&bot, ANN, "/status")
+        bot.ask(ANN, "/status")
             .await
             .starts_with("Down:\nweb/app2 down for ")
     );
-    assert_eq!(ask(&bot, ANN, "/pools").await, "web: 1/2 up (app2 down)");
+    assert_eq!(bot.ask(ANN, "/pools").await, "web: 1/2 up (app2 down)");
 
     // Silenced: no reminders for a while; then they resume.
     assert_eq!(
-        ask(&bot, ANN, "/silence web/* 1h").await,
+        bot.ask(ANN, "/silence web/* 1h").await,
         "No alerts for web/* for 1h 0m. /silence off web/* ends it."
     );
     let silenced_at = bot.sent_to(ANN).len();
@@ -460,7 +476,7 @@ to = ["ops@example.com"]
         &bot.sent_to(ANN)[silenced_at..]
     );
     assert_eq!(
-        ask(&bot, ANN, "/silence off web/*").await,
+        bot.ask(ANN, "/silence off web/*").await,
         "Alerts for web/* are on again."
     );
     let resumed_at = bot.sent_to(ANN).len();

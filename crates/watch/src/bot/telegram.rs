@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use frankenstein::AsyncTelegramApi;
+use frankenstein::methods::SendMessageParams;
 use frankenstein::response::ErrorResponse;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
@@ -18,6 +19,42 @@ use hyper_util::rt::TokioExecutor;
 /// Longest a call may take: long polls wait up to their own timeout on the server, so this
 /// must be longer than [`super::POLL_TIMEOUT`].
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest text sent as one message, in UTF-16 code units: Telegram refuses more than 4096
+/// (counted after entity parsing, in UTF-16); the margin covers what it counts differently.
+pub const MESSAGE_MAX: usize = 4000;
+
+/// `text` in pieces of at most `max` UTF-16 code units, cut between lines; a line longer
+/// than `max` is cut between characters. Joining the pieces with newlines gives `text` back
+/// when no line was cut.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut units = 0;
+    for line in text.split('\n') {
+        let len = line.encode_utf16().count();
+        if !part.is_empty() && units + 1 + len > max {
+            parts.push(std::mem::take(&mut part));
+            units = 0;
+        }
+        if !part.is_empty() {
+            part.push('\n');
+            units += 1;
+        }
+        for c in line.chars() {
+            if units + c.len_utf16() > max && !part.is_empty() {
+                parts.push(std::mem::take(&mut part));
+                units = 0;
+            }
+            part.push(c);
+            units += c.len_utf16();
+        }
+    }
+    if !part.is_empty() || parts.is_empty() {
+        parts.push(part);
+    }
+    parts
+}
 
 /// What a call can fail with. The token is part of every URL, so errors never carry URLs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +98,20 @@ impl Telegram {
             base: format!("{}/bot{token}", api_url.trim_end_matches('/')),
             client: Client::builder(TokioExecutor::new()).build(https),
         }
+    }
+}
+
+impl Telegram {
+    /// Sends `text` to `chat`, in as many messages as Telegram's length limit needs.
+    pub async fn send_text(&self, chat: i64, text: &str) -> Result<(), TelegramError> {
+        for part in split(text, MESSAGE_MAX) {
+            let params = SendMessageParams::builder()
+                .chat_id(chat)
+                .text(part)
+                .build();
+            self.send_message(&params).await?;
+        }
+        Ok(())
     }
 }
 
@@ -128,5 +179,22 @@ impl AsyncTelegramApi for Telegram {
         Err(TelegramError::Transport(
             "lintas sends text only; file uploads are not used".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_between_lines_under_the_limit_in_utf16_units() {
+        assert_eq!(split("", 10), [""]);
+        assert_eq!(split("ab\ncd", 10), ["ab\ncd"]);
+        assert_eq!(split("abcd\nefgh\nij", 9), ["abcd\nefgh", "ij"]);
+        // 𝔸 is two UTF-16 units: two lines of two and their newline make nine.
+        assert_eq!(split("𝔸𝔸\n𝔸𝔸\nx", 8), ["𝔸𝔸", "𝔸𝔸\nx"]);
+        assert_eq!(split("𝔸𝔸\n𝔸𝔸\nx", 9), ["𝔸𝔸\n𝔸𝔸", "x"]);
+        // A line longer than the limit is cut between characters.
+        assert_eq!(split("a\n𝔸𝔸𝔸b", 4), ["a", "𝔸𝔸", "𝔸b"]);
     }
 }

@@ -1,0 +1,397 @@
+//! The Telegram bot end to end: a watch service started in-process against a local Bot API
+//! server and a local SMTP server. Alerts come from transitions handed to its reporter, as
+//! the proxy's and relay's forwarders hand them in a node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::smtp::SmtpSink;
+use testkit::telegram::{FakeBotApi, MAX_TEXT};
+use testkit::{PATIENCE, TempDir, wait_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use watch::bot::users;
+use watch::config::{EmailConfig, Registration, TelegramConfig};
+use watch::engine::Transition;
+use watch::{Watch, WatchConfig};
+
+const TOKEN: &str = "42:test-token";
+/// An admin from the configuration; its chat id is above everyone else's, so alerts reach
+/// it last (recipients go in chat id order) and its alert proves the others were handled.
+const ADMIN: i64 = 900;
+
+/// A watch service with a bot and email, stopped when dropped.
+struct Bench {
+    bot: FakeBotApi,
+    smtp: SmtpSink,
+    watch: Arc<Watch>,
+    shutdown: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
+    let dir = TempDir::new();
+    let bot = FakeBotApi::start(TOKEN).await.expect("fake Bot API");
+    let smtp = SmtpSink::start().await.expect("SMTP sink");
+    let store = store::Store::open(&dir.path().join("data"))
+        .await
+        .expect("store");
+    let mut telegram = TelegramConfig {
+        token_env: "BOT_TOKEN".into(),
+        api_url: bot.url(),
+        admins: vec![ADMIN],
+        registration: Registration::Approval,
+        // Scripts talk faster than people; the flood test sets its own.
+        rate_burst: 100,
+        rate_per_minute: 100,
+    };
+    edit(&mut telegram);
+    let cfg = WatchConfig {
+        repeat: Duration::from_secs(3600),
+        telegram: Some(telegram),
+        email: Some(EmailConfig {
+            smtp: smtp.url(),
+            username: None,
+            password_env: None,
+            from: "lintas@example.com".into(),
+            to: vec!["ops@example.com".into()],
+        }),
+        ..WatchConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let watch = Watch::start_with_env(
+        &cfg,
+        &|var| (var == "BOT_TOKEN").then(|| TOKEN.to_owned()),
+        store,
+        None,
+        &TaskTracker::new(),
+        shutdown.clone(),
+    )
+    .unwrap_or_else(|e| panic!("watch did not start: {e:?}"));
+    Bench {
+        bot,
+        smtp,
+        watch,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl Bench {
+    async fn ask(&self, chat: i64, text: &str) -> String {
+        self.bot.ask(chat, text).await
+    }
+
+    /// `/start`, name, email; returns the last answer.
+    async fn register(&self, chat: i64, name: &str, email: &str) -> String {
+        self.ask(chat, "/start").await;
+        self.ask(chat, name).await;
+        self.ask(chat, email).await
+    }
+
+    /// Target `t1` goes down (or up).
+    async fn report(&self, up: bool) {
+        self.watch
+            .reporter()
+            .send(Transition {
+                target: "t1".into(),
+                detail: "127.0.0.1:1".into(),
+                up,
+                reason: "refused".into(),
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            })
+            .await
+            .expect("watch runs");
+    }
+
+    /// Waits for the alert starting with `prefix` sent to `chat`.
+    async fn alert_to(&self, chat: i64, prefix: &str) {
+        wait_until(&format!("{prefix} to {chat}"), PATIENCE, || async {
+            self.bot.sent_to(chat).iter().any(|t| t.starts_with(prefix))
+        })
+        .await;
+    }
+
+    /// Mails whose subject is `subject`, with their recipients.
+    fn mails(&self, subject: &str) -> Vec<Vec<String>> {
+        self.smtp
+            .mails()
+            .into_iter()
+            .filter(|m| m.data.contains(&format!("Subject: {subject}\n")))
+            .map(|m| m.to)
+            .collect()
+    }
+
+    /// The code mailed to `email` (the last one).
+    async fn code_for(&self, email: &str) -> String {
+        wait_until(&format!("a code mailed to {email}"), PATIENCE, || async {
+            self.smtp.mails().iter().any(|m| m.to == [email])
+        })
+        .await;
+        let mail = self
+            .smtp
+            .mails()
+            .into_iter()
+            .rfind(|m| m.to == [email])
+            .expect("mail");
+        let at = mail.data.find("/confirm ").expect("a code in the mail") + "/confirm ".len();
+        mail.data[at..at + 6].to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_gets_only_help_and_a_pending_notice_until_an_admin_approves() {
+    const EVE: i64 = 50;
+    let b = start(|_| {}).await;
+    assert_eq!(
+        b.register(ADMIN, "Root", "root@example.com").await,
+        "Registered as Root <root@example.com>.\nYou will get alerts when something goes down and when it is back. You are an admin.\nI mailed a code to root@example.com: send /confirm CODE to get alerts by email too.\n/help lists what you can ask."
+    );
+    let before = b.bot.sent_to(ADMIN).len();
+    assert_eq!(
+        b.ask(EVE, "/status").await,
+        "Send /start to register first."
+    );
+    assert_eq!(
+        b.register(EVE, "Eve", "eve@example.com").await,
+        "Registered as Eve <eve@example.com>.\nAn admin must approve you before you get alerts (your chat id is 50); I will tell you here.\nI mailed a code to eve@example.com: send /confirm CODE to get alerts by email too."
+    );
+    wait_until("the admin to hear of Eve", PATIENCE, || async {
+        b.bot.sent_to(ADMIN).len() > before
+    })
+    .await;
+    assert_eq!(
+        b.bot.sent_to(ADMIN)[before..],
+        [
+            "New registration: Eve (50) <eve@example.com>.\n/approve 50 lets them in, /deny 50 turns them away."
+        ]
+    );
+    let pending = "Your registration waits for an admin's approval.";
+    for command in [
+        "/status",
+        "/mute 1h",
+        "/cpu",
+        "/users",
+        "/approve 50",
+        "hello",
+    ] {
+        assert_eq!(b.ask(EVE, command).await, pending, "after {command}");
+    }
+    assert_eq!(
+        b.ask(EVE, "/help").await,
+        format!("/start - register for alerts\n/help - this list\n{pending}")
+    );
+
+    let eve_before = b.bot.sent_to(EVE).len();
+    b.report(false).await;
+    b.alert_to(ADMIN, "DOWN t1 ").await;
+    assert_eq!(
+        b.bot.sent_to(EVE).len(),
+        eve_before,
+        "a pending registration gets no alert: {:?}",
+        &b.bot.sent_to(EVE)[eve_before..]
+    );
+
+    assert_eq!(
+        b.ask(ADMIN, "/approve 50").await,
+        "Eve (50) is approved: they get alerts now."
+    );
+    wait_until("Eve to hear she is approved", PATIENCE, || async {
+        b.bot.sent_to(EVE).last().map(String::as_str)
+            == Some("An admin (Root (900)) approved you: you get alerts now. /help lists what you can ask.")
+    })
+    .await;
+    assert_eq!(b.ask(EVE, "/status").await.lines().next(), Some("Down:"));
+    assert_eq!(
+        b.ask(EVE, "/cpu").await,
+        "/cpu is for admins. An admin can /approve you: your chat id is 50."
+    );
+    b.report(true).await;
+    b.alert_to(EVE, "UP t1 ").await;
+
+    assert_eq!(
+        b.ask(ADMIN, "/deny 50").await,
+        "Eve (50) is turned away: no alerts, no answers."
+    );
+    assert_eq!(
+        b.ask(EVE, "/status").await,
+        "An admin turned your registration away."
+    );
+    assert_eq!(
+        b.ask(ADMIN, "/deny 900").await,
+        "900 is an admin in the configuration file; remove it there."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_mail_goes_only_to_confirmed_addresses() {
+    const ANN: i64 = 10;
+    const BOB: i64 = 20;
+    let b = start(|t| t.registration = Registration::Open).await;
+    assert_eq!(
+        b.register(BOB, "Bob", "bob@example.com").await,
+        "Registered as Bob <bob@example.com>.\nYou will get alerts when something goes down and when it is back.\nI mailed a code to bob@example.com: send /confirm CODE to get alerts by email too.\n/help lists what you can ask."
+    );
+    let code = b.code_for("bob@example.com").await;
+    assert_eq!(
+        b.mails("[lintas] your confirmation code"),
+        [["bob@example.com"]]
+    );
+    assert_eq!(
+        b.ask(BOB, &format!("/confirm {code}")).await,
+        "bob@example.com is confirmed: alerts come by email too."
+    );
+    b.register(ANN, "Ann", "ann@example.com").await;
+    let ann_code = b.code_for("ann@example.com").await;
+
+    // Recipients go in order: the configured address, then people by chat id, so Bob's
+    // mail is sent after Ann's would have been.
+    b.report(false).await;
+    wait_until("the DOWN mail to Bob", PATIENCE, || async {
+        b.mails("[lintas] DOWN t1").len() == 2
+    })
+    .await;
+    b.alert_to(ANN, "DOWN t1 ").await;
+    assert_eq!(
+        b.mails("[lintas] DOWN t1"),
+        [["ops@example.com"], ["bob@example.com"]],
+        "Ann's address is not confirmed"
+    );
+
+    let wrong = if ann_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(
+        b.ask(ANN, &format!("/confirm {wrong}")).await,
+        "That is not the code I mailed to ann@example.com; 4 tries left. /confirm alone mails a new one."
+    );
+    assert_eq!(
+        b.ask(ANN, &format!("/confirm {ann_code}")).await,
+        "ann@example.com is confirmed: alerts come by email too."
+    );
+    b.report(true).await;
+    wait_until("the UP mails", PATIENCE, || async {
+        b.mails("[lintas] UP t1").len() == 3
+    })
+    .await;
+    assert_eq!(
+        b.mails("[lintas] UP t1"),
+        [
+            ["ops@example.com"],
+            ["ann@example.com"],
+            ["bob@example.com"]
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_name_cannot_forge_a_users_line() {
+    const MALLORY: i64 = 66;
+    let b = start(|t| t.registration = Registration::Open).await;
+    b.ask(MALLORY, "/start").await;
+    assert_eq!(
+        b.ask(
+            MALLORY,
+            "Mallory\n900 Root <root@example.com> admin\u{202e}"
+        )
+        .await,
+        "Thanks, Mallory 900 Root <root@example.com> admin. What is your email address?"
+    );
+    b.ask(MALLORY, "m@example.com").await;
+    assert_eq!(
+        b.ask(ADMIN, "/users").await,
+        "1 registered:\n66 Mallory 900 Root <root@example.com> admin <m@example.com> (email not confirmed)"
+    );
+    b.ask(MALLORY + 1, "/start").await;
+    let long = "N".repeat(5000);
+    assert_eq!(
+        b.ask(MALLORY + 1, &long).await,
+        format!("Thanks, {}. What is your email address?", "N".repeat(64))
+    );
+    b.ask(MALLORY + 2, "/start").await;
+    assert_eq!(
+        b.ask(MALLORY + 2, "\u{7}\u{202e}").await,
+        "A name needs letters. What is your name?"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_list_longer_than_a_telegram_message_is_split_on_lines() {
+    let b = start(|_| {}).await;
+    let store = b.watch.store();
+    let mut want = vec!["100 registered:".to_owned()];
+    for i in 0..100_i64 {
+        // Two UTF-16 units per 𝔸: the limit is counted as Telegram counts.
+        let name = format!("{i:03} 𝔸𝔸𝔸𝔸𝔸𝔸𝔸𝔸𝔸𝔸 {}", "x".repeat(40));
+        let chat = 1000 + i;
+        users::start(store, chat).await.expect("start");
+        users::set_name(store, chat, &name).await.expect("name");
+        users::set_email(store, chat, &format!("u{i}@example.com"))
+            .await
+            .expect("email");
+        want.push(format!(
+            "{chat} {name} <u{i}@example.com> pending (email not confirmed)"
+        ));
+    }
+    let want = want.join("\n");
+    assert!(want.encode_utf16().count() > 8000);
+    let before = b.bot.sent_to(ADMIN).len();
+    b.bot.say(ADMIN, "/users");
+    wait_until("the whole list", PATIENCE, || async {
+        b.bot.sent_to(ADMIN)[before..].join("\n") == want
+    })
+    .await;
+    let parts = &b.bot.sent_to(ADMIN)[before..];
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    for part in parts {
+        assert!(part.encode_utf16().count() <= MAX_TEXT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_bot_cannot_read_is_skipped() {
+    let b = start(|_| {}).await;
+    b.bot.push_raw(json!({"future_kind": {"id": 7}}));
+    b.bot.push_raw(json!({"message": {"unexpected": true}}));
+    assert_eq!(
+        b.ask(5, "/help").await,
+        "/start - register for alerts\n/help - this list"
+    );
+    assert_eq!(b.bot.allowed_updates(), Some(json!(["message"])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_that_floods_is_told_once_to_slow_down_then_ignored() {
+    const FLOOD: i64 = 77;
+    let b = start(|t| {
+        t.rate_burst = 3;
+        t.rate_per_minute = 1;
+    })
+    .await;
+    for _ in 0..6 {
+        b.bot.say(FLOOD, "/help");
+    }
+    // Updates are answered in order: once another chat is answered, the flood was handled.
+    b.ask(ADMIN, "/help").await;
+    let help = "/start - register for alerts\n/help - this list";
+    assert_eq!(
+        b.bot.sent_to(FLOOD),
+        [
+            help,
+            help,
+            help,
+            "Slow down: I answer 1 message a minute after a burst of 3. I ignore you until then."
+        ]
+    );
+}
