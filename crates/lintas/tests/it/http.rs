@@ -92,6 +92,44 @@ async fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
             "x-forwarded-proto: http"
         ]
     );
+    // Regression: `X_Forwarded_For` passed through, and CGI-style backends read it as the
+    // header lintas sets.
+    assert_eq!(
+        seen(&[("X_Forwarded_For", "6.6.6.6"), ("X_Other", "1")]).await,
+        [
+            host.as_str(),
+            "x-forwarded-for: 127.0.0.1",
+            "x-forwarded-proto: http",
+            "x_other: 1"
+        ]
+    );
+}
+
+/// The same header rules on the h2 path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_requests_lose_underscore_spellings_of_forwarding_headers() {
+    let (_b, node) = one_backend("").await;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::get(node.url("web", "/headers").await)
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("x_other", "1")
+        .body(Empty::new())
+        .unwrap();
+
+    let resp = client.request(req).await.unwrap();
+
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        sorted_lines(&String::from_utf8_lossy(&body)),
+        [
+            format!("host: {}", node.addr("web").await).as_str(),
+            "x-forwarded-for: 127.0.0.1",
+            "x-forwarded-proto: http",
+            "x_other: 1"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::upstream::{ReqBody, Sender, Upstream};
-use super::{Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent};
+use super::{
+    Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent, is_underscore_twin,
+};
 use crate::listener::ListenerSettings;
 
 /// Streams one h2 client may have open at once.
@@ -95,6 +97,9 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let pool = &settings.pool;
     let cfg = &settings.cfg;
+    if let Some(why) = host_conflict(req.headers(), req.uri()) {
+        return error_response(400, &format!("bad request: {why}\n"));
+    }
     let key = balancing_key(pool, ctx.peer, |k| request_key(&req, k));
     let mut attempts = Attempts::new(pool, cfg, &ctx.handle.info.stats, key);
     prepare_request(&mut req, &ctx.peer_ip, ctx.tls);
@@ -233,6 +238,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A `Host` header naming another authority than `:authority` (RFC 9113 §8.3.1): the
+/// backend would read one and a routing rule the other.
+fn host_conflict(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let authority = uri.authority()?;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some("more than one Host header".into());
+    }
+    (!host
+        .as_bytes()
+        .eq_ignore_ascii_case(authority.as_str().as_bytes()))
+    .then(|| {
+        format!(
+            "Host `{}` differs from :authority `{authority}`",
+            String::from_utf8_lossy(host.as_bytes()).escape_debug()
+        )
+    })
+}
+
 /// Rewrites a client request into the one the backend gets.
 fn prepare_request(req: &mut Request<Incoming>, peer_ip: &str, tls: bool) {
     // h2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
@@ -246,6 +271,14 @@ fn prepare_request(req: &mut Request<Incoming>, peer_ip: &str, tls: bool) {
     }
     let h = req.headers_mut();
     strip_hop_by_hop(h);
+    let twins: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_underscore_twin(n.as_str()))
+        .cloned()
+        .collect();
+    for name in twins {
+        h.remove(name);
+    }
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = match h.get(&xff_name).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {peer_ip}"),
@@ -367,6 +400,25 @@ mod tests {
         assert_eq!(request_cookie(&h, "sid"), Some(&b"xyz"[..]));
         assert_eq!(request_cookie(&h, "other"), Some(&b"2"[..]));
         assert_eq!(request_cookie(&h, "si"), None);
+    }
+
+    #[test]
+    fn host_must_name_the_authority() {
+        let uri: Uri = "http://a.test/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(host_conflict(&h, &uri), None);
+        h.insert(header::HOST, HeaderValue::from_static("A.test"));
+        assert_eq!(host_conflict(&h, &uri), None);
+        h.insert(header::HOST, HeaderValue::from_static("b.test"));
+        assert_eq!(
+            host_conflict(&h, &uri).as_deref(),
+            Some("Host `b.test` differs from :authority `a.test`")
+        );
+        h.append(header::HOST, HeaderValue::from_static("a.test"));
+        assert_eq!(
+            host_conflict(&h, &uri).as_deref(),
+            Some("more than one Host header")
+        );
     }
 
     #[test]

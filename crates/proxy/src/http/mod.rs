@@ -171,6 +171,29 @@ fn cookie<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
     })
 }
 
+/// Headers lintas sets or frames by; their spellings with `_` for `-` are dropped.
+const UNDERSCORE_TWINS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "host",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// Whether `name` spells a header lintas sets or frames by with underscores
+/// (`X_Forwarded_For`): CGI-style backends (WSGI, PHP, Rack) read `_` and `-` as the same
+/// character, so such a header would reach them as the one lintas wrote (nginx drops
+/// every header with an underscore for the same reason).
+pub(crate) fn is_underscore_twin(name: &str) -> bool {
+    name.contains('_')
+        && UNDERSCORE_TWINS.iter().any(|t| {
+            t.len() == name.len()
+                && t.bytes()
+                    .zip(name.bytes())
+                    .all(|(t, n)| t == n.to_ascii_lowercase() || (t == b'-' && n == b'_'))
+        })
+}
+
 /// Safe to send twice (RFC 9110 §9.2.2): only such requests are replayed after a failure.
 fn is_idempotent(method: &str) -> bool {
     matches!(

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 
 use balance::{HashKey, hash_key};
 
-use crate::http::{cookie, is_idempotent};
+use crate::http::{cookie, is_idempotent, is_underscore_twin};
 
 /// Most headers a head may carry; more is answered 431 like an oversized head.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -359,11 +359,14 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
             }
         }
     }
+    // Only WebSocket upgrades go through: an `h2c` (or any other) upgrade that a backend
+    // accepted would turn the connection into a tunnel lintas can no longer read, in which
+    // the client talks to the backend directly, past every rule applied to requests.
     let upgrade_value = headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
         .map(|h| h.value)
-        .filter(|_| upgrade_token && minor == 1);
+        .filter(|v| upgrade_token && minor == 1 && trim_ows(v).eq_ignore_ascii_case(b"websocket"));
     let keep_alive = !close && (minor == 1 || keep_alive_token);
 
     let mut out = Vec::with_capacity(len + 64);
@@ -386,6 +389,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
             || listed
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
+            || is_underscore_twin(name)
         {
             continue;
         }
@@ -705,6 +709,33 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_forwarded() {
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert!(!h.upgrade);
+        assert_eq!(
+            text(&h.out),
+            "GET / HTTP/1.1\r\nHost: x\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn underscore_spellings_of_forwarding_and_framing_headers_are_dropped() {
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_proto: https\r\nContent_Length: 5\r\nX_Custom: kept\r\n\r\n",
+            &ctx(None),
+        )
+        .unwrap();
+        assert_eq!(
+            text(&h.out),
+            "GET / HTTP/1.1\r\nHost: x\r\nX_Custom: kept\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
     }
 
     #[test]
