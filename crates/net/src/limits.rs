@@ -26,6 +26,8 @@ pub struct Limits {
     pub min_body_rate: u64,
     /// How long a request body may start slowly before [`Self::min_body_rate`] applies.
     pub body_rate_grace: Duration,
+    /// Largest request head read (431 over it, or the connection closed).
+    pub max_head_bytes: usize,
 }
 
 impl Limits {
@@ -39,6 +41,7 @@ impl Limits {
         body_timeout: Duration::from_secs(30),
         min_body_rate: 240,
         body_rate_grace: Duration::from_secs(5),
+        max_head_bytes: 64 * 1024,
     };
 
     /// Defaults for the admin listener: an operator's browser and scripts need few

@@ -92,7 +92,8 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.head_timeout);
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8192));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let ended = tokio::select! {
