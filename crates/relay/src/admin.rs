@@ -10,6 +10,7 @@
 //! | `POST /api/relay/destinations` `DestinationSpec` | 201; 422 if lintas cannot connect with it |
 //! | `GET /api/relay/destinations/{name}/schema` | its tables and columns, read live |
 //! | `DELETE /api/relay/destinations/{name}` | 204 (and its routes) |
+//! | `POST /api/relay/destinations/{name}/skip` `{"record"}` | 202: the worker dead-letters the record it is stuck on and goes on; 409 if it is not stuck on that record |
 //! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
 //! | `DELETE /api/relay/routes/{id}` | 204 |
 //! | `GET /api/relay/deliveries?application=&destination=&status=&record=&since_ms=&until_ms=&limit=` | delivered batches, dead letters, destinations retrying |
@@ -106,6 +107,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/relay/destinations", post(create_destination))
         .route("/api/relay/destinations/{name}", delete(delete_destination))
         .route("/api/relay/destinations/{name}/schema", get(schema))
+        .route("/api/relay/destinations/{name}/skip", post(skip))
         .route("/api/relay/routes", post(create_route))
         .route("/api/relay/routes/{id}", delete(delete_route))
         .route("/api/relay/deliveries", get(deliveries))
@@ -248,6 +250,50 @@ async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<St
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skip {
+    /// The record the caller saw the destination stuck on, so a skip asked for after it
+    /// moved on does not drop the next record.
+    record: u64,
+}
+
+async fn skip(
+    State(relay): State<Arc<Relay>>,
+    Path(name): Path<String>,
+    Json(body): Json<Skip>,
+) -> Answer {
+    let d = find_destination(&relay, &name)?;
+    let status = relay.status(d.id);
+    let stuck = status
+        .as_ref()
+        .filter(|s| s.state == DestState::Down)
+        .and_then(|s| s.next_offset);
+    match stuck {
+        Some(at) if at == body.record => {
+            relay.ask_skip(d.id, at);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "destination": name, "record": at })),
+            )
+                .into_response())
+        }
+        Some(at) => Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "destination `{name}` is stuck on record {at}, not {}",
+                body.record
+            ),
+        )),
+        None => Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "destination `{name}` is not stuck on a record (it is not down); nothing to skip"
+            ),
+        )),
+    }
+}
+
 async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     let db = connect(&relay, &d.spec, d.password_enc.as_deref()).await?;
@@ -295,7 +341,8 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
         spec: spec.clone(),
         declared: false,
     });
-    RouteWrite::check(&probe, table).map_err(unprocessable)?;
+    RouteWrite::check(&probe, table)
+        .map_err(|e| unprocessable(format!("route {}: {e}", spec.label())))?;
     let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
     relay.refresh().await?;
     let route = relay.catalog().route(id).cloned();

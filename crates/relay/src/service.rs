@@ -62,6 +62,10 @@ pub struct Relay {
     statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
     events: broadcast::Sender<RelayEvent>,
     addr: SocketAddr,
+    /// Records operators asked to skip, by destination id: the offset it was stuck on.
+    skips: Mutex<BTreeMap<i64, u64>>,
+    /// Wakes workers waiting to retry when a skip is asked for.
+    skip_asked: tokio::sync::Notify,
     /// The runtimes ingest is served on; delivery workers are spread over them too, so the
     /// node's threads share the work instead of one thread doing all the delivering.
     runtimes: Vec<tokio::runtime::Handle>,
@@ -143,6 +147,8 @@ impl Relay {
             statuses: Mutex::new(BTreeMap::new()),
             events: status::channel(),
             addr,
+            skips: Mutex::new(BTreeMap::new()),
+            skip_asked: tokio::sync::Notify::new(),
             runtimes,
         });
         let kind = if relay.lease.is_some() {
@@ -299,6 +305,29 @@ impl Relay {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&destination)
             .map(f)
+    }
+
+    /// Asks the worker of `destination` to dead-letter the record at `offset`, the one it
+    /// is stuck on, and go on with the next.
+    pub(crate) fn ask_skip(&self, destination: i64, offset: u64) {
+        self.skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(destination, offset);
+        self.skip_asked.notify_waiters();
+    }
+
+    /// The skip asked for `destination`, if any, taken.
+    pub(crate) fn take_skip(&self, destination: i64) -> Option<u64> {
+        self.skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&destination)
+    }
+
+    /// Resolves when a skip is asked for (of any destination).
+    pub(crate) fn skip_asked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.skip_asked.notified()
     }
 
     /// Destination up/down events, for alerting.

@@ -30,18 +30,12 @@ pub struct RouteWrite {
 
 impl RouteWrite {
     /// Checks `route` against `table`: every mapped column exists, and an insert or upsert
-    /// fills every column that has neither a default nor NULL.
+    /// fills every column that has neither a default nor NULL. The error does not name the
+    /// route; callers say which one ([`crate::config::RouteSpec::label`]).
     pub fn check(route: &Arc<Route>, table: Table) -> Result<Self, String> {
-        let where_ = format!(
-            "route {} ({} → {})",
-            route.id, route.spec.application, route.spec.table
-        );
         for column in route.spec.columns.values() {
             if table.column(column).is_none() {
-                return Err(format!(
-                    "{where_}: table `{}` has no column `{column}`",
-                    table.name
-                ));
+                return Err(format!("table `{}` has no column `{column}`", table.name));
             }
         }
         if matches!(route.spec.operation, Operation::Insert | Operation::Upsert) {
@@ -52,7 +46,7 @@ impl RouteWrite {
                 .find(|c| !c.nullable && !c.has_default && !mapped.contains(&c.name))
             {
                 return Err(format!(
-                    "{where_}: column `{}` of `{}` is NOT NULL without a default; map a field to it",
+                    "column `{}` of `{}` is NOT NULL without a default; map a field to it",
                     c.name, table.name
                 ));
             }

@@ -131,12 +131,9 @@ where
     async fn run_all(conn: &mut DB::Connection, execs: &[Exec]) -> Result<(), ApplyError> {
         for e in execs {
             if let Err(err) = Self::run_exec(conn, e).await {
-                return Err(match classify(&err) {
-                    Failure::Record(message) => ApplyError::Record {
-                        item: e.item,
-                        message,
-                    },
-                    Failure::Destination(m) => ApplyError::Destination(m),
+                return Err(ApplyError::Statement {
+                    item: e.item,
+                    failure: classify(&err),
                 });
             }
         }
@@ -173,6 +170,7 @@ where
         stream_key: &str,
         (from, to): (u64, u64),
         execs: &[Exec],
+        refusal: fn(&Failure) -> bool,
         before_commit: F,
     ) -> Result<Applied, ApplyError>
     where
@@ -190,16 +188,18 @@ where
                 .await
                 .map_err(down)?;
             if let Err(err) = Self::run_exec(&mut tx, e).await {
-                match classify(&err) {
-                    Failure::Record(message) => {
-                        sqlx::query::<DB>("ROLLBACK TO SAVEPOINT lintas_item")
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(down)?;
-                        refused.push((e.item, message));
-                    }
-                    Failure::Destination(m) => return Err(ApplyError::Destination(m)),
+                let failure = classify(&err);
+                if !refusal(&failure) {
+                    return Err(ApplyError::Statement {
+                        item: e.item,
+                        failure,
+                    });
                 }
+                sqlx::query::<DB>("ROLLBACK TO SAVEPOINT lintas_item")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(down)?;
+                refused.push((e.item, failure.message().to_owned()));
             }
             sqlx::query::<DB>("RELEASE SAVEPOINT lintas_item")
                 .execute(&mut *tx)

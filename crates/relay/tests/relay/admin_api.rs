@@ -126,7 +126,7 @@ async fn objects_are_managed_and_checked_through_the_api() {
         (status, body),
         (
             422,
-            json!({"error": "route 0 (crm → contacts): table `contacts` has no column `e_mail`"})
+            json!({"error": "route crm → crm-db.contacts: table `contacts` has no column `e_mail`"})
         )
     );
     let (status, body) = node
@@ -140,7 +140,7 @@ async fn objects_are_managed_and_checked_through_the_api() {
         (status, body),
         (
             422,
-            json!({"error": "route 0 (crm → contacts): column `email` of `contacts` is NOT NULL without a default; map a field to it"})
+            json!({"error": "route crm → crm-db.contacts: column `email` of `contacts` is NOT NULL without a default; map a field to it"})
         )
     );
     let (status, body) = node
