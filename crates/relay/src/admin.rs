@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +57,21 @@ impl From<CatalogError> for Refusal {
             CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())
+    }
+}
+
+/// A body axum could not read (bad JSON, a missing field, an unknown enum value): its
+/// status and message, in the API's JSON shape rather than axum's plain text.
+impl From<JsonRejection> for Refusal {
+    fn from(e: JsonRejection) -> Self {
+        Self(e.status(), e.body_text())
+    }
+}
+
+/// A query string axum could not read, likewise.
+impl From<QueryRejection> for Refusal {
+    fn from(e: QueryRejection) -> Self {
+        Self(e.status(), e.body_text())
     }
 }
 
@@ -144,8 +160,9 @@ struct NewApplication {
 
 async fn create_application(
     State(relay): State<Arc<Relay>>,
-    Json(body): Json<NewApplication>,
+    body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Answer {
+    let Json(body) = body?;
     let key = edit::create_application(relay.store().pool(), &body.name).await?;
     relay.refresh().await?;
     let app = relay.catalog().application(&body.name).cloned();
@@ -202,8 +219,9 @@ async fn connect(
 
 async fn create_destination(
     State(relay): State<Arc<Relay>>,
-    Json(spec): Json<DestinationSpec>,
+    spec: Result<Json<DestinationSpec>, JsonRejection>,
 ) -> Answer {
+    let Json(spec) = spec?;
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(unprocessable(format!("{field}: {message}")));
     }
@@ -261,8 +279,9 @@ struct Skip {
 async fn skip(
     State(relay): State<Arc<Relay>>,
     Path(name): Path<String>,
-    Json(body): Json<Skip>,
+    body: Result<Json<Skip>, JsonRejection>,
 ) -> Answer {
+    let Json(body) = body?;
     let d = find_destination(&relay, &name)?;
     let status = relay.status(d.id);
     let stuck = status
@@ -308,7 +327,11 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
 }
 
-async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
+async fn create_route(
+    State(relay): State<Arc<Relay>>,
+    spec: Result<Json<RouteSpec>, JsonRejection>,
+) -> Answer {
+    let Json(spec) = spec?;
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(unprocessable(format!("{field}: {message}")));
     }
@@ -382,7 +405,11 @@ fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
     })
 }
 
-async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
+async fn deliveries(
+    State(relay): State<Arc<Relay>>,
+    f: Result<Query<Filter>, QueryRejection>,
+) -> Answer {
+    let Query(f) = f?;
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
     if let Some(s) = status
@@ -467,7 +494,6 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
     for route in catalog.routes_from(app_id) {
-        let dest = catalog.destination_by_id(route.destination_id);
         let status = relay.status(route.destination_id);
         let dead_letter = dead
             .iter()
@@ -478,12 +504,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
             _ => "pending".into(),
         };
-        let dialect = dest.map_or(crate::sql::Dialect::Sqlite, |d| d.spec.kind.dialect());
-        let b = batch::build(
-            dialect,
-            std::slice::from_ref(route),
-            std::slice::from_ref(&entry),
-        );
+        let b = batch::build(std::slice::from_ref(route), std::slice::from_ref(&entry));
         let row = b.items.first().map(|item| Value::Object(item.row(route)));
         per_destination.push(json!({
             "destination": route.spec.destination,

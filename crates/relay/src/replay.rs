@@ -56,7 +56,7 @@ pub(crate) async fn replay(
             }
             .encode(),
         };
-        let b = batch::build(db.dialect(), std::slice::from_ref(&rw), &[entry]);
+        let b = batch::build(std::slice::from_ref(&rw), &[entry]);
         if let Some(r) = b.rejected.first() {
             return Err(r.reason.clone());
         }

@@ -352,10 +352,9 @@ async fn session(
             entries.truncate(1);
         }
         let to = entries.last().map_or(next, |e| e.offset + 1);
-        let dialect = db.dialect();
         let written = async {
-            dead_letter_broken(relay, dest, dialect, &broken, &entries).await?;
-            let batch = batch::build(dialect, &routes, &entries);
+            dead_letter_broken(relay, dest, &broken, &entries).await?;
+            let batch = batch::build(&routes, &entries);
             let target = Target {
                 key: &key,
                 from: next,
@@ -421,14 +420,13 @@ struct Target<'a> {
 async fn dead_letter_broken(
     relay: &Relay,
     dest: &Destination,
-    dialect: crate::sql::Dialect,
     broken: &[Broken],
     entries: &[backplane::Entry],
 ) -> Result<(), String> {
     if broken.is_empty() {
         return Ok(());
     }
-    let lost = batch::build(dialect, broken, entries);
+    let lost = batch::build(broken, entries);
     let why = |route: usize| {
         let b = &broken[route];
         (

@@ -297,3 +297,72 @@ async fn a_refused_record_is_dead_lettered_and_replayed_after_a_fix() {
     assert_eq!(pg_delivery["status"], "replayed");
     node.stop().await;
 }
+
+/// A JSON boolean is `true`/`false` in a text column on every database, and 1/0 only in
+/// MariaDB's and SQLite's numeric columns (PostgreSQL's boolean takes `true`).
+#[tokio::test]
+async fn booleans_are_words_in_text_columns_on_every_kind() {
+    let dir = TempDir::new();
+    let pg = Scratch::create(Server::Postgres).await.unwrap();
+    pg.exec("CREATE TABLE flags (id integer NOT NULL, label text, flag boolean)")
+        .await
+        .unwrap();
+    let my = Scratch::create(Server::Mysql).await.unwrap();
+    my.exec("CREATE TABLE flags (id int NOT NULL, label varchar(10), flag tinyint(1))")
+        .await
+        .unwrap();
+    let lite = sqlite(
+        dir.path(),
+        "flags.db",
+        "CREATE TABLE flags (id INTEGER NOT NULL, label TEXT, flag INTEGER)",
+    )
+    .await;
+    let mut text = String::new();
+    for (name, kind, url) in [
+        ("pg", "postgres", &pg.url),
+        ("my", "mysql", &my.url),
+        ("lite", "sqlite", &lite),
+    ] {
+        text.push_str(&destination(name, kind, url));
+        text.push_str(&route(
+            name,
+            "flags",
+            "insert",
+            "id = \"id\", label = \"label\", flag = \"flag\"",
+            "",
+        ));
+    }
+    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
+    node.ingest(
+        r#"[{"id": 1, "label": true, "flag": true}, {"id": 2, "label": false, "flag": false}]"#,
+    )
+    .await;
+    node.wait_delivered().await;
+    let q = "SELECT CAST(id AS CHAR), label, CAST(flag AS CHAR) FROM flags ORDER BY id";
+    assert_eq!(
+        flat(my.rows(q).await.unwrap()),
+        [["1", "true", "1"], ["2", "false", "0"]],
+        "MariaDB"
+    );
+    assert_eq!(
+        flat(
+            sqlite_rows(
+                &lite,
+                "SELECT CAST(id AS TEXT), label, CAST(flag AS TEXT) FROM flags ORDER BY id"
+            )
+            .await
+        ),
+        [["1", "true", "1"], ["2", "false", "0"]],
+        "SQLite"
+    );
+    assert_eq!(
+        flat(
+            pg.rows("SELECT id::text, label, flag::text FROM flags ORDER BY id")
+                .await
+                .unwrap()
+        ),
+        [["1", "true", "true"], ["2", "false", "false"]],
+        "PostgreSQL"
+    );
+    node.stop().await;
+}
