@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backplane::{BackplaneConfig, LogOptions, RedisStream, SegmentLog};
+use backplane::{BackplaneConfig, LogOptions, RedisStream};
 use configkit::KeyPath;
 use store::Store;
 use tokio::net::TcpListener;
@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use crate::catalog::{self, Catalog, DeclError};
 use crate::config::RelayConfig;
-use crate::idempotency::Idempotency;
 use crate::status::{self, DestinationStatus, RelayEvent};
 use crate::stream::Stream;
 use crate::{deliver, deliveries, ingest};
@@ -389,12 +388,10 @@ async fn open_stream(
         }
         None => {
             let dir = data_dir.join("stream");
-            let log = SegmentLog::open(&dir, LogOptions::default()).map_err(|e| e.to_string())?;
+            let stream =
+                Stream::open_local(&dir, LogOptions::default(), cfg.idempotency_window).await?;
             let id = stream_id(&dir)?;
-            let idempotency = Idempotency::new(cfg.idempotency_window);
-            let remembered = idempotency.rebuild(&log).await.map_err(|e| e.to_string())?;
-            info!(idempotency_keys = remembered, "relay stream opened");
-            Ok((Stream::Local { log, idempotency }, id))
+            Ok((stream, id))
         }
     }
 }
@@ -480,31 +477,24 @@ async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
         if let Err(e) = deliveries::prune(&relay).await {
             warn!(error = %e, "cannot prune the relay delivery log");
         }
-        match &relay.stream {
-            Stream::Local { log, idempotency } => {
-                idempotency.prune();
-                // Only once every destination has said where it is.
-                let applied = relay
-                    .statuses()
-                    .iter()
-                    .map(|s| s.next_offset)
-                    .collect::<Option<Vec<_>>>();
-                if let Some(min) = applied.and_then(|v| v.into_iter().min())
-                    && let Err(e) = log.trim_before(min)
-                {
-                    warn!(error = %e, "cannot trim the relay stream");
-                }
-            }
-            Stream::Redis { stream, .. } => {
-                let groups: Vec<String> = relay
-                    .catalog()
-                    .destinations()
-                    .map(|d| d.spec.name.clone())
-                    .collect();
-                if let Err(e) = stream.trim(&groups).await {
-                    warn!(error = %e, "cannot trim the relay stream");
-                }
-            }
+        // Only once every destination has said where it is.
+        let applied = relay
+            .statuses()
+            .iter()
+            .map(|s| s.next_offset)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min());
+        let groups: Vec<String> = relay
+            .catalog()
+            .destinations()
+            .map(|d| d.spec.name.clone())
+            .collect();
+        if let Err(e) = relay
+            .stream
+            .trim(applied, &groups, relay.cfg.retention)
+            .await
+        {
+            warn!(error = %e, "cannot trim the relay stream");
         }
     }
 }
