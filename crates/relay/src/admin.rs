@@ -14,7 +14,7 @@
 //! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
 //! | `DELETE /api/relay/routes/{id}` | 204 |
 //! | `GET /api/relay/deliveries?application=&destination=&status=&record=&since_ms=&until_ms=&limit=` | delivered batches, dead letters, destinations retrying |
-//! | `GET /api/relay/records/{id}` | per destination: status, data sent, row written |
+//! | `GET /api/relay/records/{id}` | per destination: status (`delivered`, `no matching row`, `dead`, `replayed`, `retrying`, `pending`), data sent, row written |
 //! | `POST /api/relay/dead-letters/{destination}/{record}/replay` | 200 replayed; 422 refused again, with the error |
 //!
 //! Objects declared in the configuration file answer 409 to changes.
@@ -500,7 +500,13 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             .find(|d| d.route_id == route.id && d.record_id == id);
         let state = match (&dead_letter, &status) {
             (Some(d), _) => d.status.clone(),
-            (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => "delivered".into(),
+            (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => {
+                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id).await? {
+                    "no matching row".into()
+                } else {
+                    "delivered".into()
+                }
+            }
             (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
             _ => "pending".into(),
         };

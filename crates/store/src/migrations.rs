@@ -7,6 +7,7 @@ pub(crate) const ALL: &[&str] = &[
     WATCH_USERS,
     WATCH_TARGETS,
     RELAY_PASSWORDS,
+    RELAY_UNMATCHED,
 ];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
@@ -121,4 +122,17 @@ CREATE TABLE watch_targets (
 /// Relay: destination passwords given through the admin API, encrypted.
 const RELAY_PASSWORDS: &str = r#"
 ALTER TABLE relay_destinations ADD COLUMN password_enc TEXT;
+"#;
+
+/// Relay: records whose update or delete matched no row at a destination (one row each,
+/// only for those; kept for `retention` like the delivery log).
+const RELAY_UNMATCHED: &str = r#"
+CREATE TABLE relay_unmatched (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_unmatched_at ON relay_unmatched(at_ms);
 "#;

@@ -15,7 +15,7 @@ use backplane::Entry;
 use serde_json::value::RawValue;
 
 use crate::catalog::Route;
-use crate::destination::{Exec, Table};
+use crate::destination::{Changed, Exec, Table};
 use crate::record::Record;
 use crate::sql::{Dialect, Operation, SqlError, TableRef, TableWrite, plan};
 
@@ -325,6 +325,7 @@ pub fn statements(
                         sql: s.sql,
                         params,
                         item: i + s.rows.start,
+                        rows: s.rows.len(),
                     });
                 }
             }
@@ -335,4 +336,38 @@ pub fn statements(
         i = end;
     }
     Ok(out)
+}
+
+/// What committed statements did not write: the items of updates and deletes that matched
+/// no row, and per application how many rows fewer than items were changed. A multi-row
+/// delete that changed some of its rows says how many but not which, so its items are
+/// not listed.
+pub fn unmatched(
+    routes: &[RouteWrite],
+    batch: &Batch,
+    changed: &[Changed],
+) -> (Vec<usize>, HashMap<String, u64>) {
+    let mut items = Vec::new();
+    let mut missing: HashMap<String, u64> = HashMap::new();
+    for c in changed {
+        let first = &batch.items[c.item];
+        if !matches!(
+            routes[first.route].route.spec.operation,
+            Operation::Update | Operation::Delete
+        ) {
+            continue;
+        }
+        let written = c.affected.min(c.rows as u64);
+        let short = c.rows as u64 - written;
+        if short == 0 {
+            continue;
+        }
+        if let Some(record) = batch.records.get(&first.offset) {
+            *missing.entry(record.application.clone()).or_default() += short;
+        }
+        if written == 0 {
+            items.extend(c.item..c.item + c.rows);
+        }
+    }
+    (items, missing)
 }

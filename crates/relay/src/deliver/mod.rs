@@ -374,7 +374,7 @@ async fn session(
             Ok::<_, String>((applied, batch))
         };
         match written.await {
-            Ok((Applied::Committed, batch)) => {
+            Ok((Applied::Committed(changed), batch)) => {
                 let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
                 if let Err(e) = feed.done(to, &offsets).await {
                     return End::Failed(format!("acknowledging: {e}"));
@@ -383,7 +383,9 @@ async fn session(
                     // What was read behind the record tried alone is read again.
                     feed.rewind(to);
                 }
-                deliveries::record_batch(relay, dest, &batch).await;
+                let (unmatched, missing) = batch::unmatched(&routes, &batch, &changed);
+                deliveries::record_batch(relay, dest, &batch, &missing).await;
+                deliveries::record_unmatched(relay, dest, &routes, &batch, &unmatched).await;
                 let delivered = batch.items.len() as u64;
                 relay.update_status(dest.id, |s| s.delivered += delivered);
                 next = to;

@@ -73,13 +73,28 @@ pub struct Exec {
     pub params: Vec<Option<String>>,
     /// The first batch item it covers; statements for isolation cover exactly one.
     pub item: usize,
+    /// How many items it covers, from `item` on.
+    pub rows: usize,
+}
+
+/// The rows one statement changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// Its first item ([`Exec::item`]).
+    pub item: usize,
+    /// How many items it covers.
+    pub rows: usize,
+    /// How many rows the database says it changed (0 for one rolled back as refused).
+    pub affected: u64,
 }
 
 /// What became of a batch.
 #[derive(Debug)]
 pub enum Applied {
-    /// Committed; the destination's next offset is now the batch's end.
-    Committed,
+    /// Committed; the destination's next offset is now the batch's end. Holds what each
+    /// statement changed, so an update or delete that matched nothing is not reported as
+    /// written.
+    Committed(Vec<Changed>),
     /// Another writer already moved the destination to this offset; nothing was written.
     Behind(u64),
 }

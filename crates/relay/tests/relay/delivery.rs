@@ -366,3 +366,90 @@ async fn booleans_are_words_in_text_columns_on_every_kind() {
     );
     node.stop().await;
 }
+
+/// An update or delete whose key matches no row is not logged as written: the delivery log
+/// counts the rows the database changed, and the record shows "no matching row".
+#[tokio::test]
+async fn updates_and_deletes_matching_no_row_are_shown_as_such() {
+    let dir = TempDir::new();
+    let lite = sqlite(
+        dir.path(),
+        "stock.db",
+        "CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL); INSERT INTO stock VALUES ('a', 1), ('b', 2)",
+    )
+    .await;
+    let text = config(&format!(
+        "{}{}{}{}",
+        application("remover", "key-delete"),
+        destination("lite", "sqlite", &lite),
+        route(
+            "lite",
+            "stock",
+            "update",
+            "sku = \"sku\", qty = \"qty\"",
+            "\"sku\""
+        ),
+        route_from(
+            "remover",
+            "lite",
+            "stock",
+            "delete",
+            "sku = \"sku\"",
+            "\"sku\""
+        ),
+    ));
+    let node = Node::start(&dir.path().join("data"), &text).await;
+    let updated = node
+        .ingest(r#"[{"sku": "a", "qty": 5}, {"sku": "z", "qty": 9}]"#)
+        .await;
+    node.wait_delivered().await;
+    let deleted = node.ingest_as("key-delete", r#"{"sku": "nope"}"#).await;
+    node.wait_delivered().await;
+    let deleted_both = node
+        .ingest_as("key-delete", r#"[{"sku": "b"}, {"sku": "gone"}]"#)
+        .await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(sqlite_rows(&lite, "SELECT sku, CAST(qty AS TEXT) FROM stock").await),
+        [["a", "5"]]
+    );
+    let (status, log) = node
+        .admin(Method::GET, "/api/relay/deliveries?status=delivered", "")
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let mut counts: Vec<(String, u64, u64, u64)> = log["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["application"].as_str().unwrap().to_owned(),
+                b["first_id"].as_u64().unwrap(),
+                b["records"].as_u64().unwrap(),
+                b["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("remover".to_owned(), deleted[0], 1, 0),
+            ("remover".to_owned(), deleted_both[0], 2, 1),
+            ("shop".to_owned(), updated[0], 2, 1),
+        ]
+    );
+    let status_of = |id: u64| {
+        let node = &node;
+        async move {
+            let (_, record) = node
+                .admin(Method::GET, &format!("/api/relay/records/{id}"), "")
+                .await;
+            record["deliveries"][0]["status"].clone()
+        }
+    };
+    assert_eq!(status_of(updated[0]).await, "delivered");
+    assert_eq!(status_of(updated[1]).await, "no matching row");
+    assert_eq!(status_of(deleted[0]).await, "no matching row");
+    node.stop().await;
+}
