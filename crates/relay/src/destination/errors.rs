@@ -120,9 +120,9 @@ fn mysql(number: u16) -> fn(String) -> Failure {
 
 /// By SQLSTATE class: 22 data exception and 23 integrity constraint violation are the
 /// record's; 40 (rollback), 55P03 (lock not available) and 57014 (statement timeout) are
-/// contention; 42P01/42703 (undefined table/column) schema drift; connection (08),
-/// transaction state such as read-only (25), authorization (28, 42501), missing
-/// database or schema (3D, 3F), resources (53), operator intervention (57), system (58),
+/// contention; 42P01/42703/3F000 (undefined table, column or schema) schema drift;
+/// connection (08), transaction state such as read-only (25), authorization (28, 42501),
+/// missing database (3D), resources (53), operator intervention (57), system (58),
 /// configuration (F0) and internal (XX) the database's; anything else is the statement's.
 fn postgres(code: &str) -> fn(String) -> Failure {
     let class = code.get(..2).unwrap_or_default();
