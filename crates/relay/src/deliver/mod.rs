@@ -280,7 +280,14 @@ async fn session(
         Ok(f) => f,
         Err(e) => return End::Failed(format!("reading the stream: {e}")),
     };
-    relay.update_status(dest.id, |s| s.next_offset = Some(next));
+    if retry.attempt == 0 {
+        // Nothing has failed: up from the start. After failures, only a commit (or having
+        // nothing to deliver) says so, or one stuck batch would flap the destination up
+        // and down on every reconnect.
+        mark_up(relay, dest, next);
+    } else {
+        relay.update_status(dest.id, |s| s.next_offset = Some(next));
+    }
     let heartbeat = relay.config().heartbeat;
     // Reads wait at most this long, so the lease is renewed and the database pinged in time.
     let wait = relay.lease().map_or(heartbeat, |l| heartbeat.min(l / 3));
@@ -353,7 +360,7 @@ async fn session(
         }
         let to = entries.last().map_or(next, |e| e.offset + 1);
         let written = async {
-            dead_letter_broken(relay, dest, &broken, &entries).await?;
+            let lost = dead_letter_broken(relay, dest, &broken, &entries).await?;
             let batch = batch::build(&routes, &entries);
             let target = Target {
                 key: &key,
@@ -371,10 +378,10 @@ async fn session(
             } else {
                 write(relay, dest, db, &target, alone).await?
             };
-            Ok::<_, String>((applied, batch))
+            Ok::<_, String>((applied, batch, lost))
         };
         match written.await {
-            Ok((Applied::Committed(changed), batch)) => {
+            Ok((Applied::Committed(changed), batch, lost)) => {
                 let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
                 if let Err(e) = feed.done(to, &offsets).await {
                     return End::Failed(format!("acknowledging: {e}"));
@@ -387,13 +394,16 @@ async fn session(
                 deliveries::record_batch(relay, dest, &batch, &missing).await;
                 deliveries::record_unmatched(relay, dest, &routes, &batch, &unmatched).await;
                 let delivered = batch.items.len() as u64;
-                relay.update_status(dest.id, |s| s.delivered += delivered);
+                relay.update_status(dest.id, |s| {
+                    s.delivered += delivered;
+                    s.dead += lost;
+                });
                 next = to;
                 retry.committed();
                 mark_up(relay, dest, next);
                 last_contact = Instant::now();
             }
-            Ok((Applied::Behind(at), _)) => {
+            Ok((Applied::Behind(at), ..)) => {
                 next = at;
                 feed.rewind(at);
             }
@@ -418,15 +428,17 @@ struct Target<'a> {
     batch: &'a Batch,
 }
 
-/// Dead-letters what `entries` hold for broken routes, with the route's problem.
+/// Dead-letters what `entries` hold for broken routes, with the route's problem; returns
+/// how many, counted in the status once the batch commits (a retried batch stores them
+/// again, idempotently).
 async fn dead_letter_broken(
     relay: &Relay,
     dest: &Destination,
     broken: &[Broken],
     entries: &[backplane::Entry],
-) -> Result<(), String> {
+) -> Result<u64, String> {
     if broken.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let lost = batch::build(broken, entries);
     let why = |route: usize| {
@@ -446,12 +458,10 @@ async fn dead_letter_broken(
         refused.push((r.offset, route, error, None));
     }
     if refused.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     deliveries::dead_letters(relay, dest, &lost, &refused).await?;
-    let n = refused.len() as u64;
-    relay.update_status(dest.id, |s| s.dead += n);
-    Ok(())
+    Ok(refused.len() as u64)
 }
 
 /// Dead-letters what `target.batch` was refused before reaching the database.

@@ -348,6 +348,7 @@ async fn a_broken_route_does_not_hold_other_applications() {
     assert_eq!(status, 200, "{overview}");
     let lite_status = &overview["destinations"][0]["status"];
     assert_eq!(lite_status["state"], "up", "{overview}");
+    assert_eq!(lite_status["dead"], 1, "{overview}");
     assert_eq!(
         lite_status["broken_routes"],
         json!([{"route": "shop → lite.orders", "error": "table `orders` has no column `total`"}]),
