@@ -343,9 +343,10 @@ impl RedisStream {
         Ok(())
     }
 
-    /// Deletes entries every one of `groups` is past; returns the offset trimmed below.
-    /// Does nothing while any of them has no group yet.
-    pub async fn trim(&self, groups: &[String]) -> Result<Option<u64>, RedisError> {
+    /// Deletes entries every one of `groups` is past, and none from `below` on (what the
+    /// caller still wants to show); returns the offset trimmed below. Does nothing while
+    /// any of the groups has no group yet.
+    pub async fn trim(&self, groups: &[String], below: u64) -> Result<Option<u64>, RedisError> {
         let mut conn = self.conn.clone();
         let info: Value = redis::cmd("XINFO")
             .arg("GROUPS")
@@ -383,14 +384,14 @@ impl RedisStream {
                 floors.insert(name.clone(), floor);
             }
         }
-        let mut min = u64::MAX;
+        let mut min = below;
         for g in groups {
             match floors.get(g) {
                 Some(f) => min = min.min(*f),
                 None => return Ok(None),
             }
         }
-        if min == u64::MAX || min == 0 {
+        if groups.is_empty() || min == 0 {
             return Ok(None);
         }
         let _: i64 = redis::cmd("XTRIM")

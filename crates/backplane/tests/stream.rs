@@ -416,14 +416,22 @@ async fn redis_leases_groups_claims_and_trimming() {
 
     assert_eq!(
         stream
-            .trim(&["a".into(), "b".into(), "c".into()])
+            .trim(&["a".into(), "b".into(), "c".into()], u64::MAX)
             .await
             .unwrap(),
         None,
         "c has no group yet"
     );
     assert_eq!(
-        stream.trim(&["a".into(), "b".into()]).await.unwrap(),
+        stream.trim(&["a".into(), "b".into()], 1).await.unwrap(),
+        Some(1),
+        "what the caller still shows is kept"
+    );
+    assert_eq!(
+        stream
+            .trim(&["a".into(), "b".into()], u64::MAX)
+            .await
+            .unwrap(),
         Some(3),
         "b still needs 3 and 4"
     );

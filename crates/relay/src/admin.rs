@@ -10,16 +10,18 @@
 //! | `POST /api/relay/destinations` `DestinationSpec` | 201; 422 if lintas cannot connect with it |
 //! | `GET /api/relay/destinations/{name}/schema` | its tables and columns, read live |
 //! | `DELETE /api/relay/destinations/{name}` | 204 (and its routes) |
+//! | `POST /api/relay/destinations/{name}/skip` `{"record"}` | 202: the worker dead-letters the record it is stuck on and goes on; 409 if it is not stuck on that record |
 //! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
 //! | `DELETE /api/relay/routes/{id}` | 204 |
 //! | `GET /api/relay/deliveries?application=&destination=&status=&record=&since_ms=&until_ms=&limit=` | delivered batches, dead letters, destinations retrying |
-//! | `GET /api/relay/records/{id}` | per destination: status, data sent, row written |
+//! | `GET /api/relay/records/{id}` | per destination: status (`delivered`, `no matching row`, `dead`, `replayed`, `retrying`, `pending`), data sent, row written |
 //! | `POST /api/relay/dead-letters/{destination}/{record}/replay` | 200 replayed; 422 refused again, with the error |
 //!
 //! Objects declared in the configuration file answer 409 to changes.
 
 use std::sync::Arc;
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -55,6 +57,21 @@ impl From<CatalogError> for Refusal {
             CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())
+    }
+}
+
+/// A body axum could not read (bad JSON, a missing field, an unknown enum value): its
+/// status and message, in the API's JSON shape rather than axum's plain text.
+impl From<JsonRejection> for Refusal {
+    fn from(e: JsonRejection) -> Self {
+        Self(e.status(), e.body_text())
+    }
+}
+
+/// A query string axum could not read, likewise.
+impl From<QueryRejection> for Refusal {
+    fn from(e: QueryRejection) -> Self {
+        Self(e.status(), e.body_text())
     }
 }
 
@@ -106,6 +123,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/relay/destinations", post(create_destination))
         .route("/api/relay/destinations/{name}", delete(delete_destination))
         .route("/api/relay/destinations/{name}/schema", get(schema))
+        .route("/api/relay/destinations/{name}/skip", post(skip))
         .route("/api/relay/routes", post(create_route))
         .route("/api/relay/routes/{id}", delete(delete_route))
         .route("/api/relay/deliveries", get(deliveries))
@@ -142,8 +160,9 @@ struct NewApplication {
 
 async fn create_application(
     State(relay): State<Arc<Relay>>,
-    Json(body): Json<NewApplication>,
+    body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Answer {
+    let Json(body) = body?;
     let key = edit::create_application(relay.store().pool(), &body.name).await?;
     relay.refresh().await?;
     let app = relay.catalog().application(&body.name).cloned();
@@ -200,8 +219,9 @@ async fn connect(
 
 async fn create_destination(
     State(relay): State<Arc<Relay>>,
-    Json(spec): Json<DestinationSpec>,
+    spec: Result<Json<DestinationSpec>, JsonRejection>,
 ) -> Answer {
+    let Json(spec) = spec?;
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(unprocessable(format!("{field}: {message}")));
     }
@@ -248,6 +268,51 @@ async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<St
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skip {
+    /// The record the caller saw the destination stuck on, so a skip asked for after it
+    /// moved on does not drop the next record.
+    record: u64,
+}
+
+async fn skip(
+    State(relay): State<Arc<Relay>>,
+    Path(name): Path<String>,
+    body: Result<Json<Skip>, JsonRejection>,
+) -> Answer {
+    let Json(body) = body?;
+    let d = find_destination(&relay, &name)?;
+    let status = relay.status(d.id);
+    let stuck = status
+        .as_ref()
+        .filter(|s| s.state == DestState::Down)
+        .and_then(|s| s.next_offset);
+    match stuck {
+        Some(at) if at == body.record => {
+            relay.ask_skip(d.id, at);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "destination": name, "record": at })),
+            )
+                .into_response())
+        }
+        Some(at) => Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "destination `{name}` is stuck on record {at}, not {}",
+                body.record
+            ),
+        )),
+        None => Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "destination `{name}` is not stuck on a record (it is not down); nothing to skip"
+            ),
+        )),
+    }
+}
+
 async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     let db = connect(&relay, &d.spec, d.password_enc.as_deref()).await?;
@@ -262,7 +327,11 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
 }
 
-async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
+async fn create_route(
+    State(relay): State<Arc<Relay>>,
+    spec: Result<Json<RouteSpec>, JsonRejection>,
+) -> Answer {
+    let Json(spec) = spec?;
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(unprocessable(format!("{field}: {message}")));
     }
@@ -295,7 +364,8 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
         spec: spec.clone(),
         declared: false,
     });
-    RouteWrite::check(&probe, table).map_err(unprocessable)?;
+    RouteWrite::check(&probe, table)
+        .map_err(|e| unprocessable(format!("route {}: {e}", spec.label())))?;
     let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
     relay.refresh().await?;
     let route = relay.catalog().route(id).cloned();
@@ -335,7 +405,11 @@ fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
     })
 }
 
-async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
+async fn deliveries(
+    State(relay): State<Arc<Relay>>,
+    f: Result<Query<Filter>, QueryRejection>,
+) -> Answer {
+    let Query(f) = f?;
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
     if let Some(s) = status
@@ -420,23 +494,23 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
     for route in catalog.routes_from(app_id) {
-        let dest = catalog.destination_by_id(route.destination_id);
         let status = relay.status(route.destination_id);
         let dead_letter = dead
             .iter()
             .find(|d| d.route_id == route.id && d.record_id == id);
         let state = match (&dead_letter, &status) {
             (Some(d), _) => d.status.clone(),
-            (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => "delivered".into(),
+            (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => {
+                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id).await? {
+                    "no matching row".into()
+                } else {
+                    "delivered".into()
+                }
+            }
             (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
             _ => "pending".into(),
         };
-        let dialect = dest.map_or(crate::sql::Dialect::Sqlite, |d| d.spec.kind.dialect());
-        let b = batch::build(
-            dialect,
-            std::slice::from_ref(route),
-            std::slice::from_ref(&entry),
-        );
+        let b = batch::build(std::slice::from_ref(route), std::slice::from_ref(&entry));
         let row = b.items.first().map(|item| Value::Object(item.row(route)));
         per_destination.push(json!({
             "destination": route.spec.destination,

@@ -49,6 +49,12 @@ pub struct RelayConfig {
     /// Longest wait between attempts at a destination that is down.
     #[serde(default = "default_retry_max", with = "configkit::duration")]
     pub retry_max: Duration,
+    /// How many times a batch may fail while its database answers before its first record
+    /// is tried alone and, if that fails again, dead-lettered; failures that say the
+    /// database itself is unusable (read-only, no privilege, disk full) never count down to
+    /// a dead letter.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
     /// How often an idle destination is pinged, so an outage is noticed (and announced)
     /// before records are waiting for it.
     #[serde(default = "default_heartbeat", with = "configkit::duration")]
@@ -101,6 +107,7 @@ impl Default for RelayConfig {
             batch_records: default_batch_records(),
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
+            max_attempts: default_max_attempts(),
             heartbeat: default_heartbeat(),
             retention: default_retention(),
             idempotency_window: default_idempotency_window(),
@@ -141,6 +148,9 @@ fn default_retry_min() -> Duration {
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_attempts() -> u32 {
+    10
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(5)
@@ -342,6 +352,18 @@ impl RouteSpec {
         out
     }
 
+    /// How messages name the route: `application → destination.table` (routes have no name
+    /// of their own, and an id means nothing to whoever reads a log or an error).
+    pub fn label(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!(
+                "{} → {}.{schema}.{}",
+                self.application, self.destination, self.table
+            ),
+            None => format!("{} → {}.{}", self.application, self.destination, self.table),
+        }
+    }
+
     /// The record fields that feed the key columns.
     pub fn key_fields(&self) -> Vec<String> {
         self.keys
@@ -425,6 +447,9 @@ impl RelayConfig {
                 at.key("retry_min"),
                 "must be above zero and no longer than retry_max",
             );
+        }
+        if self.max_attempts == 0 {
+            issues.push(at.key("max_attempts"), "needs at least 1 attempt");
         }
         if self.heartbeat.is_zero() {
             issues.push(at.key("heartbeat"), "must be above zero");

@@ -14,12 +14,18 @@ use sqlx::Row;
 use tracing::warn;
 
 use crate::catalog::{Catalog, Destination, now_ms};
-use crate::deliver::batch::Batch;
+use crate::deliver::batch::{Batch, RouteWrite};
 use crate::service::Relay;
 
-/// Notes a committed batch. A failure here is logged and otherwise ignored: the rows are in
+/// Notes a committed batch; `missing` holds, per application, the rows its updates and
+/// deletes did not find. A failure here is logged and otherwise ignored: the rows are in
 /// the destination, and the log is a record, not the truth.
-pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batch) {
+pub(crate) async fn record_batch(
+    relay: &Relay,
+    dest: &Destination,
+    batch: &Batch,
+    missing: &HashMap<String, u64>,
+) {
     let mut ranges: HashMap<&str, (u64, u64)> = HashMap::new();
     for (offset, record) in &batch.records {
         let r = ranges
@@ -44,7 +50,7 @@ pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batc
         .bind(*first as i64)
         .bind(*last as i64)
         .bind(*records as i64)
-        .bind(*rows as i64)
+        .bind(rows.saturating_sub(missing.get(app.name.as_str()).copied().unwrap_or(0)) as i64)
         .bind(now)
         .execute(relay.store().pool())
         .await;
@@ -52,6 +58,52 @@ pub(crate) async fn record_batch(relay: &Relay, dest: &Destination, batch: &Batc
             warn!(error = %e, "cannot write the relay delivery log");
         }
     }
+}
+
+/// Notes the batch items (`items`) whose update or delete matched no row, so the record
+/// shows "no matching row"; like [`record_batch`], a failure is only logged.
+pub(crate) async fn record_unmatched(
+    relay: &Relay,
+    dest: &Destination,
+    routes: &[RouteWrite],
+    batch: &Batch,
+    items: &[usize],
+) {
+    let now = now_ms();
+    for &i in items {
+        let item = &batch.items[i];
+        let r = sqlx::query(
+            "INSERT INTO relay_unmatched (destination_id, record_offset, route_id, at_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (destination_id, record_offset, route_id) DO UPDATE SET at_ms = excluded.at_ms",
+        )
+        .bind(dest.id)
+        .bind(item.offset as i64)
+        .bind(routes[item.route].route.id)
+        .bind(now)
+        .execute(relay.store().pool())
+        .await;
+        if let Err(e) = r {
+            warn!(error = %e, "cannot write the relay delivery log");
+        }
+    }
+}
+
+/// Whether the record at `offset` matched no row through `route` at `destination`.
+pub(crate) async fn was_unmatched(
+    relay: &Relay,
+    destination: i64,
+    offset: u64,
+    route: i64,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM relay_unmatched WHERE destination_id = ? AND record_offset = ? AND route_id = ?",
+    )
+    .bind(destination)
+    .bind(offset as i64)
+    .bind(route)
+    .fetch_optional(relay.store().pool())
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Stores dead letters `(offset, route id, error, batch item)`; durable before it returns.
@@ -270,7 +322,7 @@ fn application_name(catalog: &Catalog, id: i64) -> String {
 /// Deletes log rows and dead letters older than `retention`.
 pub(crate) async fn prune(relay: &Relay) -> Result<(), sqlx::Error> {
     let cutoff = now_ms() - relay.config().retention.as_millis() as i64;
-    for table in ["relay_batches", "relay_dead_letters"] {
+    for table in ["relay_batches", "relay_dead_letters", "relay_unmatched"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE at_ms < ?"))
             .bind(cutoff)
             .execute(relay.store().pool())

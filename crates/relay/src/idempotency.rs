@@ -3,8 +3,10 @@
 //!
 //! The key is written into the stream with the request's first record, so it is exactly as
 //! durable as the records: after a restart the map is rebuilt from the stream
-//! ([`Idempotency::rebuild`]). Two concurrent requests with one key are serialized: the
-//! second waits for the first and then answers as a retry.
+//! ([`Idempotency::rebuild`]), which is why the stream keeps records for at least the
+//! window (see `Stream::trim`). Two concurrent requests with one key are serialized: the
+//! second waits for the first and then answers as a retry. The first settles its key from
+//! the task that writes, so a client hanging up cannot leave the key pending.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,10 +45,11 @@ pub enum Claim {
     Done(Stored),
 }
 
-/// Keys seen within the window, per application.
+/// Keys seen within the window, per application; clones share the keys.
+#[derive(Clone)]
 pub struct Idempotency {
     window: Duration,
-    slots: Mutex<HashMap<(String, String), Slot>>,
+    slots: Arc<Mutex<HashMap<(String, String), Slot>>>,
 }
 
 impl Idempotency {
@@ -54,8 +57,13 @@ impl Idempotency {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            slots: Mutex::new(HashMap::new()),
+            slots: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// How long keys are remembered.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
@@ -121,10 +129,11 @@ impl Idempotency {
             .retain(|_, s| !matches!(s, Slot::Done(d) if (d.at_ms as i64) < cutoff));
     }
 
-    /// Reads every key still in the window back from the stream.
-    pub async fn rebuild(&self, log: &SegmentLog) -> Result<usize, backplane::LogError> {
+    /// Reads every key still in the window back from the stream, from offset `from` (the
+    /// first record received within the window) on.
+    pub async fn rebuild(&self, log: &SegmentLog, from: u64) -> Result<usize, backplane::LogError> {
         let cutoff = now_ms() - self.window.as_millis() as i64;
-        let mut at = log.start();
+        let mut at = from.max(log.start());
         let end = log.end();
         let mut found = 0;
         while at < end {

@@ -272,8 +272,8 @@ fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, R
                         status: StatusCode::UNPROCESSABLE_ENTITY,
                         body: Box::new(json!({
                             "error": format!(
-                                "record {i} has no value for `{missing}`, which route {} (to {}.{}) needs as a key",
-                                route.id, route.spec.destination, route.spec.table
+                                "record {i} has no value for `{missing}`, which route {} needs as a key",
+                                route.spec.label()
                             ),
                             "record": i,
                             "field": missing,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::catalog::{Destination, now_ms};
 use crate::deliver::batch::{self, RouteWrite};
 use crate::deliveries::DeadLetter;
-use crate::destination::{ApplyError, Db};
+use crate::destination::{ApplyError, Db, Failure};
 use crate::record::Record;
 use crate::service::Relay;
 
@@ -37,8 +37,15 @@ pub(crate) async fn replay(
         let table = db
             .table(route.spec.schema.as_deref(), &route.spec.table)
             .await?
-            .ok_or_else(|| format!("table `{}` does not exist", route.spec.table))?;
-        let rw = RouteWrite::check(&route, table)?;
+            .ok_or_else(|| {
+                format!(
+                    "route {}: table `{}` does not exist",
+                    route.spec.label(),
+                    route.spec.table
+                )
+            })?;
+        let rw = RouteWrite::check(&route, table)
+            .map_err(|e| format!("route {}: {e}", route.spec.label()))?;
         let entry = Entry {
             offset: record,
             payload: Record {
@@ -49,7 +56,7 @@ pub(crate) async fn replay(
             }
             .encode(),
         };
-        let b = batch::build(db.dialect(), std::slice::from_ref(&rw), &[entry]);
+        let b = batch::build(std::slice::from_ref(&rw), &[entry]);
         if let Some(r) = b.rejected.first() {
             return Err(r.reason.clone());
         }
@@ -57,10 +64,13 @@ pub(crate) async fn replay(
             .map_err(|e| e.to_string())?;
         match db.execute(&execs).await {
             Ok(()) => {}
-            Err(ApplyError::Record { message, .. }) => {
-                return Err(format!("the database refused the record again: {message}"));
+            Err(ApplyError::Statement {
+                failure: Failure::Record(m) | Failure::Statement(m),
+                ..
+            }) => {
+                return Err(format!("the database refused the record again: {m}"));
             }
-            Err(ApplyError::Destination(e)) => return Err(e),
+            Err(e) => return Err(e.message().to_owned()),
         }
         sqlx::query(
             "UPDATE relay_dead_letters SET status = 'replayed', at_ms = ? WHERE destination_id = ? AND record_offset = ? AND route_id = ?",

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backplane::{BackplaneConfig, LogOptions, RedisStream, SegmentLog};
+use backplane::{BackplaneConfig, LogOptions, RedisStream};
 use configkit::KeyPath;
 use store::Store;
 use tokio::net::TcpListener;
@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use crate::catalog::{self, Catalog, DeclError};
 use crate::config::RelayConfig;
-use crate::idempotency::Idempotency;
 use crate::status::{self, DestinationStatus, RelayEvent};
 use crate::stream::Stream;
 use crate::{deliver, deliveries, ingest};
@@ -62,6 +61,10 @@ pub struct Relay {
     statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
     events: broadcast::Sender<RelayEvent>,
     addr: SocketAddr,
+    /// Records operators asked to skip, by destination id: the offset it was stuck on.
+    skips: Mutex<BTreeMap<i64, u64>>,
+    /// Wakes workers waiting to retry when a skip is asked for.
+    skip_asked: tokio::sync::Notify,
     /// The runtimes ingest is served on; delivery workers are spread over them too, so the
     /// node's threads share the work instead of one thread doing all the delivering.
     runtimes: Vec<tokio::runtime::Handle>,
@@ -143,6 +146,8 @@ impl Relay {
             statuses: Mutex::new(BTreeMap::new()),
             events: status::channel(),
             addr,
+            skips: Mutex::new(BTreeMap::new()),
+            skip_asked: tokio::sync::Notify::new(),
             runtimes,
         });
         let kind = if relay.lease.is_some() {
@@ -301,6 +306,29 @@ impl Relay {
             .map(f)
     }
 
+    /// Asks the worker of `destination` to dead-letter the record at `offset`, the one it
+    /// is stuck on, and go on with the next.
+    pub(crate) fn ask_skip(&self, destination: i64, offset: u64) {
+        self.skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(destination, offset);
+        self.skip_asked.notify_waiters();
+    }
+
+    /// The skip asked for `destination`, if any, taken.
+    pub(crate) fn take_skip(&self, destination: i64) -> Option<u64> {
+        self.skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&destination)
+    }
+
+    /// Resolves when a skip is asked for (of any destination).
+    pub(crate) fn skip_asked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.skip_asked.notified()
+    }
+
     /// Destination up/down events, for alerting.
     pub fn subscribe(&self) -> broadcast::Receiver<RelayEvent> {
         self.events.subscribe()
@@ -360,12 +388,10 @@ async fn open_stream(
         }
         None => {
             let dir = data_dir.join("stream");
-            let log = SegmentLog::open(&dir, LogOptions::default()).map_err(|e| e.to_string())?;
+            let stream =
+                Stream::open_local(&dir, LogOptions::default(), cfg.idempotency_window).await?;
             let id = stream_id(&dir)?;
-            let idempotency = Idempotency::new(cfg.idempotency_window);
-            let remembered = idempotency.rebuild(&log).await.map_err(|e| e.to_string())?;
-            info!(idempotency_keys = remembered, "relay stream opened");
-            Ok((Stream::Local { log, idempotency }, id))
+            Ok((stream, id))
         }
     }
 }
@@ -451,31 +477,24 @@ async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
         if let Err(e) = deliveries::prune(&relay).await {
             warn!(error = %e, "cannot prune the relay delivery log");
         }
-        match &relay.stream {
-            Stream::Local { log, idempotency } => {
-                idempotency.prune();
-                // Only once every destination has said where it is.
-                let applied = relay
-                    .statuses()
-                    .iter()
-                    .map(|s| s.next_offset)
-                    .collect::<Option<Vec<_>>>();
-                if let Some(min) = applied.and_then(|v| v.into_iter().min())
-                    && let Err(e) = log.trim_before(min)
-                {
-                    warn!(error = %e, "cannot trim the relay stream");
-                }
-            }
-            Stream::Redis { stream, .. } => {
-                let groups: Vec<String> = relay
-                    .catalog()
-                    .destinations()
-                    .map(|d| d.spec.name.clone())
-                    .collect();
-                if let Err(e) = stream.trim(&groups).await {
-                    warn!(error = %e, "cannot trim the relay stream");
-                }
-            }
+        // Only once every destination has said where it is.
+        let applied = relay
+            .statuses()
+            .iter()
+            .map(|s| s.next_offset)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min());
+        let groups: Vec<String> = relay
+            .catalog()
+            .destinations()
+            .map(|d| d.spec.name.clone())
+            .collect();
+        if let Err(e) = relay
+            .stream
+            .trim(applied, &groups, relay.cfg.retention)
+            .await
+        {
+            warn!(error = %e, "cannot trim the relay stream");
         }
     }
 }

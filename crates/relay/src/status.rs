@@ -41,6 +41,19 @@ pub struct DestinationStatus {
     pub delivered: u64,
     /// Records dead-lettered since lintas started.
     pub dead: u64,
+    /// Routes to this destination that do not match its live schema; their records are
+    /// dead-lettered (replay them after fixing the table or the route) while the other
+    /// routes' records flow.
+    pub broken_routes: Vec<BrokenRoute>,
+}
+
+/// A route whose table or columns are missing from the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenRoute {
+    /// The route, as `application → destination.table`.
+    pub route: String,
+    /// What is wrong.
+    pub error: String,
 }
 
 impl DestinationStatus {
@@ -55,6 +68,7 @@ impl DestinationStatus {
             next_offset: None,
             delivered: 0,
             dead: 0,
+            broken_routes: Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use backplane::{Appended, Entry, RedisStream, SegmentLog};
+use backplane::{Appended, Entry, LogOptions, RedisStream, SegmentLog};
 use bytes::Bytes;
 use tokio::sync::watch;
 
@@ -21,6 +21,11 @@ use crate::record::{IdempotencyMark, Record};
 
 /// Most payload bytes one read returns from the embedded log.
 const READ_BYTES: usize = 8 * 1024 * 1024;
+
+/// `window` before now, in ms since the Unix epoch.
+fn since(window: Duration) -> u64 {
+    (now_ms() as u64).saturating_sub(window.as_millis() as u64)
+}
 
 /// Where records are kept.
 pub enum Stream {
@@ -124,41 +129,121 @@ impl Stream {
                             });
                             *first = r.encode();
                         }
-                        // On a task of its own, so a client hanging up cannot leave records
-                        // stored without their key remembered.
-                        let result = tokio::spawn({
-                            let log = log.clone();
-                            async move { log.append(records).await }
-                        })
-                        .await;
-                        match result {
-                            Ok(Ok(ids)) => {
-                                idempotency.complete(
-                                    app,
-                                    &key,
+                        // On a task of its own, which also settles the key: a client
+                        // hanging up (this future dropped) can neither leave records stored
+                        // without their key remembered nor the key pending forever.
+                        let settle = idempotency.clone();
+                        let (owner, mine) = (app.to_owned(), key.clone());
+                        let log = log.clone();
+                        let result = tokio::spawn(async move {
+                            let appended = log.append(records).await;
+                            match &appended {
+                                Ok(ids) => settle.complete(
+                                    &owner,
+                                    &mine,
                                     Stored {
                                         first: ids.start,
                                         count,
                                         body_hash,
                                         at_ms: now_ms() as u64,
                                     },
-                                );
-                                Ok(Accepted {
-                                    ids,
-                                    replayed: false,
-                                })
+                                ),
+                                Err(_) => settle.release(&owner, &mine),
                             }
-                            Ok(Err(e)) => {
-                                idempotency.release(app, &key);
-                                Err(AppendError::Failed(e.to_string()))
-                            }
+                            appended
+                        })
+                        .await;
+                        match result {
+                            Ok(Ok(ids)) => Ok(Accepted {
+                                ids,
+                                replayed: false,
+                            }),
+                            Ok(Err(e)) => Err(AppendError::Failed(e.to_string())),
                             Err(e) => {
+                                // The task died before settling the key.
                                 idempotency.release(app, &key);
                                 Err(AppendError::Failed(e.to_string()))
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Opens the embedded stream in `dir`, remembering idempotency keys for `window`.
+    pub async fn open_local(
+        dir: &std::path::Path,
+        options: LogOptions,
+        window: Duration,
+    ) -> Result<Self, String> {
+        let log = SegmentLog::open(dir, options).map_err(|e| e.to_string())?;
+        let idempotency = Idempotency::new(window);
+        let stream = Self::Local {
+            log: log.clone(),
+            idempotency: idempotency.clone(),
+        };
+        let from = stream.first_since(since(window)).await?;
+        let remembered = idempotency
+            .rebuild(&log, from)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(idempotency_keys = remembered, "relay stream opened");
+        Ok(stream)
+    }
+
+    /// The first offset whose record was received at or after `since_ms`, or the end:
+    /// a binary search, records being stored in the order they are received.
+    pub async fn first_since(&self, since_ms: u64) -> Result<u64, String> {
+        let (mut lo, mut hi) = match self {
+            Self::Local { log, .. } => (log.start(), log.end()),
+            Self::Redis { .. } => (0, self.end().await?),
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(entry) = self.read(mid, 1).await?.into_iter().next() else {
+                hi = mid;
+                continue;
+            };
+            let received = Record::decode(&entry.payload).map_or(0, |r| r.received_ms);
+            if received >= since_ms || entry.offset >= hi {
+                hi = mid;
+            } else {
+                lo = entry.offset + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Deletes records every destination has applied (below `applied`, the lowest next
+    /// offset of the destinations, on the embedded log; below what every one of `groups`
+    /// is past, on Redis) once they are older than `retention`, so a record's detail
+    /// lives as long as its delivery log. The embedded log also keeps records for the
+    /// idempotency window: its keys are rebuilt from them at start.
+    pub async fn trim(
+        &self,
+        applied: Option<u64>,
+        groups: &[String],
+        retention: Duration,
+    ) -> Result<(), String> {
+        match self {
+            Self::Local { log, idempotency } => {
+                idempotency.prune();
+                let Some(applied) = applied else {
+                    return Ok(());
+                };
+                let keep = retention.max(idempotency.window());
+                let floor = applied.min(self.first_since(since(keep)).await?);
+                log.trim_before(floor).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Self::Redis { stream, .. } => {
+                let below = self.first_since(since(retention)).await?;
+                stream
+                    .trim(groups, below)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -294,5 +379,129 @@ impl Feed {
             Self::Log { next: at, .. } => *at = next,
             Self::Redis { cursor, .. } => *cursor = Some("0-0".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testkit::{PATIENCE, TempDir};
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn record(received_ms: u64, json: &str) -> Bytes {
+        Record {
+            application: "shop".into(),
+            received_ms,
+            idempotency: None,
+            json: Bytes::from(json.to_owned()),
+        }
+        .encode()
+    }
+
+    /// Every append its own segment, so trimming can delete any of them.
+    fn tiny() -> LogOptions {
+        LogOptions { segment_bytes: 1 }
+    }
+
+    #[tokio::test]
+    async fn a_client_hanging_up_mid_append_does_not_leave_its_key_pending() {
+        let dir = TempDir::new();
+        let stream = Stream::open_local(dir.path(), tiny(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let now = now_ms() as u64;
+        let key = || Some(("k1".to_owned(), 42));
+        // Polled once (the key claimed, the write under way), then dropped: a client that
+        // hung up.
+        let mut first = Box::pin(stream.append("shop", vec![record(now, "{}")], key()));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(first.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "the first append was cut short");
+        drop(first);
+        let retry = tokio::time::timeout(
+            PATIENCE,
+            stream.append("shop", vec![record(now, "{}")], key()),
+        )
+        .await
+        .expect("the retry answers instead of waiting forever")
+        .unwrap();
+        assert_eq!(
+            retry,
+            Accepted {
+                ids: 0..1,
+                replayed: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn records_and_keys_within_their_windows_survive_trimming_and_a_restart() {
+        let dir = TempDir::new();
+        let window = Duration::from_secs(24 * 3600);
+        let retention = Duration::from_secs(3600);
+        let now = now_ms() as u64;
+        {
+            let stream = Stream::open_local(dir.path(), tiny(), window)
+                .await
+                .unwrap();
+            for i in 0..3 {
+                stream
+                    .append(
+                        "shop",
+                        vec![record(now - 2 * DAY_MS, &format!("{{\"old\": {i}}}"))],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+            let keyed = stream
+                .append(
+                    "shop",
+                    vec![record(now - 3_600_000 * 5, "{\"keyed\": 1}")],
+                    Some(("k1".into(), 7)),
+                )
+                .await
+                .unwrap();
+            assert_eq!(keyed.ids, 3..4);
+            for i in 0..2 {
+                stream
+                    .append(
+                        "shop",
+                        vec![record(now, &format!("{{\"new\": {i}}}"))],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+            // Every destination applied everything.
+            stream.trim(Some(6), &[], retention).await.unwrap();
+            let kept = stream.read(0, 10).await.unwrap();
+            let offsets: Vec<u64> = kept.iter().map(|e| e.offset).collect();
+            assert_eq!(
+                offsets,
+                [3, 4, 5],
+                "only what is older than both windows goes"
+            );
+        }
+        let stream = Stream::open_local(dir.path(), tiny(), window)
+            .await
+            .unwrap();
+        let retry = stream
+            .append(
+                "shop",
+                vec![record(now, "{\"keyed\": 1}")],
+                Some(("k1".into(), 7)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            retry,
+            Accepted {
+                ids: 3..4,
+                replayed: true
+            }
+        );
+        assert_eq!(stream.end().await.unwrap(), 6, "nothing was stored again");
     }
 }

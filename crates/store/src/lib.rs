@@ -166,6 +166,7 @@ mod tests {
                 "relay_dead_letters",
                 "relay_destinations",
                 "relay_routes",
+                "relay_unmatched",
                 "watch_alerts",
                 "watch_targets",
                 "watch_transitions",

@@ -8,6 +8,7 @@ pub(crate) const ALL: &[&str] = &[
     WATCH_TARGETS,
     RELAY_PASSWORDS,
     WATCH_USER_ACCESS,
+    RELAY_UNMATCHED,
 ];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
@@ -134,4 +135,17 @@ ALTER TABLE watch_users ADD COLUMN email_code TEXT;
 ALTER TABLE watch_users ADD COLUMN email_code_sent_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE watch_users ADD COLUMN email_code_tries INTEGER NOT NULL DEFAULT 0;
 UPDATE watch_users SET access = 'approved' WHERE admin = 1;
+"#;
+
+/// Relay: records whose update or delete matched no row at a destination (one row each,
+/// only for those; kept for `retention` like the delivery log).
+const RELAY_UNMATCHED: &str = r#"
+CREATE TABLE relay_unmatched (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_unmatched_at ON relay_unmatched(at_ms);
 "#;

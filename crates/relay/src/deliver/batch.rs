@@ -15,7 +15,7 @@ use backplane::Entry;
 use serde_json::value::RawValue;
 
 use crate::catalog::Route;
-use crate::destination::{Exec, Table};
+use crate::destination::{Changed, Exec, Table};
 use crate::record::Record;
 use crate::sql::{Dialect, Operation, SqlError, TableRef, TableWrite, plan};
 
@@ -30,18 +30,12 @@ pub struct RouteWrite {
 
 impl RouteWrite {
     /// Checks `route` against `table`: every mapped column exists, and an insert or upsert
-    /// fills every column that has neither a default nor NULL.
+    /// fills every column that has neither a default nor NULL. The error does not name the
+    /// route; callers say which one ([`crate::config::RouteSpec::label`]).
     pub fn check(route: &Arc<Route>, table: Table) -> Result<Self, String> {
-        let where_ = format!(
-            "route {} ({} → {})",
-            route.id, route.spec.application, route.spec.table
-        );
         for column in route.spec.columns.values() {
             if table.column(column).is_none() {
-                return Err(format!(
-                    "{where_}: table `{}` has no column `{column}`",
-                    table.name
-                ));
+                return Err(format!("table `{}` has no column `{column}`", table.name));
             }
         }
         if matches!(route.spec.operation, Operation::Insert | Operation::Upsert) {
@@ -52,7 +46,7 @@ impl RouteWrite {
                 .find(|c| !c.nullable && !c.has_default && !mapped.contains(&c.name))
             {
                 return Err(format!(
-                    "{where_}: column `{}` of `{}` is NOT NULL without a default; map a field to it",
+                    "column `{}` of `{}` is NOT NULL without a default; map a field to it",
                     c.name, table.name
                 ));
             }
@@ -81,6 +75,9 @@ pub struct Item {
     pub present: Vec<bool>,
     /// The values of the present columns, in mapping order, as text (`None` for NULL).
     pub values: Vec<Option<String>>,
+    /// Which of `values` were JSON booleans (written `true`/`false`, or 1/0 into numeric
+    /// columns of MySQL and SQLite, which have no boolean type); empty for most records.
+    pub booleans: Vec<usize>,
 }
 
 impl Item {
@@ -127,7 +124,7 @@ pub struct Batch {
 
 /// Builds the rows for `entries` (the table is not needed for that, so plain routes do,
 /// as for a record's detail).
-pub fn build<R: AsRef<Route>>(dialect: Dialect, routes: &[R], entries: &[Entry]) -> Batch {
+pub fn build<R: AsRef<Route>>(routes: &[R], entries: &[Entry]) -> Batch {
     let mut batch = Batch::default();
     for entry in entries {
         let Ok(record) = Record::decode(&entry.payload) else {
@@ -176,11 +173,15 @@ pub fn build<R: AsRef<Route>>(dialect: Dialect, routes: &[R], entries: &[Entry])
             }
             let mut present = Vec::with_capacity(spec.columns.len());
             let mut values = Vec::with_capacity(spec.columns.len());
+            let mut booleans = Vec::new();
             for field in spec.columns.keys() {
                 match fields.get(field) {
                     Some(raw) => {
                         present.push(true);
-                        values.push(text_of(dialect, raw));
+                        if matches!(raw.get(), "true" | "false") {
+                            booleans.push(values.len());
+                        }
+                        values.push(text_of(raw));
                     }
                     None => present.push(false),
                 }
@@ -194,6 +195,7 @@ pub fn build<R: AsRef<Route>>(dialect: Dialect, routes: &[R], entries: &[Entry])
                 route,
                 present,
                 values,
+                booleans,
             });
         }
         batch.records.insert(entry.offset, record);
@@ -202,16 +204,25 @@ pub fn build<R: AsRef<Route>>(dialect: Dialect, routes: &[R], entries: &[Entry])
 }
 
 /// A JSON value as the text a parameter carries: strings unescaped, numbers exactly as
-/// sent, booleans as the dialect spells them, objects and arrays as JSON; null as NULL.
-fn text_of(dialect: Dialect, raw: &RawValue) -> Option<String> {
+/// sent, booleans as `true`/`false` (see [`Item::booleans`] for numeric columns), objects
+/// and arrays as JSON; null as NULL.
+fn text_of(raw: &RawValue) -> Option<String> {
     let s = raw.get();
     match s.as_bytes().first() {
         Some(b'n') => None,
         Some(b'"') => Some(serde_json::from_str::<String>(s).unwrap_or_default()),
-        Some(b't') if dialect != Dialect::Postgres => Some("1".into()),
-        Some(b'f') if dialect != Dialect::Postgres => Some("0".into()),
         _ => Some(s.to_owned()),
     }
+}
+
+/// Whether a JSON boolean bound to each of `columns` of `rw` is written 1/0: on MySQL and
+/// SQLite, for a column that is not textual (their booleans are numbers); PostgreSQL casts
+/// `true`/`false` to its boolean and refuses them for numbers, as it should.
+fn numeric_booleans(dialect: Dialect, rw: &RouteWrite, columns: &[String]) -> Vec<bool> {
+    columns
+        .iter()
+        .map(|c| dialect != Dialect::Postgres && rw.table.column(c).is_some_and(|c| !c.textual()))
+        .collect()
 }
 
 /// The table write for `route` with only the `present` columns.
@@ -292,19 +303,29 @@ pub fn statements(
             }
         }
         let write = write_for(dialect, rw, &first.present);
+        let numeric = numeric_booleans(dialect, rw, &write.columns);
         match plan(dialect, &write, end - i) {
             Ok(stmts) => {
                 for s in stmts {
                     let mut params = Vec::with_capacity(s.rows.len() * s.binds.len());
                     for row in s.rows.clone() {
+                        let item = &items[i + row];
                         for &b in &s.binds {
-                            params.push(items[i + row].values[b].clone());
+                            let value = &item.values[b];
+                            params.push(if numeric[b] && item.booleans.contains(&b) {
+                                value
+                                    .as_deref()
+                                    .map(|v| if v == "true" { "1" } else { "0" }.to_owned())
+                            } else {
+                                value.clone()
+                            });
                         }
                     }
                     out.push(Exec {
                         sql: s.sql,
                         params,
                         item: i + s.rows.start,
+                        rows: s.rows.len(),
                     });
                 }
             }
@@ -315,4 +336,38 @@ pub fn statements(
         i = end;
     }
     Ok(out)
+}
+
+/// What committed statements did not write: the items of updates and deletes that matched
+/// no row, and per application how many rows fewer than items were changed. A multi-row
+/// delete that changed some of its rows says how many but not which, so its items are
+/// not listed.
+pub fn unmatched(
+    routes: &[RouteWrite],
+    batch: &Batch,
+    changed: &[Changed],
+) -> (Vec<usize>, HashMap<String, u64>) {
+    let mut items = Vec::new();
+    let mut missing: HashMap<String, u64> = HashMap::new();
+    for c in changed {
+        let first = &batch.items[c.item];
+        if !matches!(
+            routes[first.route].route.spec.operation,
+            Operation::Update | Operation::Delete
+        ) {
+            continue;
+        }
+        let written = c.affected.min(c.rows as u64);
+        let short = c.rows as u64 - written;
+        if short == 0 {
+            continue;
+        }
+        if let Some(record) = batch.records.get(&first.offset) {
+            *missing.entry(record.application.clone()).or_default() += short;
+        }
+        if written == 0 {
+            items.extend(c.item..c.item + c.rows);
+        }
+    }
+    (items, missing)
 }

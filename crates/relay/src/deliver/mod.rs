@@ -16,11 +16,11 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::Destination;
+use crate::catalog::{Destination, Route};
 use crate::deliveries;
-use crate::destination::{Applied, ApplyError, Db};
+use crate::destination::{Applied, ApplyError, Db, Failure};
 use crate::service::Relay;
-use crate::status::{RelayEvent, State};
+use crate::status::{BrokenRoute, RelayEvent, State};
 use batch::{Batch, RouteWrite};
 
 /// Why a session with the destination ended.
@@ -33,10 +33,49 @@ enum End {
     LeaseLost,
 }
 
+/// A worker's retry state, kept across sessions: reconnecting is not a success, so only a
+/// commit (or having nothing left to deliver) resets it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Retry {
+    /// Failed attempts since the last commit; the backoff doubles with each.
+    attempt: u32,
+    /// The offset of the batch that keeps failing while its database answers, and how
+    /// many times it failed.
+    stuck: Option<(u64, u32)>,
+}
+
+impl Retry {
+    /// Counts a failure; returns the pause before the next attempt: `min · 2^(attempt-1)`,
+    /// capped at `max`.
+    fn failed(&mut self, min: Duration, max: Duration) -> Duration {
+        self.attempt = self.attempt.saturating_add(1);
+        let factor = 1u32 << self.attempt.saturating_sub(1).min(16);
+        min.saturating_mul(factor).min(max)
+    }
+
+    /// Counts a failure of the batch at `offset` while its database answered.
+    fn batch_failed(&mut self, offset: u64) {
+        self.stuck = match self.stuck {
+            Some((at, n)) if at == offset => Some((at, n.saturating_add(1))),
+            _ => Some((offset, 1)),
+        };
+    }
+
+    /// Whether the batch at `offset` has failed `max` times while its database answered.
+    fn exhausted(&self, offset: u64, max: u32) -> bool {
+        self.stuck.is_some_and(|(at, n)| at == offset && n >= max)
+    }
+
+    /// A batch committed: the next failure starts the backoff over.
+    fn committed(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// Runs the worker for `dest` until `cancel`. On a shared stream the worker first waits
 /// for the destination's lease, so one node of the cluster delivers to it at a time.
 pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: CancellationToken) {
-    let mut attempt: u32 = 0;
+    let mut retry = Retry::default();
     loop {
         if let Some(ttl) = relay.lease()
             && !acquire(&relay, &dest, ttl, &cancel).await
@@ -47,7 +86,7 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: Cancellation
             _ = cancel.cancelled() => End::Stop,
             db = connect(&relay, &dest) => match db {
                 Ok(db) => {
-                    let end = session(&relay, &dest, &db, &cancel, &mut attempt).await;
+                    let end = session(&relay, &dest, &db, &cancel, &mut retry).await;
                     db.close().await;
                     end
                 }
@@ -64,15 +103,17 @@ pub async fn run(relay: Arc<Relay>, dest: Arc<Destination>, cancel: Cancellation
             }
             End::Failed(error) => error,
         };
-        attempt = attempt.saturating_add(1);
-        mark_down(&relay, &dest, &end, attempt);
-        let pause = backoff(&relay, attempt);
+        let cfg = relay.config();
+        let pause = retry.failed(cfg.retry_min, cfg.retry_max);
+        mark_down(&relay, &dest, &end, retry.attempt);
         tokio::select! {
             _ = cancel.cancelled() => {
                 release(&relay, &dest).await;
                 return;
             }
             _ = sleep(pause) => {}
+            // An operator skipped a record: try at once.
+            _ = relay.skip_asked() => {}
         }
     }
 }
@@ -122,13 +163,6 @@ async fn release(relay: &Relay, dest: &Destination) {
     }
 }
 
-/// `retry_min · 2^(attempt-1)`, capped at `retry_max`.
-fn backoff(relay: &Relay, attempt: u32) -> Duration {
-    let cfg = relay.config();
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    cfg.retry_min.saturating_mul(factor).min(cfg.retry_max)
-}
-
 fn mark_down(relay: &Relay, dest: &Destination, error: &str, attempt: u32) {
     let was = relay.update_status(dest.id, |s| {
         let was = s.state;
@@ -149,6 +183,7 @@ fn mark_down(relay: &Relay, dest: &Destination, error: &str, attempt: u32) {
     }
 }
 
+/// Marks `dest` up (it committed, or has nothing waiting and answers).
 fn mark_up(relay: &Relay, dest: &Destination, next: u64) {
     let was = relay.update_status(dest.id, |s| {
         let was = s.state;
@@ -170,28 +205,54 @@ fn mark_up(relay: &Relay, dest: &Destination, next: u64) {
     }
 }
 
-/// Checks this destination's routes against its live schema.
+/// A route whose table or columns are not in the destination's live schema.
+struct Broken {
+    route: Arc<Route>,
+    error: String,
+}
+
+impl AsRef<Route> for Broken {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
+/// This destination's routes checked against its live schema: those that fit, and those
+/// that do not (whose records are dead-lettered rather than holding everyone's).
 async fn route_writes(
     relay: &Relay,
     dest: &Destination,
     db: &Db,
-) -> Result<Vec<RouteWrite>, String> {
+) -> Result<(Vec<RouteWrite>, Vec<Broken>), String> {
     let catalog = relay.catalog();
-    let mut out = Vec::new();
+    let mut good = Vec::new();
+    let mut broken = Vec::new();
     for route in catalog.routes_to(dest.id) {
         let spec = &route.spec;
-        let table = db
-            .table(spec.schema.as_deref(), &spec.table)
-            .await?
-            .ok_or_else(|| {
-                format!(
-                    "route {}: table `{}` does not exist in {}",
-                    route.id, spec.table, dest.spec.name
-                )
-            })?;
-        out.push(RouteWrite::check(route, table)?);
+        let checked = match db.table(spec.schema.as_deref(), &spec.table).await? {
+            Some(table) => RouteWrite::check(route, table),
+            None => Err(format!("table `{}` does not exist", spec.table)),
+        };
+        match checked {
+            Ok(w) => good.push(w),
+            Err(error) => {
+                warn!(destination = %dest.spec.name, route = %spec.label(), %error, "relay route does not match the table; its records are dead-lettered");
+                broken.push(Broken {
+                    route: route.clone(),
+                    error,
+                });
+            }
+        }
     }
-    Ok(out)
+    let shown = broken
+        .iter()
+        .map(|b| BrokenRoute {
+            route: b.route.spec.label(),
+            error: b.error.clone(),
+        })
+        .collect();
+    relay.update_status(dest.id, |s| s.broken_routes = shown);
+    Ok((good, broken))
 }
 
 async fn session(
@@ -199,7 +260,7 @@ async fn session(
     dest: &Destination,
     db: &Db,
     cancel: &CancellationToken,
-    attempt: &mut u32,
+    retry: &mut Retry,
 ) -> End {
     let key = relay.stream_key(&dest.spec.name);
     let mut next = match db.next_offset(&key).await {
@@ -207,7 +268,7 @@ async fn session(
         Err(e) => return End::Failed(e),
     };
     let mut generation = relay.catalog_generation();
-    let mut routes = match route_writes(relay, dest, db).await {
+    let (mut routes, mut broken) = match route_writes(relay, dest, db).await {
         Ok(r) => r,
         Err(e) => return End::Failed(e),
     };
@@ -219,8 +280,14 @@ async fn session(
         Ok(f) => f,
         Err(e) => return End::Failed(format!("reading the stream: {e}")),
     };
-    mark_up(relay, dest, next);
-    *attempt = 0;
+    if retry.attempt == 0 {
+        // Nothing has failed: up from the start. After failures, only a commit (or having
+        // nothing to deliver) says so, or one stuck batch would flap the destination up
+        // and down on every reconnect.
+        mark_up(relay, dest, next);
+    } else {
+        relay.update_status(dest.id, |s| s.next_offset = Some(next));
+    }
     let heartbeat = relay.config().heartbeat;
     // Reads wait at most this long, so the lease is renewed and the database pinged in time.
     let wait = relay.lease().map_or(heartbeat, |l| heartbeat.min(l / 3));
@@ -234,7 +301,7 @@ async fn session(
             if relay.catalog().destination_by_id(dest.id).is_none() {
                 return End::Stop;
             }
-            routes = match route_writes(relay, dest, db).await {
+            (routes, broken) = match route_writes(relay, dest, db).await {
                 Ok(r) => r,
                 Err(e) => return End::Failed(e),
             };
@@ -271,91 +338,310 @@ async fn session(
             }
             entries.retain(|e| e.offset >= next);
         }
-        let Some(last) = entries.last() else {
+        if entries.is_empty() {
             if last_contact.elapsed() >= heartbeat {
                 if let Err(e) = db.ping().await {
                     return End::Failed(e);
                 }
                 last_contact = Instant::now();
             }
+            // Caught up and answering: nothing is failing, as after a commit.
+            retry.committed();
+            mark_up(relay, dest, next);
             continue;
+        }
+        // A record tried alone: one an operator skips, or the first of a batch that keeps
+        // failing while the database answers.
+        let skip = relay.take_skip(dest.id).filter(|at| *at == next);
+        let alone = skip.is_some() || retry.exhausted(next, relay.config().max_attempts);
+        let truncated = alone && entries.len() > 1;
+        if alone {
+            entries.truncate(1);
+        }
+        let to = entries.last().map_or(next, |e| e.offset + 1);
+        let written = async {
+            let lost = dead_letter_broken(relay, dest, &broken, &entries).await?;
+            let batch = batch::build(&routes, &entries);
+            let target = Target {
+                key: &key,
+                from: next,
+                to,
+                routes: &routes,
+                batch: &batch,
+            };
+            let applied = if skip.is_some() {
+                let error = relay
+                    .status(dest.id)
+                    .and_then(|s| s.last_error)
+                    .unwrap_or_default();
+                skip_record(relay, dest, db, &target, &error).await?
+            } else {
+                write(relay, dest, db, &target, alone).await?
+            };
+            Ok::<_, String>((applied, batch, lost))
         };
-        let to = last.offset + 1;
-        let batch = batch::build(db.dialect(), &routes, &entries);
-        match write(relay, dest, db, &key, next, to, &routes, &batch).await {
-            Ok(Applied::Committed) => {
+        match written.await {
+            Ok((Applied::Committed(changed), batch, lost)) => {
                 let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
                 if let Err(e) = feed.done(to, &offsets).await {
                     return End::Failed(format!("acknowledging: {e}"));
                 }
-                deliveries::record_batch(relay, dest, &batch).await;
+                if truncated {
+                    // What was read behind the record tried alone is read again.
+                    feed.rewind(to);
+                }
+                let (unmatched, missing) = batch::unmatched(&routes, &batch, &changed);
+                deliveries::record_batch(relay, dest, &batch, &missing).await;
+                deliveries::record_unmatched(relay, dest, &routes, &batch, &unmatched).await;
                 let delivered = batch.items.len() as u64;
                 relay.update_status(dest.id, |s| {
-                    s.next_offset = Some(to);
                     s.delivered += delivered;
+                    s.dead += lost;
                 });
                 next = to;
+                retry.committed();
+                mark_up(relay, dest, next);
                 last_contact = Instant::now();
             }
-            Ok(Applied::Behind(at)) => {
+            Ok((Applied::Behind(at), ..)) => {
                 next = at;
                 feed.rewind(at);
             }
-            Err(e) => return End::Failed(e),
+            Err(e) => {
+                // Counted against the batch only while the database answers: a dead server
+                // never makes a record a dead letter.
+                if db.ping().await.is_ok() {
+                    retry.batch_failed(next);
+                }
+                return End::Failed(e);
+            }
         }
     }
 }
 
-/// Writes one batch: first whole; if the database refuses a record, again with each row
-/// under a savepoint, dead-lettering the refused ones.
-#[allow(clippy::too_many_arguments)]
+/// Where a batch goes: the destination's offsets row and the stream range it covers.
+struct Target<'a> {
+    key: &'a str,
+    from: u64,
+    to: u64,
+    routes: &'a [RouteWrite],
+    batch: &'a Batch,
+}
+
+/// Dead-letters what `entries` hold for broken routes, with the route's problem; returns
+/// how many, counted in the status once the batch commits (a retried batch stores them
+/// again, idempotently).
+async fn dead_letter_broken(
+    relay: &Relay,
+    dest: &Destination,
+    broken: &[Broken],
+    entries: &[backplane::Entry],
+) -> Result<u64, String> {
+    if broken.is_empty() {
+        return Ok(0);
+    }
+    let lost = batch::build(broken, entries);
+    let why = |route: usize| {
+        let b = &broken[route];
+        (
+            b.route.id,
+            format!("route {}: {}", b.route.spec.label(), b.error),
+        )
+    };
+    let mut refused = Vec::new();
+    for (i, item) in lost.items.iter().enumerate() {
+        let (route, error) = why(item.route);
+        refused.push((item.offset, route, error, Some(i)));
+    }
+    for r in &lost.rejected {
+        let (route, error) = why(r.route);
+        refused.push((r.offset, route, error, None));
+    }
+    if refused.is_empty() {
+        return Ok(0);
+    }
+    deliveries::dead_letters(relay, dest, &lost, &refused).await?;
+    Ok(refused.len() as u64)
+}
+
+/// Dead-letters what `target.batch` was refused before reaching the database.
+async fn dead_letter_rejected(
+    relay: &Relay,
+    dest: &Destination,
+    target: &Target<'_>,
+) -> Result<(), String> {
+    if target.batch.rejected.is_empty() {
+        return Ok(());
+    }
+    let refused: Vec<_> = target
+        .batch
+        .rejected
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                target.routes[r.route].route.id,
+                r.reason.clone(),
+                None,
+            )
+        })
+        .collect();
+    deliveries::dead_letters(relay, dest, target.batch, &refused).await
+}
+
+/// The failures a live database's refusal makes the record's fault: data errors and other
+/// statement errors.
+fn refused(f: &Failure) -> bool {
+    matches!(f, Failure::Record(_) | Failure::Statement(_))
+}
+
+/// Also contention: for a record tried alone after its batch failed `max_attempts` times.
+fn refused_alone(f: &Failure) -> bool {
+    refused(f) || matches!(f, Failure::Contention(_))
+}
+
+/// Writes one batch: first whole; if the database refuses a record (a data error, or
+/// another statement error while a ping shows the server alive), again with each row under
+/// a savepoint, dead-lettering the refused ones. `alone` (one record, whose batch failed
+/// `max_attempts` times) goes straight to isolation and counts contention as refusal.
 async fn write(
     relay: &Arc<Relay>,
     dest: &Destination,
     db: &Db,
-    key: &str,
-    from: u64,
-    to: u64,
-    routes: &[RouteWrite],
-    batch: &Batch,
+    target: &Target<'_>,
+    alone: bool,
 ) -> Result<Applied, String> {
-    let dialect = db.dialect();
-    if !batch.rejected.is_empty() {
-        let refused: Vec<_> = batch
-            .rejected
-            .iter()
-            .map(|r| (r.offset, routes[r.route].route.id, r.reason.clone(), None))
-            .collect();
-        deliveries::dead_letters(relay, dest, batch, &refused).await?;
+    dead_letter_rejected(relay, dest, target).await?;
+    if alone {
+        return isolate(relay, dest, db, target, refused_alone).await;
     }
-    let execs = batch::statements(dialect, routes, batch, false).map_err(|e| e.to_string())?;
-    match db.apply(key, from, to, &execs).await {
+    let execs = batch::statements(db.dialect(), target.routes, target.batch, false)
+        .map_err(|e| e.to_string())?;
+    match db.apply(target.key, target.from, target.to, &execs).await {
         Ok(applied) => Ok(applied),
-        Err(ApplyError::Destination(e)) => Err(e),
-        Err(ApplyError::Record { item, message }) => {
-            tracing::debug!(destination = %dest.spec.name, offset = batch.items[item].offset, %message, "isolating refused records");
-            let singles =
-                batch::statements(dialect, routes, batch, true).map_err(|e| e.to_string())?;
-            let result = db
-                .apply_isolating(key, from, to, &singles, |refused| async move {
-                    let refused: Vec<_> = refused
-                        .into_iter()
-                        .map(|(i, message)| {
-                            let it = &batch.items[i];
-                            (it.offset, routes[it.route].route.id, message, Some(i))
-                        })
-                        .collect();
-                    let n = refused.len() as u64;
-                    deliveries::dead_letters(relay, dest, batch, &refused).await?;
-                    relay.update_status(dest.id, |s| s.dead += n);
-                    Ok(())
-                })
-                .await;
-            match result {
-                Ok(a) => Ok(a),
-                Err(ApplyError::Destination(e)) => Err(e),
-                Err(ApplyError::Record { message, .. }) => Err(message),
-            }
+        Err(ApplyError::Statement {
+            item,
+            failure: Failure::Record(message) | Failure::Statement(message),
+        }) => {
+            // A statement error lintas cannot place is the record's only if the server
+            // is alive to have refused it.
+            db.ping()
+                .await
+                .map_err(|e| format!("{message} (and then no answer to a ping: {e})"))?;
+            tracing::debug!(destination = %dest.spec.name, offset = target.batch.items[item].offset, %message, "isolating refused records");
+            isolate(relay, dest, db, target, refused).await
         }
+        Err(e) => Err(e.message().to_owned()),
+    }
+}
+
+/// Runs `target` with a savepoint per row; rows failing as `refusal` accepts are
+/// dead-lettered before the commit.
+async fn isolate(
+    relay: &Arc<Relay>,
+    dest: &Destination,
+    db: &Db,
+    target: &Target<'_>,
+    refusal: fn(&Failure) -> bool,
+) -> Result<Applied, String> {
+    let (routes, batch) = (target.routes, target.batch);
+    let singles =
+        batch::statements(db.dialect(), routes, batch, true).map_err(|e| e.to_string())?;
+    db.apply_isolating(
+        target.key,
+        (target.from, target.to),
+        &singles,
+        refusal,
+        |refused| async move {
+            let refused: Vec<_> = refused
+                .into_iter()
+                .map(|(i, message)| {
+                    let it = &batch.items[i];
+                    (it.offset, routes[it.route].route.id, message, Some(i))
+                })
+                .collect();
+            let n = refused.len() as u64;
+            deliveries::dead_letters(relay, dest, batch, &refused).await?;
+            relay.update_status(dest.id, |s| s.dead += n);
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| e.message().to_owned())
+}
+
+/// Dead-letters the one record of `target` (an operator's skip) and moves the offset past
+/// it without writing it.
+async fn skip_record(
+    relay: &Relay,
+    dest: &Destination,
+    db: &Db,
+    target: &Target<'_>,
+    last_error: &str,
+) -> Result<Applied, String> {
+    let error = format!("skipped by an operator; the destination failed with: {last_error}");
+    let mut refused: Vec<_> = target
+        .batch
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            (
+                it.offset,
+                target.routes[it.route].route.id,
+                error.clone(),
+                Some(i),
+            )
+        })
+        .collect();
+    refused.extend(target.batch.rejected.iter().map(|r| {
+        (
+            r.offset,
+            target.routes[r.route].route.id,
+            r.reason.clone(),
+            None,
+        )
+    }));
+    deliveries::dead_letters(relay, dest, target.batch, &refused).await?;
+    let n = refused.len() as u64;
+    relay.update_status(dest.id, |s| s.dead += n);
+    warn!(destination = %dest.spec.name, record = target.from, "relay record skipped by an operator");
+    db.apply(target.key, target.from, target.to, &[])
+        .await
+        .map_err(|e| e.message().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn backoff_doubles_across_reconnects_and_resets_only_on_commit() {
+        let mut r = Retry::default();
+        let pauses: Vec<u128> = (0..9).map(|_| r.failed(MIN, MAX).as_millis()).collect();
+        assert_eq!(
+            pauses,
+            [200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000]
+        );
+        r.committed();
+        assert_eq!(r.failed(MIN, MAX), MIN);
+    }
+
+    #[test]
+    fn a_batch_is_exhausted_after_max_failures_at_one_offset() {
+        let mut r = Retry::default();
+        r.batch_failed(7);
+        r.batch_failed(7);
+        assert!(!r.exhausted(7, 3));
+        r.batch_failed(7);
+        assert!(r.exhausted(7, 3));
+        assert!(!r.exhausted(8, 3), "another batch starts over");
+        r.batch_failed(8);
+        assert_eq!(r.stuck, Some((8, 1)));
+        r.committed();
+        assert!(!r.exhausted(7, 3));
     }
 }

@@ -73,13 +73,28 @@ pub struct Exec {
     pub params: Vec<Option<String>>,
     /// The first batch item it covers; statements for isolation cover exactly one.
     pub item: usize,
+    /// How many items it covers, from `item` on.
+    pub rows: usize,
+}
+
+/// The rows one statement changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// Its first item ([`Exec::item`]).
+    pub item: usize,
+    /// How many items it covers.
+    pub rows: usize,
+    /// How many rows the database says it changed (0 for one rolled back as refused).
+    pub affected: u64,
 }
 
 /// What became of a batch.
 #[derive(Debug)]
 pub enum Applied {
-    /// Committed; the destination's next offset is now the batch's end.
-    Committed,
+    /// Committed; the destination's next offset is now the batch's end. Holds what each
+    /// statement changed, so an update or delete that matched nothing is not reported as
+    /// written.
+    Committed(Vec<Changed>),
     /// Another writer already moved the destination to this offset; nothing was written.
     Behind(u64),
 }
@@ -87,15 +102,26 @@ pub enum Applied {
 /// Why a batch was not committed.
 #[derive(Debug)]
 pub enum ApplyError {
-    /// The statement of this item was refused for its data; the whole batch was rolled back.
-    Record {
-        /// The item of the refused statement.
+    /// The statement of this item failed (see [`Failure`] for whose fault that is); the
+    /// whole batch was rolled back.
+    Statement {
+        /// The item of the failed statement.
         item: usize,
-        /// The database's message.
-        message: String,
+        /// What the failure means.
+        failure: Failure,
     },
-    /// The database could not be used (down, cut, timed out, schema gone).
+    /// The database could not be used outside any one statement (down, cut, timed out).
     Destination(String),
+}
+
+impl ApplyError {
+    /// The message to log or show.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Statement { failure, .. } => failure.message(),
+            Self::Destination(m) => m,
+        }
+    }
 }
 
 impl Db {
@@ -179,15 +205,16 @@ impl Db {
     }
 
     /// Like [`Db::apply`], but each statement (one item each) runs under a savepoint: the
-    /// ones the database refuses for their data are rolled back alone and returned, the rest
-    /// commit. `before_commit` runs with the refused ones before the commit, so their dead
-    /// letters are durable before the offset moves past them.
+    /// ones failing in a way `refused` accepts as the record's fault are rolled back alone
+    /// and returned, the rest commit; any other failure rolls everything back.
+    /// `before_commit` runs with the refused ones before the commit, so their dead letters
+    /// are durable before the offset moves past them.
     pub async fn apply_isolating<F, Fut>(
         &self,
         stream_key: &str,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
         execs: &[Exec],
+        refused: fn(&Failure) -> bool,
         before_commit: F,
     ) -> Result<Applied, ApplyError>
     where
@@ -196,7 +223,7 @@ impl Db {
     {
         let d = self.dialect();
         within(async {
-            with_pool!(self, p => txn::Txn::isolate(p, d, stream_key, (from, to), execs, before_commit).await)
+            with_pool!(self, p => txn::Txn::isolate(p, d, stream_key, (from, to), execs, refused, before_commit).await)
         })
         .await
     }

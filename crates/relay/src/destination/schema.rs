@@ -35,6 +35,18 @@ pub struct Column {
     pub cast: Option<String>,
 }
 
+impl Column {
+    /// Whether the column holds text (character, text, JSON, enum and set types), by the
+    /// type name MySQL's catalog or SQLite's declaration gives.
+    pub fn textual(&self) -> bool {
+        let t = self.data_type.to_ascii_lowercase();
+        ["char", "text", "clob", "json", "enum"]
+            .iter()
+            .any(|k| t.contains(k))
+            || t == "set"
+    }
+}
+
 impl Table {
     /// The column called `name`.
     pub fn column(&self, name: &str) -> Option<&Column> {

@@ -4,8 +4,39 @@ use std::marker::PhantomData;
 
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
-use super::{Applied, ApplyError, Exec, Failure, classify};
+use super::{Applied, ApplyError, Changed, Exec, Failure, classify};
 use crate::sql::Dialect;
+
+/// The rows a statement changed, which each driver reports through its own type.
+pub(super) trait Affected {
+    fn affected(&self) -> u64;
+}
+
+impl Affected for sqlx::postgres::PgQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl Affected for sqlx::mysql::MySqlQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl Affected for sqlx::sqlite::SqliteQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+fn changed(e: &Exec, affected: u64) -> Changed {
+    Changed {
+        item: e.item,
+        rows: e.rows,
+        affected,
+    }
+}
 
 /// Namespace for the generic transaction code; its one `where` clause holds the bounds that
 /// PostgreSQL, MySQL and SQLite drivers all meet.
@@ -66,6 +97,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'r> i64: sqlx::Decode<'r, DB> + Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
+    DB::QueryResult: Affected,
 {
     /// Creates the offsets table if needed and reads `stream_key`'s next offset.
     pub(super) async fn read_offset(
@@ -107,6 +139,7 @@ where
         d: Dialect,
         stream_key: &str,
         to: u64,
+        affected: Vec<Changed>,
     ) -> Result<Applied, ApplyError> {
         let to = to.to_string();
         sqlx::query::<DB>(upsert_offset(d))
@@ -116,31 +149,36 @@ where
             .await
             .map_err(down)?;
         tx.commit().await.map_err(down)?;
-        Ok(Applied::Committed)
+        Ok(Applied::Committed(affected))
     }
 
-    async fn run_exec(conn: &mut DB::Connection, e: &Exec) -> Result<(), sqlx::Error> {
+    async fn run_exec(conn: &mut DB::Connection, e: &Exec) -> Result<u64, sqlx::Error> {
         let mut q = sqlx::query::<DB>(&e.sql);
         for p in &e.params {
             q = q.bind(p.as_deref());
         }
-        q.execute(conn).await.map(|_| ())
+        q.execute(conn).await.map(|r| r.affected())
     }
 
-    /// Runs `execs` in order on `conn`, stopping at the first failure.
-    async fn run_all(conn: &mut DB::Connection, execs: &[Exec]) -> Result<(), ApplyError> {
+    /// Runs `execs` in order on `conn`, stopping at the first failure; the rows each
+    /// changed.
+    async fn run_all(
+        conn: &mut DB::Connection,
+        execs: &[Exec],
+    ) -> Result<Vec<Changed>, ApplyError> {
+        let mut affected = Vec::with_capacity(execs.len());
         for e in execs {
-            if let Err(err) = Self::run_exec(conn, e).await {
-                return Err(match classify(&err) {
-                    Failure::Record(message) => ApplyError::Record {
+            match Self::run_exec(conn, e).await {
+                Ok(n) => affected.push(changed(e, n)),
+                Err(err) => {
+                    return Err(ApplyError::Statement {
                         item: e.item,
-                        message,
-                    },
-                    Failure::Destination(m) => ApplyError::Destination(m),
-                });
+                        failure: classify(&err),
+                    });
+                }
             }
         }
-        Ok(())
+        Ok(affected)
     }
 
     /// `execs` and the offset move, in one transaction.
@@ -155,8 +193,8 @@ where
         if let Some(at) = behind {
             return Ok(Applied::Behind(at));
         }
-        Self::run_all(&mut tx, execs).await?;
-        Self::finish_batch(tx, d, stream_key, to).await
+        let affected = Self::run_all(&mut tx, execs).await?;
+        Self::finish_batch(tx, d, stream_key, to, affected).await
     }
 
     /// `execs` in one transaction, offsets untouched.
@@ -173,6 +211,7 @@ where
         stream_key: &str,
         (from, to): (u64, u64),
         execs: &[Exec],
+        refusal: fn(&Failure) -> bool,
         before_commit: F,
     ) -> Result<Applied, ApplyError>
     where
@@ -184,21 +223,28 @@ where
             return Ok(Applied::Behind(at));
         }
         let mut refused = Vec::new();
+        let mut affected = Vec::with_capacity(execs.len());
         for e in execs {
             sqlx::query::<DB>("SAVEPOINT lintas_item")
                 .execute(&mut *tx)
                 .await
                 .map_err(down)?;
-            if let Err(err) = Self::run_exec(&mut tx, e).await {
-                match classify(&err) {
-                    Failure::Record(message) => {
-                        sqlx::query::<DB>("ROLLBACK TO SAVEPOINT lintas_item")
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(down)?;
-                        refused.push((e.item, message));
+            match Self::run_exec(&mut tx, e).await {
+                Ok(n) => affected.push(changed(e, n)),
+                Err(err) => {
+                    let failure = classify(&err);
+                    if !refusal(&failure) {
+                        return Err(ApplyError::Statement {
+                            item: e.item,
+                            failure,
+                        });
                     }
-                    Failure::Destination(m) => return Err(ApplyError::Destination(m)),
+                    sqlx::query::<DB>("ROLLBACK TO SAVEPOINT lintas_item")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(down)?;
+                    refused.push((e.item, failure.message().to_owned()));
+                    affected.push(changed(e, 0));
                 }
             }
             sqlx::query::<DB>("RELEASE SAVEPOINT lintas_item")
@@ -211,6 +257,6 @@ where
                 .await
                 .map_err(|e| ApplyError::Destination(format!("cannot record dead letters: {e}")))?;
         }
-        Self::finish_batch(tx, d, stream_key, to).await
+        Self::finish_batch(tx, d, stream_key, to, affected).await
     }
 }

@@ -126,7 +126,7 @@ async fn objects_are_managed_and_checked_through_the_api() {
         (status, body),
         (
             422,
-            json!({"error": "route 0 (crm → contacts): table `contacts` has no column `e_mail`"})
+            json!({"error": "route crm → crm-db.contacts: table `contacts` has no column `e_mail`"})
         )
     );
     let (status, body) = node
@@ -140,7 +140,7 @@ async fn objects_are_managed_and_checked_through_the_api() {
         (status, body),
         (
             422,
-            json!({"error": "route 0 (crm → contacts): column `email` of `contacts` is NOT NULL without a default; map a field to it"})
+            json!({"error": "route crm → crm-db.contacts: column `email` of `contacts` is NOT NULL without a default; map a field to it"})
         )
     );
     let (status, body) = node
@@ -304,4 +304,47 @@ async fn a_password_given_through_the_api_is_stored_encrypted_and_used() {
     ))
     .await
     .unwrap();
+}
+
+/// A body the API cannot read (an unknown enum value, a missing field, bad JSON) gets the
+/// API's JSON error shape with what was wrong and where, not axum's plain text.
+#[tokio::test]
+async fn unreadable_bodies_get_json_errors() {
+    let dir = TempDir::new();
+    let node = Node::start(&dir.path().join("data"), &config("")).await;
+    let cases = [
+        (
+            "/api/relay/destinations",
+            r#"{"name": "x", "kind": "oracle", "url": "oracle://x"}"#,
+            422,
+            "Failed to deserialize the JSON body into the target type: kind: unknown variant `oracle`, expected one of `postgres`, `mysql`, `sqlite` at line 1 column 30",
+        ),
+        (
+            "/api/relay/routes",
+            r#"{"application": "a", "destination": "d", "table": "t", "operation": "merge", "columns": {"a": "a"}}"#,
+            422,
+            "Failed to deserialize the JSON body into the target type: operation: unknown operation `merge`; expected insert, upsert, update or delete at line 1 column 75",
+        ),
+        (
+            "/api/relay/applications",
+            r#"{"name": "#,
+            400,
+            "Failed to parse the request body as JSON: name: EOF while parsing a value at line 1 column 9",
+        ),
+    ];
+    for (path, body, status, error) in cases {
+        let (got, answer) = node.admin(Method::POST, path, body).await;
+        assert_eq!((got, answer), (status, json!({ "error": error })), "{path}");
+    }
+    let (got, answer) = node
+        .admin(Method::GET, "/api/relay/deliveries?limit=many", "")
+        .await;
+    assert_eq!(
+        (got, answer),
+        (
+            400,
+            json!({"error": "Failed to deserialize query string: limit: invalid digit found in string"})
+        )
+    );
+    node.stop().await;
 }

@@ -297,3 +297,159 @@ async fn a_refused_record_is_dead_lettered_and_replayed_after_a_fix() {
     assert_eq!(pg_delivery["status"], "replayed");
     node.stop().await;
 }
+
+/// A JSON boolean is `true`/`false` in a text column on every database, and 1/0 only in
+/// MariaDB's and SQLite's numeric columns (PostgreSQL's boolean takes `true`).
+#[tokio::test]
+async fn booleans_are_words_in_text_columns_on_every_kind() {
+    let dir = TempDir::new();
+    let pg = Scratch::create(Server::Postgres).await.unwrap();
+    pg.exec("CREATE TABLE flags (id integer NOT NULL, label text, flag boolean)")
+        .await
+        .unwrap();
+    let my = Scratch::create(Server::Mysql).await.unwrap();
+    my.exec("CREATE TABLE flags (id int NOT NULL, label varchar(10), flag tinyint(1))")
+        .await
+        .unwrap();
+    let lite = sqlite(
+        dir.path(),
+        "flags.db",
+        "CREATE TABLE flags (id INTEGER NOT NULL, label TEXT, flag INTEGER)",
+    )
+    .await;
+    let mut text = String::new();
+    for (name, kind, url) in [
+        ("pg", "postgres", &pg.url),
+        ("my", "mysql", &my.url),
+        ("lite", "sqlite", &lite),
+    ] {
+        text.push_str(&destination(name, kind, url));
+        text.push_str(&route(
+            name,
+            "flags",
+            "insert",
+            "id = \"id\", label = \"label\", flag = \"flag\"",
+            "",
+        ));
+    }
+    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
+    node.ingest(
+        r#"[{"id": 1, "label": true, "flag": true}, {"id": 2, "label": false, "flag": false}]"#,
+    )
+    .await;
+    node.wait_delivered().await;
+    let q = "SELECT CAST(id AS CHAR), label, CAST(flag AS CHAR) FROM flags ORDER BY id";
+    assert_eq!(
+        flat(my.rows(q).await.unwrap()),
+        [["1", "true", "1"], ["2", "false", "0"]],
+        "MariaDB"
+    );
+    assert_eq!(
+        flat(
+            sqlite_rows(
+                &lite,
+                "SELECT CAST(id AS TEXT), label, CAST(flag AS TEXT) FROM flags ORDER BY id"
+            )
+            .await
+        ),
+        [["1", "true", "1"], ["2", "false", "0"]],
+        "SQLite"
+    );
+    assert_eq!(
+        flat(
+            pg.rows("SELECT id::text, label, flag::text FROM flags ORDER BY id")
+                .await
+                .unwrap()
+        ),
+        [["1", "true", "true"], ["2", "false", "false"]],
+        "PostgreSQL"
+    );
+    node.stop().await;
+}
+
+/// An update or delete whose key matches no row is not logged as written: the delivery log
+/// counts the rows the database changed, and the record shows "no matching row".
+#[tokio::test]
+async fn updates_and_deletes_matching_no_row_are_shown_as_such() {
+    let dir = TempDir::new();
+    let lite = sqlite(
+        dir.path(),
+        "stock.db",
+        "CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL); INSERT INTO stock VALUES ('a', 1), ('b', 2)",
+    )
+    .await;
+    let text = config(&format!(
+        "{}{}{}{}",
+        application("remover", "key-delete"),
+        destination("lite", "sqlite", &lite),
+        route(
+            "lite",
+            "stock",
+            "update",
+            "sku = \"sku\", qty = \"qty\"",
+            "\"sku\""
+        ),
+        route_from(
+            "remover",
+            "lite",
+            "stock",
+            "delete",
+            "sku = \"sku\"",
+            "\"sku\""
+        ),
+    ));
+    let node = Node::start(&dir.path().join("data"), &text).await;
+    let updated = node
+        .ingest(r#"[{"sku": "a", "qty": 5}, {"sku": "z", "qty": 9}]"#)
+        .await;
+    node.wait_delivered().await;
+    let deleted = node.ingest_as("key-delete", r#"{"sku": "nope"}"#).await;
+    node.wait_delivered().await;
+    let deleted_both = node
+        .ingest_as("key-delete", r#"[{"sku": "b"}, {"sku": "gone"}]"#)
+        .await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(sqlite_rows(&lite, "SELECT sku, CAST(qty AS TEXT) FROM stock").await),
+        [["a", "5"]]
+    );
+    let (status, log) = node
+        .admin(Method::GET, "/api/relay/deliveries?status=delivered", "")
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let mut counts: Vec<(String, u64, u64, u64)> = log["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["application"].as_str().unwrap().to_owned(),
+                b["first_id"].as_u64().unwrap(),
+                b["records"].as_u64().unwrap(),
+                b["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("remover".to_owned(), deleted[0], 1, 0),
+            ("remover".to_owned(), deleted_both[0], 2, 1),
+            ("shop".to_owned(), updated[0], 2, 1),
+        ]
+    );
+    let status_of = |id: u64| {
+        let node = &node;
+        async move {
+            let (_, record) = node
+                .admin(Method::GET, &format!("/api/relay/records/{id}"), "")
+                .await;
+            record["deliveries"][0]["status"].clone()
+        }
+    };
+    assert_eq!(status_of(updated[0]).await, "delivered");
+    assert_eq!(status_of(updated[1]).await, "no matching row");
+    assert_eq!(status_of(deleted[0]).await, "no matching row");
+    node.stop().await;
+}

@@ -66,12 +66,12 @@ async fn bad_input_is_refused_exactly_and_nothing_is_stored() {
         (
             r#"[{"name": "a"}, {"price": 2}]"#,
             422,
-            r#"{"error":"record 1 has no value for `name`, which route 1 (to db.items) needs as a key","field":"name","record":1}"#,
+            r#"{"error":"record 1 has no value for `name`, which route shop → db.items needs as a key","field":"name","record":1}"#,
         ),
         (
             r#"{"name": null, "price": 2}"#,
             422,
-            r#"{"error":"record 0 has no value for `name`, which route 1 (to db.items) needs as a key","field":"name","record":0}"#,
+            r#"{"error":"record 0 has no value for `name`, which route shop → db.items needs as a key","field":"name","record":0}"#,
         ),
     ];
     for (body, status, answer) in cases {

@@ -80,6 +80,10 @@ async fn a_cut_destination_gets_every_record_once_and_the_other_never_pauses() {
     };
     wait_until("some records to reach both", PATIENCE, || async {
         count_lite(&lite).await >= 20
+            && node
+                .relay
+                .status(flaky)
+                .is_some_and(|s| s.next_offset.is_some_and(|n| n > 0))
     })
     .await;
     link.cut();
