@@ -9,6 +9,8 @@ mod api;
 mod auth;
 #[path = "admin/pages.rs"]
 mod pages;
+#[path = "admin/slow.rs"]
+mod slow;
 
 use std::future::Future;
 use std::pin::Pin;
