@@ -229,3 +229,55 @@ async fn an_idempotency_key_returns_the_first_ids_even_after_a_restart() {
     );
     node.stop().await;
 }
+
+/// Everything read until the server closes the connection, within [`testkit::PATIENCE`].
+async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(testkit::PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("ingest kept a slow client's connection open")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Regression: ingest was served by bare `axum::serve`: no connection cap, and half-sent
+/// heads and stalled bodies held their connections (600 heads for 35 s and more).
+#[tokio::test]
+async fn half_sent_heads_are_closed_and_stalled_bodies_answered_408() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new();
+    let (node, _url) =
+        items_node(&dir, "head_timeout = \"300ms\"\nbody_timeout = \"300ms\"\n").await;
+    let addr = node.relay.local_addr();
+
+    let mut head = tokio::net::TcpStream::connect(addr).await.unwrap();
+    head.write_all(b"POST /v1/records HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut head).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408 "),
+        "{answer}"
+    );
+
+    let mut body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    body.write_all(
+        format!(
+            "POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+            crate::harness::KEY
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut body).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"error":"the body stopped for 300ms (relay.body_timeout)"}"#),
+        "{answer}"
+    );
+    assert_eq!(node.end().await, 0);
+    node.stop().await;
+}
