@@ -229,3 +229,24 @@ async fn an_idempotency_key_returns_the_first_ids_even_after_a_restart() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let dir = TempDir::new();
+    let (node, _url) = items_node(&dir, "").await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme}  {}", crate::harness::KEY);
+        let r = node
+            .post_with(&[("authorization", &auth)], r#"{"name":"a"}"#)
+            .await;
+        assert_eq!(r.status, 202, "{scheme}: {}", r.body);
+    }
+    let r = node
+        .post_with(
+            &[("authorization", &format!("Basic {}", crate::harness::KEY))],
+            r#"{"name":"a"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    node.stop().await;
+}
