@@ -10,3 +10,4 @@ mod delivery;
 mod harness;
 mod ingest;
 mod outage;
+mod secrets;
