@@ -440,3 +440,27 @@ async fn redis_leases_groups_claims_and_trimming() {
     assert_eq!(stream.read_group("b", "n2", 100, wait).await.unwrap(), []);
     drop_keys(&stream, &prefix).await;
 }
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_directory_and_segments_are_private() {
+    let dir = TempDir::new("modes");
+    let log = open(&dir.0.join("stream"), 64);
+    for i in 0..4 {
+        log.append(vec![payload(i)]).await.unwrap();
+    }
+    assert_eq!(mode(&dir.0.join("stream")), 0o700);
+    let segments: Vec<_> = std::fs::read_dir(dir.0.join("stream"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(segments.len() > 1, "{segments:?}");
+    for segment in segments {
+        assert_eq!(mode(&segment), 0o600, "{}", segment.display());
+    }
+}
