@@ -1,6 +1,5 @@
 //! Layer 7: what clients and backends see of a request going through an HTTP listener.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -240,31 +239,7 @@ async fn h2c_prior_knowledge_clients_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_termination_serves_https_and_marks_the_protocol() {
     let dir = TempDir::new();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            // rustls refuses a CA certificate as a server's own, which `req -x509` makes
-            // by default.
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = testkit::tls::self_signed(dir.path()).unwrap();
     let tls = format!(
         "tls = {{ cert = \"{}\", key = \"{}\" }}",
         cert.display(),
