@@ -233,3 +233,26 @@ fn destination_urls_take_only_known_parameters() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_destination_stored_through_the_api_never_reads_the_environment() {
+    // A row the admin API stored before it refused password_env.
+    let dir = TempDir::new();
+    let store = store::Store::open(dir.path()).await.unwrap();
+    for (name, declared) in [("from-api", 0), ("from-file", 1)] {
+        sqlx::query(
+            "INSERT INTO relay_destinations (name, kind, url, password_env, max_connections, start_offset, declared, created_ms)
+             VALUES (?, 'postgres', 'postgres://u@127.0.0.1/x', 'HOME', 1, 0, ?, 0)",
+        )
+        .bind(name)
+        .bind(declared)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let catalog = relay::catalog::Catalog::load(store.pool()).await.unwrap();
+    let env_of = |name: &str| catalog.destination(name).unwrap().spec.password_env.clone();
+    assert_eq!(env_of("from-api"), None);
+    assert_eq!(env_of("from-file"), Some("HOME".to_owned()));
+    store.pool().close().await;
+}
