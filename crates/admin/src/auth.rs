@@ -1,4 +1,5 @@
-//! HTTP basic auth against an argon2 hash, with a cache so only the first request pays.
+//! HTTP basic auth against an argon2 hash, with a cache so only the first request pays, and
+//! limits so guessing cannot take the machine or keep the administrator out.
 //!
 //! Argon2 is slow on purpose (tens of milliseconds and ~19 MiB per check), which is right for
 //! a guess and wrong for a stats page that refreshes every five seconds. So:
@@ -6,38 +7,63 @@
 //! - **Right credentials** are verified with argon2 once; then a *keyed* SHA-256 of the whole
 //!   `Authorization` value is remembered. The key is random per process, so the cache holds
 //!   nothing that reveals or can be tested against the password, and lookups compare every
-//!   entry in constant time.
+//!   entry in constant time. The cache answers before any limit below: an administrator who
+//!   is logged in keeps working whatever the guessers do.
 //! - **Anything else that parses as credentials** goes through argon2 every time, whether the
 //!   user name or the password is wrong: the answer takes as long either way, so timing tells
 //!   nothing about which user names exist. The user name is compared as keyed digests in
 //!   constant time.
-//! - Verifications run on tokio's blocking pool, at most a few at once (a semaphore), so a
-//!   flood of guesses queues up instead of taking every core and gigabytes of memory.
+//! - **Per client address** (`guesses`): five free failures, then a wait that doubles per
+//!   failure (1 s up to 5 min), and at most two checks in flight; a throttled request is
+//!   answered 429 at once, without argon2.
+//! - **Globally**: at most [`MAX_VERIFYING`] argon2 runs at once, on tokio's blocking pool.
+//!   The permit moves into the blocking job, so a client that hangs up does not free its slot
+//!   while its argon2 run goes on; and the runs share a pool of that many preallocated
+//!   working memories (`argon`), so the memory they can hold is bounded (about 4 × 19 MiB
+//!   with the default parameters) and does not pile up in allocator arenas.
 //!
 //! Only the PHC hash is kept: a password read from the environment is hashed at start and
 //! dropped. Nothing here logs credentials.
 
+mod argon;
+mod guesses;
+
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::config::{AdminConfig, check_hash};
+use crate::config::AdminConfig;
+pub(crate) use argon::PasswordCheck;
+pub use guesses::Throttle;
 
 /// Distinct verified `Authorization` values remembered; the oldest is forgotten past this.
 /// One client usually sends one value, so a handful covers every tool an operator uses.
 const MAX_CACHED: usize = 16;
 
-/// Argon2 verifications running at once, at most.
-const MAX_VERIFYING: usize = 4;
+/// Argon2 verifications running at once, at most (each holds one working memory).
+pub const MAX_VERIFYING: usize = 4;
 
 /// Domain separation of the two things digested with the same key.
 const TAG_HEADER: u8 = 1;
 const TAG_USER: u8 = 2;
+
+/// The answer to a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The right user and password.
+    Granted,
+    /// No credentials, malformed ones, or wrong ones.
+    Denied,
+    /// Not checked: the client's address must wait (see [`Throttle`]).
+    Throttled(Throttle),
+}
 
 /// Who may use the admin listener: a user name and an argon2 hash of the password.
 pub struct Auth {
@@ -45,14 +71,16 @@ pub struct Auth {
     user: String,
     /// Keyed digest of `user`, compared in constant time.
     user_digest: [u8; 32],
-    /// The argon2 PHC string; shared with blocking verification tasks.
-    hash: Arc<str>,
+    /// The parsed hash and the argon2 working memories; shared with blocking jobs.
+    check: Arc<PasswordCheck>,
     /// Random per process; keys every digest so the cache cannot be tested offline.
     key: [u8; 32],
     /// Keyed digests of `Authorization` values argon2 accepted.
     verified: Mutex<Vec<[u8; 32]>>,
-    /// Bounds concurrent argon2 runs (CPU and memory).
-    verifying: Semaphore,
+    /// Bounds concurrent argon2 runs (CPU and memory); permits move into the blocking jobs.
+    verifying: Arc<Semaphore>,
+    /// Failures and checks in flight per client address.
+    guesses: Arc<guesses::Guesses>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -69,10 +97,7 @@ impl Auth {
     /// uses the hash as it is. The error says which setting to fix.
     pub fn from_config(cfg: &AdminConfig) -> Result<Auth, String> {
         match (&cfg.password_env, &cfg.password_hash) {
-            (None, Some(hash)) => {
-                check_hash(hash)?;
-                Ok(Self::with_hash(&cfg.user, hash))
-            }
+            (None, Some(hash)) => Self::with_hash(&cfg.user, hash),
             (Some(var), None) => {
                 let password = match std::env::var(var) {
                     Ok(p) if !p.is_empty() => p,
@@ -113,6 +138,7 @@ impl Auth {
     /// it); only its hash is kept.
     pub fn from_password(user: &str, password: &str) -> Auth {
         Self::with_hash(user, &Self::hash_password(password))
+            .expect("hash_password makes a hash PasswordCheck parses")
     }
 
     /// An argon2id PHC string for `password` with a random salt and the crate's default
@@ -126,16 +152,19 @@ impl Auth {
             .to_string()
     }
 
-    fn with_hash(user: &str, hash: &str) -> Auth {
+    /// A checker for `user` and the argon2 PHC string `hash`; the error says what is wrong
+    /// with the hash.
+    pub(crate) fn with_hash(user: &str, hash: &str) -> Result<Auth, String> {
         let key = rand::random::<[u8; 32]>();
-        Auth {
+        Ok(Auth {
             user: user.into(),
             user_digest: keyed(&key, TAG_USER, user.as_bytes()),
-            hash: hash.into(),
+            check: Arc::new(PasswordCheck::from_phc(hash, MAX_VERIFYING)?),
             key,
             verified: Mutex::new(Vec::new()),
-            verifying: Semaphore::new(MAX_VERIFYING),
-        }
+            verifying: Arc::new(Semaphore::new(MAX_VERIFYING)),
+            guesses: Arc::default(),
+        })
     }
 
     /// The user name expected in basic auth.
@@ -143,33 +172,49 @@ impl Auth {
         &self.user
     }
 
-    /// Whether an `Authorization` header value carries the right user and password.
+    /// Whether an `Authorization` header value sent from `client` carries the right user and
+    /// password.
     ///
-    /// Fast for a value accepted before; otherwise waits for an argon2 verification on the
-    /// blocking pool. Malformed values (not `Basic`, not base64, no `:`) are refused at once:
-    /// they carry no guess to time.
-    pub async fn verify(&self, authorization: &[u8]) -> bool {
+    /// Fast for a value accepted before (from any address); otherwise, unless `client` is
+    /// throttled, waits for an argon2 verification on the blocking pool. Malformed values (not
+    /// `Basic`, not base64, no `:`) are refused at once: they carry no guess to time.
+    pub async fn verify(&self, authorization: &[u8], client: IpAddr) -> Access {
         let digest = keyed(&self.key, TAG_HEADER, authorization);
         if self.is_cached(&digest) {
-            return true;
+            return Access::Granted;
         }
         let Some((user, password)) = basic_credentials(authorization) else {
-            return false;
+            return Access::Denied;
         };
+        let ticket = match self.guesses.admit(client, Instant::now()) {
+            Ok(ticket) => ticket,
+            Err(throttle) => return Access::Throttled(throttle),
+        };
+        let Ok(permit) = self.verifying.clone().acquire_owned().await else {
+            return Access::Denied;
+        };
+        if let Err(throttle) = ticket.recheck(Instant::now()) {
+            return Access::Throttled(throttle);
+        }
         let user_ok = keyed(&self.key, TAG_USER, user.as_bytes()).ct_eq(&self.user_digest);
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return false;
-        };
-        let hash = self.hash.clone();
-        let password_ok =
-            tokio::task::spawn_blocking(move || check_password(&hash, password.as_bytes()))
-                .await
-                .unwrap_or(false);
-        let ok = bool::from(user_ok & subtle::Choice::from(u8::from(password_ok)));
+        let check = self.check.clone();
+        // Everything that must happen once argon2 has run happens in the job, so a client that
+        // hangs up neither frees the permit early nor escapes the failure count.
+        let ok = tokio::task::spawn_blocking(move || {
+            let password_ok = check.matches(password.as_bytes());
+            drop(permit);
+            let ok = bool::from(user_ok & subtle::Choice::from(u8::from(password_ok)));
+            ticket.finish(ok, Instant::now());
+            ok
+        })
+        .await
+        .unwrap_or(false);
         if ok {
             self.remember(digest);
+            Access::Granted
+        } else {
+            Access::Denied
         }
-        ok
     }
 
     fn is_cached(&self, digest: &[u8; 32]) -> bool {
@@ -190,12 +235,6 @@ impl Auth {
         }
         cache.push(digest);
     }
-}
-
-/// Argon2 verification with the parameters recorded in the hash itself.
-fn check_password(hash: &str, password: &[u8]) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
 /// SHA-256 of `key || tag || bytes`: a keyed digest (no length-extension concern, since it is
@@ -249,17 +288,76 @@ mod tests {
         assert_eq!(basic_credentials(b"Basic YWRtaW4="), None); // "admin", no colon
     }
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[tokio::test]
     async fn right_credentials_pass_and_are_cached_wrong_ones_never() {
         let auth = Auth::from_password("admin", "s3cret");
-        assert!(!auth.verify(&header("admin", "wrong")).await);
-        assert!(!auth.verify(&header("root", "s3cret")).await);
+        assert_eq!(
+            auth.verify(&header("admin", "wrong"), HOME).await,
+            Access::Denied
+        );
+        assert_eq!(
+            auth.verify(&header("root", "s3cret"), HOME).await,
+            Access::Denied
+        );
         assert!(auth.verified.lock().unwrap().is_empty());
-        assert!(auth.verify(&header("admin", "s3cret")).await);
+        assert_eq!(
+            auth.verify(&header("admin", "s3cret"), HOME).await,
+            Access::Granted
+        );
         assert_eq!(auth.verified.lock().unwrap().len(), 1);
-        assert!(auth.verify(&header("admin", "s3cret")).await);
+        assert_eq!(
+            auth.verify(&header("admin", "s3cret"), HOME).await,
+            Access::Granted
+        );
         assert_eq!(auth.verified.lock().unwrap().len(), 1);
-        assert!(!auth.verify(&header("admin", "s3cret2")).await);
+        assert_eq!(
+            auth.verify(&header("admin", "s3cret2"), HOME).await,
+            Access::Denied
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_verification_keeps_its_permit_until_argon2_ends() {
+        // Costly enough that the runs are still going when the callers give up.
+        let slow = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8 * 1024, 40, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let hash = slow.hash_password(b"s3cret", &salt).unwrap().to_string();
+        let auth = Arc::new(Auth::with_hash("admin", &hash).unwrap());
+        let callers: Vec<_> = (0..MAX_VERIFYING as u8)
+            .map(|i| {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    let client = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i));
+                    auth.verify(&header("admin", "guess"), client).await
+                })
+            })
+            .collect();
+        testkit::wait_until("every permit to be taken", testkit::PATIENCE, || async {
+            auth.verifying.available_permits() == 0
+        })
+        .await;
+        for caller in &callers {
+            caller.abort();
+        }
+        for caller in callers {
+            assert!(caller.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(
+            auth.verifying.available_permits(),
+            0,
+            "the callers hung up, but their argon2 runs go on and must keep their permits"
+        );
+        testkit::wait_until("the runs to end", testkit::PATIENCE, || async {
+            auth.verifying.available_permits() == MAX_VERIFYING
+        })
+        .await;
+        assert_eq!(auth.check.idle_buffers(), MAX_VERIFYING);
     }
 
     #[test]
@@ -268,8 +366,9 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
         assert!(!hash.contains("s3cret"));
         assert_ne!(hash, Auth::hash_password("s3cret"), "salts must differ");
-        assert!(check_password(&hash, b"s3cret"));
-        assert!(!check_password(&hash, b"s3cre"));
+        let check = PasswordCheck::from_phc(&hash, 1).unwrap();
+        assert!(check.matches(b"s3cret"));
+        assert!(!check.matches(b"s3cre"));
         let auth = Auth::from_password("admin", "s3cret");
         assert_eq!(format!("{auth:?}"), "Auth { user: \"admin\", .. }");
     }

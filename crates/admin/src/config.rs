@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 
-use argon2::password_hash::PasswordHash;
 use configkit::{Issues, KeyPath};
 use serde::Deserialize;
 
@@ -82,23 +81,10 @@ impl AdminConfig {
     }
 }
 
-/// Checks that `hash` is an argon2 PHC string, so a typo is reported at start rather than as
-/// every login failing.
+/// Checks that `hash` is an argon2 PHC string lintas can verify against, so a typo is reported
+/// at start rather than as every login failing.
 pub(crate) fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| {
-        format!(
-            "password_hash is not a PHC string ({e}); paste the whole output of \
-             `lintas hash-password`, starting with `$argon2id$`"
-        )
-    })?;
-    argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| {
-        format!(
-            "password_hash is a `{}` hash; lintas verifies argon2 hashes only: make one with \
-             `lintas hash-password`",
-            parsed.algorithm
-        )
-    })?;
-    Ok(())
+    crate::auth::PasswordCheck::from_phc(hash, 0).map(drop)
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@
 //! | `PUT /api/pools/{pool}/strategy` `{"strategy", "hash_key"?}` | 200, `PoolSnapshot` |
 //! | `POST /api/reload` | 200, `ReloadSummary`; 500 with the [`Control`]'s message |
 //!
-//! Errors: 401 without valid credentials, 403 for a cross-site change from a browser, 404 for
+//! Errors: 401 without valid credentials, 429 with `Retry-After` for a client address that
+//! failed too often lately (see [`auth`]), 403 for a cross-site change from a browser, 404 for
 //! an unknown pool, backend or route, 405 for a known route with another method, 400 for a
 //! body that is not the JSON the call takes, 409 for a duplicate backend name, 413 for a body
 //! over 64 KiB, 422 for a value the pool refuses (weight above 256, unknown strategy,
@@ -48,12 +49,13 @@ mod metrics;
 mod stats_page;
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -62,7 +64,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub use auth::Auth;
+pub use auth::{Access, Auth, Throttle};
 pub use config::AdminConfig;
 
 use crate::error::ApiError;
@@ -144,26 +146,58 @@ fn router(state: AdminState) -> Router {
 /// Lets a request through only with valid credentials (and, for changes, from no other
 /// site); marks every answer uncacheable, since it is live state behind a password.
 async fn authenticate(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let authorized = match req.headers().get(AUTHORIZATION) {
-        Some(value) => state.auth.verify(value.as_bytes()).await,
-        None => false,
+    let access = match req.headers().get(AUTHORIZATION) {
+        Some(value) => state.auth.verify(value.as_bytes(), client_ip(&req)).await,
+        None => Access::Denied,
     };
-    let mut resp = if !authorized {
-        debug!(path = %req.uri().path(), "admin request without valid credentials");
-        let mut resp =
-            ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
-        resp.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"lintas\""),
-        );
-        resp
-    } else if let Err(e) = csrf::check(req.method(), req.headers()) {
-        e.into_response()
-    } else {
-        next.run(req).await
+    let mut resp = match access {
+        Access::Granted => match csrf::check(req.method(), req.headers()) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
+        Access::Denied => {
+            debug!(path = %req.uri().path(), "admin request without valid credentials");
+            let mut resp =
+                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"lintas\""),
+            );
+            resp
+        }
+        Access::Throttled(throttle) => throttled(throttle),
     };
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The client's address, which [`net::serve_router`] attaches to each request; unspecified
+/// when the router is served otherwise (every such client then shares one address's limits).
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and the reason.
+fn throttled(throttle: Throttle) -> Response {
+    let (wait, message) = match throttle {
+        Throttle::Backoff(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            (
+                secs,
+                format!("too many failed logins from this address; try again in {secs} s"),
+            )
+        }
+        Throttle::Busy => (
+            1,
+            "a login from this address is already being checked; try again in 1 s".to_owned(),
+        ),
+    };
+    let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(wait));
     resp
 }
 

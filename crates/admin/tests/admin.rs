@@ -7,6 +7,8 @@
 mod api;
 #[path = "admin/auth.rs"]
 mod auth;
+#[path = "admin/guessing.rs"]
+mod guessing;
 #[path = "admin/pages.rs"]
 mod pages;
 #[path = "admin/slow.rs"]

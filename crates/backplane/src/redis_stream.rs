@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
 use crate::Entry;
@@ -103,6 +103,20 @@ impl std::fmt::Debug for RedisStream {
     }
 }
 
+/// How the connection to Redis is made and remade: a few quick attempts (1 s, then 2 s apart)
+/// that each give up after [`CONNECT_TIMEOUT`]. redis-rs's default multiplies the wait by
+/// 100 per attempt up to a minute, so a Redis that was down or refused TLS at start kept
+/// lintas waiting about five minutes before it said so.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_factor(2)
+        .set_number_of_retries(2)
+        .set_connection_timeout(CONNECT_TIMEOUT)
+}
+
+/// Longest wait for one connection attempt to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `0-(offset+1)`.
 fn id_of(offset: u64) -> String {
     format!("0-{}", offset + 1)
@@ -114,11 +128,15 @@ fn offset_of(id: &str) -> Option<u64> {
 }
 
 impl RedisStream {
-    /// Connects; `name` names the stream within `prefix` (keys share a hash tag, so a
-    /// Redis Cluster keeps them in one slot).
-    pub async fn connect(url: &str, prefix: &str, name: &str) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+    /// Connects with `client` (see [`crate::BackplaneConfig::client`]); `name` names the
+    /// stream within `prefix` (keys share a hash tag, so a Redis Cluster keeps them in one
+    /// slot).
+    pub async fn connect(
+        client: redis::Client,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Self, RedisError> {
+        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
         let base = format!("{prefix}:{{{name}}}");
         Ok(Self {
             conn,

@@ -309,12 +309,15 @@ async fn every_acknowledged_record_survives_sigkill() {
     assert_eq!(log.append(vec![payload(7)]).await.unwrap(), end..end + 1);
 }
 
+fn redis_url() -> String {
+    std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// A stream under a prefix no other test uses; its keys are deleted at the end.
 async fn redis_stream(tag: &str) -> (backplane::RedisStream, String) {
     let prefix = format!("lintas-test-{tag}-{}", std::process::id());
-    let url =
-        std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let stream = backplane::RedisStream::connect(&url, &prefix, "s")
+    let client = redis::Client::open(redis_url()).expect("a valid URL");
+    let stream = backplane::RedisStream::connect(client, &prefix, "s")
         .await
         .expect("the tests need Redis (scripts/test starts it)");
     (stream, prefix)
@@ -447,4 +450,86 @@ async fn redis_leases_groups_claims_and_trimming() {
     assert_eq!(offsets(&rest), [5, 6, 7, 8, 9]);
     assert_eq!(stream.read_group("b", "n2", 100, wait).await.unwrap(), []);
     drop_keys(&stream, &prefix).await;
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("the file exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_directory_and_segments_are_private() {
+    let dir = TempDir::new("modes");
+    let log = open(&dir.0.join("stream"), 64);
+    for i in 0..4 {
+        log.append(vec![payload(i)]).await.unwrap();
+    }
+    assert_eq!(mode(&dir.0.join("stream")), 0o700);
+    let segments: Vec<_> = std::fs::read_dir(dir.0.join("stream"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(segments.len() > 1, "{segments:?}");
+    for segment in segments {
+        assert_eq!(mode(&segment), 0o600, "{}", segment.display());
+    }
+}
+
+#[tokio::test]
+async fn rediss_speaks_tls_and_checks_the_certificate() {
+    let dir = TempDir::new("rediss");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let redis: std::net::SocketAddr = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let link = testkit::tls::TlsLink::start(redis, &dir.0).await.unwrap();
+    let prefix = format!("lintas-test-rediss-{}", std::process::id());
+    let cfg = backplane::BackplaneConfig {
+        redis: format!("rediss://{}/", link.addr()),
+        password_env: None,
+        tls_ca_file: Some(link.ca().to_owned()),
+        prefix: prefix.clone(),
+        lease: Duration::from_secs(10),
+    };
+    let stream = backplane::RedisStream::connect(cfg.client().unwrap(), &prefix, "s")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.append(&[payload(0)], None).await.unwrap(),
+        backplane::Appended::Stored(0..1)
+    );
+    drop_keys(&stream, &prefix).await;
+
+    // Trusting only the system's roots, the test's certificate is refused.
+    let system_roots = backplane::BackplaneConfig {
+        tls_ca_file: None,
+        ..cfg
+    };
+    let connecting = backplane::RedisStream::connect(system_roots.client().unwrap(), &prefix, "s");
+    let err = tokio::time::timeout(REFUSAL_PATIENCE, connecting)
+        .await
+        .expect("a refused certificate is reported, not retried for minutes")
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
+
+/// How soon a Redis that cannot be used must be reported at start (a few quick retries).
+const REFUSAL_PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_within_seconds() {
+    let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+    let connecting = backplane::RedisStream::connect(client, "lintas-test-unreachable", "s");
+    let err = tokio::time::timeout(REFUSAL_PATIENCE, connecting)
+        .await
+        .expect("connecting to a closed port gave up only after minutes")
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
 }

@@ -231,8 +231,11 @@ async fn create_destination(
             format!("destination `{}` exists", spec.name),
         ));
     }
-    if spec.password.is_some() && spec.password_env.is_some() {
-        return Err(unprocessable("give password or password_env, not both"));
+    if spec.password_env.is_some() {
+        return Err(unprocessable(
+            "password_env: the admin API does not read environment variables; send the \
+             password itself in password (it is stored encrypted)",
+        ));
     }
     connect(&relay, &spec, None).await?.close().await;
     let sealed = match &spec.password {

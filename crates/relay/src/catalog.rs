@@ -142,19 +142,22 @@ impl Catalog {
         .await?
         {
             let kind: String = row.get(2);
+            let declared: bool = row.get(7);
             let d = Destination {
                 id: row.get(0),
                 spec: DestinationSpec {
                     name: row.get(1),
                     kind: Kind::parse(&kind).unwrap_or(Kind::Sqlite),
                     url: row.get(3),
-                    password_env: row.get(4),
+                    // Only the file may name environment variables; a row the admin API
+                    // stored before it refused them does not get to read one.
+                    password_env: if declared { row.get(4) } else { None },
                     password: None,
                     max_connections: row.get::<i64, _>(5) as u32,
                 },
                 start_offset: row.get::<i64, _>(6) as u64,
                 password_enc: row.get(8),
-                declared: row.get(7),
+                declared,
             };
             cat.destinations.insert(d.id, Arc::new(d));
         }

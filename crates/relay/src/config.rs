@@ -234,10 +234,13 @@ pub struct DestinationSpec {
     pub name: String,
     /// Which database.
     pub kind: Kind,
-    /// Connection URL without a password: `postgres://user@host:5432/db`,
-    /// `mysql://user@host:3306/db`, `sqlite:///var/lib/app.db`.
+    /// Connection URL without a password: `postgres://user@host:5432/db?sslmode=verify-full`,
+    /// `mysql://user@host:3306/db?ssl-mode=VERIFY_IDENTITY`, `sqlite:///var/lib/app.db`
+    /// (see [`crate::destination::options`] for the parameters taken).
     pub url: String,
-    /// Environment variable holding the password, if the database needs one.
+    /// Environment variable holding the password, if the database needs one. Only in the
+    /// configuration file: the admin API refuses it, since whoever holds the API need not
+    /// be allowed to read this process's environment.
     #[serde(default)]
     pub password_env: Option<String>,
     /// The password itself — only through the admin API, which stores it encrypted and
@@ -261,16 +264,14 @@ impl DestinationSpec {
             out.push(("name", "a destination needs a name".to_owned()));
         }
         match self.url.split_once("://") {
-            Some((scheme, rest)) if self.kind.schemes().contains(&scheme) => {
-                let authority = rest.split('/').next().unwrap_or_default();
-                if let Some((userinfo, _)) = authority.rsplit_once('@')
-                    && userinfo.contains(':')
-                {
-                    out.push((
-                        "url",
-                        "the URL holds a password; remove it and name an environment variable in password_env"
-                            .to_owned(),
-                    ));
+            Some((scheme, _)) if self.kind.schemes().contains(&scheme) => {
+                let options = match self.kind {
+                    Kind::Postgres => crate::destination::options::postgres(&self.url, None).err(),
+                    Kind::Mysql => crate::destination::options::mysql(&self.url, None).err(),
+                    Kind::Sqlite => None,
+                };
+                if let Some(problem) = options {
+                    out.push(("url", problem));
                 }
             }
             _ => out.push((

@@ -132,8 +132,7 @@ fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, 
     let key = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(keys::from_authorization)
         .unwrap_or_default();
     relay
         .catalog()

@@ -24,6 +24,13 @@ pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The key in an `Authorization: Bearer <key>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer <key>` is the same; any other scheme gives `None`.
+pub fn from_authorization(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
+}
+
 /// Lower-case hex of a hash, as `key_sha256` takes it.
 pub fn to_hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
@@ -57,5 +64,13 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(parse_sha256("zz"), None);
+    }
+
+    #[test]
+    fn bearer_keys_are_found_whatever_the_scheme_case() {
+        assert_eq!(from_authorization("Bearer lk_a"), Some("lk_a"));
+        assert_eq!(from_authorization("bEaReR   lk_a "), Some("lk_a"));
+        assert_eq!(from_authorization("Basic lk_a"), None);
+        assert_eq!(from_authorization("Bearerlk_a"), None);
     }
 }

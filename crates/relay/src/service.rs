@@ -366,8 +366,7 @@ async fn open_stream(
 ) -> Result<(Stream, String), String> {
     match backplane {
         Some(b) => {
-            let url = b.url()?;
-            let stream = RedisStream::connect(&url, &b.prefix, "relay")
+            let stream = RedisStream::connect(b.client()?, &b.prefix, "relay")
                 .await
                 .map_err(|e| format!("cannot use Redis at {}: {e}", b.redis))?;
             let mut conn = stream.connection();

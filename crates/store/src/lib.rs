@@ -15,6 +15,7 @@
 
 mod migrations;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,8 +26,8 @@ use sqlx::{Connection, SqlitePool};
 /// What can go wrong opening the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The data directory cannot be created.
-    #[error("cannot create the data directory {path}: {source}")]
+    /// The data directory or the database file cannot be created.
+    #[error("cannot create {path}: {source}")]
     Dir {
         /// The directory.
         path: PathBuf,
@@ -64,12 +65,29 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and applies pending migrations.
+    /// A directory or database file created here is private to lintas's user (0700, 0600).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| StoreError::Dir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         let path = data_dir.join("lintas.db");
+        // Created here, 0600, rather than by SQLite (0644): it holds emails, dead letters and
+        // sealed passwords. SQLite gives the -wal and -shm files the database file's mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Dir {
+                path: path.clone(),
+                source,
+            })?;
         let sql = |source| StoreError::Sql {
             path: path.clone(),
             source,
@@ -187,6 +205,26 @@ mod tests {
             .expect("bump");
         let err = Store::open(&dir).await.expect_err("too new");
         assert!(err.to_string().contains("has schema version 99"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("lintas-store-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.join("data");
+        let store = Store::open(&data_dir).await.expect("open");
+        sqlx::raw_sql("INSERT INTO watch_users (chat_id, name, email, step, created_ms) VALUES (1, 'a', 'a@example.com', 'done', 0)")
+            .execute(store.pool())
+            .await
+            .expect("a write, so the WAL exists");
+        assert_eq!(mode(&data_dir), 0o700);
+        for file in ["lintas.db", "lintas.db-wal", "lintas.db-shm"] {
+            assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+        }
+        store.pool().close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,6 +7,7 @@ pub mod link;
 pub mod scratch;
 pub mod smtp;
 pub mod telegram;
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

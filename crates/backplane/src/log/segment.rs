@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -65,6 +66,7 @@ impl Segment {
             .read(true)
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         Ok(Self {
             base,

@@ -308,7 +308,7 @@ keys = ["sku"]
         assert_eq!(
             errors(text),
             "lintas.toml:5:1: relay.applications[0].key_env: set exactly one of key_env (a variable holding the key) and key_sha256\n\
-             lintas.toml:11:7: relay.destinations[0].url: the URL holds a password; remove it and name an environment variable in password_env\n\
+             lintas.toml:11:7: relay.destinations[0].url: the URL holds a password; give it in password_env (file) or password (admin API)\n\
              lintas.toml:19:8: relay.routes[0].keys: key column `sku` is not a mapped column; map a field to it in columns"
         );
     }

@@ -526,31 +526,7 @@ pub async fn wait_backend(
 /// A self-signed certificate for `localhost` written into `dir`, as the `tls = {...}` line
 /// of a listener, and the certificate's path (for a client's roots).
 pub fn tls_listener(dir: &TempDir) -> (String, std::path::PathBuf) {
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            // rustls refuses a CA certificate as a server's own, which `req -x509` makes
-            // by default.
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = testkit::tls::self_signed(dir.path()).unwrap();
     let line = format!(
         "tls = {{ cert = \"{}\", key = \"{}\" }}",
         cert.display(),

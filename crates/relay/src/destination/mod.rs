@@ -16,15 +16,14 @@
 //! one sees the offset has moved and skips what was applied.
 
 mod errors;
+pub mod options;
 mod schema;
 mod txn;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::mysql::MySqlConnectOptions;
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
@@ -133,19 +132,11 @@ impl Db {
         let n = spec.max_connections;
         Ok(match spec.kind {
             Kind::Postgres => {
-                let mut o = PgConnectOptions::from_str(&spec.url)
-                    .map_err(bad_url)?
-                    .application_name("lintas");
-                if let Some(p) = &password {
-                    o = o.password(p);
-                }
+                let o = options::postgres(&spec.url, password.as_deref())?;
                 Self::Postgres(pool_options(n).connect_with(o).await.map_err(down)?)
             }
             Kind::Mysql => {
-                let mut o = MySqlConnectOptions::from_str(&spec.url).map_err(bad_url)?;
-                if let Some(p) = &password {
-                    o = o.password(p);
-                }
+                let o = options::mysql(&spec.url, password.as_deref())?;
                 Self::Mysql(pool_options(n).connect_with(o).await.map_err(down)?)
             }
             Kind::Sqlite => {

@@ -79,7 +79,7 @@ async fn objects_are_managed_and_checked_through_the_api() {
         (status, body),
         (
             422,
-            json!({"error": "url: the URL holds a password; remove it and name an environment variable in password_env"})
+            json!({"error": "url: the URL holds a password; give it in password_env (file) or password (admin API)"})
         )
     );
 

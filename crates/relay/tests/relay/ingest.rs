@@ -281,3 +281,24 @@ async fn half_sent_heads_are_closed_and_stalled_bodies_answered_408() {
     assert_eq!(node.end().await, 0);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let dir = TempDir::new();
+    let (node, _url) = items_node(&dir, "").await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme}  {}", crate::harness::KEY);
+        let r = node
+            .post_with(&[("authorization", &auth)], r#"{"name":"a"}"#)
+            .await;
+        assert_eq!(r.status, 202, "{scheme}: {}", r.body);
+    }
+    let r = node
+        .post_with(
+            &[("authorization", &format!("Basic {}", crate::harness::KEY))],
+            r#"{"name":"a"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    node.stop().await;
+}

@@ -11,3 +11,4 @@ mod harness;
 mod ingest;
 mod outage;
 mod refusals;
+mod secrets;
