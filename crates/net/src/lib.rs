@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`Limits`]: the connection cap and the timeouts of one listener, with their defaults.
+//! - [`Permits`]: connection slots taken before accepting, resizable on reload.
 //! - [`Idle`]: an I/O wrapper that fails a connection on which nothing has moved for a
 //!   while — the guard against silent clients, for protocols lintas does not parse itself.
 //! - [`MinRate`]: the minimum data rate a body must keep after a grace period, which catches
@@ -19,10 +20,12 @@
 
 mod idle;
 mod limits;
+mod permits;
 mod rate;
 mod serve;
 
 pub use idle::Idle;
 pub use limits::Limits;
+pub use permits::{Permit, Permits};
 pub use rate::MinRate;
 pub use serve::serve_router;

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,13 +10,12 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::{Idle, Limits};
+use crate::{Idle, Limits, Permits};
 
 /// Serves `router` on `listener` until `shutdown`, then stops accepting, lets requests in
 /// progress finish and closes idle connections.
@@ -33,15 +31,12 @@ pub async fn serve_router(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Permits::new(limits.max_connections);
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+            p = permits.acquire() => p,
             _ = shutdown.cancelled() => break,
         };
         let (stream, peer) = tokio::select! {

@@ -38,7 +38,7 @@ use arc_swap::ArcSwap;
 use balance::{Pool, PoolError};
 use configkit::KeyPath;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -304,7 +304,7 @@ impl Proxy {
                 None => {
                     let h = running.listeners[&l.name].clone();
                     let old_max = h.settings.load().cfg.max_connections;
-                    h.resize(old_max, l.max_connections);
+                    h.permits.resize(old_max, l.max_connections);
                     h.info.pool.store(Arc::new(l.pool.clone()));
                     h.settings.store(Arc::new(settings));
                     summary.listeners_updated.push(l.name.clone());
@@ -341,7 +341,7 @@ impl Proxy {
                 pool: ArcSwap::from_pointee(cfg.pool.clone()),
                 stats: Default::default(),
             }),
-            permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            permits: net::Permits::new(cfg.max_connections),
             stop_accepting: CancellationToken::new(),
             settings: ArcSwap::from_pointee(settings),
         });

@@ -9,7 +9,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use balance::Pool;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,25 +43,15 @@ pub(crate) struct ListenerHandle {
     /// Cancelled when a reload removes this listener: it stops accepting, its connections
     /// finish on their own.
     pub stop_accepting: CancellationToken,
-    /// Bounds connections served at once; resized on reload.
-    pub permits: Arc<Semaphore>,
-}
-
-impl ListenerHandle {
-    /// Changes the connection limit without dropping connections.
-    pub fn resize(&self, old: usize, new: usize) {
-        if new > old {
-            self.permits.add_permits(new - old);
-        } else {
-            self.permits.forget_permits(old - new);
-        }
-    }
+    /// Bounds connections served at once; resized on reload (a shrink below the
+    /// connections open takes effect as they end).
+    pub permits: net::Permits,
 }
 
 /// Keeps a listener's active-connection gauge right however the connection ends.
 pub(crate) struct ActiveGuard {
     info: Arc<ListenerInfo>,
-    _permit: OwnedSemaphorePermit,
+    _permit: net::Permit,
 }
 
 impl Drop for ActiveGuard {
@@ -87,10 +76,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
-            p = handle.permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+            p = handle.permits.acquire() => p,
             _ = handle.stop_accepting.cancelled() => return,
             _ = shutdown.cancelled() => return,
         };

@@ -90,3 +90,43 @@ pool = "echo"
     );
     echo_roundtrip(&mut session, b"after").await;
 }
+
+/// Regression: shrinking `max_connections` below the connections open forgot only the free
+/// permits, so the old, higher limit stayed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrunk_connection_limit_holds_once_the_connections_above_it_end() {
+    let echo = echo_server().await;
+    let config = |max: usize| {
+        format!(
+            "[proxy.pools.echo]\n{}\n\n[[proxy.listeners]]\nname = \"echo\"\nmode = \"tcp\"\n\
+             listen = \"127.0.0.1:0\"\npool = \"echo\"\nmax_connections = {max}\n",
+            backends_toml([("echo", echo, 1)])
+        )
+    };
+    let dir = TempDir::new();
+    let path = dir.write("lintas.toml", &config(2));
+    let node = TestNode::start_file(&path).await;
+    let addr = node.addr("echo").await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        echo_roundtrip(&mut s, b"hi").await;
+        open.push(s);
+    }
+
+    dir.write("lintas.toml", &config(1));
+    node.node.reload().await.unwrap();
+    drop(open);
+
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    echo_roundtrip(&mut first, b"one").await;
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(b"two").await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), read_n(&mut second, 3)).await;
+    assert!(
+        waited.is_err(),
+        "a second session was served past max_connections = 1"
+    );
+    drop(first);
+    assert_eq!(read_n(&mut second, 3).await, b"two");
+}
