@@ -32,6 +32,40 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A JSON body, refused in the API's JSON error shape (axum's own rejection is plain
+/// text): a missing field or an unknown `kind` is a 422 a script can read.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(refuse(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// A query string, refused in the API's JSON error shape.
+struct Params<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(e) => Err(refuse(e.status(), e.body_text())),
+        }
+    }
+}
+
 /// The routes, with the watch as state.
 pub fn router(watch: Arc<Watch>) -> Router {
     Router::new()
@@ -75,7 +109,7 @@ struct Since {
     since_ms: Option<i64>,
 }
 
-async fn metrics(State(w): State<Arc<Watch>>, Query(q): Query<Since>) -> Json<Value> {
+async fn metrics(State(w): State<Arc<Watch>>, Params(q): Params<Since>) -> Json<Value> {
     let since = q.since_ms.unwrap_or_else(|| now_ms() - 3_600_000);
     Json(json!({"host": w.metrics().info(), "samples": w.metrics().since(since)}))
 }
@@ -85,7 +119,7 @@ struct Count {
     n: Option<usize>,
 }
 
-async fn top(State(w): State<Arc<Watch>>, Query(q): Query<Count>) -> Json<Value> {
+async fn top(State(w): State<Arc<Watch>>, Params(q): Params<Count>) -> Json<Value> {
     Json(json!({"processes": w.metrics().top(q.n.unwrap_or(10).min(100)).await}))
 }
 
@@ -95,7 +129,7 @@ struct Log {
     limit: Option<u32>,
 }
 
-async fn alerts(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
+async fn alerts(State(w): State<Arc<Watch>>, Params(q): Params<Log>) -> Response {
     log_query(
         &w,
         &q,
@@ -115,7 +149,7 @@ async fn alerts(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
     .await
 }
 
-async fn history(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
+async fn history(State(w): State<Arc<Watch>>, Params(q): Params<Log>) -> Response {
     log_query(
         &w,
         &q,
@@ -165,7 +199,7 @@ fn target_error(e: TargetError) -> Response {
     refuse(status, e.to_string())
 }
 
-async fn add_target(State(w): State<Arc<Watch>>, Json(t): Json<TargetConfig>) -> Response {
+async fn add_target(State(w): State<Arc<Watch>>, Body(t): Body<TargetConfig>) -> Response {
     match w.add_target(t.clone()).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(t))).into_response(),
         Err(e) => target_error(e),
@@ -186,7 +220,7 @@ struct Silence {
     duration: String,
 }
 
-async fn silence(State(w): State<Arc<Watch>>, Json(s): Json<Silence>) -> Response {
+async fn silence(State(w): State<Arc<Watch>>, Body(s): Body<Silence>) -> Response {
     let d = match configkit::parse_duration(&s.duration) {
         Ok(d) => d,
         Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, format!("duration: {e}")),
@@ -207,7 +241,7 @@ struct Pattern {
     pattern: String,
 }
 
-async fn unsilence(State(w): State<Arc<Watch>>, Query(p): Query<Pattern>) -> Response {
+async fn unsilence(State(w): State<Arc<Watch>>, Params(p): Params<Pattern>) -> Response {
     match w.unpause(&p.pattern) {
         0 => refuse(
             StatusCode::NOT_FOUND,

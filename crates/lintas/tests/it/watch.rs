@@ -604,6 +604,20 @@ address = "{dead}"
             serde_json::json!({"error": "address: a tcp target needs address = \"host:port\""})
         )
     );
+    // Regression: axum's own rejection of an unknown enum value was plain text.
+    let (status, body) = call(
+        http::Method::POST,
+        "/api/watch/targets",
+        r#"{"name": "bad", "kind": "udp"}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown variant `udp`")),
+        "{body}"
+    );
     wait_until("the new target's first state change", PATIENCE, || async {
         call(http::Method::GET, "/api/watch/history?target=extra", "")
             .await
