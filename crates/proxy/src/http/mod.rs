@@ -18,6 +18,7 @@
 
 mod h1;
 mod h2;
+mod idle_pool;
 mod rewind;
 pub(crate) mod upstream;
 

@@ -2,14 +2,12 @@
 //!
 //! A connection is checked out *before* the request is handed to it, so a failed connect
 //! leaves the request intact and it can go to another backend whatever its method. Idle
-//! connections are kept per backend address (at most `MAX_IDLE_PER_BACKEND`) and returned
-//! by the response body once the backend's response has been read to its end; a connection
-//! whose response was abandoned is closed, since its state is unknown.
+//! connections are kept per backend address ([`IdlePool`]) and returned by the response
+//! body once the backend's response has been read to its end; a connection whose response
+//! was abandoned is closed, since its state is unknown.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +17,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use crate::http::idle_pool::IdlePool;
 use crate::tcp;
 
 /// What lintas sends upstream: the client's body as it streams in, or nothing.
@@ -26,9 +25,6 @@ pub(crate) type ReqBody = Either<Incoming, Empty<Bytes>>;
 
 /// A request sender on one HTTP/1.1 backend connection.
 pub(crate) type Sender = http1::SendRequest<ReqBody>;
-
-/// Idle connections kept per backend; beyond this, finished connections are closed.
-const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +40,7 @@ pub(crate) enum ConnectError {
 /// The pool of idle backend connections shared by all HTTP listeners.
 #[derive(Debug, Default)]
 pub(crate) struct Upstream {
-    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    idle: IdlePool<Sender>,
 }
 
 impl Upstream {
@@ -54,7 +50,7 @@ impl Upstream {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
-        while let Some(mut sender) = self.pop(addr) {
+        while let Some(mut sender) = self.idle.take(addr) {
             if sender.is_closed() {
                 continue;
             }
@@ -80,19 +76,9 @@ impl Upstream {
 
     /// Gives back a connection whose last response was read to the end.
     pub fn checkin(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
-            return;
+        if !sender.is_closed() {
+            self.idle.put(addr, sender);
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push(sender);
-        }
-    }
-
-    fn pop(&self, addr: SocketAddr) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get_mut(&addr).and_then(Vec::pop)
     }
 }
 

@@ -11,20 +11,16 @@
 //! a live one. The race left — the backend closing at that very moment — is covered by the
 //! replay rule for idempotent requests.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use crate::http::idle_pool::IdlePool;
 use crate::tcp;
-
-/// Idle connections kept per backend; beyond this, finished connections are closed.
-const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// A backend connection with what was read from it beyond the last message.
 #[derive(Debug)]
@@ -40,13 +36,13 @@ pub(crate) struct Conn {
 /// Idle backend connections by address.
 #[derive(Debug, Default)]
 pub(crate) struct ConnPool {
-    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    idle: IdlePool<TcpStream>,
 }
 
 impl ConnPool {
     /// An open connection to `addr`: a live idle one, or a new one.
     pub async fn checkout(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
-        while let Some(stream) = self.pop(addr) {
+        while let Some(stream) = self.idle.take(addr) {
             if is_quiet(&stream) {
                 return Ok(Conn {
                     stream,
@@ -69,19 +65,9 @@ impl ConnPool {
 
     /// Keeps `conn` for the next request to `addr`, when it is clean.
     pub fn checkin(&self, addr: SocketAddr, conn: Conn) {
-        if !conn.buf.is_empty() {
-            return;
+        if conn.buf.is_empty() {
+            self.idle.put(addr, conn.stream);
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push(conn.stream);
-        }
-    }
-
-    fn pop(&self, addr: SocketAddr) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get_mut(&addr).and_then(Vec::pop)
     }
 }
 
