@@ -96,10 +96,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
 
 /// Runs `main` on a control runtime (signals, health checks, admin, reloads) while
 /// connections are served by worker threads, one current-thread runtime each
-/// (`LINTAS_WORKER_THREADS`, default one per core; see `proxy::WorkerThreads` for why).
+/// (`LINTAS_WORKER_THREADS`, default one per core; see `net::WorkerThreads` for why).
 fn serve<F, Fut>(main: F) -> anyhow::Result<()>
 where
-    F: FnOnce(proxy::Workers) -> Fut,
+    F: FnOnce(net::Workers) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let threads = match std::env::var("LINTAS_WORKER_THREADS") {
@@ -108,7 +108,7 @@ where
         })?,
         Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let workers = proxy::WorkerThreads::start(threads)?;
+    let workers = net::WorkerThreads::start(threads)?;
     let result = runtime()?.block_on(main(workers.workers()));
     drop(workers);
     result

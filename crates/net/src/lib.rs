@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`WorkerThreads`] and [`Workers`]: one current-thread runtime per core, each accepting
+//!   on its own `SO_REUSEPORT` socket of every listener ([`bind`]).
 //! - [`Limits`]: the connection cap and the timeouts of one listener, with their defaults.
 //! - [`Permits`]: connection slots taken before accepting, resizable on reload.
 //! - [`Idle`]: an I/O wrapper that fails a connection on which nothing has moved for a
@@ -23,9 +25,11 @@ mod limits;
 mod permits;
 mod rate;
 mod serve;
+mod workers;
 
 pub use idle::Idle;
 pub use limits::Limits;
 pub use permits::{Permit, Permits};
 pub use rate::MinRate;
 pub use serve::serve_router;
+pub use workers::{WorkerThreads, Workers, bind};

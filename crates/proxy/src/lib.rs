@@ -14,9 +14,10 @@
 //!   tunnelled, retries, timeouts, TLS termination (`tls`).
 //! - `check`: active health checks per pool.
 //! - [`registry`]: what the admin service reads: pools and listeners with their counters.
-//! - `workers`: one current-thread runtime per core, each accepting on its own
-//!   `SO_REUSEPORT` socket of every listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
+//!
+//! Listeners are bound and served on `net`'s worker threads (one current-thread runtime
+//! per core, each accepting on its own `SO_REUSEPORT` socket of every listener).
 
 mod attempts;
 mod check;
@@ -27,7 +28,6 @@ mod proxy_protocol;
 pub mod registry;
 mod tcp;
 mod tls;
-mod workers;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -37,6 +37,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use balance::{Pool, PoolError};
 use configkit::KeyPath;
+use net::Workers;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,6 @@ use tracing::{info, warn};
 use crate::config::{ListenerConfig, Mode, ProxyConfig};
 use crate::listener::{ListenerHandle, ListenerSettings};
 use crate::registry::{ListenerInfo, Registry};
-pub use crate::workers::{WorkerThreads, Workers};
 
 /// Why the proxy could not start or apply a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +217,7 @@ impl Proxy {
             if keeps(l) {
                 continue;
             }
-            match workers::bind(l.listen, self.workers.sockets_per_listener()) {
+            match net::bind(l.listen, self.workers.sockets_per_listener()) {
                 Ok(sock) => {
                     bound.insert(index, sock);
                 }
@@ -425,7 +425,7 @@ async fn bind_when_released(
 ) -> io::Result<Vec<std::net::TcpListener>> {
     let mut last = None;
     for _ in 0..50 {
-        match workers::bind(addr, count) {
+        match net::bind(addr, count) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 last = Some(e);

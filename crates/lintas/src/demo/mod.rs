@@ -24,7 +24,7 @@ use crate::run::{Node, drain, wait_for_signals};
 const BACKENDS: [&str; 3] = ["app1", "app2", "app3"];
 
 /// Runs the demo on `workers` until Ctrl-C.
-pub async fn run(workers: proxy::Workers) -> anyhow::Result<()> {
+pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut backend_addrs = Vec::new();

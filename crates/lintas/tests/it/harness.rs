@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use balance::{BackendSnapshot, Health, Pool};
 use lintas::config::Loaded;
 use lintas::run::Node;
-use proxy::Workers;
+use net::Workers;
 use proxy::registry::ListenerSnapshot;
 use testkit::{HttpClient, PATIENCE, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,6 +1,6 @@
 //! Kept-alive backend connections of the HTTP/1 path.
 //!
-//! There is one pool per worker thread (see `crate::workers`): a socket belongs to the
+//! There is one pool per worker thread (see `net::WorkerThreads`): a socket belongs to the
 //! reactor of the thread that opened it, so it is only ever reused there, and the pool's
 //! lock is never contended. On a single multi-threaded runtime (tests) one pool is shared.
 //!

@@ -82,7 +82,7 @@ impl WorkerThreads {
         })
     }
 
-    /// Handles to give [`crate::Proxy::start`].
+    /// Handles to give the services that serve on the workers (the proxy, the relay).
     pub fn workers(&self) -> Workers {
         self.workers.clone()
     }
@@ -100,7 +100,7 @@ impl Drop for WorkerThreads {
 /// Binds `count` listening sockets on `addr`. More than one share the port with
 /// `SO_REUSEPORT` (port 0 is resolved by the first); a single one does not, so that a port
 /// held by anyone else is always an error.
-pub(crate) fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
