@@ -7,6 +7,7 @@
 //!   on its own `SO_REUSEPORT` socket of every listener ([`bind`]).
 //! - [`Limits`]: the connection cap and the timeouts of one listener, with their defaults.
 //! - [`Permits`]: connection slots taken before accepting, resizable on reload.
+//! - [`accept_loop`]: permit, accept, retry accept errors with a backoff, hand over.
 //! - [`Idle`]: an I/O wrapper that fails a connection on which nothing has moved for a
 //!   while — the guard against silent clients, for protocols lintas does not parse itself.
 //! - [`MinRate`]: the minimum data rate a body must keep after a grace period, which catches
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accept;
 mod idle;
 mod limits;
 mod permits;
@@ -27,6 +29,7 @@ mod rate;
 mod serve;
 mod workers;
 
+pub use accept::accept_loop;
 pub use idle::Idle;
 pub use limits::Limits;
 pub use permits::{Permit, Permits};

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -13,9 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::{Idle, Limits, Permits};
+use crate::{Idle, Limits, Permits, accept_loop};
 
 /// Serves `router` on `listener` until `shutdown`, then stops accepting, lets requests in
 /// progress finish and closes idle connections.
@@ -33,41 +32,22 @@ pub async fn serve_router(
 ) -> io::Result<()> {
     let permits = Permits::new(limits.max_connections);
     let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            p = permits.acquire() => p,
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: wait for descriptors to come back instead of spinning.
-                    warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        backoff = Duration::from_millis(5);
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            serve_connection(
-                Idle::new(stream, limits.idle_timeout),
-                peer,
-                router,
-                &limits,
-                &shutdown,
-            )
-            .await;
-            drop(permit);
-        });
-    }
+    accept_loop(
+        &listener,
+        &permits,
+        &shutdown,
+        "http api",
+        |stream, peer, permit| {
+            let router = router.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let io = Idle::new(stream, limits.idle_timeout);
+                serve_connection(io, peer, router, &limits, &shutdown).await;
+                drop(permit);
+            });
+        },
+    )
+    .await;
     tracker.close();
     tracker.wait().await;
     Ok(())
@@ -106,6 +86,8 @@ async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;

@@ -342,7 +342,7 @@ impl Proxy {
                 stats: Default::default(),
             }),
             permits: net::Permits::new(cfg.max_connections),
-            stop_accepting: CancellationToken::new(),
+            stop_accepting: self.shutdown.child_token(),
             settings: ArcSwap::from_pointee(settings),
         });
         info!(listener = %handle.info.name, %addr, mode = ?handle.info.mode, sockets = sockets.len(), "listening");
@@ -352,8 +352,7 @@ impl Proxy {
             let serve_http = move |s, peer, h, active| {
                 http::serve(s, peer, h, active, backends.clone(), conn_shutdown.clone())
             };
-            let (handle, tracker, shutdown) =
-                (handle.clone(), self.tracker.clone(), self.shutdown.clone());
+            let (handle, tracker) = (handle.clone(), self.tracker.clone());
             let mode = handle.info.mode;
             // The socket joins the reactor of the runtime it is served on.
             let accept = async move {
@@ -364,11 +363,9 @@ impl Proxy {
                     }
                 };
                 match mode {
-                    Mode::Tcp => {
-                        listener::accept_loop(listener, handle, tracker, shutdown, tcp::serve).await
-                    }
+                    Mode::Tcp => listener::accept_loop(listener, handle, tracker, tcp::serve).await,
                     Mode::Http => {
-                        listener::accept_loop(listener, handle, tracker, shutdown, serve_http).await
+                        listener::accept_loop(listener, handle, tracker, serve_http).await
                     }
                 }
             };

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use balance::Pool;
@@ -12,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::ListenerConfig;
 use crate::registry::ListenerInfo;
@@ -40,8 +39,8 @@ impl std::fmt::Debug for ListenerSettings {
 pub(crate) struct ListenerHandle {
     pub info: Arc<ListenerInfo>,
     pub settings: ArcSwap<ListenerSettings>,
-    /// Cancelled when a reload removes this listener: it stops accepting, its connections
-    /// finish on their own.
+    /// Cancelled when a reload removes this listener, or when the node stops (a child of
+    /// its shutdown): it stops accepting, its connections finish on their own.
     pub stop_accepting: CancellationToken,
     /// Bounds connections served at once; resized on reload (a shrink below the
     /// connections open takes effect as they end).
@@ -60,52 +59,34 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Accepts until `stop_accepting` or `shutdown`, spawning `serve` per connection on
-/// `tracker`. A permit is taken *before* accepting, so at the limit new clients wait in the
-/// kernel's backlog instead of being accepted and starved.
+/// Accepts until `stop_accepting` (a child of the node's shutdown), spawning `serve` per
+/// connection on `tracker`; see [`net::accept_loop`] for the permit and the backoff.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     handle: Arc<ListenerHandle>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
     serve: F,
 ) where
     F: Fn(TcpStream, SocketAddr, Arc<ListenerHandle>, ActiveGuard) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            p = handle.permits.acquire() => p,
-            _ = handle.stop_accepting.cancelled() => return,
-            _ = shutdown.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = handle.stop_accepting.cancelled() => return,
-            _ = shutdown.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                // Nagle only delays the small writes a proxy forwards.
-                let _ = stream.set_nodelay(true);
-                let stats = &handle.info.stats;
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                stats.active.fetch_add(1, Ordering::Relaxed);
-                let guard = ActiveGuard {
-                    info: handle.info.clone(),
-                    _permit: permit,
-                };
-                debug!(listener = %handle.info.name, %peer, "accepted");
-                tracker.spawn(serve(stream, peer, handle.clone(), guard));
-            }
-            Err(e) => {
-                // Usually EMFILE/ENFILE: wait for descriptors to come back instead of spinning.
-                warn!(listener = %handle.info.name, error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    let name = handle.info.name.clone();
+    net::accept_loop(
+        &listener,
+        &handle.permits,
+        &handle.stop_accepting,
+        &name,
+        |stream, peer, permit| {
+            let stats = &handle.info.stats;
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            stats.active.fetch_add(1, Ordering::Relaxed);
+            let guard = ActiveGuard {
+                info: handle.info.clone(),
+                _permit: permit,
+            };
+            debug!(listener = %handle.info.name, %peer, "accepted");
+            tracker.spawn(serve(stream, peer, handle.clone(), guard));
+        },
+    )
+    .await;
 }
