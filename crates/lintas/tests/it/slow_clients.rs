@@ -216,3 +216,43 @@ async fn a_silent_h2_connection_is_closed_after_idle_timeout() {
     // lintas's SETTINGS (and its ack of ours, and a GOAWAY) came first, then the close.
     assert_eq!(got.get(3), Some(&0x04), "{got:?}");
 }
+
+/// Regression: an h2 request body streamed to the backend with no timer: a client that
+/// stopped halfway held its stream and a backend connection. Now it is answered 408, and
+/// the backend's health does not pay for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_request_body_that_stops_is_answered_408() {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use futures_util::stream::{self, BoxStream};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    type Stalling = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+    let b = crate::harness::Backends::start(&["app1"]).await;
+    let node = TestNode::single("http", &b.toml(), "body_timeout = \"300ms\"").await;
+    let client: Client<_, Stalling> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    // A first part, then nothing, with the stream held open.
+    let first = stream::iter([Ok(Frame::data(Bytes::from_static(b"first part")))]);
+    let body = StreamBody::new(first.chain(stream::pending()).boxed());
+    let req = http::Request::post(node.url("web", "/echo").await)
+        .body(body)
+        .unwrap();
+
+    let resp = tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .expect("no answer to a stalled h2 body")
+        .unwrap();
+
+    assert_eq!(resp.status(), 408);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"request timeout: no body data for 300ms\n");
+    assert_eq!(node.backend("web", "app1").failures, 0);
+}

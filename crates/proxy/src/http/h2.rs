@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::paced::{Paced, pace_error};
 use super::upstream::{ReqBody, Sender, Upstream};
 use super::{
     Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent, is_underscore_twin,
@@ -111,7 +112,8 @@ async fn forward(
     let mut body: Option<ReqBody> = Some(if body.is_end_stream() {
         Either::Right(Empty::new())
     } else {
-        Either::Left(body)
+        let rate = net::MinRate::new(cfg.min_body_rate, net::Limits::API.body_rate_grace);
+        Either::Left(Paced::new(body, cfg.body_timeout, rate))
     });
 
     while let Some(lease) = attempts.next() {
@@ -137,6 +139,10 @@ async fn forward(
                 return respond(resp, lease, sender, &ctx.upstream);
             }
             Ok(Err(mut e)) => {
+                // The client's body stalled or crawled: its fault, not the backend's.
+                if let Some(why) = pace_error(e.error()) {
+                    return error_response(408, &format!("request timeout: {why}\n"));
+                }
                 debug!(backend = backend.name(), error = %e.error(), "backend request failed");
                 if let Some(unsent) = e.take_message() {
                     // The pooled connection was closed before the request left: nothing was

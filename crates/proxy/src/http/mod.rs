@@ -19,6 +19,7 @@
 mod h1;
 mod h2;
 mod idle_pool;
+mod paced;
 mod rewind;
 pub(crate) mod upstream;
 

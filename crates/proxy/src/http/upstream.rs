@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use crate::http::idle_pool::IdlePool;
+use crate::http::paced::Paced;
 use crate::tcp;
 
-/// What lintas sends upstream: the client's body as it streams in, or nothing.
-pub(crate) type ReqBody = Either<Incoming, Empty<Bytes>>;
+/// What lintas sends upstream: the client's body as it streams in (at the listener's
+/// pace), or nothing.
+pub(crate) type ReqBody = Either<Paced, Empty<Bytes>>;
 
 /// A request sender on one HTTP/1.1 backend connection.
 pub(crate) type Sender = http1::SendRequest<ReqBody>;
