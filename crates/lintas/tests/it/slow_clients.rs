@@ -256,3 +256,46 @@ async fn an_h2_request_body_that_stops_is_answered_408() {
     assert_eq!(&text[..], b"request timeout: no body data for 300ms\n");
     assert_eq!(node.backend("web", "app1").failures, 0);
 }
+
+/// Regression: on the h2 path `request_timeout` covered the upload too, so an h2 upload
+/// that kept moving for longer than it was cut with a 504 (and counted against the
+/// backend). It now counts from the body's last progress, as on the HTTP/1 path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upload_that_keeps_moving_outlasts_request_timeout() {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use futures_util::stream::{self, BoxStream};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    type Slow = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+    let b = crate::harness::Backends::start(&["app1"]).await;
+    let node = TestNode::single("http", &b.toml(), "request_timeout = \"400ms\"").await;
+    let client: Client<_, Slow> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    // Twelve parts, 100 ms apart: 1.2 s of upload against a 400 ms request_timeout.
+    let parts = stream::unfold(0u8, |i| async move {
+        (i < 12).then_some(())?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok(Frame::data(Bytes::from(vec![b'a' + i; 10]))), i + 1))
+    });
+    let req = http::Request::post(node.url("web", "/echo").await)
+        .body(StreamBody::new(parts.boxed()))
+        .unwrap();
+
+    let resp = tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .expect("no answer")
+        .unwrap();
+
+    assert_eq!(resp.status(), 200);
+    let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+    let sent: Vec<u8> = (0..12u8).flat_map(|i| vec![b'a' + i; 10]).collect();
+    assert_eq!(&echoed[..], &sent[..]);
+    assert_eq!(node.backend("web", "app1").failures, 0);
+}

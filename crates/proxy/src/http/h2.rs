@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::paced::{Paced, pace_error};
+use super::paced::{Paced, Progress, pace_error};
 use super::upstream::{ReqBody, Sender, Upstream};
 use super::{
     Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent, is_underscore_twin,
@@ -109,11 +109,12 @@ async fn forward(
     let replayable = body.is_end_stream() && is_idempotent(parts.method.as_str());
     let saved = replayable.then(|| clone_parts(&parts));
     let mut parts = Some(parts);
+    let progress = Progress::new();
     let mut body: Option<ReqBody> = Some(if body.is_end_stream() {
         Either::Right(Empty::new())
     } else {
         let rate = net::MinRate::new(cfg.min_body_rate, net::Limits::API.body_rate_grace);
-        Either::Left(Paced::new(body, cfg.body_timeout, rate))
+        Either::Left(Paced::new(body, cfg.body_timeout, rate, progress.clone()))
     });
 
     while let Some(lease) = attempts.next() {
@@ -133,7 +134,13 @@ async fn forward(
             break;
         };
         let request = Request::from_parts(p, b);
-        match tokio::time::timeout(cfg.request_timeout, sender.try_send_request(request)).await {
+        // `request_timeout` counts from the body's last progress, as on the HTTP/1 path
+        // (where it starts once the body is sent): an upload that keeps moving is not cut.
+        let answered = tokio::select! {
+            r = sender.try_send_request(request) => Ok(r),
+            () = progress.stalled_for(cfg.request_timeout) => Err(()),
+        };
+        match answered {
             Ok(Ok(resp)) => {
                 attempts.answered(&lease, resp.status().as_u16());
                 return respond(resp, lease, sender, &ctx.upstream);

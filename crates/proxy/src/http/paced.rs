@@ -7,6 +7,8 @@
 //! period, as the HTTP/1 path does.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -37,17 +39,57 @@ pub(crate) struct Paced {
     deadline: Pin<Box<Sleep>>,
     /// Whether `deadline` is the rate's (the body is too slow) rather than the idle one.
     for_rate: bool,
+    /// Told of every frame, so the wait for the response counts from the body's end.
+    progress: Progress,
+}
+
+/// When a request last made progress towards the backend: the request's `request_timeout`
+/// counts from there, so a long upload that keeps moving is not cut, and a backend that
+/// stops reading it or answering is.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    base: Instant,
+    /// Milliseconds after `base` of the last progress.
+    last: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// Progress made now.
+    pub fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last: Arc::default(),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once `limit` has passed without progress.
+    pub async fn stalled_for(&self, limit: Duration) {
+        loop {
+            let last = self.base + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let until = last + limit;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
 }
 
 impl Paced {
-    /// Paces `inner` from now.
-    pub fn new(inner: Incoming, idle: Duration, rate: net::MinRate) -> Self {
+    /// Paces `inner` from now, marking `progress` as frames pass.
+    pub fn new(inner: Incoming, idle: Duration, rate: net::MinRate, progress: Progress) -> Self {
         let mut paced = Self {
             inner,
             idle,
             rate,
             deadline: Box::pin(tokio::time::sleep(idle)),
             for_rate: false,
+            progress,
         };
         paced.rearm();
         paced
@@ -78,11 +120,15 @@ impl Body for Paced {
                 if let Some(data) = frame.data_ref() {
                     self.rate.add(data.len());
                 }
+                self.progress.mark();
                 self.rearm();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.progress.mark();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 ready!(self.deadline.as_mut().poll(cx));
                 Poll::Ready(Some(Err(if self.for_rate {
