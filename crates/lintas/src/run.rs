@@ -60,8 +60,15 @@ impl Node {
         )
         .await
         .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
-        let relay = match &loaded.config.relay {
-            Some(cfg) => {
+        // One store per node, opened here and shared by the services that keep state.
+        let store = if loaded.config.relay.is_some() || loaded.config.watch.is_some() {
+            let opened = store::Store::open(&loaded.data_dir()).await;
+            Some(opened.map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?)
+        } else {
+            None
+        };
+        let relay = match (&loaded.config.relay, &store) {
+            (Some(cfg), Some(store)) => {
                 let at = KeyPath::root("relay");
                 let data_dir = loaded.data_dir();
                 let ingest = workers.bind(cfg.listen).map_err(|e| {
@@ -75,6 +82,7 @@ impl Node {
                 })?;
                 let relay = Relay::start(
                     cfg.clone(),
+                    store.clone(),
                     &data_dir,
                     loaded.config.backplane.as_ref(),
                     &at,
@@ -86,17 +94,10 @@ impl Node {
                 .map_err(|e| loaded.error_at(&e.at, e.message))?;
                 Some(relay)
             }
-            None => None,
+            _ => None,
         };
-        let watch = match &loaded.config.watch {
-            Some(cfg) => {
-                // One store per node: the relay's when it runs, else opened here.
-                let store = match &relay {
-                    Some(r) => r.store().clone(),
-                    None => store::Store::open(&loaded.data_dir())
-                        .await
-                        .map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?,
-                };
+        let watch = match (&loaded.config.watch, store) {
+            (Some(cfg), Some(store)) => {
                 let pools: Arc<dyn watch::Pools> =
                     Arc::new(crate::watched::ProxyPools(proxy.clone()));
                 let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
@@ -115,7 +116,7 @@ impl Node {
                 }
                 Some(watch)
             }
-            None => None,
+            _ => None,
         };
         let admin = match &loaded.config.admin {
             Some(cfg) => {

@@ -79,12 +79,17 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Opens the store in `data_dir` and the stream (there too, or on the backplane's Redis),
-    /// writes the file's declarations, and starts serving ingest on `ingest` (listening
-    /// sockets bound on `cfg.listen`, each with the runtime to serve it on, `None` for the
-    /// current one) and delivering, on `tracker` until `shutdown`.
+    /// Opens the stream (in `data_dir`, or on the backplane's Redis), writes the file's
+    /// declarations into the node's `store`, and starts serving ingest on `ingest`
+    /// (listening sockets bound on `cfg.listen`, each with the runtime to serve it on, `None`
+    /// for the current one) and delivering, on `tracker` until `shutdown`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the service contract of issue 9 will bundle store, backplane and sockets"
+    )]
     pub async fn start(
         cfg: RelayConfig,
+        store: Store,
         data_dir: &Path,
         backplane: Option<&BackplaneConfig>,
         at: &KeyPath,
@@ -100,9 +105,6 @@ impl Relay {
             },
             message,
         };
-        let store = Store::open(data_dir)
-            .await
-            .map_err(|e| fail("", e.to_string()))?;
         let key_file = cfg
             .secret_key_file
             .clone()

@@ -81,6 +81,20 @@ const REWRITTEN: [&str; 9] = [
     "expect",
 ];
 
+/// Headers lintas drops when spelled with `_` for `-` (CGI-style backends read them as the
+/// real ones).
+fn is_underscore_twin(name: &str) -> bool {
+    name.contains('_')
+        && [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "host",
+            "content-length",
+            "transfer-encoding",
+        ]
+        .contains(&name.replace('_', "-").as_str())
+}
+
 /// The request as read, once its body has been read to its end; `None` when the body broke
 /// off (a truncated or malformed body is not a request the parser read).
 async fn seen(req: Request<Incoming>) -> Option<Seen> {

@@ -114,8 +114,10 @@ impl Node {
         let tracker = TaskTracker::new();
         let socket = std::net::TcpListener::bind(cfg.listen).unwrap();
         socket.set_nonblocking(true).unwrap();
+        let store = store::Store::open(data_dir).await.unwrap();
         let relay = Relay::start(
             cfg,
+            store,
             data_dir,
             None,
             &KeyPath::root("relay"),
