@@ -3,15 +3,24 @@
 //! a WebSocket tunnel. Each must give its connection back within its timeout; none may hold
 //! it by sending a byte now and then.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use testkit::PATIENCE;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::harness::{
-    ScriptedServer, TempDir, TestNode, backends_toml, read_n, read_until_closed, tls_listener,
+    Backends, ScriptedServer, TempDir, TestNode, backends_toml, read_n, read_until_closed,
+    tls_listener,
 };
 
 const HOST: &str = "Host: lintas.test";
@@ -217,43 +226,44 @@ async fn a_silent_h2_connection_is_closed_after_idle_timeout() {
     assert_eq!(got.get(3), Some(&0x04), "{got:?}");
 }
 
+/// A request body streamed frame by frame, as an h2 client uploads.
+type Upload = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+/// POSTs `parts` to `/echo` of listener `web` as an h2c client; the status and body
+/// lintas answered with.
+async fn h2_upload(
+    node: &TestNode,
+    parts: impl futures_util::Stream<Item = Bytes> + Send + 'static,
+) -> (u16, Bytes) {
+    let client: Client<_, Upload> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let body = StreamBody::new(parts.map(|b| Ok(Frame::data(b))).boxed());
+    let req = http::Request::post(node.url("web", "/echo").await)
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .expect("no answer to an h2 upload")
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
 /// Regression: an h2 request body streamed to the backend with no timer: a client that
 /// stopped halfway held its stream and a backend connection. Now it is answered 408, and
 /// the backend's health does not pay for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_request_body_that_stops_is_answered_408() {
-    use std::convert::Infallible;
-
-    use bytes::Bytes;
-    use futures_util::StreamExt;
-    use futures_util::stream::{self, BoxStream};
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::body::Frame;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-
-    type Stalling = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
-
-    let b = crate::harness::Backends::start(&["app1"]).await;
+    let b = Backends::start(&["app1"]).await;
     let node = TestNode::single("http", &b.toml(), "body_timeout = \"300ms\"").await;
-    let client: Client<_, Stalling> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
     // A first part, then nothing, with the stream held open.
-    let first = stream::iter([Ok(Frame::data(Bytes::from_static(b"first part")))]);
-    let body = StreamBody::new(first.chain(stream::pending()).boxed());
-    let req = http::Request::post(node.url("web", "/echo").await)
-        .body(body)
-        .unwrap();
+    let parts = stream::iter([Bytes::from_static(b"first part")]).chain(stream::pending());
 
-    let resp = tokio::time::timeout(PATIENCE, client.request(req))
-        .await
-        .expect("no answer to a stalled h2 body")
-        .unwrap();
+    let (status, body) = h2_upload(&node, parts).await;
 
-    assert_eq!(resp.status(), 408);
-    let text = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&text[..], b"request timeout: no body data for 300ms\n");
+    assert_eq!(status, 408);
+    assert_eq!(&body[..], b"request timeout: no body data for 300ms\n");
     assert_eq!(node.backend("web", "app1").failures, 0);
 }
 
@@ -262,40 +272,19 @@ async fn an_h2_request_body_that_stops_is_answered_408() {
 /// backend). It now counts from the body's last progress, as on the HTTP/1 path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_upload_that_keeps_moving_outlasts_request_timeout() {
-    use std::convert::Infallible;
-
-    use bytes::Bytes;
-    use futures_util::StreamExt;
-    use futures_util::stream::{self, BoxStream};
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::body::Frame;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-
-    type Slow = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
-    let b = crate::harness::Backends::start(&["app1"]).await;
+    let b = Backends::start(&["app1"]).await;
     let node = TestNode::single("http", &b.toml(), "request_timeout = \"400ms\"").await;
-    let client: Client<_, Slow> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
     // Twelve parts, 100 ms apart: 1.2 s of upload against a 400 ms request_timeout.
     let parts = stream::unfold(0u8, |i| async move {
         (i < 12).then_some(())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Some((Ok(Frame::data(Bytes::from(vec![b'a' + i; 10]))), i + 1))
+        Some((Bytes::from(vec![b'a' + i; 10]), i + 1))
     });
-    let req = http::Request::post(node.url("web", "/echo").await)
-        .body(StreamBody::new(parts.boxed()))
-        .unwrap();
 
-    let resp = tokio::time::timeout(PATIENCE, client.request(req))
-        .await
-        .expect("no answer")
-        .unwrap();
+    let (status, body) = h2_upload(&node, parts).await;
 
-    assert_eq!(resp.status(), 200);
-    let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200);
     let sent: Vec<u8> = (0..12u8).flat_map(|i| vec![b'a' + i; 10]).collect();
-    assert_eq!(&echoed[..], &sent[..]);
+    assert_eq!(&body[..], &sent[..]);
     assert_eq!(node.backend("web", "app1").failures, 0);
 }

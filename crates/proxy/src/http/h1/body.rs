@@ -537,44 +537,44 @@ mod tests {
         rx
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_body_trickling_under_the_minimum_rate_is_cut_after_the_grace_period() {
-        let mut src = trickle(Duration::from_secs(1));
-        let mut p = Progress::new(BodyLen::Length(1_000_000));
+    /// Forwards a `len`-byte body from `src` at `pace` (into nothing); how it ended and how
+    /// long it took.
+    async fn forward_timed(
+        src: &mut tokio::io::DuplexStream,
+        len: u64,
+        mut pace: Pace,
+    ) -> (Result<(), BodyError>, Duration) {
         let started = Instant::now();
         let r = forward(
-            &mut p,
+            &mut Progress::new(BodyLen::Length(len)),
             &mut BytesMut::new(),
-            &mut src,
-            &mut Vec::new(),
-            &AtomicU64::new(0),
-            &mut pace(),
-        )
-        .await;
-        assert!(matches!(r, Err(BodyError::TooSlow(240))), "{r:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_that_stops_is_cut_after_the_idle_time() {
-        let (_tx, mut src) = tokio::io::duplex(16);
-        let mut p = Progress::new(BodyLen::Length(10));
-        let mut pace = Pace {
-            idle: Duration::from_secs(3),
-            rate: None,
-        };
-        let started = Instant::now();
-        let r = forward(
-            &mut p,
-            &mut BytesMut::new(),
-            &mut src,
+            src,
             &mut Vec::new(),
             &AtomicU64::new(0),
             &mut pace,
         )
         .await;
+        (r, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickling_under_the_minimum_rate_is_cut_after_the_grace_period() {
+        let mut src = trickle(Duration::from_secs(1));
+        let (r, took) = forward_timed(&mut src, 1_000_000, pace()).await;
+        assert!(matches!(r, Err(BodyError::TooSlow(240))), "{r:?}");
+        assert_eq!(took, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_is_cut_after_the_idle_time() {
+        let (_tx, mut src) = tokio::io::duplex(16);
+        let idle = Pace {
+            idle: Duration::from_secs(3),
+            rate: None,
+        };
+        let (r, took) = forward_timed(&mut src, 10, idle).await;
         assert!(matches!(r, Err(BodyError::Stalled(_))), "{r:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(took, Duration::from_secs(3));
     }
 
     #[tokio::test]
