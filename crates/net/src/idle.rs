@@ -30,11 +30,6 @@ impl<I> Idle<I> {
         }
     }
 
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &I {
-        &self.io
-    }
-
     /// Passes a completed operation through (pushing the deadline back), or turns a pending
     /// one into `TimedOut` once the deadline has passed.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

@@ -60,11 +60,6 @@ impl Permits {
             self.owed.fetch_add(fewer - taken, Ordering::AcqRel);
         }
     }
-
-    /// Free slots now.
-    pub fn available(&self) -> usize {
-        self.slots.available_permits()
-    }
 }
 
 impl Drop for Permit {
@@ -94,16 +89,16 @@ mod tests {
             permits.acquire().await,
         ];
         permits.resize(3, 1);
-        assert_eq!(permits.available(), 0);
+        assert_eq!(permits.slots.available_permits(), 0);
         drop(held);
-        assert_eq!(permits.available(), 1);
+        assert_eq!(permits.slots.available_permits(), 1);
 
         let one = permits.acquire().await;
         permits.resize(1, 2);
         permits.resize(2, 4);
-        assert_eq!(permits.available(), 3);
+        assert_eq!(permits.slots.available_permits(), 3);
         drop(one);
-        assert_eq!(permits.available(), 4);
+        assert_eq!(permits.slots.available_permits(), 4);
     }
 
     #[tokio::test]
@@ -113,6 +108,6 @@ mod tests {
         permits.resize(2, 1);
         permits.resize(1, 2);
         drop(held);
-        assert_eq!(permits.available(), 2);
+        assert_eq!(permits.slots.available_permits(), 2);
     }
 }

@@ -34,6 +34,9 @@ use crate::record::Record;
 use crate::service::Relay;
 use crate::stream::{Accepted, AppendError};
 
+/// Most bytes reserved for a body before it arrives.
+const INITIAL_BODY: u64 = 16 * 1024;
+
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -177,7 +180,9 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Byt
     let limits = relay.config().limits();
     let mut rate = net::MinRate::new(limits.min_body_rate, limits.body_rate_grace);
     let mut body = body;
-    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    // Grown as data arrives: a Content-Length is a claim, and ten thousand connections
+    // each claiming the limit must not reserve it before sending a byte.
+    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(INITIAL_BODY) as usize);
     loop {
         let idle = tokio::time::Instant::now() + limits.body_timeout;
         let deadline = rate.deadline().map_or(idle, |d| d.min(idle));

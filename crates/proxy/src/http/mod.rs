@@ -108,7 +108,7 @@ pub(crate) async fn serve(
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     h2::serve(tls, ctx(true), shutdown).await;
                 } else {
-                    h1::serve(tls, BytesMut::new(), &ctx(true), &shutdown).await;
+                    h1::serve(tls, BytesMut::new(), None, &ctx(true), &shutdown).await;
                 }
             }
             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
@@ -140,7 +140,7 @@ pub(crate) async fn serve(
                 )
                 .await;
             } else {
-                h1::serve(stream, buf, &ctx(false), &shutdown).await;
+                h1::serve(stream, buf, head, &ctx(false), &shutdown).await;
             }
         }
     }

@@ -44,10 +44,12 @@ use crate::listener::ListenerSettings;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Serves HTTP/1 requests on `client` until it closes, asks to, or the node stops; `buf`
-/// holds bytes already read from it.
+/// holds bytes already read from it, and `head_deadline` is when the first head must be
+/// whole if its first bytes are among them (they were read to tell HTTP/1 from h2c).
 pub(crate) async fn serve<I>(
     mut client: I,
     mut buf: BytesMut,
+    mut head_deadline: Option<Instant>,
     ctx: &ConnCtx,
     shutdown: &CancellationToken,
 ) where
@@ -56,7 +58,15 @@ pub(crate) async fn serve<I>(
     let stats = &ctx.handle.info.stats;
     loop {
         let settings = ctx.handle.settings.load_full();
-        let head = match read_request(&mut client, &mut buf, ctx, &settings, shutdown).await {
+        let read = read_request(
+            &mut client,
+            &mut buf,
+            head_deadline.take(),
+            ctx,
+            &settings,
+            shutdown,
+        );
+        let head = match read.await {
             Ok(head) => head,
             Err(Ended::Quietly) => return,
             Err(Ended::With(status, message)) => {
@@ -112,6 +122,7 @@ enum Ended {
 async fn read_request<I>(
     client: &mut I,
     buf: &mut BytesMut,
+    started: Option<Instant>,
     ctx: &ConnCtx,
     settings: &ListenerSettings,
     shutdown: &CancellationToken,
@@ -132,7 +143,7 @@ where
         max: cfg.max_header_bytes,
     };
     // Set at the head's first byte, and never pushed back (slow-loris protection).
-    let mut deadline = None;
+    let mut deadline = started;
     loop {
         if !buf.is_empty() {
             match head::parse_request(buf, &rctx) {
@@ -456,6 +467,9 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let backend = lease.backend().clone();
+    // Read once for the whole response (held across awaits, so a full `Arc`).
+    let settings = ctx.handle.settings.load_full();
+    let cfg = &settings.cfg;
     let stats = &ctx.handle.info.stats;
     stats.count_status(resp.status);
     let counter = &backend.stats().bytes_out;
@@ -494,7 +508,7 @@ where
     conn.buf.advance(now);
     if !progress.is_done() {
         let mut pace = Pace {
-            idle: ctx.handle.settings.load().cfg.body_timeout,
+            idle: cfg.body_timeout,
             rate: None,
         };
         let rest = body::forward(
