@@ -6,6 +6,7 @@
 //! | 202 | stored (fsync'd) | `{"ids": [17, 18]}` |
 //! | 400 | not JSON, not an object or array of objects, empty array, bad `Idempotency-Key` | `{"error": "malformed JSON: … at line 1 column 17"}` |
 //! | 401 | no key or an unknown key | `{"error": …}` |
+//! | 408 | a body that stops for `body_timeout`, or arrives slower than `min_body_rate` | `{"error": "the body stopped for 30s (relay.body_timeout)"}` |
 //! | 413 | body over `max_body_bytes` | `{"error": …}` |
 //! | 422 | a record lacks a field a route needs as key; or an `Idempotency-Key` reused with another body | `{"error": …, "record": 2, "field": "sku"}` |
 //! | 503 | the stream cannot store | `{"error": …}` |
