@@ -11,6 +11,8 @@ use std::time::Duration;
 use configkit::{Issues, KeyPath};
 use serde::Deserialize;
 
+use crate::BackplaneError;
+
 /// `[backplane]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,18 +78,22 @@ impl BackplaneConfig {
     /// A client for the configured Redis: the password from `password_env` (set as it is,
     /// never spliced into the URL), and for `rediss://` TLS trusting `tls_ca_file` or the
     /// system's roots. The error names the setting to fix.
-    pub fn client(&self) -> Result<redis::Client, String> {
+    pub fn client(&self) -> Result<redis::Client, BackplaneError> {
         let password = match &self.password_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                format!("environment variable {var} (backplane.password_env) is not set")
+            Some(var) => Some(std::env::var(var).map_err(|_| BackplaneError::Config {
+                key: "backplane.password_env",
+                message: format!(
+                    "environment variable {var} is not set; set it to the Redis password"
+                ),
             })?),
             None => None,
         };
         let info = connection_info(&self.redis, password)?;
         let client = match &self.tls_ca_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    format!("backplane.tls_ca_file: cannot read {}: {e}", path.display())
+                let pem = std::fs::read(path).map_err(|e| BackplaneError::Config {
+                    key: "backplane.tls_ca_file",
+                    message: format!("cannot read {}: {e}", path.display()),
                 })?;
                 let certs = redis::TlsCertificates {
                     client_tls: None,
@@ -97,14 +103,23 @@ impl BackplaneConfig {
             }
             None => redis::Client::open(info),
         };
-        client.map_err(|e| format!("backplane.redis: {e}"))
+        client.map_err(bad_url)
+    }
+}
+
+fn bad_url(e: redis::RedisError) -> BackplaneError {
+    BackplaneError::Config {
+        key: "backplane.redis",
+        message: format!("{e}; write it as redis://host:port/db or rediss://host:port/db"),
     }
 }
 
 /// The connection settings of `url`, with `password` (when given) replacing any in it.
-fn connection_info(url: &str, password: Option<String>) -> Result<redis::ConnectionInfo, String> {
-    let mut info = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| format!("backplane.redis: {e}"))?;
+fn connection_info(
+    url: &str,
+    password: Option<String>,
+) -> Result<redis::ConnectionInfo, BackplaneError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad_url)?;
     if password.is_some() {
         info.redis.password = password;
     }

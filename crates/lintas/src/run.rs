@@ -69,6 +69,17 @@ impl Node {
         };
         let relay = match (&loaded.config.relay, &store) {
             (Some(cfg), Some(store)) => {
+                // One backplane per node, opened here for the services that share state.
+                let backplane =
+                    backplane::open(loaded.config.backplane.as_ref(), &loaded.data_dir())
+                        .await
+                        .map_err(|e| {
+                            let key = match &loaded.config.backplane {
+                                Some(_) => KeyPath::root("backplane").key("redis"),
+                                None => KeyPath::root("data_dir"),
+                            };
+                            loaded.error_at(&key, e.to_string())
+                        })?;
                 let at = KeyPath::root("relay");
                 let data_dir = loaded.data_dir();
                 let ingest = workers.bind(cfg.listen).map_err(|e| {
@@ -84,7 +95,7 @@ impl Node {
                     cfg.clone(),
                     store.clone(),
                     &data_dir,
-                    loaded.config.backplane.as_ref(),
+                    backplane,
                     &at,
                     &tracker,
                     shutdown.clone(),

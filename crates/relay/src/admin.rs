@@ -250,7 +250,7 @@ async fn create_destination(
         .stream()
         .end()
         .await
-        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     edit::create_destination(relay.store().pool(), &spec, start, sealed).await?;
     relay.refresh().await?;
     let d = relay.catalog().destination(&spec.name).cloned();
@@ -441,7 +441,7 @@ async fn deliveries(
             .stream()
             .end()
             .await
-            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
+            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         let retrying: Vec<Value> = relay
             .statuses()
             .into_iter()
@@ -468,7 +468,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
         .stream()
         .read(id, 1)
         .await
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let entry = entries
         .into_iter()
         .find(|e| e.offset == id)

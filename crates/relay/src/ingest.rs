@@ -29,11 +29,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use backplane::{Appended, BackplaneError, IdempotencyKey};
+
 use crate::catalog::{Application, now_ms};
 use crate::keys;
 use crate::record::Record;
 use crate::service::Relay;
-use crate::stream::{Accepted, AppendError};
 
 /// Most bytes reserved for a body before it arrives.
 const INITIAL_BODY: u64 = 16 * 1024;
@@ -102,10 +103,13 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    let key = idempotency_key.map(|k| (k, xxhash_rust::xxh3::xxh3_64(&body)));
-    match relay.stream().append(&app.name, records, key).await {
-        Ok(Accepted { ids, replayed }) => {
-            let ids: Vec<u64> = ids.collect();
+    let key = idempotency_key.map(|k| IdempotencyKey {
+        key: crate::record::idempotency_key(&app.name, &k),
+        body_hash: xxhash_rust::xxh3::xxh3_64(&body),
+    });
+    match relay.stream().append(records, key).await {
+        Ok(Appended { offsets, replayed }) => {
+            let ids: Vec<u64> = offsets.collect();
             let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
             if replayed {
                 resp.headers_mut()
@@ -113,12 +117,12 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             }
             resp
         }
-        Err(AppendError::KeyReused) => error(
+        Err(BackplaneError::KeyReused) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was already used with a different body; use a new key for a new request",
         )
         .into_response(),
-        Err(AppendError::Failed(e)) => error(
+        Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the records were not stored ({e}); retry later"),
         )

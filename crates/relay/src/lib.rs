@@ -7,7 +7,7 @@
 //!   dialect, values always bound as parameters, multi-row batches kept under each driver's
 //!   parameter limit.
 //!
-//! The stream itself is `backplane::SegmentLog`.
+//! The stream lives on the node's backplane (`backplane::Stream`; see [`stream`]).
 
 pub mod admin;
 pub mod catalog;
@@ -15,7 +15,6 @@ pub mod config;
 pub mod deliver;
 pub mod deliveries;
 pub mod destination;
-pub mod idempotency;
 mod ingest;
 pub mod keys;
 pub mod record;

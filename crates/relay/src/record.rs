@@ -4,14 +4,16 @@
 //! Layout (little-endian): version `1` (u8), application name (u16 length and bytes; names,
 //! unlike ids, are the same on every node), received at (u64, ms since the Unix epoch), idempotency key length (u16) and bytes; when the key is present, the
 //! number of records the request carried (u32) and a hash of its body (u64); then the JSON.
-//! The key travels in the first record of its request only, so the stream itself is the
-//! durable memory of which keys were used — rebuilt from it after a restart.
+//! Records are written without a key now: the backplane keeps idempotency keys itself.
+//! Streams written before kept the key in the first record of its request, and
+//! [`legacy_key`] reads it from there, once, when such a stream is opened.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 const VERSION: u8 = 1;
 
-/// The idempotency key of the request a record opened.
+/// The idempotency key of the request a record opened (in records written before the
+/// backplane kept keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyMark {
     /// The `Idempotency-Key` header.
@@ -29,7 +31,8 @@ pub struct Record {
     pub application: String,
     /// When lintas received it (ms since the Unix epoch).
     pub received_ms: u64,
-    /// Set on the first record of a request that had an `Idempotency-Key`.
+    /// Set on the first record of a request that had an `Idempotency-Key`, in records
+    /// written before the backplane kept keys; `None` in new records.
     pub idempotency: Option<IdempotencyMark>,
     /// The JSON object as sent.
     pub json: Bytes,
@@ -103,6 +106,25 @@ impl Record {
             json: payload.slice(at..),
         })
     }
+}
+
+/// The backplane key of an ingest request: the application and its `Idempotency-Key`.
+pub fn idempotency_key(application: &str, key: &str) -> String {
+    format!("{application}:{key}")
+}
+
+/// The idempotency key a record written before the backplane kept keys carried, as
+/// `(backplane key, records, body hash, received ms)`: [`backplane::LegacyKeys`] for the
+/// relay's stream.
+pub fn legacy_key(payload: &Bytes) -> Option<(String, u32, u64, u64)> {
+    let r = Record::decode(payload).ok()?;
+    let mark = r.idempotency?;
+    Some((
+        idempotency_key(&r.application, &mark.key),
+        mark.count,
+        mark.body_hash,
+        r.received_ms,
+    ))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backplane::{BackplaneConfig, LogOptions, RedisStream};
+use backplane::{Backplane, Kind, Stream};
 use configkit::KeyPath;
 use store::Store;
 use tokio::net::TcpListener;
@@ -19,11 +19,9 @@ use tracing::{info, warn};
 use crate::catalog::{self, Catalog, DeclError};
 use crate::config::RelayConfig;
 use crate::status::{self, DestinationStatus, RelayEvent};
-use crate::stream::Stream;
 use crate::{deliver, deliveries, ingest};
 
-/// How often old delivery-log rows, old idempotency keys and delivered stream segments are
-/// cleared.
+/// How often old delivery-log rows and delivered stream records are cleared.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// Why the relay did not start, with the configuration key to blame when there is one.
@@ -48,8 +46,9 @@ impl From<DeclError> for StartError {
 pub struct Relay {
     cfg: RelayConfig,
     store: Store,
-    stream: Stream,
-    stream_id: String,
+    /// The node's backplane: the stream's home, and the destination leases'.
+    backplane: Arc<dyn Backplane>,
+    stream: Arc<dyn Stream>,
     /// This process, as a consumer and lease holder on a shared stream.
     node_id: String,
     /// Decrypts destination passwords kept in the store.
@@ -79,8 +78,8 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Opens the stream (in `data_dir`, or on the backplane's Redis), writes the file's
-    /// declarations into the node's `store`, and starts serving ingest on `ingest`
+    /// Opens the stream on the node's `backplane`, writes the file's declarations into the
+    /// node's `store`, and starts serving ingest on `ingest`
     /// (listening sockets bound on `cfg.listen`, each with the runtime to serve it on, `None`
     /// for the current one) and delivering, on `tracker` until `shutdown`.
     #[allow(
@@ -91,7 +90,7 @@ impl Relay {
         cfg: RelayConfig,
         store: Store,
         data_dir: &Path,
-        backplane: Option<&BackplaneConfig>,
+        backplane: Arc<dyn Backplane>,
         at: &KeyPath,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
@@ -111,18 +110,19 @@ impl Relay {
             .unwrap_or_else(|| data_dir.join("secret.key"));
         let secrets = crate::secrets::Secrets::load_or_create(&key_file)
             .map_err(|e| fail("secret_key_file", e))?;
-        let (stream, stream_id) =
-            open_stream(&cfg, data_dir, backplane)
-                .await
-                .map_err(|e| StartError {
-                    at: if backplane.is_some() {
-                        KeyPath::root("backplane").key("redis")
-                    } else {
-                        at.clone()
-                    },
-                    message: e,
-                })?;
-        let end = stream.end().await.map_err(|e| fail("", e))?;
+        let shared = backplane.kind() == Kind::Redis;
+        let backplane_error = |e: backplane::BackplaneError| StartError {
+            at: if shared {
+                KeyPath::root("backplane").key("redis")
+            } else {
+                KeyPath::root("data_dir")
+            },
+            message: e.to_string(),
+        };
+        let stream = crate::stream::open(backplane.as_ref(), cfg.idempotency_window)
+            .await
+            .map_err(backplane_error)?;
+        let end = stream.end().await.map_err(backplane_error)?;
         catalog::sync_declared(store.pool(), &cfg, at, end).await?;
         let cat = Catalog::load(store.pool())
             .await
@@ -138,11 +138,11 @@ impl Relay {
         let relay = Arc::new(Self {
             cfg,
             store,
+            lease: shared.then(|| backplane.lease_ttl()),
+            backplane,
             stream,
-            stream_id,
             node_id: node_id(),
             secrets,
-            lease: backplane.map(|b| b.lease),
             catalog: ArcSwap::from_pointee(cat),
             generation: watch::channel(0).0,
             statuses: Mutex::new(BTreeMap::new()),
@@ -195,8 +195,13 @@ impl Relay {
     }
 
     /// The stream.
-    pub fn stream(&self) -> &Stream {
-        &self.stream
+    pub fn stream(&self) -> &dyn Stream {
+        self.stream.as_ref()
+    }
+
+    /// The node's backplane (the destination leases).
+    pub(crate) fn backplane(&self) -> &dyn Backplane {
+        self.backplane.as_ref()
     }
 
     /// The password to connect to a destination with: from its environment variable, or
@@ -253,7 +258,7 @@ impl Relay {
     ) -> Result<(), StartError> {
         let end = self.stream.end().await.map_err(|e| StartError {
             at: at.clone(),
-            message: e,
+            message: e.to_string(),
         })?;
         catalog::sync_declared(self.store.pool(), cfg, at, end).await?;
         self.refresh().await.map_err(|e| StartError {
@@ -271,7 +276,7 @@ impl Relay {
     /// lintas installations (or a data_dir started afresh) never mistake each other's
     /// offsets, and the destination's name, which every node of a cluster knows it by.
     pub(crate) fn stream_key(&self, destination: &str) -> String {
-        format!("{}/{destination}", self.stream_id)
+        format!("{}/{destination}", self.stream.id())
     }
 
     /// Every destination's status, by name.
@@ -360,65 +365,6 @@ fn node_id() -> String {
     )
 }
 
-/// Opens the stream the configuration asks for, and its id.
-async fn open_stream(
-    cfg: &RelayConfig,
-    data_dir: &Path,
-    backplane: Option<&BackplaneConfig>,
-) -> Result<(Stream, String), String> {
-    match backplane {
-        Some(b) => {
-            let stream = RedisStream::connect(b.client()?, &b.prefix, "relay")
-                .await
-                .map_err(|e| format!("cannot use Redis at {}: {e}", b.redis))?;
-            let mut conn = stream.connection();
-            let key = stream.key("id");
-            let _: bool = redis::AsyncCommands::set_nx(&mut conn, &key, random_id())
-                .await
-                .map_err(|e| e.to_string())?;
-            let id: String = redis::AsyncCommands::get(&mut conn, &key)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((
-                Stream::Redis {
-                    stream,
-                    window: cfg.idempotency_window,
-                },
-                id,
-            ))
-        }
-        None => {
-            let dir = data_dir.join("stream");
-            let stream =
-                Stream::open_local(&dir, LogOptions::default(), cfg.idempotency_window).await?;
-            let id = stream_id(&dir)?;
-            Ok((stream, id))
-        }
-    }
-}
-
-/// The embedded stream's id, created with the stream.
-fn stream_id(dir: &Path) -> Result<String, String> {
-    let path = dir.join("ID");
-    match std::fs::read_to_string(&path) {
-        Ok(id) => return Ok(id.trim().to_owned()),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("{}: {e}", path.display()));
-        }
-        Err(_) => {}
-    }
-    let id = random_id();
-    let tmp = dir.join("ID.tmp");
-    let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, &id)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(id)
-}
-
 /// Keeps one worker per destination: starts workers for new destinations and stops those
 /// of removed ones.
 async fn supervise(relay: Arc<Relay>, tracker: TaskTracker, shutdown: CancellationToken) {
@@ -466,8 +412,8 @@ async fn supervise(relay: Arc<Relay>, tracker: TaskTracker, shutdown: Cancellati
     }
 }
 
-/// Prunes the delivery log and idempotency keys, and trims stream segments every
-/// destination has applied.
+/// Prunes the delivery log, and trims the stream of records every destination has applied
+/// (see [`crate::stream::trim`]).
 async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     loop {
@@ -478,22 +424,13 @@ async fn housekeeping(relay: Arc<Relay>, shutdown: CancellationToken) {
         if let Err(e) = deliveries::prune(&relay).await {
             warn!(error = %e, "cannot prune the relay delivery log");
         }
-        // Only once every destination has said where it is.
-        let applied = relay
-            .statuses()
-            .iter()
-            .map(|s| s.next_offset)
-            .collect::<Option<Vec<_>>>()
-            .and_then(|v| v.into_iter().min());
         let groups: Vec<String> = relay
             .catalog()
             .destinations()
             .map(|d| d.spec.name.clone())
             .collect();
-        if let Err(e) = relay
-            .stream
-            .trim(applied, &groups, relay.cfg.retention)
-            .await
+        if let Err(e) =
+            crate::stream::trim(relay.stream.as_ref(), &groups, relay.cfg.retention).await
         {
             warn!(error = %e, "cannot trim the relay stream");
         }

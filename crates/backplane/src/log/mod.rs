@@ -16,7 +16,12 @@
 //! - **Reading** goes through a sparse in-memory index (one position per 256 records) and
 //!   positional reads, so readers never block the writer. [`SegmentLog::subscribe`] wakes
 //!   readers when the durable end moves.
-//! - **Trimming** deletes whole segments whose records are all below the given offset.
+//! - **Idempotency marks.** An append may carry a [`Mark`] (its idempotency key): it is
+//!   written just before the append's records, in the same write and sync, and comes back
+//!   from [`SegmentLog::open_with_marks`]; recovery cuts a keyed append whose records did not
+//!   all make it, mark included.
+//! - **Trimming** deletes whole segments whose records are all below the given offset and
+//!   whose marks are all older than the given time.
 
 mod record;
 mod segment;
@@ -31,7 +36,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use record::MAX_RECORD;
+pub use record::{MAX_RECORD, Mark};
 use segment::{RecoverError, Segment};
 
 /// Appends waiting for the writer; beyond this, appending waits (back-pressure).
@@ -100,6 +105,9 @@ pub struct Entry {
 
 struct Append {
     payloads: Vec<Bytes>,
+    /// The append's idempotency key; with no payloads, a key recorded for records already
+    /// in the log (see [`SegmentLog::remember`]), else its `first` is set by the writer.
+    mark: Option<Mark>,
     reply: oneshot::Sender<Result<Range<u64>, LogError>>,
 }
 
@@ -133,6 +141,12 @@ impl SegmentLog {
     /// Opens (or creates) the log in `dir`, checking and repairing it as described in the
     /// module documentation. Blocking: call it at start-up or from `spawn_blocking`.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Self, LogError> {
+        Self::open_with_marks(dir, options).map(|(log, _)| log)
+    }
+
+    /// [`SegmentLog::open`], also returning the idempotency marks the log holds, oldest
+    /// first.
+    pub fn open_with_marks(dir: &Path, options: LogOptions) -> Result<(Self, Vec<Mark>), LogError> {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| LogError::Io { path, source }
@@ -153,19 +167,20 @@ impl SegmentLog {
             .collect();
         bases.sort_unstable();
         let mut segments = BTreeMap::new();
+        let mut marks = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment::file_name(base));
-            let seg =
-                Segment::recover(path.clone(), base, i + 1 == bases.len()).map_err(
-                    |e| match e {
-                        RecoverError::Io(source) => LogError::Io { path, source },
-                        RecoverError::Corrupt { position, reason } => LogError::Corrupt {
-                            path,
-                            position,
-                            reason,
-                        },
+            let (seg, found) = Segment::recover(path.clone(), base, i + 1 == bases.len()).map_err(
+                |e| match e {
+                    RecoverError::Io(source) => LogError::Io { path, source },
+                    RecoverError::Corrupt { position, reason } => LogError::Corrupt {
+                        path,
+                        position,
+                        reason,
                     },
-                )?;
+                },
+            )?;
+            marks.extend(found);
             segments.insert(base, Arc::new(seg));
         }
         if segments.is_empty() {
@@ -186,18 +201,42 @@ impl SegmentLog {
             .name("lintas-log-writer".into())
             .spawn(move || write_loop(&writer, rx))
             .map_err(io_err(dir))?;
-        Ok(Self { shared, appends })
+        Ok((Self { shared, appends }, marks))
     }
 
     /// Appends `payloads` as consecutive records; returns their offsets once they are durable.
     pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Range<u64>, LogError> {
+        self.send(payloads, None).await
+    }
+
+    /// [`SegmentLog::append`] with the append's idempotency key, written in the same sync
+    /// (`mark.first` is set to the first offset).
+    pub async fn append_marked(
+        &self,
+        payloads: Vec<Bytes>,
+        mark: Mark,
+    ) -> Result<Range<u64>, LogError> {
+        self.send(payloads, Some(mark)).await
+    }
+
+    /// Records `mark` for records already in the log (`mark.first..first + count`, below
+    /// [`SegmentLog::end`]): for keys learnt from records written before marks existed.
+    pub async fn remember(&self, mark: Mark) -> Result<(), LogError> {
+        self.send(Vec::new(), Some(mark)).await.map(|_| ())
+    }
+
+    async fn send(&self, payloads: Vec<Bytes>, mark: Option<Mark>) -> Result<Range<u64>, LogError> {
         if let Some(p) = payloads.iter().find(|p| p.len() > MAX_RECORD) {
             return Err(LogError::TooLarge { size: p.len() });
         }
         let (reply, answer) = oneshot::channel();
         let closed = || LogError::Failed("the writer thread has stopped".into());
         self.appends
-            .send(Append { payloads, reply })
+            .send(Append {
+                payloads,
+                mark,
+                reply,
+            })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -236,9 +275,11 @@ impl SegmentLog {
         task.await.map_err(|e| LogError::Failed(e.to_string()))?
     }
 
-    /// Deletes the segments whose records are all below `offset` (every consumer has them);
-    /// returns how many were deleted. The segment being written is never deleted.
-    pub fn trim_before(&self, offset: u64) -> Result<usize, LogError> {
+    /// Deletes the segments whose records are all below `offset` (every consumer has them)
+    /// and whose idempotency marks are all older than `marks_since_ms` (their keys
+    /// forgotten), oldest first, stopping at the first segment that must stay; returns how
+    /// many were deleted. The segment being written is never deleted.
+    pub fn trim_before(&self, offset: u64, marks_since_ms: u64) -> Result<usize, LogError> {
         let doomed: Vec<Arc<Segment>> = {
             let mut segments = self
                 .shared
@@ -248,7 +289,9 @@ impl SegmentLog {
             let last = segments.keys().next_back().copied().unwrap_or(0);
             let bases: Vec<u64> = segments
                 .iter()
-                .filter(|(base, seg)| **base != last && seg.next() <= offset)
+                .take_while(|(base, seg)| {
+                    **base != last && seg.next() <= offset && seg.newest_mark_ms() < marks_since_ms
+                })
                 .map(|(base, _)| *base)
                 .collect();
             bases.iter().filter_map(|b| segments.remove(b)).collect()
@@ -357,7 +400,7 @@ fn write_batch(
     shared: &Shared,
     batch: &[Append],
     buf: &mut Vec<u8>,
-    positions: &mut Vec<u64>,
+    positions: &mut Vec<(u64, u64)>,
 ) -> Result<Vec<Range<u64>>, LogError> {
     let mut current = {
         let segments = shared.segments.read().unwrap_or_else(|e| e.into_inner());
@@ -389,18 +432,28 @@ fn write_batch(
     positions.clear();
     let first = current.next();
     let mut next = first;
+    let mut newest_mark_ms = 0;
     let mut ranges = Vec::with_capacity(batch.len());
     for a in batch {
         let start = next;
+        if let Some(mark) = &a.mark {
+            newest_mark_ms = newest_mark_ms.max(mark.at_ms);
+            let covers = if a.payloads.is_empty() {
+                (mark.first, mark.count)
+            } else {
+                (next, a.payloads.len() as u32)
+            };
+            record::encode_mark(buf, next, mark, covers);
+        }
         for p in &a.payloads {
-            positions.push(buf.len() as u64);
+            positions.push((next, buf.len() as u64));
             record::encode(buf, next, p);
             next += 1;
         }
         ranges.push(start..next);
     }
     current
-        .append(buf, first, next - first, positions)
+        .append(buf, first, next - first, positions, newest_mark_ms)
         .map_err(|source| LogError::Io {
             path: current.path.clone(),
             source,

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use super::record::{self, Decoded};
+use super::record::{self, Decoded, Mark};
 
 /// A position kept for every this many records, so a read seeks close to its offset.
 const INDEX_EVERY: u64 = 256;
@@ -37,6 +37,9 @@ pub(crate) struct SegmentState {
     pub len: u64,
     /// `(offset, position)` of every `INDEX_EVERY`-th record.
     pub index: Vec<(u64, u64)>,
+    /// When its newest idempotency mark was written (ms since the Unix epoch; 0 for none):
+    /// the segment is kept while that key is remembered.
+    pub newest_mark_ms: u64,
 }
 
 /// Why a segment could not be recovered.
@@ -79,15 +82,28 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment and checks every record. A damaged or partial record at
-    /// the very end is what a crash in the middle of a write leaves: when `is_last`, it is
-    /// cut off (those records were never acknowledged, since the write had not been synced).
-    /// Damage anywhere else is an error.
-    pub fn recover(path: PathBuf, base: u64, is_last: bool) -> Result<Self, RecoverError> {
+    /// Opens an existing segment and checks every record; returns it with the idempotency
+    /// marks it holds. A damaged or partial record at the very end is what a crash in the
+    /// middle of a write leaves: when `is_last`, it is cut off (those records were never
+    /// acknowledged, since the write had not been synced), and with it a keyed append whose
+    /// records did not all make it, mark included, so a key never survives without its
+    /// records nor records without their key. Damage anywhere else is an error.
+    pub fn recover(
+        path: PathBuf,
+        base: u64,
+        is_last: bool,
+    ) -> Result<(Self, Vec<Mark>), RecoverError> {
         let bytes = std::fs::read(&path)?;
         let mut state = SegmentState {
             next: base,
             ..SegmentState::default()
+        };
+        let mut marks = Vec::new();
+        // A keyed append being read: where its mark starts and how many records are owed.
+        let mut open_append: Option<(usize, u32)> = None;
+        let corrupt = |position: usize, reason| RecoverError::Corrupt {
+            position: position as u64,
+            reason,
         };
         let mut pos = 0;
         while pos < bytes.len() {
@@ -98,61 +114,77 @@ impl Segment {
                     }
                     state.next += 1;
                     pos = end;
+                    if let Some((at, owed)) = open_append {
+                        open_append = (owed > 1).then_some((at, owed - 1));
+                    }
                 }
-                Decoded::Record { .. } => {
-                    return Err(RecoverError::Corrupt {
-                        position: pos as u64,
-                        reason: "offsets out of order",
-                    });
+                Decoded::Mark { at, mark, end } if at == state.next && open_append.is_none() => {
+                    if mark.first == at && mark.count > 0 {
+                        open_append = Some((pos, mark.count));
+                    } else if mark.first.saturating_add(u64::from(mark.count)) > at {
+                        return Err(corrupt(pos, "idempotency mark out of place"));
+                    }
+                    state.newest_mark_ms = state.newest_mark_ms.max(mark.at_ms);
+                    marks.push(mark);
+                    pos = end;
+                }
+                Decoded::Record { .. } | Decoded::Mark { .. } => {
+                    return Err(corrupt(pos, "offsets out of order"));
                 }
                 Decoded::Incomplete | Decoded::Corrupt(_) if is_last => break,
-                Decoded::Incomplete => {
-                    return Err(RecoverError::Corrupt {
-                        position: pos as u64,
-                        reason: "truncated record",
-                    });
-                }
-                Decoded::Corrupt(reason) => {
-                    return Err(RecoverError::Corrupt {
-                        position: pos as u64,
-                        reason,
-                    });
-                }
+                Decoded::Incomplete => return Err(corrupt(pos, "truncated record")),
+                Decoded::Corrupt(reason) => return Err(corrupt(pos, reason)),
             }
         }
+        let mut valid = pos;
+        if let Some((at, _)) = open_append {
+            if !is_last {
+                return Err(corrupt(at, "records of a keyed append are missing"));
+            }
+            let cut = marks.pop().map_or(state.next, |m| m.first);
+            state.next = cut;
+            state.index.retain(|&(o, _)| o < cut);
+            state.newest_mark_ms = marks.iter().map(|m| m.at_ms).max().unwrap_or(0);
+            valid = at;
+        }
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
-        if pos < bytes.len() {
-            tracing::warn!(path = %path.display(), valid = pos, cut = bytes.len() - pos, "cutting an unfinished write off the log's tail");
-            file.set_len(pos as u64)?;
+        if valid < bytes.len() {
+            tracing::warn!(path = %path.display(), valid, cut = bytes.len() - valid, "cutting an unfinished write off the log's tail");
+            file.set_len(valid as u64)?;
             file.sync_all()?;
         }
-        state.len = pos as u64;
-        Ok(Self {
-            base,
-            path,
-            file,
-            state: RwLock::new(state),
-        })
+        state.len = valid as u64;
+        Ok((
+            Self {
+                base,
+                path,
+                file,
+                state: RwLock::new(state),
+            },
+            marks,
+        ))
     }
 
-    /// Appends already-encoded records (`first..first + count`) and makes them durable.
+    /// Appends already-encoded records (`first..first + count`, with the marks written
+    /// among them, the newest of `newest_mark_ms`) and makes them durable.
     pub fn append(
         &self,
         bytes: &[u8],
         first: u64,
         count: u64,
-        positions: &[u64],
+        positions: &[(u64, u64)],
+        newest_mark_ms: u64,
     ) -> io::Result<()> {
         (&self.file).write_all(bytes)?;
         self.file.sync_data()?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let at = state.len;
-        for (i, rel) in positions.iter().enumerate() {
-            let offset = first + i as u64;
+        for &(offset, rel) in positions {
             if (offset - self.base).is_multiple_of(INDEX_EVERY) {
                 state.index.push((offset, at + rel));
             }
         }
+        state.newest_mark_ms = state.newest_mark_ms.max(newest_mark_ms);
         state.next = first + count;
         state.len += bytes.len() as u64;
         Ok(())
@@ -166,6 +198,14 @@ impl Segment {
     /// Bytes of valid records.
     pub fn len(&self) -> u64 {
         self.state.read().unwrap_or_else(|e| e.into_inner()).len
+    }
+
+    /// When its newest idempotency mark was written (0 for none).
+    pub fn newest_mark_ms(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .newest_mark_ms
     }
 
     /// Reads records from `from` on: at most `max_records`, and stops once `max_bytes` of
@@ -193,7 +233,7 @@ impl Segment {
             self.file.read_exact_at(&mut buf, pos)?;
             if let Decoded::Incomplete = record::decode(&buf, 0) {
                 // One record larger than the chunk: read exactly it.
-                let size = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                let size = record::announced_len(&buf, 0).unwrap_or(0);
                 buf.resize(record::HEADER + size.min(record::MAX_RECORD), 0);
                 self.file.read_exact_at(&mut buf, pos)?;
             }
@@ -207,6 +247,7 @@ impl Segment {
                         }
                         at = end;
                     }
+                    Decoded::Mark { end, .. } => at = end,
                     Decoded::Incomplete => break,
                     Decoded::Corrupt(reason) => {
                         let at = pos + at as u64;

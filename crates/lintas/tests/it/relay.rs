@@ -259,7 +259,7 @@ async fn on_redis_the_other_node_delivers_what_a_killed_node_had_pending() {
     )
     .await;
     let holder: String =
-        redis::AsyncCommands::get(&mut redis, format!("{prefix}:{{relay}}:lease:pg"))
+        redis::AsyncCommands::get(&mut redis, format!("{prefix}:kv:lease:relay:pg"))
             .await
             .unwrap();
     let victim = nodes
@@ -282,7 +282,7 @@ async fn on_redis_the_other_node_delivers_what_a_killed_node_had_pending() {
         async move { pending(&mut redis, &prefix).await == 0 }
     })
     .await;
-    let now: String = redis::AsyncCommands::get(&mut redis, format!("{prefix}:{{relay}}:lease:pg"))
+    let now: String = redis::AsyncCommands::get(&mut redis, format!("{prefix}:kv:lease:relay:pg"))
         .await
         .unwrap();
     assert!(

@@ -130,12 +130,13 @@ async fn acquire(
     ttl: Duration,
     cancel: &CancellationToken,
 ) -> bool {
-    let crate::stream::Stream::Redis { stream, .. } = relay.stream() else {
-        return true;
-    };
     let mut announced = false;
     loop {
-        match stream.acquire(&dest.spec.name, relay.node_id(), ttl).await {
+        match relay
+            .backplane()
+            .acquire(&lease_name(dest), relay.node_id(), ttl)
+            .await
+        {
             Ok(true) => return true,
             Ok(false) if !announced => {
                 announced = true;
@@ -156,10 +157,18 @@ async fn acquire(
     }
 }
 
+/// The name of `dest`'s lease on the backplane.
+fn lease_name(dest: &Destination) -> String {
+    format!("relay:{}", dest.spec.name)
+}
+
 /// Gives up `dest`'s lease at shutdown, so another node takes over at once.
 async fn release(relay: &Relay, dest: &Destination) {
-    if let crate::stream::Stream::Redis { stream, .. } = relay.stream() {
-        let _ = stream.release(&dest.spec.name, relay.node_id()).await;
+    if relay.lease().is_some() {
+        let _ = relay
+            .backplane()
+            .release(&lease_name(dest), relay.node_id())
+            .await;
     }
 }
 
@@ -306,11 +315,14 @@ async fn session(
                 Err(e) => return End::Failed(e),
             };
         }
-        if let (Some(ttl), crate::stream::Stream::Redis { stream, .. }) =
-            (relay.lease(), relay.stream())
+        if let Some(ttl) = relay.lease()
             && last_renewal.elapsed() >= ttl / 3
         {
-            match stream.renew(&dest.spec.name, relay.node_id(), ttl).await {
+            match relay
+                .backplane()
+                .renew(&lease_name(dest), relay.node_id(), ttl)
+                .await
+            {
                 Ok(true) => last_renewal = Instant::now(),
                 Ok(false) => return End::LeaseLost,
                 Err(e) => return End::Failed(format!("renewing the lease: {e}")),
@@ -333,7 +345,7 @@ async fn session(
         let (old, _) = entries.iter().partition::<Vec<_>, _>(|e| e.offset < next);
         if !old.is_empty() {
             let old: Vec<u64> = old.iter().map(|e| e.offset).collect();
-            if let Err(e) = feed.done(next, &old).await {
+            if let Err(e) = feed.ack(next, &old).await {
                 return End::Failed(format!("acknowledging: {e}"));
             }
             entries.retain(|e| e.offset >= next);
@@ -383,7 +395,7 @@ async fn session(
         match written.await {
             Ok((Applied::Committed(changed), batch, lost)) => {
                 let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-                if let Err(e) = feed.done(to, &offsets).await {
+                if let Err(e) = feed.ack(to, &offsets).await {
                     return End::Failed(format!("acknowledging: {e}"));
                 }
                 if truncated {

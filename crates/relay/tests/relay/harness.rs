@@ -115,11 +115,12 @@ impl Node {
         let socket = std::net::TcpListener::bind(cfg.listen).unwrap();
         socket.set_nonblocking(true).unwrap();
         let store = store::Store::open(data_dir).await.unwrap();
+        let backplane = backplane::open(None, data_dir).await.unwrap();
         let relay = Relay::start(
             cfg,
             store,
             data_dir,
-            None,
+            backplane,
             &KeyPath::root("relay"),
             &tracker,
             shutdown.clone(),

@@ -1,6 +1,9 @@
-//! The durable stream on Redis, for several lintas nodes: Redis Streams with one consumer
-//! group per consumer (a relay destination), a lease so one node at a time consumes each
-//! group, and claiming (`XAUTOCLAIM`) of what a dead node had read but not acknowledged.
+//! A stream on Redis, for several lintas nodes: a Redis Stream with consumer groups, and
+//! claiming (`XAUTOCLAIM`) of what a dead consumer had read but not acknowledged.
+//!
+//! Keys (one hash tag, so a Redis Cluster keeps them in one slot): `{prefix}:{name}:stream`
+//! (the entries, field `r`), `:next` (the offset counter), `:idem:{key}` (idempotency keys,
+//! expiring after the window), `:id` (the stream's identity).
 //!
 //! - **Offsets.** Entries are added with explicit ids `0-(offset+1)` from a counter, in one
 //!   Lua script, so records get the same gapless `u64` offsets as in the embedded log and
@@ -15,14 +18,14 @@
 //!   pending entry, or its last delivered one), and only when every consumer has a group.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
-use crate::Entry;
+use crate::{Appended, BackplaneError, Entry, Feed, IdempotencyKey, Stream};
 
 /// Append script: checks and records the idempotency key and adds the entries atomically.
 /// KEYS: stream, counter, idempotency key (or ""); ARGV: window ms, body hash, payloads.
@@ -44,54 +47,15 @@ end
 return {0, string.format('%d', first)}
 ";
 
-/// Renews a lease only if this node holds it. KEYS: lease; ARGV: node, ttl ms.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-/// Releases a lease only if this node holds it. KEYS: lease; ARGV: node.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// What went wrong talking to Redis.
-#[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct RedisError(String);
-
-impl From<redis::RedisError> for RedisError {
-    fn from(e: redis::RedisError) -> Self {
-        Self(e.to_string())
-    }
-}
-
-/// What an append did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored at these offsets.
-    Stored(Range<u64>),
-    /// The idempotency key was used before: its offsets and body hash.
-    Replayed {
-        /// The first request's offsets.
-        offsets: Range<u64>,
-        /// Its body hash.
-        body_hash: u64,
-    },
-}
-
-/// A stream on Redis under `prefix`.
+/// A stream on Redis under `prefix`; clones share the connection.
 #[derive(Clone)]
-pub struct RedisStream {
+pub(crate) struct RedisStream {
     conn: ConnectionManager,
+    id: String,
     stream: String,
     counter: String,
     prefix: String,
+    window: Duration,
     append: Script,
 }
 
@@ -102,20 +66,6 @@ impl std::fmt::Debug for RedisStream {
             .finish_non_exhaustive()
     }
 }
-
-/// How the connection to Redis is made and remade: a few quick attempts (1 s, then 2 s apart)
-/// that each give up after [`CONNECT_TIMEOUT`]. redis-rs's default multiplies the wait by
-/// 100 per attempt up to a minute, so a Redis that was down or refused TLS at start kept
-/// lintas waiting about five minutes before it said so.
-fn connection_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_factor(2)
-        .set_number_of_retries(2)
-        .set_connection_timeout(CONNECT_TIMEOUT)
-}
-
-/// Longest wait for one connection attempt to Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `0-(offset+1)`.
 fn id_of(offset: u64) -> String {
@@ -128,135 +78,39 @@ fn offset_of(id: &str) -> Option<u64> {
 }
 
 impl RedisStream {
-    /// Connects with `client` (see [`crate::BackplaneConfig::client`]); `name` names the
-    /// stream within `prefix` (keys share a hash tag, so a Redis Cluster keeps them in one
-    /// slot).
-    pub async fn connect(
-        client: redis::Client,
+    /// The stream `name` under `prefix` on `conn`, its identity made if it is new.
+    pub(crate) async fn open(
+        conn: ConnectionManager,
         prefix: &str,
         name: &str,
-    ) -> Result<Self, RedisError> {
-        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
+        window: Duration,
+    ) -> Result<Self, BackplaneError> {
         let base = format!("{prefix}:{{{name}}}");
+        let mut c = conn.clone();
+        let id_key = format!("{base}:id");
+        let _: bool = c.set_nx(&id_key, super::random_id()).await?;
+        let id: String = c.get(&id_key).await?;
         Ok(Self {
             conn,
+            id,
             stream: format!("{base}:stream"),
             counter: format!("{base}:next"),
             prefix: base,
+            window,
             append: Script::new(APPEND),
         })
     }
 
-    /// A key under this stream's prefix, for other shared state (the stream's id).
-    pub fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.prefix)
-    }
-
-    /// A clone of the connection, for callers' own commands.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
-    /// Appends `payloads`; with `idempotency` = (key, body hash, window), atomically
-    /// returns the earlier append's offsets instead when the key was used.
-    pub async fn append(
-        &self,
-        payloads: &[Bytes],
-        idempotency: Option<(&str, u64, Duration)>,
-    ) -> Result<Appended, RedisError> {
-        let idem_key =
-            idempotency.map_or_else(String::new, |(k, _, _)| self.key(&format!("idem:{k}")));
-        let mut inv = self.append.prepare_invoke();
-        inv.key(&self.stream).key(&self.counter).key(&idem_key);
-        inv.arg(idempotency.map_or(0, |(_, _, w)| w.as_millis() as u64));
-        inv.arg(idempotency.map_or(0, |(_, h, _)| h).to_string());
-        for p in payloads {
-            inv.arg(p.as_ref());
+    fn corrupt(&self, why: String) -> BackplaneError {
+        BackplaneError::Corrupt {
+            what: format!("Redis key {}", self.stream),
+            why,
         }
-        let mut conn = self.conn.clone();
-        let (replayed, value): (u8, String) = inv.invoke_async(&mut conn).await?;
-        let bad = || RedisError(format!("unexpected answer from the append script: {value}"));
-        if replayed == 1 {
-            let mut parts = value.split(':').map(str::parse::<u64>);
-            let (Some(Ok(first)), Some(Ok(count)), Some(Ok(body_hash))) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad());
-            };
-            return Ok(Appended::Replayed {
-                offsets: first..first + count,
-                body_hash,
-            });
-        }
-        let first: u64 = value.parse().map_err(|_| bad())?;
-        Ok(Appended::Stored(first..first + payloads.len() as u64))
-    }
-
-    /// One past the last offset appended.
-    pub async fn end(&self) -> Result<u64, RedisError> {
-        let mut conn = self.conn.clone();
-        let v: Option<u64> = conn.get(&self.counter).await?;
-        Ok(v.unwrap_or(0))
-    }
-
-    /// Up to `max` entries from offset `from` on.
-    pub async fn read(&self, from: u64, max: usize) -> Result<Vec<Entry>, RedisError> {
-        let mut conn = self.conn.clone();
-        let v: Value = redis::cmd("XRANGE")
-            .arg(&self.stream)
-            .arg(id_of(from))
-            .arg("+")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
-            .await?;
-        Ok(entries(&v))
-    }
-
-    /// Takes the lease `name` for `node` for `ttl` if nobody holds it; true if held now.
-    pub async fn acquire(&self, name: &str, node: &str, ttl: Duration) -> Result<bool, RedisError> {
-        let mut conn = self.conn.clone();
-        let key = self.key(&format!("lease:{name}"));
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(node)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut conn)
-            .await?;
-        if set.is_some() {
-            return Ok(true);
-        }
-        self.renew(name, node, ttl).await
-    }
-
-    /// Extends the lease if `node` holds it; false if it does not (any more).
-    pub async fn renew(&self, name: &str, node: &str, ttl: Duration) -> Result<bool, RedisError> {
-        let mut conn = self.conn.clone();
-        let n: i64 = Script::new(RENEW)
-            .key(self.key(&format!("lease:{name}")))
-            .arg(node)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// Gives the lease up if `node` holds it.
-    pub async fn release(&self, name: &str, node: &str) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = Script::new(RELEASE)
-            .key(self.key(&format!("lease:{name}")))
-            .arg(node)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
     }
 
     /// Creates consumer group `group` delivering offsets from `start` on (no-op if it
     /// exists).
-    pub async fn create_group(&self, group: &str, start: u64) -> Result<(), RedisError> {
+    async fn create_group(&self, group: &str, start: u64) -> Result<(), BackplaneError> {
         let mut conn = self.conn.clone();
         let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -275,13 +129,13 @@ impl RedisStream {
     /// Claims for `consumer` up to `max` entries pending in `group` under any consumer
     /// (a dead node's included), oldest first, from `cursor`; returns the next cursor
     /// (`None` when every pending entry was seen) and the entries.
-    pub async fn claim(
+    async fn claim(
         &self,
         group: &str,
         consumer: &str,
         cursor: &str,
         max: usize,
-    ) -> Result<(Option<String>, Vec<Entry>), RedisError> {
+    ) -> Result<(Option<String>, Vec<Entry>), BackplaneError> {
         let mut conn = self.conn.clone();
         let v: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
@@ -306,13 +160,13 @@ impl RedisStream {
     }
 
     /// Reads up to `max` new entries for `consumer` in `group`, waiting up to `wait`.
-    pub async fn read_group(
+    async fn read_group(
         &self,
         group: &str,
         consumer: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Entry>, RedisError> {
+    ) -> Result<Vec<Entry>, BackplaneError> {
         let mut conn = self.conn.clone();
         let v: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -347,7 +201,7 @@ impl RedisStream {
     }
 
     /// Acknowledges `offsets` in `group`.
-    pub async fn ack(&self, group: &str, offsets: &[u64]) -> Result<(), RedisError> {
+    async fn ack(&self, group: &str, offsets: &[u64]) -> Result<(), BackplaneError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -360,11 +214,93 @@ impl RedisStream {
         let _: i64 = cmd.query_async(&mut conn).await?;
         Ok(())
     }
+}
 
-    /// Deletes entries every one of `groups` is past, and none from `below` on (what the
-    /// caller still wants to show); returns the offset trimmed below. Does nothing while
-    /// any of the groups has no group yet.
-    pub async fn trim(&self, groups: &[String], below: u64) -> Result<Option<u64>, RedisError> {
+#[async_trait]
+impl Stream for RedisStream {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Checks and records the key in the same script as the append, so two nodes
+    /// receiving one retried request cannot both store it.
+    async fn append(
+        &self,
+        records: Vec<Bytes>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Appended, BackplaneError> {
+        let idem_key = key
+            .as_ref()
+            .map_or_else(String::new, |k| format!("{}:idem:{}", self.prefix, k.key));
+        let mut inv = self.append.prepare_invoke();
+        inv.key(&self.stream).key(&self.counter).key(&idem_key);
+        inv.arg(self.window.as_millis() as u64);
+        inv.arg(key.as_ref().map_or(0, |k| k.body_hash).to_string());
+        for p in &records {
+            inv.arg(p.as_ref());
+        }
+        let mut conn = self.conn.clone();
+        let (replayed, value): (u8, String) = inv.invoke_async(&mut conn).await?;
+        let bad = || self.corrupt(format!("unexpected answer from the append script: {value}"));
+        if replayed == 1 {
+            let mut parts = value.split(':').map(str::parse::<u64>);
+            let (Some(Ok(first)), Some(Ok(count)), Some(Ok(body_hash))) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            if key.is_some_and(|k| k.body_hash != body_hash) {
+                return Err(BackplaneError::KeyReused);
+            }
+            return Ok(Appended {
+                offsets: first..first + count,
+                replayed: true,
+            });
+        }
+        let first: u64 = value.parse().map_err(|_| bad())?;
+        Ok(Appended {
+            offsets: first..first + records.len() as u64,
+            replayed: false,
+        })
+    }
+
+    async fn end(&self) -> Result<u64, BackplaneError> {
+        let mut conn = self.conn.clone();
+        let v: Option<u64> = conn.get(&self.counter).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn read(&self, from: u64, max: usize) -> Result<Vec<Entry>, BackplaneError> {
+        let mut conn = self.conn.clone();
+        let v: Value = redis::cmd("XRANGE")
+            .arg(&self.stream)
+            .arg(id_of(from))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries(&v))
+    }
+
+    async fn feed(
+        &self,
+        group: &str,
+        consumer: &str,
+        from: u64,
+    ) -> Result<Box<dyn Feed>, BackplaneError> {
+        self.create_group(group, from).await?;
+        Ok(Box::new(RedisFeed {
+            stream: self.clone(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+            cursor: Some("0-0".into()),
+        }))
+    }
+
+    /// Removes entries below the lowest point any group still needs (its oldest pending
+    /// entry, or its last delivered one), and only when every consumer has a group.
+    async fn trim(&self, groups: &[String], below: u64) -> Result<Option<u64>, BackplaneError> {
         let mut conn = self.conn.clone();
         let info: Value = redis::cmd("XINFO")
             .arg("GROUPS")
@@ -419,6 +355,44 @@ impl RedisStream {
             .query_async(&mut conn)
             .await?;
         Ok(Some(min))
+    }
+}
+
+/// A consumer of a group: first what is pending (claimed from any consumer, dead ones'
+/// included), then new entries.
+struct RedisFeed {
+    stream: RedisStream,
+    group: String,
+    consumer: String,
+    /// Where the sweep of pending entries stands; `None` once done.
+    cursor: Option<String>,
+}
+
+#[async_trait]
+impl Feed for RedisFeed {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Entry>, BackplaneError> {
+        if let Some(at) = self.cursor.clone() {
+            let (next, found) = self
+                .stream
+                .claim(&self.group, &self.consumer, &at, max)
+                .await?;
+            self.cursor = next;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        self.stream
+            .read_group(&self.group, &self.consumer, max, wait)
+            .await
+    }
+
+    async fn ack(&mut self, _next: u64, offsets: &[u64]) -> Result<(), BackplaneError> {
+        self.stream.ack(&self.group, offsets).await
+    }
+
+    /// What was read and not acknowledged is pending: the sweep starts over to claim it.
+    fn rewind(&mut self, _next: u64) {
+        self.cursor = Some("0-0".into());
     }
 }
 

@@ -1,6 +1,5 @@
-//! The embedded durable stream against a real file system: appends, reads, recovery after
-//! torn writes and after SIGKILL, segment rolling and trimming. The Redis stream against the
-//! machine's Redis: offsets, idempotency, leases, consumer groups, claiming and trimming.
+//! The embedded log against a real file system: appends, reads, recovery after torn writes
+//! and after SIGKILL, segment rolling and trimming.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,10 +9,10 @@ use backplane::{Entry, LogError, LogOptions, SegmentLog};
 use bytes::Bytes;
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> Self {
+    pub fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "lintas-stream-{tag}-{}-{:?}",
             std::process::id(),
@@ -30,15 +29,15 @@ impl Drop for TempDir {
     }
 }
 
-fn payload(i: u64) -> Bytes {
+pub fn payload(i: u64) -> Bytes {
     Bytes::from(format!("record-{i}"))
 }
 
-fn open(dir: &Path, segment_bytes: u64) -> SegmentLog {
+pub fn open(dir: &Path, segment_bytes: u64) -> SegmentLog {
     SegmentLog::open(dir, LogOptions { segment_bytes }).expect("the log opens")
 }
 
-async fn read_all(log: &SegmentLog) -> Vec<Entry> {
+pub async fn read_all(log: &SegmentLog) -> Vec<Entry> {
     log.read(0, usize::MAX, usize::MAX)
         .await
         .expect("the log reads")
@@ -172,8 +171,8 @@ async fn segments_roll_and_trimming_deletes_only_fully_consumed_ones() {
     let segments = || std::fs::read_dir(&dir.0).unwrap().count();
     let before = segments();
     assert!(before > 2, "{before} segments");
-    assert_eq!(log.trim_before(0).unwrap(), 0);
-    let trimmed = log.trim_before(6).unwrap();
+    assert_eq!(log.trim_before(0, u64::MAX).unwrap(), 0);
+    let trimmed = log.trim_before(6, u64::MAX).unwrap();
     assert!(trimmed > 0);
     assert_eq!(segments(), before - trimmed);
     assert!(log.start() <= 6 && log.start() > 0, "start {}", log.start());
@@ -253,7 +252,7 @@ async fn crash_child() {
 async fn every_acknowledged_record_survives_sigkill() {
     let dir = TempDir::new("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture"])
+        .args(["log::crash_child", "--exact", "--nocapture"])
         .env("LINTAS_CRASH_DIR", &dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -309,149 +308,6 @@ async fn every_acknowledged_record_survives_sigkill() {
     assert_eq!(log.append(vec![payload(7)]).await.unwrap(), end..end + 1);
 }
 
-fn redis_url() -> String {
-    std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A stream under a prefix no other test uses; its keys are deleted at the end.
-async fn redis_stream(tag: &str) -> (backplane::RedisStream, String) {
-    let prefix = format!("lintas-test-{tag}-{}", std::process::id());
-    let client = redis::Client::open(redis_url()).expect("a valid URL");
-    let stream = backplane::RedisStream::connect(client, &prefix, "s")
-        .await
-        .expect("the tests need Redis (scripts/test starts it)");
-    (stream, prefix)
-}
-
-async fn drop_keys(stream: &backplane::RedisStream, prefix: &str) {
-    let mut conn = stream.connection();
-    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("{prefix}:*"))
-        .await
-        .expect("keys");
-    if !keys.is_empty() {
-        let _: () = redis::AsyncCommands::del(&mut conn, keys)
-            .await
-            .expect("del");
-    }
-}
-
-#[tokio::test]
-async fn redis_appends_get_offsets_and_an_idempotency_key_stores_once() {
-    use backplane::Appended;
-    let (stream, prefix) = redis_stream("append").await;
-    let window = Duration::from_secs(60);
-    let three: Vec<Bytes> = (0..3).map(payload).collect();
-    assert_eq!(
-        stream.append(&three, None).await.unwrap(),
-        Appended::Stored(0..3)
-    );
-    assert_eq!(
-        stream
-            .append(&three[..1], Some(("k1", 7, window)))
-            .await
-            .unwrap(),
-        Appended::Stored(3..4)
-    );
-    assert_eq!(
-        stream
-            .append(&three[..1], Some(("k1", 7, window)))
-            .await
-            .unwrap(),
-        Appended::Replayed {
-            offsets: 3..4,
-            body_hash: 7
-        }
-    );
-    assert_eq!(
-        stream
-            .append(&three, Some(("k1", 8, window)))
-            .await
-            .unwrap(),
-        Appended::Replayed {
-            offsets: 3..4,
-            body_hash: 7
-        },
-        "the caller compares the hash and refuses"
-    );
-    assert_eq!(stream.end().await.unwrap(), 4);
-    let all = stream.read(1, 10).await.unwrap();
-    assert_eq!(
-        all.iter()
-            .map(|e| (e.offset, e.payload.clone()))
-            .collect::<Vec<_>>(),
-        [(1, payload(1)), (2, payload(2)), (3, payload(0))]
-    );
-    drop_keys(&stream, &prefix).await;
-}
-
-#[tokio::test]
-async fn redis_leases_groups_claims_and_trimming() {
-    let (stream, prefix) = redis_stream("groups").await;
-    let ttl = Duration::from_secs(30);
-    assert!(stream.acquire("dest", "n1", ttl).await.unwrap());
-    assert!(
-        stream.acquire("dest", "n1", ttl).await.unwrap(),
-        "the holder keeps it"
-    );
-    assert!(!stream.acquire("dest", "n2", ttl).await.unwrap());
-    assert!(!stream.renew("dest", "n2", ttl).await.unwrap());
-    stream.release("dest", "n2").await.unwrap();
-    assert!(
-        !stream.acquire("dest", "n2", ttl).await.unwrap(),
-        "only the holder releases"
-    );
-    stream.release("dest", "n1").await.unwrap();
-    assert!(stream.acquire("dest", "n2", ttl).await.unwrap());
-
-    let ten: Vec<Bytes> = (0..10).map(payload).collect();
-    stream.append(&ten, None).await.unwrap();
-    stream.create_group("a", 0).await.unwrap();
-    stream.create_group("b", 0).await.unwrap();
-    stream.create_group("b", 0).await.unwrap();
-    let wait = Duration::from_millis(10);
-    let offsets = |v: &[Entry]| v.iter().map(|e| e.offset).collect::<Vec<_>>();
-    let a = stream.read_group("a", "n1", 100, wait).await.unwrap();
-    assert_eq!(offsets(&a), (0..10).collect::<Vec<_>>());
-    stream.ack("a", &offsets(&a)).await.unwrap();
-    let b = stream.read_group("b", "n1", 5, wait).await.unwrap();
-    assert_eq!(offsets(&b), [0, 1, 2, 3, 4]);
-    stream.ack("b", &[0, 1, 2]).await.unwrap();
-
-    assert_eq!(
-        stream
-            .trim(&["a".into(), "b".into(), "c".into()], u64::MAX)
-            .await
-            .unwrap(),
-        None,
-        "c has no group yet"
-    );
-    assert_eq!(
-        stream.trim(&["a".into(), "b".into()], 1).await.unwrap(),
-        Some(1),
-        "what the caller still shows is kept"
-    );
-    assert_eq!(
-        stream
-            .trim(&["a".into(), "b".into()], u64::MAX)
-            .await
-            .unwrap(),
-        Some(3),
-        "b still needs 3 and 4"
-    );
-    assert_eq!(
-        offsets(&stream.read(0, 100).await.unwrap()),
-        (3..10).collect::<Vec<_>>()
-    );
-
-    // n1 dies: n2 claims what n1 read and did not acknowledge, then reads on.
-    let (cursor, claimed) = stream.claim("b", "n2", "0-0", 100).await.unwrap();
-    assert_eq!((cursor, offsets(&claimed)), (None, vec![3, 4]));
-    let rest = stream.read_group("b", "n2", 100, wait).await.unwrap();
-    assert_eq!(offsets(&rest), [5, 6, 7, 8, 9]);
-    assert_eq!(stream.read_group("b", "n2", 100, wait).await.unwrap(), []);
-    drop_keys(&stream, &prefix).await;
-}
-
 /// The permission bits of `path`.
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -478,58 +334,4 @@ async fn the_log_directory_and_segments_are_private() {
     for segment in segments {
         assert_eq!(mode(&segment), 0o600, "{}", segment.display());
     }
-}
-
-#[tokio::test]
-async fn rediss_speaks_tls_and_checks_the_certificate() {
-    let dir = TempDir::new("rediss");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let redis: std::net::SocketAddr = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let link = testkit::tls::TlsLink::start(redis, &dir.0).await.unwrap();
-    let prefix = format!("lintas-test-rediss-{}", std::process::id());
-    let cfg = backplane::BackplaneConfig {
-        redis: format!("rediss://{}/", link.addr()),
-        password_env: None,
-        tls_ca_file: Some(link.ca().to_owned()),
-        prefix: prefix.clone(),
-        lease: Duration::from_secs(10),
-    };
-    let stream = backplane::RedisStream::connect(cfg.client().unwrap(), &prefix, "s")
-        .await
-        .unwrap();
-    assert_eq!(
-        stream.append(&[payload(0)], None).await.unwrap(),
-        backplane::Appended::Stored(0..1)
-    );
-    drop_keys(&stream, &prefix).await;
-
-    // Trusting only the system's roots, the test's certificate is refused.
-    let system_roots = backplane::BackplaneConfig {
-        tls_ca_file: None,
-        ..cfg
-    };
-    let connecting = backplane::RedisStream::connect(system_roots.client().unwrap(), &prefix, "s");
-    let err = tokio::time::timeout(REFUSAL_PATIENCE, connecting)
-        .await
-        .expect("a refused certificate is reported, not retried for minutes")
-        .unwrap_err();
-    assert!(err.to_string().contains("certificate"), "{err}");
-}
-
-/// How soon a Redis that cannot be used must be reported at start (a few quick retries).
-const REFUSAL_PATIENCE: Duration = Duration::from_secs(20);
-
-#[tokio::test]
-async fn an_unreachable_redis_is_reported_within_seconds() {
-    let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-    let connecting = backplane::RedisStream::connect(client, "lintas-test-unreachable", "s");
-    let err = tokio::time::timeout(REFUSAL_PATIENCE, connecting)
-        .await
-        .expect("connecting to a closed port gave up only after minutes")
-        .unwrap_err();
-    assert!(err.to_string().contains("refused"), "{err}");
 }

@@ -1,0 +1,159 @@
+//! The embedded backplane: one node, nothing else to run.
+//!
+//! - **Streams** are [`SegmentLog`](crate::SegmentLog)s in `data_dir/streams/<name>/`,
+//!   durable once an append returns (see `stream`).
+//! - **Pub/sub** is an in-process fan-out: only this node's subscribers exist.
+//! - **Key/value** is an in-memory map with expiry (`kv`): it does not survive a restart.
+//!   Leases live there too, which is right: they mean nothing once the process is gone.
+
+mod kv;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::fanout::Fanout;
+use crate::{Backplane, BackplaneError, Kind, LogOptions, Stream, StreamOptions, Subscription};
+
+/// How long a lease lasts on one node, where only this process takes leases.
+const LEASE: Duration = Duration::from_secs(10);
+
+/// The embedded backplane of one node.
+#[derive(Debug)]
+pub(crate) struct Embedded {
+    data_dir: PathBuf,
+    options: LogOptions,
+    /// Streams opened so far: a name opened twice is one stream (one writer per log).
+    streams: tokio::sync::Mutex<HashMap<String, Arc<stream::LogStream>>>,
+    kv: kv::Kv,
+    fanout: Arc<Fanout>,
+}
+
+impl Embedded {
+    /// The backplane of `data_dir`; streams open when first asked for.
+    pub(crate) fn new(data_dir: &Path, options: LogOptions) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            options,
+            streams: tokio::sync::Mutex::new(HashMap::new()),
+            kv: kv::Kv::default(),
+            fanout: Fanout::new(None),
+        }
+    }
+
+    /// Where stream `name` lives. The relay's stream lived in `data_dir/stream` before
+    /// streams had names; such a directory is moved into place (one rename, so the
+    /// stream keeps its records and its identity).
+    fn stream_dir(&self, name: &str) -> Result<PathBuf, BackplaneError> {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(BackplaneError::Config {
+                key: "stream",
+                message: format!("`{name}` is not a stream name: use letters, digits, - and _"),
+            });
+        }
+        let streams = self.data_dir.join("streams");
+        let dir = streams.join(name);
+        let legacy = self.data_dir.join("stream");
+        if name == "relay" && !dir.exists() && legacy.is_dir() {
+            let io = |source| BackplaneError::Io {
+                path: legacy.clone(),
+                source,
+            };
+            std::fs::create_dir_all(&streams).map_err(io)?;
+            std::fs::rename(&legacy, &dir).map_err(io)?;
+            std::fs::File::open(&streams)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            std::fs::File::open(&self.data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            tracing::info!(from = %legacy.display(), to = %dir.display(), "moved the relay stream to its named place");
+        }
+        Ok(dir)
+    }
+}
+
+#[async_trait]
+impl Backplane for Embedded {
+    fn kind(&self) -> Kind {
+        Kind::Embedded
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        LEASE
+    }
+
+    async fn stream(
+        &self,
+        name: &str,
+        options: StreamOptions,
+    ) -> Result<Arc<dyn Stream>, BackplaneError> {
+        let mut streams = self.streams.lock().await;
+        if let Some(s) = streams.get(name) {
+            return Ok(s.clone());
+        }
+        let dir = self.stream_dir(name)?;
+        let opened = Arc::new(stream::LogStream::open(dir, self.options, options).await?);
+        streams.insert(name.to_owned(), opened.clone());
+        Ok(opened)
+    }
+
+    async fn publish(&self, channel: &str, message: Bytes) -> Result<(), BackplaneError> {
+        self.fanout.deliver(channel, &message);
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, BackplaneError> {
+        Ok(self.fanout.add(channel).0)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, BackplaneError> {
+        Ok(self.kv.get(key))
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackplaneError> {
+        self.kv.set(key, value, ttl);
+        Ok(())
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackplaneError> {
+        Ok(self.kv.set_if_absent(key, value, ttl))
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackplaneError> {
+        Ok(self.kv.compare_and_set(key, expected, new, ttl))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackplaneError> {
+        Ok(self.kv.delete(key))
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, BackplaneError> {
+        Ok(self.kv.scan(prefix))
+    }
+}
