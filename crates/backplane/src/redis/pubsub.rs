@@ -1,4 +1,5 @@
-//! Subscribing on Redis: one connection per node, owned by one task.
+//! Subscribing on Redis: one connection per node, owned by one task, open while anything is
+//! subscribed.
 //!
 //! The task subscribes to a channel when its first local subscriber comes and unsubscribes
 //! when the last goes (see [`Fanout`]), hands every message to the fan-out, and when the
@@ -92,18 +93,43 @@ async fn run(
     namespace: String,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    // A command that came while there was no connection, handled once there is one.
+    let mut waiting: Option<Command> = None;
+    let mut failing = false;
     loop {
+        let idle = fanout.upgrade().is_none_or(|f| f.channels().is_empty());
+        if idle && waiting.is_none() {
+            // Connected only while something is subscribed.
+            match commands.recv().await {
+                None => return,
+                Some(Command::Unsubscribe(_)) => continue,
+                Some(subscribe) => waiting = Some(subscribe),
+            }
+        }
         match client.get_async_pubsub().await {
             Ok(conn) => {
+                failing = false;
                 let (sink, stream) = conn.split();
-                match session(sink, stream, &fanout, &namespace, &mut commands).await {
+                let session = session(
+                    sink,
+                    stream,
+                    &fanout,
+                    &namespace,
+                    &mut commands,
+                    waiting.take(),
+                );
+                match session.await {
                     Ended::Stop => return,
                     Ended::Lost => {
                         tracing::warn!("Redis subscribing connection lost; reconnecting")
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot open the Redis subscribing connection"),
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot open the Redis subscribing connection; retrying");
+            }
+            Err(_) => {}
         }
         if fanout.strong_count() == 0 {
             return;
@@ -118,6 +144,7 @@ async fn session(
     fanout: &Weak<Fanout>,
     namespace: &str,
     commands: &mut mpsc::UnboundedReceiver<Command>,
+    waiting: Option<Command>,
 ) -> Ended {
     let Some(channels) = fanout.upgrade().map(|f| f.channels()) else {
         return Ended::Stop;
@@ -127,28 +154,19 @@ async fn session(
             return Ended::Lost;
         }
     }
+    if let Some(command) = waiting
+        && handle(command, &mut sink, fanout, namespace).await.is_err()
+    {
+        return Ended::Lost;
+    }
     loop {
         tokio::select! {
-            command = commands.recv() => match command {
-                None => return Ended::Stop,
-                Some(Command::Subscribe(channel, reply)) => {
-                    let done = sink.subscribe(format!("{namespace}{channel}")).await;
-                    let lost = done.is_err();
-                    let _ = reply.send(done.map_err(BackplaneError::from));
-                    if lost {
-                        return Ended::Lost;
-                    }
+            command = commands.recv() => {
+                let Some(command) = command else { return Ended::Stop };
+                if handle(command, &mut sink, fanout, namespace).await.is_err() {
+                    return Ended::Lost;
                 }
-                Some(Command::Unsubscribe(channel)) => {
-                    // Someone may have subscribed again meanwhile.
-                    let still = fanout
-                        .upgrade()
-                        .is_some_and(|f| f.channels().contains(&channel));
-                    if !still && sink.unsubscribe(format!("{namespace}{channel}")).await.is_err() {
-                        return Ended::Lost;
-                    }
-                }
-            },
+            }
             message = stream.next() => {
                 let Some(message) = message else { return Ended::Lost };
                 let Some(fanout) = fanout.upgrade() else { return Ended::Stop };
@@ -157,6 +175,35 @@ async fn session(
                     fanout.deliver(channel, &Bytes::copy_from_slice(message.get_payload_bytes()));
                 }
             }
+        }
+    }
+}
+
+/// Carries out `command` on the connection; an error means the connection is lost.
+async fn handle(
+    command: Command,
+    sink: &mut PubSubSink,
+    fanout: &Weak<Fanout>,
+    namespace: &str,
+) -> Result<(), ()> {
+    match command {
+        Command::Subscribe(channel, reply) => {
+            let done = sink.subscribe(format!("{namespace}{channel}")).await;
+            let lost = done.is_err();
+            let _ = reply.send(done.map_err(BackplaneError::from));
+            if lost { Err(()) } else { Ok(()) }
+        }
+        Command::Unsubscribe(channel) => {
+            // Someone may have subscribed again meanwhile.
+            let still = fanout
+                .upgrade()
+                .is_some_and(|f| f.channels().contains(&channel));
+            if still {
+                return Ok(());
+            }
+            sink.unsubscribe(format!("{namespace}{channel}"))
+                .await
+                .map_err(|_| ())
         }
     }
 }

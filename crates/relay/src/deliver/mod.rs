@@ -289,6 +289,9 @@ async fn session(
         Ok(f) => f,
         Err(e) => return End::Failed(format!("reading the stream: {e}")),
     };
+    // From what the destination itself says it applied, wherever the group stands (a
+    // database restored from a backup is behind its group, and no record may be skipped).
+    feed.rewind(next);
     if retry.attempt == 0 {
         // Nothing has failed: up from the start. After failures, only a commit (or having
         // nothing to deliver) says so, or one stuck batch would flap the destination up
