@@ -12,7 +12,8 @@
 //!   consumer groups ([`Stream::feed`] → [`Feed`]), trimming, and an identity
 //!   ([`Stream::id`]) that changes when the stream is recreated.
 //! - `embedded`: one node, no other service — streams are [`SegmentLog`]s under
-//!   `data_dir/streams/`, pub/sub is an in-process fan-out, key/value an in-memory map.
+//!   `data_dir/streams/`, pub/sub is an in-process fan-out, key/value a map in memory
+//!   whose changes are logged in `data_dir/kv/`.
 //! - `redis`: several nodes sharing a Redis — Redis Streams with consumer groups and
 //!   `XAUTOCLAIM`, an idempotent-append Lua script, `PUBLISH`/`SUBSCRIBE` on a dedicated
 //!   connection that resubscribes after it is lost, and plain keys.

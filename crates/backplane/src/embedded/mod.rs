@@ -3,8 +3,8 @@
 //! - **Streams** are [`SegmentLog`](crate::SegmentLog)s in `data_dir/streams/<name>/`,
 //!   durable once an append returns (see `stream`).
 //! - **Pub/sub** is an in-process fan-out: only this node's subscribers exist.
-//! - **Key/value** is an in-memory map with expiry (`kv`): it does not survive a restart.
-//!   Leases live there too, which is right: they mean nothing once the process is gone.
+//! - **Key/value** is a map in memory whose changes are written to a segment log in
+//!   `data_dir/kv/` (`kv`): it survives a restart. Leases live there too.
 
 mod kv;
 mod stream;
@@ -41,7 +41,7 @@ impl Embedded {
             data_dir: data_dir.to_owned(),
             options,
             streams: tokio::sync::Mutex::new(HashMap::new()),
-            kv: kv::Kv::default(),
+            kv: kv::Kv::new(data_dir.join("kv"), options),
             fanout: Fanout::new(None),
         }
     }
@@ -117,7 +117,7 @@ impl Backplane for Embedded {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackplaneError> {
-        Ok(self.kv.get(key))
+        self.kv.get(key).await
     }
 
     async fn set(
@@ -126,8 +126,7 @@ impl Backplane for Embedded {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<(), BackplaneError> {
-        self.kv.set(key, value, ttl);
-        Ok(())
+        self.kv.set(key, value, ttl).await
     }
 
     async fn set_if_absent(
@@ -136,7 +135,7 @@ impl Backplane for Embedded {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<bool, BackplaneError> {
-        Ok(self.kv.set_if_absent(key, value, ttl))
+        self.kv.set_if_absent(key, value, ttl).await
     }
 
     async fn compare_and_set(
@@ -146,14 +145,14 @@ impl Backplane for Embedded {
         new: Option<Bytes>,
         ttl: Option<Duration>,
     ) -> Result<bool, BackplaneError> {
-        Ok(self.kv.compare_and_set(key, expected, new, ttl))
+        self.kv.compare_and_set(key, expected, new, ttl).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, BackplaneError> {
-        Ok(self.kv.delete(key))
+        self.kv.delete(key).await
     }
 
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, BackplaneError> {
-        Ok(self.kv.scan(prefix))
+        self.kv.scan(prefix).await
     }
 }

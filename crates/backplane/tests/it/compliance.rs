@@ -1,7 +1,6 @@
 //! The compliance suite: every property is written once, as a function of a [`Backend`],
 //! and [`compliance!`] runs each against the embedded backend and against Redis.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +47,7 @@ compliance!(
     published_messages_reach_every_subscriber_of_the_channel,
     nothing_is_delivered_after_unsubscribing,
     keys_expire_compare_and_set_and_scan_by_prefix,
+    keys_survive_a_restart_until_they_expire,
 );
 
 fn offsets(entries: &[Entry]) -> Vec<u64> {
@@ -407,15 +407,46 @@ async fn keys_expire_compare_and_set_and_scan_by_prefix(b: &Backend) {
     assert!(bp.delete("a/1").await.unwrap());
     assert!(!bp.delete("a/1").await.unwrap());
     assert_eq!(bp.get("a/1").await.unwrap(), None);
-    let distinct: BTreeSet<String> = bp
-        .scan("")
+    assert_eq!(all_keys(&bp).await, ["a*/1".to_owned(), "b/1".to_owned()]);
+}
+
+async fn keys_survive_a_restart_until_they_expire(b: &Backend) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    {
+        let bp = b.open().await;
+        bp.set("kept", v("1"), None).await.unwrap();
+        bp.set("hour", v("2"), Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        bp.set("brief", v("3"), Some(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        bp.set("gone", v("4"), None).await.unwrap();
+        assert!(bp.delete("gone").await.unwrap());
+        assert!(
+            bp.compare_and_set("kept", b"1", Some(v("one")), None)
+                .await
+                .unwrap()
+        );
+    }
+    let bp = b.open().await;
+    assert_eq!(bp.get("kept").await.unwrap(), Some(v("one")));
+    assert_eq!(bp.get("hour").await.unwrap(), Some(v("2")));
+    assert_eq!(bp.get("gone").await.unwrap(), None);
+    wait_until("brief to expire after the restart", PATIENCE, || {
+        let bp = bp.clone();
+        async move { bp.get("brief").await.unwrap().is_none() }
+    })
+    .await;
+    assert_eq!(all_keys(&bp).await, ["hour", "kept"]);
+}
+
+/// Every live key, sorted.
+async fn all_keys(bp: &Arc<dyn backplane::Backplane>) -> Vec<String> {
+    bp.scan("")
         .await
         .unwrap()
         .into_iter()
         .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        distinct,
-        BTreeSet::from(["a*/1".to_owned(), "b/1".to_owned()])
-    );
+        .collect()
 }

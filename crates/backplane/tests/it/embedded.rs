@@ -149,3 +149,30 @@ async fn an_older_relay_stream_is_moved_into_place_with_its_id_and_keys() {
         "a key older than the window is not carried over"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_value_log_is_compacted_and_reads_back_the_latest_values() {
+    let dir = TempDir::new();
+    let options = LogOptions {
+        segment_bytes: 4096,
+    };
+    {
+        let bp = backplane::open_embedded(dir.path(), options).unwrap();
+        for round in 0..500u32 {
+            for k in 0..10 {
+                bp.set(&format!("k{k}"), Bytes::from(format!("{round}")), None)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let segments = std::fs::read_dir(dir.path().join("kv")).unwrap().count();
+    assert!(
+        segments < 40,
+        "{segments} segments: 5,000 changes of 10 keys were not compacted"
+    );
+    let bp = backplane::open_embedded(dir.path(), options).unwrap();
+    let all = bp.scan("k").await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.iter().all(|(_, v)| v == "499"), "{all:?}");
+}
