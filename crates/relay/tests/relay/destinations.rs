@@ -120,6 +120,30 @@ impl Db {
     }
 }
 
+/// A relay delivering `shop`'s records over `routes` (to the destination `db`, with any
+/// further applications they need) into a new database of one kind made with `ddl`.
+struct Run {
+    /// Holds the SQLite file and the relay's data until the test ends.
+    dir: TempDir,
+    db: Db,
+    node: Node,
+    /// The relay's configuration, to start it again.
+    text: String,
+}
+
+async fn run(kind: Kind, ddl: &str, routes: &[String]) -> Run {
+    let dir = TempDir::new();
+    let db = Db::new(kind, dir.path(), ddl).await;
+    let text = config(&format!("{}{}", db.destination(), routes.concat()));
+    let node = Node::start(&dir.path().join("data"), &text).await;
+    Run {
+        dir,
+        db,
+        node,
+        text,
+    }
+}
+
 /// Every behaviour below, one test per kind.
 macro_rules! on_every_kind {
     ($($behaviour:ident),* $(,)?) => {
@@ -146,31 +170,31 @@ on_every_kind!(
 
 /// Upserts, updates and deletes from three applications, applied in record order.
 async fn upsert_update_and_delete_land_in_record_order(kind: Kind) {
-    let dir = TempDir::new();
-    let db = Db::new(
+    let columns = "sku = \"sku\", qty = \"qty\", note = \"note\"";
+    let Run {
+        dir: _dir,
+        db,
+        node,
+        ..
+    } = run(
         kind,
-        dir.path(),
         "CREATE TABLE stock (sku varchar(20) PRIMARY KEY, qty integer NOT NULL, note varchar(50))",
+        &[
+            application("updater", "key-update"),
+            application("remover", "key-delete"),
+            route("db", "stock", "upsert", columns, "\"sku\""),
+            route_from("updater", "db", "stock", "update", columns, "\"sku\""),
+            route_from(
+                "remover",
+                "db",
+                "stock",
+                "delete",
+                "sku = \"sku\"",
+                "\"sku\"",
+            ),
+        ],
     )
     .await;
-    let columns = "sku = \"sku\", qty = \"qty\", note = \"note\"";
-    let text = format!(
-        "{}{}{}{}{}{}",
-        application("updater", "key-update"),
-        application("remover", "key-delete"),
-        db.destination(),
-        route("db", "stock", "upsert", columns, "\"sku\""),
-        route_from("updater", "db", "stock", "update", columns, "\"sku\""),
-        route_from(
-            "remover",
-            "db",
-            "stock",
-            "delete",
-            "sku = \"sku\"",
-            "\"sku\""
-        ),
-    );
-    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
     node.ingest(
         r#"[{"sku": "a", "qty": 1, "note": "first"}, {"sku": "b", "qty": 2}, {"sku": "a", "qty": 5},
             {"sku": "c", "qty": 9, "note": "gone soon"}]"#,
@@ -200,25 +224,14 @@ async fn upsert_update_and_delete_land_in_record_order(kind: Kind) {
 /// kind stores them: a boolean is a word in a text column and the kind's boolean in a
 /// boolean column; integers beyond 2^53 arrive exactly.
 async fn json_values_are_converted_to_each_column_type(kind: Kind) {
-    let dir = TempDir::new();
-    let db = Db::new(
-        kind,
-        dir.path(),
-        "CREATE TABLE vals (id integer PRIMARY KEY, label varchar(20), flag boolean, big bigint, amount decimal(20,4), note varchar(50))",
-    )
-    .await;
-    let text = format!(
-        "{}{}",
-        db.destination(),
-        route(
-            "db",
-            "vals",
-            "insert",
-            "id = \"id\", label = \"label\", flag = \"flag\", big = \"big\", amount = \"amount\", note = \"note\"",
-            ""
-        )
-    );
-    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
+    let ddl = "CREATE TABLE vals (id integer PRIMARY KEY, label varchar(20), flag boolean, big bigint, amount decimal(20,4), note varchar(50))";
+    let columns = "id = \"id\", label = \"label\", flag = \"flag\", big = \"big\", amount = \"amount\", note = \"note\"";
+    let Run {
+        dir: _dir,
+        db,
+        node,
+        ..
+    } = run(kind, ddl, &[route("db", "vals", "insert", columns, "")]).await;
     node.ingest(
         r#"[{"id": 1, "label": true, "flag": true, "big": 9007199254740993, "amount": 12.5, "note": "é 🍵 名前"},
             {"id": 2, "label": false, "flag": false, "big": -9223372036854775808, "amount": "0.0001", "note": null},
@@ -265,25 +278,23 @@ async fn json_values_are_converted_to_each_column_type(kind: Kind) {
 /// Each field a route maps (`field = "column"`) lands in its column, under any name, and
 /// fields no route maps are not written anywhere.
 async fn columns_are_mapped_and_other_fields_ignored(kind: Kind) {
-    let dir = TempDir::new();
-    let db = Db::new(
+    let Run {
+        dir: _dir,
+        db,
+        node,
+        ..
+    } = run(
         kind,
-        dir.path(),
         "CREATE TABLE items (title varchar(100) NOT NULL, price decimal(10,2), kind varchar(20))",
-    )
-    .await;
-    let text = format!(
-        "{}{}",
-        db.destination(),
-        route(
+        &[route(
             "db",
             "items",
             "insert",
             "name = \"title\", price = \"price\", category = \"kind\"",
-            ""
-        )
-    );
-    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
+            "",
+        )],
+    )
+    .await;
     node.ingest(
         r#"[{"name": "Oolong", "price": 12.5, "category": "tea", "sub_category": "blue", "title": "ignored"},
             {"name": "Sencha \"first flush\"", "price": "7", "type": null}]"#,
@@ -318,26 +329,27 @@ async fn columns_are_mapped_and_other_fields_ignored(kind: Kind) {
 /// dead-lettered with the reason, and the route to another table of the same database
 /// goes on.
 async fn a_dropped_column_dead_letters_only_that_routes_records(kind: Kind) {
-    let dir = TempDir::new();
-    let db = Db::new(
+    let ddl = "CREATE TABLE items (name varchar(20) NOT NULL, note varchar(20)); CREATE TABLE audit (name varchar(20) NOT NULL)";
+    let Run {
+        dir: _dir,
+        db,
+        node,
+        ..
+    } = run(
         kind,
-        dir.path(),
-        "CREATE TABLE items (name varchar(20) NOT NULL, note varchar(20)); CREATE TABLE audit (name varchar(20) NOT NULL)",
+        ddl,
+        &[
+            route(
+                "db",
+                "items",
+                "insert",
+                "name = \"name\", note = \"note\"",
+                "",
+            ),
+            route("db", "audit", "insert", "name = \"name\"", ""),
+        ],
     )
     .await;
-    let text = format!(
-        "{}{}{}",
-        db.destination(),
-        route(
-            "db",
-            "items",
-            "insert",
-            "name = \"name\", note = \"note\"",
-            ""
-        ),
-        route("db", "audit", "insert", "name = \"name\"", ""),
-    );
-    let node = Node::start(&dir.path().join("data"), &config(&text)).await;
     node.ingest(r#"{"name": "a", "note": "kept"}"#).await;
     node.wait_delivered().await;
     db.exec("ALTER TABLE items DROP COLUMN note").await;
@@ -439,19 +451,17 @@ async fn an_unreachable_database_holds_records_until_it_is_back(kind: Kind) {
 /// A producer's retry with its Idempotency-Key, and a restart of the relay, write no row
 /// twice into a table without keys (where a second write would be a second row).
 async fn retried_requests_and_restarts_write_no_row_twice(kind: Kind) {
-    let dir = TempDir::new();
-    let db = Db::new(
+    let Run {
+        dir,
+        db,
+        node,
+        text,
+    } = run(
         kind,
-        dir.path(),
         "CREATE TABLE events (seq integer NOT NULL)",
+        &[route("db", "events", "insert", "seq = \"seq\"", "")],
     )
     .await;
-    let text = config(&format!(
-        "{}{}",
-        db.destination(),
-        route("db", "events", "insert", "seq = \"seq\"", "")
-    ));
-    let node = Node::start(&dir.path().join("data"), &text).await;
     let auth = format!("Bearer {KEY}");
     let headers = [
         ("authorization", auth.as_str()),
