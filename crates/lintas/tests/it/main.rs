@@ -2,6 +2,7 @@
 //!
 //! One test binary (faster to link than one per file); each module is one concern:
 //!
+//! - `config_fuzz`: the configuration loader fed mutated copies of the example file.
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
 //! - `h1_differential`: a differential fuzzer of the HTTP/1 path against hyper's parser.
@@ -26,6 +27,7 @@
 )]
 
 mod cli;
+mod config_fuzz;
 mod distribution;
 mod failover;
 mod h1_differential;
