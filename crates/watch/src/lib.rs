@@ -260,7 +260,7 @@ impl Watch {
             .await?;
         let mut n = 0;
         for spec in specs {
-            match serde_json::from_str::<TargetConfig>(&spec) {
+            match TargetConfig::from_stored(&spec) {
                 Ok(t) if !self.lock_targets().contains_key(&t.name) => {
                     self.spawn_target(t, false);
                     n += 1;
