@@ -98,10 +98,14 @@ impl Node {
         };
         let watch = match (&loaded.config.watch, store) {
             (Some(cfg), Some(store)) => {
+                let in_store = |e: String| loaded.error_at(&KeyPath::root("data_dir"), e);
+                (store.migrate("watch", watch::MIGRATIONS).await)
+                    .map_err(|e| in_store(e.to_string()))?;
                 let pools: Arc<dyn watch::Pools> =
                     Arc::new(crate::watched::ProxyPools(proxy.clone()));
                 let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
                     .map_err(|e| loaded.error_at(&KeyPath::root("watch").key(e.key), e.message))?;
+                (watch.restore_targets().await).map_err(|e| in_store(format!("store: {e}")))?;
                 tracker.spawn(crate::watched::pools(
                     proxy.clone(),
                     watch.reporter(),

@@ -123,6 +123,7 @@ impl Relay {
                     message: e,
                 })?;
         let end = stream.end().await.map_err(|e| fail("", e))?;
+        (store.migrate("relay", crate::MIGRATIONS).await).map_err(|e| fail("", e.to_string()))?;
         catalog::sync_declared(store.pool(), &cfg, at, end).await?;
         let cat = Catalog::load(store.pool())
             .await

@@ -15,6 +15,7 @@
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
 //! - [`admin`]: the admin API routes and the dashboard.
 //! - [`metrics`]: host metrics sampled into a history.
+//! - [`migrations`]: watch's tables in the node's store.
 
 pub mod admin;
 pub mod bot;
@@ -23,6 +24,7 @@ pub mod checks;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod migrations;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,7 @@ use tracing::warn;
 
 pub use config::{TargetConfig, WatchConfig};
 use engine::{Alert, Engine, Pause, Rules, Transition};
+pub use migrations::MIGRATIONS;
 
 use bot::telegram::Telegram;
 use channels::Channel;

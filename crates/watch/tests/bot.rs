@@ -43,6 +43,10 @@ async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
     let store = store::Store::open(&dir.path().join("data"))
         .await
         .expect("store");
+    store
+        .migrate("watch", watch::MIGRATIONS)
+        .await
+        .expect("watch's tables");
     let mut telegram = TelegramConfig {
         token_env: "BOT_TOKEN".into(),
         api_url: bot.url(),
