@@ -17,7 +17,6 @@ use balance::{
     AdminState as BackendAdmin, BackendSnapshot, BackendSpec, Pool, PoolError, PoolSnapshot,
     StrategyKind,
 };
-use proxy::ReloadSummary;
 use proxy::registry::ListenerSnapshot;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -216,7 +215,7 @@ pub(crate) async fn set_strategy(
 }
 
 /// `POST /api/reload`: re-reads the configuration file like SIGHUP.
-pub(crate) async fn reload(State(state): State<AdminState>) -> ApiResult<Json<ReloadSummary>> {
+pub(crate) async fn reload(State(state): State<AdminState>) -> ApiResult<Json<serde_json::Value>> {
     match state.control.reload().await {
         Ok(summary) => {
             info!("configuration reloaded through the admin API");

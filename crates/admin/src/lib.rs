@@ -22,7 +22,7 @@
 //! | `POST /api/pools/{pool}/backends` `{"name", "address", "weight"?}` | 201, `BackendSnapshot` |
 //! | `DELETE /api/pools/{pool}/backends/{backend}` | 200, `PoolSnapshot` |
 //! | `PUT /api/pools/{pool}/strategy` `{"strategy", "hash_key"?}` | 200, `PoolSnapshot` |
-//! | `POST /api/reload` | 200, `ReloadSummary`; 500 with the [`Control`]'s message |
+//! | `POST /api/reload` | 200, what every service changed; 500 with the [`Control`]'s message |
 //!
 //! Errors: 401 without valid credentials, 429 with `Retry-After` for a client address that
 //! failed too often lately (see [`auth`]), 403 for a cross-site change from a browser, 404 for
@@ -81,9 +81,11 @@ pub trait Control: Send + Sync + 'static {
     /// Re-reads the configuration file and applies it (same as SIGHUP). The error is shown to
     /// the API caller as it is, so it should say what is wrong in the file and that the
     /// running configuration is unchanged, if it is.
+    /// The answer is the node's own summary (what each service changed, what needs a
+    /// restart), passed through as JSON.
     fn reload(
         &self,
-    ) -> Pin<Box<dyn Future<Output = Result<proxy::ReloadSummary, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
 /// Everything the handlers share; cheap to clone (three `Arc`s).

@@ -25,6 +25,7 @@ use base64::Engine;
 use net::Workers;
 use proxy::config::ProxyConfig;
 use proxy::{Proxy, ReloadSummary};
+use service::Service;
 use testkit::{HttpClient, Reply};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,16 +66,18 @@ pub(crate) struct TestControl {
 }
 
 impl Control for TestControl {
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<ReloadSummary, String>> + Send + '_>> {
+    fn reload(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match &self.fail {
                 Some(msg) => Err(msg.clone()),
-                None => Ok(ReloadSummary {
+                None => Ok(serde_json::json!({ "proxy": ReloadSummary {
                     pools_updated: vec!["web".into()],
                     listeners_added: vec!["new".into()],
                     ..ReloadSummary::default()
-                }),
+                }})),
             }
         })
     }
@@ -106,14 +109,15 @@ impl Admin {
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
-        let proxy = Proxy::start(
-            &cfg,
-            TaskTracker::new(),
-            shutdown.clone(),
+        let deps = service::Deps::new(
             Workers::default(),
-        )
-        .await
-        .expect("the proxy starts");
+            TaskTracker::new(),
+            std::path::PathBuf::new(),
+            None,
+        );
+        let proxy = Proxy::start(&cfg, deps, shutdown.clone())
+            .await
+            .expect("the proxy starts");
         let control = Arc::new(TestControl {
             calls: AtomicUsize::new(0),
             fail: reload_error.map(String::from),

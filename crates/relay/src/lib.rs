@@ -29,4 +29,4 @@ pub mod stream;
 
 pub use config::RelayConfig;
 pub use migrations::MIGRATIONS;
-pub use service::{Relay, StartError};
+pub use service::{Relay, Reloaded};

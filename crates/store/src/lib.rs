@@ -24,7 +24,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqlitePool};
+use sqlx::{Connection, Executor, SqlitePool};
 use tracing::info;
 
 /// What can go wrong opening the store.
@@ -158,10 +158,10 @@ impl Store {
             let Some(migration) = migrations.get(found as usize) else {
                 return Ok(());
             };
-            sqlx::raw_sql(migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql)?;
+            // `Executor::execute` rather than `raw_sql(..).execute(..)`: the latter's
+            // lifetime bounds make every future awaiting this one fail to prove `Send`
+            // (launchbadge/sqlx#3150), and services migrate in their `start`.
+            (&mut *tx).execute(*migration).await.map_err(sql)?;
             sqlx::query(
                 "INSERT INTO schema_migrations (service, version) VALUES (?, ?)
                  ON CONFLICT (service) DO UPDATE SET version = excluded.version",
@@ -202,8 +202,8 @@ impl Store {
                 });
             }
         }
-        sqlx::raw_sql(migrations::SCHEMA_MIGRATIONS)
-            .execute(&mut *tx)
+        (&mut *tx)
+            .execute(migrations::SCHEMA_MIGRATIONS)
             .await
             .map_err(sql)?;
         for (service, version) in migrations::legacy_versions(found) {
@@ -214,13 +214,10 @@ impl Store {
                 .await
                 .map_err(sql)?;
         }
-        sqlx::raw_sql(&format!(
-            "PRAGMA user_version = {}",
-            migrations::PER_SERVICE
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(sql)?;
+        (&mut *tx)
+            .execute(format!("PRAGMA user_version = {}", migrations::PER_SERVICE).as_str())
+            .await
+            .map_err(sql)?;
         tx.commit().await.map_err(sql)?;
         if found > 0 {
             info!(

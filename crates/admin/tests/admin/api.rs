@@ -370,10 +370,10 @@ async fn reload_calls_control_and_returns_its_summary() {
     assert_eq!(status, 200);
     assert_eq!(
         v,
-        json!({
+        json!({ "proxy": {
             "listeners_added": ["new"], "listeners_removed": [], "listeners_updated": [],
             "pools_added": [], "pools_removed": [], "pools_updated": ["web"],
-        })
+        }})
     );
     assert_eq!(admin.control.calls.load(Ordering::SeqCst), 1);
 }
