@@ -54,12 +54,21 @@ async fn a_store_of_the_latest_global_version_keeps_every_row_and_runs_nothing_a
     // What the admin API stored before target kinds were typed.
     sqlx::raw_sql(
         r#"INSERT INTO watch_targets (name, spec, created_ms) VALUES ('db', '{"name":"db","kind":"tcp","url":null,"address":"127.0.0.1:9","interval":"1h","timeout":"1s","fall":3,"rise":2,"expect_status":"200-399","body_contains":null}', 0);
-        INSERT INTO watch_transitions (at_ms, target, detail, up, reason) VALUES (1, 'web/a', '127.0.0.1:1', 0, 'refused');
         INSERT INTO watch_users (chat_id, step, created_ms, access) VALUES (7, 'done', 0, 'approved');"#,
     )
     .execute(&mut conn)
     .await
     .unwrap();
+    // Recent, or watch's pruning of old history would take it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    sqlx::query("INSERT INTO watch_transitions (at_ms, target, detail, up, reason) VALUES (?, 'web/a', '127.0.0.1:1', 0, 'refused')")
+        .bind(now_ms)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
 
     let node = TestNode::start(&config(&data)).await;
@@ -133,4 +142,34 @@ async fn a_store_halfway_through_the_global_list_gets_each_services_missing_migr
     .await
     .unwrap();
     assert_eq!(relay_columns, (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_schema_newer_than_the_binary_stops_the_node_naming_it() {
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let _first = TestNode::start(&config(&data)).await;
+    let mut conn = old_store(&data, 0).await;
+    sqlx::raw_sql("UPDATE schema_migrations SET version = 99 WHERE service = 'watch'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let text = config(&data);
+    let loaded = lintas::config::parse(std::path::Path::new("test.toml"), text).unwrap();
+    let err = lintas::run::Node::start(
+        loaded,
+        tokio_util::task::TaskTracker::new(),
+        tokio_util::sync::CancellationToken::new(),
+        net::Workers::default(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "test.toml:1:12: data_dir: {} has watch schema version 99 but this lintas knows up to 4; run the newer lintas or restore a backup",
+            data.join("lintas.db").display()
+        )
+    );
 }
