@@ -18,6 +18,7 @@ pub mod destination;
 pub mod idempotency;
 mod ingest;
 pub mod keys;
+pub mod migrations;
 pub mod record;
 mod replay;
 pub mod secrets;
@@ -27,4 +28,5 @@ pub mod status;
 pub mod stream;
 
 pub use config::RelayConfig;
+pub use migrations::MIGRATIONS;
 pub use service::{Relay, Reloaded};

@@ -15,6 +15,8 @@
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
+//! - `store_upgrade`: a store of the globally numbered schema upgraded to per-service
+//!   versions in place.
 //! - `watch`: alerts for killed backends and failing targets, reminders, retries, pauses.
 //!
 //! Shared setup lives in `harness`.
@@ -37,5 +39,6 @@ mod http1;
 mod relay;
 mod reload;
 mod slow_clients;
+mod store_upgrade;
 mod tcp;
 mod watch;
