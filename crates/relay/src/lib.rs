@@ -17,6 +17,7 @@ pub mod deliveries;
 pub mod destination;
 mod ingest;
 pub mod keys;
+pub mod migrations;
 pub mod record;
 mod replay;
 pub mod secrets;
@@ -26,4 +27,5 @@ pub mod status;
 pub mod stream;
 
 pub use config::RelayConfig;
+pub use migrations::MIGRATIONS;
 pub use service::{Relay, Reloaded};

@@ -3,6 +3,7 @@
 //! Tests wait on *conditions* with generous deadlines ([`wait_until`]) rather than sleeping a
 //! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
 
+pub mod fuzz;
 pub mod link;
 pub mod scratch;
 pub mod smtp;

@@ -199,7 +199,13 @@ fn target_error(e: TargetError) -> Response {
     refuse(status, e.to_string())
 }
 
-async fn add_target(State(w): State<Arc<Watch>>, Body(t): Body<TargetConfig>) -> Response {
+/// Reads the target from the JSON value rather than the body text, so a refusal is the
+/// target's own message (`address: a tcp target needs …`), not serde's position in the body.
+async fn add_target(State(w): State<Arc<Watch>>, Body(v): Body<Value>) -> Response {
+    let t = match serde_json::from_value::<TargetConfig>(v) {
+        Ok(t) => t,
+        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
     match w.add_target(t.clone()).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(t))).into_response(),
         Err(e) => target_error(e),

@@ -5,17 +5,17 @@
 //! prefix of the append the damage cut into (none of it if that append had a key); a key
 //! comes back exactly when its records do; and the log takes appends again.
 //!
-//! Runs for `LINTAS_FUZZ_SECONDS` (default 10; `scripts/test` sets 30 and a fixed seed) from
-//! `LINTAS_FUZZ_SEED` (default random; printed with any failure).
+//! Runs as every fuzz target does ([`testkit::fuzz::Fuzz`]): for `LINTAS_FUZZ_SECONDS` from
+//! `LINTAS_FUZZ_SEED`, printed with any failure.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use backplane::{LogOptions, Mark, SegmentLog};
 use bytes::Bytes;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use testkit::TempDir;
+use testkit::fuzz::Fuzz;
 
 /// One append as the fuzzer made it.
 struct Made {
@@ -37,7 +37,7 @@ fn last_segment(dir: &Path) -> PathBuf {
     names.pop().unwrap()
 }
 
-async fn one_case(rng: &mut StdRng) {
+async fn one_case(rng: &mut StdRng, case: &str) {
     let dir = TempDir::new();
     let options = LogOptions {
         segment_bytes: rng.random_range(64..4096),
@@ -95,7 +95,7 @@ async fn one_case(rng: &mut StdRng) {
     std::fs::write(&segment, &bytes).unwrap();
 
     let (log, marks) = SegmentLog::open_with_marks(dir.path(), options).unwrap_or_else(|e| {
-        panic!("damage at byte {at} of the last segment refused the open: {e}")
+        panic!("{case}: damage at byte {at} of the last segment refused the open: {e}")
     });
     let intact = |m: &Made| m.segment != segment || m.end_pos <= at as u64;
     let safe: u64 = made
@@ -111,7 +111,7 @@ async fn one_case(rng: &mut StdRng) {
             .map_or(0, |m| m.records.len() as u64);
     assert!(
         (safe..=most).contains(&end),
-        "damage at byte {at}: end {end}, expected {safe}..={most}"
+        "{case}: damage at byte {at}: end {end}, expected {safe}..={most}"
     );
     let stored = log.read(0, usize::MAX, usize::MAX).await.unwrap();
     assert_eq!(stored.len() as u64, end);
@@ -121,7 +121,7 @@ async fn one_case(rng: &mut StdRng) {
             if offset < end {
                 assert_eq!(
                     stored[offset as usize].payload, *r,
-                    "record {offset} changed (damage at byte {at})"
+                    "{case}: record {offset} changed (damage at byte {at})"
                 );
             }
         }
@@ -134,7 +134,7 @@ async fn one_case(rng: &mut StdRng) {
         .collect();
     assert_eq!(
         remembered, expected,
-        "keys come back exactly with their records (damage at byte {at})"
+        "{case}: keys come back exactly with their records (damage at byte {at})"
     );
     for (mark, m) in marks.iter().zip(made.iter().filter(|m| m.key.is_some())) {
         assert_eq!(
@@ -152,21 +152,9 @@ async fn one_case(rng: &mut StdRng) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_keeps_every_durable_record_and_returns_no_garbage() {
-    let seconds: u64 = std::env::var("LINTAS_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let seed: u64 = std::env::var("LINTAS_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("LINTAS_FUZZ_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut cases = 0u64;
-    while Instant::now() < until || cases == 0 {
-        one_case(&mut rng).await;
-        cases += 1;
+    let mut fuzz = Fuzz::from_env("segment log recovery");
+    let mut rng = fuzz.rng();
+    while fuzz.next_case() {
+        one_case(&mut rng, &fuzz.at()).await;
     }
-    println!("{cases} damaged logs recovered");
 }
