@@ -23,13 +23,12 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use backplane::{Appended, BackplaneError, IdempotencyKey};
 use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use backplane::{Appended, BackplaneError, IdempotencyKey};
 
 use crate::catalog::{Application, now_ms};
 use crate::keys;
