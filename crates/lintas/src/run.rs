@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use admin::{AdminState, Auth, Control};
+use admin::{AdminState, Auth, Control, Metrics};
 use anyhow::Context;
 use configkit::KeyPath;
 use net::Workers;
@@ -142,15 +142,19 @@ impl Node {
             current: Mutex::new(loaded),
         });
         if let Some((auth, listener)) = admin {
+            let metrics = Metrics::default();
+            proxy::admin::metrics::register(node.proxy.registry(), &metrics);
             let state = AdminState {
-                registry: node.proxy.registry().clone(),
                 auth: Arc::new(auth),
                 control: Arc::new(Reloader(node.clone())),
-                services: node
-                    .relay
-                    .clone()
-                    .map(relay::admin::router)
-                    .unwrap_or_default()
+                metrics,
+                services: proxy::admin::router(node.proxy.clone())
+                    .merge(
+                        node.relay
+                            .clone()
+                            .map(relay::admin::router)
+                            .unwrap_or_default(),
+                    )
                     .merge(
                         node.watch
                             .clone()
@@ -226,8 +230,13 @@ fn data_settings_differ(a: &relay::RelayConfig, b: &relay::RelayConfig) -> bool 
 struct Reloader(Arc<Node>);
 
 impl Control for Reloader {
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<ReloadSummary, String>> + Send + '_>> {
-        Box::pin(self.0.reload())
+    fn reload(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
+        Box::pin(async move {
+            let proxy = self.0.reload().await?;
+            Ok(serde_json::json!({ "proxy": proxy }))
+        })
     }
 }
 

@@ -13,12 +13,15 @@
 //!   h2 clients through hyper (`http::h2`); pooled HTTP/1.1 backends, WebSocket upgrades
 //!   tunnelled, retries, timeouts, TLS termination (`tls`).
 //! - `check`: active health checks per pool.
-//! - [`registry`]: what the admin service reads: pools and listeners with their counters.
+//! - [`registry`]: pools and listeners with their counters, read by the stats and metrics.
+//! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
+//!   listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
 //!
 //! Listeners are bound and served on `net`'s worker threads (one current-thread runtime
 //! per core, each accepting on its own `SO_REUSEPORT` socket of every listener).
 
+pub mod admin;
 mod attempts;
 mod check;
 pub mod config;

@@ -3,6 +3,7 @@
 //! Tests wait on *conditions* with generous deadlines ([`wait_until`]) rather than sleeping a
 //! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
 
+pub mod admin;
 pub mod link;
 pub mod scratch;
 pub mod smtp;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use admin::{AdminClient, basic};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};
