@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use admin::{AdminState, Auth, Control, Metrics};
+use admin::{AdminState, Auth, Control};
 use anyhow::Context;
 use configkit::KeyPath;
 use net::Workers;
 use proxy::{Proxy, ReloadSummary};
 use relay::Relay;
+use service::{Deps, Service, StartError};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -51,84 +52,47 @@ impl Node {
         shutdown: CancellationToken,
         workers: Workers,
     ) -> anyhow::Result<Arc<Self>> {
-        let proxy_cfg = loaded.config.proxy.clone().unwrap_or_default();
-        let proxy = Proxy::start(
-            &proxy_cfg,
+        let config = &loaded.config;
+        let deps = Deps::new(
+            workers,
             tracker.clone(),
-            shutdown.clone(),
-            workers.clone(),
-        )
-        .await
-        .map_err(|e| loaded.error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string()))?;
-        // One store per node, opened here and shared by the services that keep state.
-        let store = if loaded.config.relay.is_some() || loaded.config.watch.is_some() {
-            let opened = store::Store::open(&loaded.data_dir()).await;
-            Some(opened.map_err(|e| loaded.error_at(&KeyPath::root("data_dir"), e.to_string()))?)
-        } else {
-            None
-        };
-        let relay = match (&loaded.config.relay, &store) {
-            (Some(cfg), Some(store)) => {
-                let at = KeyPath::root("relay");
-                let data_dir = loaded.data_dir();
-                let ingest = workers.bind(cfg.listen).map_err(|e| {
-                    loaded.error_at(
-                        &at.key("listen"),
-                        format!(
-                            "cannot listen on {}: {e}; choose another address or stop what holds it",
-                            cfg.listen
-                        ),
-                    )
-                })?;
-                let relay = Relay::start(
-                    cfg.clone(),
-                    store.clone(),
-                    &data_dir,
-                    loaded.config.backplane.as_ref(),
-                    &at,
-                    &tracker,
-                    shutdown.clone(),
-                    ingest,
-                )
-                .await
-                .map_err(|e| loaded.error_at(&e.at, e.message))?;
-                Some(relay)
-            }
-            _ => None,
-        };
-        let watch = match (&loaded.config.watch, store) {
-            (Some(cfg), Some(store)) => {
-                let pools: Arc<dyn watch::Pools> =
-                    Arc::new(crate::watched::ProxyPools(proxy.clone()));
-                let watch = Watch::start(cfg, store, Some(pools), &tracker, shutdown.clone())
-                    .map_err(|e| loaded.error_at(&KeyPath::root("watch").key(e.key), e.message))?;
-                tracker.spawn(crate::watched::pools(
-                    proxy.clone(),
+            loaded.data_dir(),
+            config.backplane.clone(),
+        );
+        let located = |e: StartError| loaded.error_at(&e.at, e.message);
+        let proxy_cfg = config.proxy.clone().unwrap_or_default();
+        let proxy = Proxy::start(&proxy_cfg, deps.clone(), shutdown.clone())
+            .await
+            .map_err(located)?;
+        let relay = start::<Relay>(config.relay.as_ref(), &deps, &shutdown)
+            .await
+            .map_err(located)?;
+        let watch = start::<Watch>(config.watch.as_ref(), &deps, &shutdown)
+            .await
+            .map_err(located)?;
+        if let Some(watch) = &watch {
+            watch.attach_pools(Arc::new(crate::watched::ProxyPools(proxy.clone())));
+            tracker.spawn(crate::watched::pools(
+                proxy.clone(),
+                watch.reporter(),
+                shutdown.clone(),
+            ));
+            if let Some(relay) = &relay {
+                tracker.spawn(crate::watched::relay(
+                    relay.clone(),
                     watch.reporter(),
                     shutdown.clone(),
                 ));
-                if let Some(relay) = &relay {
-                    tracker.spawn(crate::watched::relay(
-                        relay.clone(),
-                        watch.reporter(),
-                        shutdown.clone(),
-                    ));
-                }
-                Some(watch)
             }
-            _ => None,
-        };
-        let admin = match &loaded.config.admin {
+        }
+        let admin = match &config.admin {
             Some(cfg) => {
                 let at = KeyPath::root("admin");
                 let auth = Auth::from_config(cfg)
                     .map_err(|e| loaded.error_at(&at.key("password_env"), e))?;
-                let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
-                    loaded.error_at(
-                        &at.key("listen"),
-                        format!("cannot listen on {}: {e}; choose another address or stop what holds it", cfg.listen),
-                    )
-                })?;
+                let listener = TcpListener::bind(cfg.listen)
+                    .await
+                    .map_err(|e| located(StartError::bind(at.key("listen"), cfg.listen, &e)))?;
                 Some((auth, listener))
             }
             None => None,
@@ -142,25 +106,15 @@ impl Node {
             current: Mutex::new(loaded),
         });
         if let Some((auth, listener)) = admin {
-            let metrics = Metrics::default();
-            proxy::admin::metrics::register(node.proxy.registry(), &metrics);
             let state = AdminState {
                 auth: Arc::new(auth),
                 control: Arc::new(Reloader(node.clone())),
-                metrics,
-                services: proxy::admin::router(node.proxy.clone())
-                    .merge(
-                        node.relay
-                            .clone()
-                            .map(relay::admin::router)
-                            .unwrap_or_default(),
-                    )
-                    .merge(
-                        node.watch
-                            .clone()
-                            .map(watch::admin::router)
-                            .unwrap_or_default(),
-                    ),
+                metrics: deps.metrics.clone(),
+                services: node
+                    .proxy
+                    .routes()
+                    .merge(node.relay.as_ref().map(Service::routes).unwrap_or_default())
+                    .merge(node.watch.as_ref().map(Service::routes).unwrap_or_default()),
             };
             info!(addr = ?node.admin_addr, "admin listening");
             tracker.spawn(async move {
@@ -173,57 +127,101 @@ impl Node {
     }
 
     /// Re-reads the configuration file and applies it without dropping connections. An
-    /// invalid file changes nothing.
-    pub async fn reload(&self) -> Result<ReloadSummary, String> {
+    /// invalid file changes nothing; a file that is valid but that a service refuses (an
+    /// address in use) may leave the services before it reloaded.
+    pub async fn reload(&self) -> Result<NodeReload, String> {
         let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
         let mut current = self.current.lock().await;
+        let located = |e: StartError| loaded.error_at(&e.at, e.message).to_string();
+        let mut restart_needed = Vec::new();
         if loaded.config.admin != current.config.admin {
-            warn!("[admin] changed; it takes effect at the next restart");
+            restart_needed.push(KeyPath::root("admin"));
         }
-        if loaded.config.watch != current.config.watch {
+        if loaded.config.backplane != current.config.backplane {
+            restart_needed.push(KeyPath::root("backplane"));
+        }
+        let relay = reload(
+            &self.relay,
+            loaded.config.relay.as_ref(),
+            &mut restart_needed,
+        )
+        .await
+        .map_err(located)?;
+        let watch = reload(
+            &self.watch,
+            loaded.config.watch.as_ref(),
+            &mut restart_needed,
+        )
+        .await
+        .map_err(located)?;
+        let proxy = self
+            .proxy
+            .reload(&loaded.config.proxy.clone().unwrap_or_default())
+            .await
+            .map_err(located)?;
+        let summary = NodeReload {
+            proxy,
+            relay,
+            watch,
+            restart_needed: restart_needed.iter().map(ToString::to_string).collect(),
+        };
+        if !summary.restart_needed.is_empty() {
             warn!(
-                "[watch] changed; it takes effect at the next restart (targets can be added at run time through the admin API)"
+                settings = %summary.restart_needed.join(", "),
+                "these settings changed and take effect at the next restart"
             );
         }
-        match (&self.relay, &loaded.config.relay) {
-            (Some(relay), Some(cfg)) => {
-                if cfg.listen != relay.config().listen || data_settings_differ(cfg, relay.config())
-                {
-                    warn!(
-                        "[relay] settings other than applications, destinations and routes take effect at the next restart"
-                    );
-                }
-                relay
-                    .apply_declarations(cfg, &KeyPath::root("relay"))
-                    .await
-                    .map_err(|e| loaded.error_at(&e.at, e.message).to_string())?;
-            }
-            (None, None) => {}
-            _ => warn!("[relay] added or removed; it takes effect at the next restart"),
-        }
-        let summary = self
-            .proxy
-            .apply(&loaded.config.proxy.clone().unwrap_or_default())
-            .await
-            .map_err(|e| {
-                loaded
-                    .error_at(&e.key_path(&KeyPath::root("proxy")), e.to_string())
-                    .to_string()
-            })?;
         *current = loaded;
         Ok(summary)
     }
 }
 
-/// Whether a reload changes `[relay]` settings that only a restart applies.
-fn data_settings_differ(a: &relay::RelayConfig, b: &relay::RelayConfig) -> bool {
-    let strip = |c: &relay::RelayConfig| relay::RelayConfig {
-        applications: Vec::new(),
-        destinations: Vec::new(),
-        routes: Vec::new(),
-        ..c.clone()
-    };
-    strip(a) != strip(b)
+/// What a reload changed on the whole node, for the log and the admin API's answer.
+#[derive(Debug, serde::Serialize)]
+pub struct NodeReload {
+    /// The load balancer's changes.
+    pub proxy: ReloadSummary,
+    /// What the relay has in force, when it runs.
+    pub relay: Option<relay::Reloaded>,
+    /// What watch has in force, when it runs.
+    pub watch: Option<watch::Reloaded>,
+    /// Settings that changed but that only a restart applies (a service added or removed
+    /// counts as its whole section).
+    pub restart_needed: Vec<String>,
+}
+
+/// Starts service `S` when its section is present.
+async fn start<S: Service>(
+    cfg: Option<&S::Config>,
+    deps: &Deps,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<S>>, StartError> {
+    match cfg {
+        Some(cfg) => S::start(cfg, deps.clone(), shutdown.clone())
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reloads service `S` when it runs and its section is still there; otherwise notes that
+/// adding or removing it needs a restart.
+async fn reload<S: Service>(
+    running: &Option<Arc<S>>,
+    cfg: Option<&S::Config>,
+    restart_needed: &mut Vec<KeyPath>,
+) -> Result<Option<S::Changes>, StartError> {
+    match (running, cfg) {
+        (Some(service), Some(cfg)) => {
+            restart_needed.extend(service.restart_needed(cfg));
+            service.reload(cfg).await.map(Some)
+        }
+        (None, None) => Ok(None),
+        _ => {
+            restart_needed.push(KeyPath::root(S::SECTION));
+            Ok(None)
+        }
+    }
 }
 
 /// The admin API's handle on reloads.
@@ -233,9 +231,9 @@ impl Control for Reloader {
     fn reload(
         &self,
     ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
-        Box::pin(async move {
-            let proxy = self.0.reload().await?;
-            Ok(serde_json::json!({ "proxy": proxy }))
+        Box::pin(async {
+            let summary = self.0.reload().await?;
+            serde_json::to_value(summary).map_err(|e| e.to_string())
         })
     }
 }

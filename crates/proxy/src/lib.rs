@@ -136,29 +136,57 @@ struct Running {
     checkers: Vec<CancellationToken>,
 }
 
-impl Proxy {
+impl service::Service for Proxy {
+    type Config = ProxyConfig;
+    type Changes = ReloadSummary;
+    const SECTION: &'static str = "proxy";
+
     /// Binds every listener and starts serving; `cfg` must have passed
-    /// [`ProxyConfig::validate`]. Tasks run on `tracker` until `shutdown`; connections are
-    /// accepted and served on `workers` (on the current runtime when it has none).
-    pub async fn start(
+    /// [`ProxyConfig::validate`]. Connections are accepted and served on the node's workers
+    /// (on the current runtime when it has none). The pools' and listeners' metrics are
+    /// registered in the node's registry, read from [`Proxy::registry`] at each scrape.
+    async fn start(
         cfg: &ProxyConfig,
-        tracker: TaskTracker,
+        deps: service::Deps,
         shutdown: CancellationToken,
-        workers: Workers,
-    ) -> Result<Arc<Self>, ProxyError> {
+    ) -> Result<Arc<Self>, service::StartError> {
         let proxy = Arc::new(Self {
             registry: Arc::new(Registry::default()),
-            backends: http::Backends::per_worker(workers.sockets_per_listener()),
-            workers,
-            tracker,
+            backends: http::Backends::per_worker(deps.workers.sockets_per_listener()),
+            workers: deps.workers.clone(),
+            tracker: deps.tasks.clone(),
             shutdown,
             running: Mutex::new(Running::default()),
             health: tokio::sync::broadcast::channel(1024).0,
         });
-        proxy.apply(cfg).await?;
+        proxy.apply(cfg).await.map_err(located)?;
+        crate::admin::metrics::register(&proxy.registry, &deps.metrics);
         Ok(proxy)
     }
 
+    async fn reload(
+        self: &Arc<Self>,
+        cfg: &ProxyConfig,
+    ) -> Result<ReloadSummary, service::StartError> {
+        self.apply(cfg).await.map_err(located)
+    }
+
+    /// Everything in `[proxy]` applies while running.
+    fn restart_needed(&self, _: &ProxyConfig) -> Vec<KeyPath> {
+        Vec::new()
+    }
+
+    fn routes(self: &Arc<Self>) -> axum::Router {
+        crate::admin::router(self.clone())
+    }
+}
+
+/// A [`ProxyError`] placed at the setting it is about.
+fn located(e: ProxyError) -> service::StartError {
+    service::StartError::new(e.key_path(&KeyPath::root("proxy")), e.to_string())
+}
+
+impl Proxy {
     /// Pools and listeners, for the admin service.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

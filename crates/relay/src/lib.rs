@@ -27,4 +27,4 @@ pub mod status;
 pub mod stream;
 
 pub use config::RelayConfig;
-pub use service::{Relay, StartError};
+pub use service::{Relay, Reloaded};

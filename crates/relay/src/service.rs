@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::service::{Deps, StartError};
 use arc_swap::ArcSwap;
 use backplane::{BackplaneConfig, LogOptions, RedisStream};
 use configkit::KeyPath;
@@ -26,21 +27,9 @@ use crate::{deliver, deliveries, ingest};
 /// cleared.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
-/// Why the relay did not start, with the configuration key to blame when there is one.
-#[derive(Debug)]
-pub struct StartError {
-    /// The key at fault.
-    pub at: KeyPath,
-    /// What went wrong and what to do.
-    pub message: String,
-}
-
 impl From<DeclError> for StartError {
     fn from(e: DeclError) -> Self {
-        Self {
-            at: e.at,
-            message: e.message,
-        }
+        Self::new(e.at, e.message)
     }
 }
 
@@ -78,61 +67,55 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-impl Relay {
+impl ::service::Service for Relay {
+    type Config = RelayConfig;
+    type Changes = Reloaded;
+    const SECTION: &'static str = "relay";
+
     /// Opens the stream (in `data_dir`, or on the backplane's Redis), writes the file's
-    /// declarations into the node's `store`, and starts serving ingest on `ingest`
-    /// (listening sockets bound on `cfg.listen`, each with the runtime to serve it on, `None`
-    /// for the current one) and delivering, on `tracker` until `shutdown`.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the service contract of issue 9 will bundle store, backplane and sockets"
-    )]
-    pub async fn start(
-        cfg: RelayConfig,
-        store: Store,
-        data_dir: &Path,
-        backplane: Option<&BackplaneConfig>,
-        at: &KeyPath,
-        tracker: &TaskTracker,
+    /// declarations into the node's store, and starts serving ingest on `cfg.listen` and
+    /// delivering.
+    async fn start(
+        cfg: &RelayConfig,
+        deps: Deps,
         shutdown: CancellationToken,
-        ingest: Vec<(std::net::TcpListener, Option<tokio::runtime::Handle>)>,
     ) -> Result<Arc<Self>, StartError> {
-        let fail = |key: &str, message: String| StartError {
-            at: if key.is_empty() {
-                at.clone()
-            } else {
-                at.key(key)
-            },
-            message,
-        };
+        let at = KeyPath::root(Self::SECTION);
+        let cfg = cfg.clone();
+        let ingest = deps
+            .workers
+            .bind(cfg.listen)
+            .map_err(|e| StartError::bind(at.key("listen"), cfg.listen, &e))?;
+        let store = deps.store().await?;
         let key_file = cfg
             .secret_key_file
             .clone()
-            .unwrap_or_else(|| data_dir.join("secret.key"));
+            .unwrap_or_else(|| deps.data_dir.join("secret.key"));
         let secrets = crate::secrets::Secrets::load_or_create(&key_file)
-            .map_err(|e| fail("secret_key_file", e))?;
+            .map_err(|e| StartError::new(at.key("secret_key_file"), e))?;
+        let backplane = deps.backplane.as_ref();
         let (stream, stream_id) =
-            open_stream(&cfg, data_dir, backplane)
+            open_stream(&cfg, &deps.data_dir, backplane)
                 .await
-                .map_err(|e| StartError {
-                    at: if backplane.is_some() {
-                        KeyPath::root("backplane").key("redis")
-                    } else {
-                        at.clone()
-                    },
-                    message: e,
+                .map_err(|e| {
+                    let blame = match backplane {
+                        Some(_) => KeyPath::root("backplane").key("redis"),
+                        None => at.clone(),
+                    };
+                    StartError::new(blame, e)
                 })?;
-        let end = stream.end().await.map_err(|e| fail("", e))?;
-        catalog::sync_declared(store.pool(), &cfg, at, end).await?;
+        let end = stream
+            .end()
+            .await
+            .map_err(|e| StartError::new(at.clone(), e))?;
+        catalog::sync_declared(store.pool(), &cfg, &at, end).await?;
         let cat = Catalog::load(store.pool())
             .await
-            .map_err(|e| fail("", format!("store: {e}")))?;
+            .map_err(|e| StartError::new(at.clone(), format!("store: {e}")))?;
         let addr = ingest
             .first()
-            .ok_or_else(|| fail("listen", "no ingest socket".into()))?
-            .0
-            .local_addr()
-            .map_err(|e| fail("listen", e.to_string()))?;
+            .and_then(|(s, _)| s.local_addr().ok())
+            .ok_or_else(|| StartError::new(at.key("listen"), "no ingest socket"))?;
         let runtimes: Vec<tokio::runtime::Handle> =
             ingest.iter().filter_map(|(_, h)| h.clone()).collect();
         let relay = Arc::new(Self {
@@ -158,6 +141,7 @@ impl Relay {
             "embedded"
         };
         info!(%addr, stream = kind, "relay ingest listening");
+        let tracker = deps.tasks;
         for (socket, runtime) in ingest {
             let (r, stop) = (relay.clone(), shutdown.clone());
             let serve = tracker.track_future(async move {
@@ -179,6 +163,52 @@ impl Relay {
         Ok(relay)
     }
 
+    /// Applies the applications, destinations and routes declared in `cfg`.
+    async fn reload(self: &Arc<Self>, cfg: &RelayConfig) -> Result<Reloaded, StartError> {
+        self.apply_declarations(cfg, &KeyPath::root(Self::SECTION))
+            .await?;
+        let catalog = self.catalog();
+        Ok(Reloaded {
+            applications: catalog.applications().count(),
+            destinations: catalog.destinations().count(),
+            routes: catalog.routes().count(),
+        })
+    }
+
+    /// Everything but the declared objects: the listener, the stream and delivery settings
+    /// are set up once at start.
+    fn restart_needed(&self, cfg: &RelayConfig) -> Vec<KeyPath> {
+        let objects_only = |c: &RelayConfig| RelayConfig {
+            applications: Vec::new(),
+            destinations: Vec::new(),
+            routes: Vec::new(),
+            ..c.clone()
+        };
+        if objects_only(cfg) == objects_only(&self.cfg) {
+            Vec::new()
+        } else {
+            vec![KeyPath::root(Self::SECTION)]
+        }
+    }
+
+    fn routes(self: &Arc<Self>) -> axum::Router {
+        crate::admin::router(self.clone())
+    }
+}
+
+/// What a reload of `[relay]` left in force: the objects the relay now knows, declared in
+/// the file or made through the API.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Reloaded {
+    /// Applications.
+    pub applications: usize,
+    /// Destinations.
+    pub destinations: usize,
+    /// Routes.
+    pub routes: usize,
+}
+
+impl Relay {
     /// Where ingest listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -251,15 +281,15 @@ impl Relay {
         cfg: &RelayConfig,
         at: &KeyPath,
     ) -> Result<(), StartError> {
-        let end = self.stream.end().await.map_err(|e| StartError {
-            at: at.clone(),
-            message: e,
-        })?;
+        let end = self
+            .stream
+            .end()
+            .await
+            .map_err(|e| StartError::new(at.clone(), e))?;
         catalog::sync_declared(self.store.pool(), cfg, at, end).await?;
-        self.refresh().await.map_err(|e| StartError {
-            at: at.clone(),
-            message: format!("store: {e}"),
-        })
+        self.refresh()
+            .await
+            .map_err(|e| StartError::new(at.clone(), format!("store: {e}")))
     }
 
     /// Sees every catalog change.

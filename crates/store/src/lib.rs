@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqlitePool};
+use sqlx::{Executor, SqlitePool};
 
 /// What can go wrong opening the store.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +125,8 @@ impl Store {
             path: self.path.clone(),
             source,
         };
-        let mut conn = self.pool.acquire().await.map_err(sql)?;
         let found: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *conn)
+            .fetch_one(&self.pool)
             .await
             .map_err(sql)?;
         let known = migrations::ALL.len() as i64;
@@ -139,13 +138,13 @@ impl Store {
             });
         }
         for (i, migration) in migrations::ALL.iter().enumerate().skip(found as usize) {
-            let mut tx = conn.begin().await.map_err(sql)?;
-            sqlx::raw_sql(migration)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql)?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
-                .execute(&mut *tx)
+            let mut tx = self.pool.begin().await.map_err(sql)?;
+            // `Executor::execute` rather than `raw_sql(..).execute(..)`: the latter's
+            // lifetime bounds make every future awaiting this one fail to prove `Send`
+            // (launchbadge/sqlx#3150).
+            (&mut *tx).execute(*migration).await.map_err(sql)?;
+            (&mut *tx)
+                .execute(format!("PRAGMA user_version = {}", i + 1).as_str())
                 .await
                 .map_err(sql)?;
             tx.commit().await.map_err(sql)?;
@@ -194,7 +193,7 @@ mod tests {
         again.pool().close().await;
         sqlx::raw_sql("PRAGMA user_version = 99")
             .execute(
-                &mut sqlx::SqliteConnection::connect(&format!(
+                &mut <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
                     "sqlite://{}",
                     dir.join("lintas.db").display()
                 ))

@@ -27,11 +27,13 @@ pub mod metrics;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use configkit::KeyPath;
+use service::{Deps, StartError};
 use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use config::{TargetConfig, WatchConfig};
 use engine::{Alert, Engine, Pause, Rules, Transition};
@@ -39,15 +41,6 @@ use engine::{Alert, Engine, Pause, Rules, Transition};
 use bot::telegram::Telegram;
 use channels::Channel;
 use metrics::Metrics;
-
-/// Why watch did not start, with the `[watch]` key to blame.
-#[derive(Debug)]
-pub struct StartError {
-    /// The key under `[watch]`.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
 
 /// Changes waiting for the engine; sources wait when it is full.
 const QUEUE: usize = 1024;
@@ -70,7 +63,11 @@ pub struct Watch {
     input: mpsc::Sender<Transition>,
     store: Store,
     metrics: Arc<Metrics>,
-    pools: Option<Arc<dyn Pools>>,
+    /// The load balancer's pools, when this node runs one: attached by the node after
+    /// both services started.
+    pools: std::sync::OnceLock<Arc<dyn Pools>>,
+    /// The `[watch]` section in force.
+    cfg: WatchConfig,
     targets: Mutex<BTreeMap<String, Running>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -119,38 +116,64 @@ impl std::fmt::Debug for Watch {
     }
 }
 
-impl Watch {
-    /// Starts the engine, the configured targets' checks, the metrics sampler, the bot and
-    /// the channels on `tracker` until `shutdown`; state history, the alert log and bot users
-    /// go to `store`. Fails when a channel cannot be set up (an unset token variable).
-    pub fn start(
+impl service::Service for Watch {
+    type Config = WatchConfig;
+    type Changes = Reloaded;
+    const SECTION: &'static str = "watch";
+
+    /// Starts the engine, the configured targets' checks (and those added through the API in
+    /// earlier runs), the metrics sampler, the bot and the channels; state history, the alert
+    /// log and bot users go to the node's store. Fails when a channel cannot be set up (an
+    /// unset token variable).
+    async fn start(
         cfg: &WatchConfig,
-        store: Store,
-        pools: Option<Arc<dyn Pools>>,
-        tracker: &TaskTracker,
+        deps: Deps,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
-        Self::start_with_env(
-            cfg,
-            &|name| std::env::var(name).ok(),
-            store,
-            pools,
-            tracker,
-            shutdown,
-        )
+        Self::start_with_env(cfg, &|name| std::env::var(name).ok(), deps, shutdown).await
     }
 
+    /// Nothing in `[watch]` applies while running; targets can be added and removed through
+    /// the admin API instead.
+    async fn reload(self: &Arc<Self>, _: &WatchConfig) -> Result<Reloaded, StartError> {
+        Ok(Reloaded {
+            targets: self.lock_targets().len(),
+        })
+    }
+
+    fn restart_needed(&self, cfg: &WatchConfig) -> Vec<KeyPath> {
+        if *cfg == self.cfg {
+            Vec::new()
+        } else {
+            vec![KeyPath::root(Self::SECTION)]
+        }
+    }
+
+    fn routes(self: &Arc<Self>) -> axum::Router {
+        admin::router(self.clone())
+    }
+}
+
+/// What a reload of `[watch]` left in force.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Reloaded {
+    /// Targets checked by watch itself (pools' backends are the proxy's).
+    pub targets: usize,
+}
+
+impl Watch {
     /// [`Watch::start`] reading the secrets' environment variables (`token_env`,
     /// `password_env`) through `env`, so tests can give them without touching the process
     /// environment.
-    pub fn start_with_env(
+    pub async fn start_with_env(
         cfg: &WatchConfig,
-        env: &dyn Fn(&str) -> Option<String>,
-        store: Store,
-        pools: Option<Arc<dyn Pools>>,
-        tracker: &TaskTracker,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+        deps: Deps,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
+        let at = KeyPath::root(<Self as service::Service>::SECTION);
+        let store = deps.store().await?;
+        let tracker = &deps.tasks;
         let mut engine = Engine::new(Rules {
             repeat: cfg.repeat,
             flap_changes: cfg.flap_changes,
@@ -177,10 +200,10 @@ impl Watch {
             channels.push(Arc::new(Channel::webhook(&w.url)));
         }
         let mailer = match &cfg.email {
-            Some(e) => Some(channels::Mailer::new(e, env).map_err(|message| StartError {
-                key: "email",
-                message,
-            })?),
+            Some(e) => Some(
+                channels::Mailer::new(e, env)
+                    .map_err(|message| StartError::new(at.key("email"), message))?,
+            ),
             None => None,
         };
         if let Some(m) = &mailer {
@@ -188,12 +211,14 @@ impl Watch {
         }
         let telegram = match &cfg.telegram {
             Some(t) => {
-                let token = env(&t.token_env).ok_or_else(|| StartError {
-                    key: "telegram",
-                    message: format!(
-                        "environment variable {} (token_env) is not set; export the bot token from @BotFather in it",
-                        t.token_env
-                    ),
+                let token = env(&t.token_env).ok_or_else(|| {
+                    StartError::new(
+                        at.key("telegram").key("token_env"),
+                        format!(
+                            "environment variable {} (token_env) is not set; export the bot token from @BotFather in it",
+                            t.token_env
+                        ),
+                    )
                 })?;
                 if t.admins.is_empty() && t.registration == config::Registration::Approval {
                     warn!(
@@ -214,7 +239,8 @@ impl Watch {
             input,
             store,
             metrics,
-            pools,
+            pools: std::sync::OnceLock::new(),
+            cfg: cfg.clone(),
             targets: Mutex::new(BTreeMap::new()),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
@@ -232,6 +258,16 @@ impl Watch {
             shutdown.clone(),
         ));
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
+        let restored = watch
+            .restore_targets()
+            .await
+            .map_err(|e| StartError::new(at, format!("store: {e}")))?;
+        if restored > 0 {
+            info!(
+                targets = restored,
+                "targets added through the API are checked again"
+            );
+        }
         Ok(watch)
     }
 
@@ -327,9 +363,15 @@ impl Watch {
         &self.metrics
     }
 
+    /// Lets the bot's `/pools` answer from the node's load balancer. Only the first call
+    /// counts: a node has one.
+    pub fn attach_pools(&self, pools: Arc<dyn Pools>) {
+        let _ = self.pools.set(pools);
+    }
+
     /// The load balancer's pools, one line each.
     pub fn pools_summary(&self) -> String {
-        match &self.pools {
+        match self.pools.get() {
             Some(p) => {
                 let lines = p.summary();
                 if lines.is_empty() {

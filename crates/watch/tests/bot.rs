@@ -40,9 +40,6 @@ async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
     let dir = TempDir::new();
     let bot = FakeBotApi::start(TOKEN).await.expect("fake Bot API");
     let smtp = SmtpSink::start().await.expect("SMTP sink");
-    let store = store::Store::open(&dir.path().join("data"))
-        .await
-        .expect("store");
     let mut telegram = TelegramConfig {
         token_env: "BOT_TOKEN".into(),
         api_url: bot.url(),
@@ -69,11 +66,15 @@ async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
     let watch = Watch::start_with_env(
         &cfg,
         &|var| (var == "BOT_TOKEN").then(|| TOKEN.to_owned()),
-        store,
-        None,
-        &TaskTracker::new(),
+        service::Deps::new(
+            net::Workers::default(),
+            TaskTracker::new(),
+            dir.path().join("data"),
+            None,
+        ),
         shutdown.clone(),
     )
+    .await
     .unwrap_or_else(|e| panic!("watch did not start: {e:?}"));
     Bench {
         bot,

@@ -83,9 +83,9 @@ pool = "echo"
         node.pool("web").state().kind,
         StrategyKind::WeightedRoundRobin
     );
-    assert_eq!(summary.listeners_updated, ["web", "echo"]);
+    assert_eq!(summary.proxy.listeners_updated, ["web", "echo"]);
     assert!(
-        summary.listeners_added.is_empty() && summary.listeners_removed.is_empty(),
+        summary.proxy.listeners_added.is_empty() && summary.proxy.listeners_removed.is_empty(),
         "{summary:?}"
     );
     echo_roundtrip(&mut session, b"after").await;

@@ -807,3 +807,36 @@ rise = 1
     assert_eq!(kinds, ["down", "up", "down", "flapping"]);
     drop(listener);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_added_through_the_api_are_checked_again_after_a_restart() {
+    let dir = TempDir::new();
+    let dead = unused_addr();
+    let text = format!(
+        "data_dir = \"{}\"\n\n[watch]\nmetrics_interval = \"1s\"\n",
+        dir.path().join("data").display()
+    );
+    let spec: watch::TargetConfig = serde_json::from_value(serde_json::json!({
+        "name": "extra", "kind": "tcp", "address": dead.to_string(),
+        "interval": "100ms", "timeout": "100ms", "fall": 1, "rise": 1,
+    }))
+    .unwrap();
+    {
+        let node = TestNode::start(&text).await;
+        let watch = node.node.watch.clone().unwrap();
+        watch.add_target(spec).await.unwrap();
+    }
+
+    let node = TestNode::start(&text).await;
+    let watch = node.node.watch.clone().unwrap();
+    let targets: Vec<(String, bool)> = watch
+        .targets()
+        .into_iter()
+        .map(|(t, declared)| (t.name, declared))
+        .collect();
+    assert_eq!(targets, [("extra".to_owned(), false)]);
+    wait_until("the restored target to be seen down", PATIENCE, || async {
+        watch.down().iter().any(|(name, _)| name == "extra")
+    })
+    .await;
+}

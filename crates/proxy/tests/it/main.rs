@@ -11,10 +11,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use admin::{AdminState, Auth, Control, Metrics};
+use admin::{AdminState, Auth, Control};
 use net::Workers;
 use proxy::Proxy;
 use proxy::config::ProxyConfig;
+use service::{Deps, Service};
 use testkit::AdminClient;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,21 +81,20 @@ impl Admin {
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
-        let proxy = Proxy::start(
-            &cfg,
-            TaskTracker::new(),
-            shutdown.clone(),
+        let deps = Deps::new(
             Workers::default(),
-        )
-        .await
-        .expect("the proxy starts");
-        let metrics = Metrics::default();
-        proxy::admin::metrics::register(proxy.registry(), &metrics);
+            TaskTracker::new(),
+            std::path::PathBuf::new(),
+            None,
+        );
+        let proxy = Proxy::start(&cfg, deps.clone(), shutdown.clone())
+            .await
+            .expect("the proxy starts");
         let state = AdminState {
             auth: Arc::new(Auth::from_password(USER, PASSWORD)),
             control: Arc::new(NoReload),
-            metrics,
-            services: proxy::admin::router(proxy.clone()),
+            metrics: deps.metrics,
+            services: proxy.routes(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use configkit::KeyPath;
 use http::Method;
 use relay::{Relay, RelayConfig};
+use service::Service;
 use testkit::{HttpClient, PATIENCE, Reply, wait_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,21 +113,15 @@ impl Node {
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let socket = std::net::TcpListener::bind(cfg.listen).unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let store = store::Store::open(data_dir).await.unwrap();
-        let relay = Relay::start(
-            cfg,
-            store,
-            data_dir,
+        let deps = service::Deps::new(
+            net::Workers::default(),
+            tracker.clone(),
+            data_dir.to_owned(),
             None,
-            &KeyPath::root("relay"),
-            &tracker,
-            shutdown.clone(),
-            vec![(socket, None)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("relay start: {}: {}", e.at, e.message));
+        );
+        let relay = Relay::start(&cfg, deps, shutdown.clone())
+            .await
+            .unwrap_or_else(|e| panic!("relay start: {}: {}", e.at, e.message));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = format!("http://{}", listener.local_addr().unwrap());
         let router = relay::admin::router(relay.clone());

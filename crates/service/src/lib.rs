@@ -1,0 +1,139 @@
+//! The contract every lintas service fills in.
+//!
+//! A node runs any mix of services (proxy, relay, watch; MQTT and the hub next) from one
+//! file. Each needs the same things from the node — threads to serve connections on, a
+//! place to spawn tasks that shutdown drains, this node's store, the backplane shared with
+//! other nodes — and offers the node the same things back: a way to apply a reloaded
+//! section, routes for the admin listener, and the settings it cannot change while running.
+//! Writing that down once as [`Service`] means the binary wires every service the same way,
+//! tests start any of them in-process the same way, and a new service is a crate that
+//! implements one trait rather than a new set of special cases in the binary.
+//!
+//! What is shared is opened once by the node and handed out through [`Deps`]: two services
+//! never open the same SQLite file or Redis connection on their own.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use configkit::KeyPath;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why a service could not start or apply a reloaded section.
+///
+/// `at` is the absolute key path of the setting to blame (`relay.listen`,
+/// `backplane.redis`), so the binary can point at the file's line the same way it does for
+/// validation errors; an address in use or an unset password variable is a configuration
+/// problem to the person reading it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct StartError {
+    /// The setting at fault.
+    pub at: KeyPath,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl StartError {
+    /// An error about the setting at `at`.
+    pub fn new(at: KeyPath, message: impl Into<String>) -> Self {
+        Self {
+            at,
+            message: message.into(),
+        }
+    }
+
+    /// The error for a listening address that cannot be bound, worded the same for every
+    /// listener of every service: the usual cause is another program on the port.
+    pub fn bind(at: KeyPath, addr: std::net::SocketAddr, e: &std::io::Error) -> Self {
+        Self::new(
+            at,
+            format!("cannot listen on {addr}: {e}; choose another address or stop what holds it"),
+        )
+    }
+}
+
+/// What the node gives every service: cheap to clone, the same for all of them.
+#[derive(Clone)]
+pub struct Deps {
+    /// The threads connections are served on (one current-thread runtime per core).
+    pub workers: net::Workers,
+    /// Where services spawn their tasks; the node waits on it, up to the drain grace, at
+    /// shutdown.
+    pub tasks: TaskTracker,
+    /// The node's data directory (`data_dir`).
+    pub data_dir: PathBuf,
+    /// The `[backplane]` section, when nodes share Redis.
+    pub backplane: Option<backplane::BackplaneConfig>,
+    /// The node's one metrics registry: a service registers its metrics here in `start`,
+    /// and the admin listener's `GET /metrics` encodes them all.
+    pub metrics: admin::Metrics,
+    /// The store, opened on first use: a node that runs only the proxy keeps no state and
+    /// needs no writable data directory.
+    store: Arc<OnceCell<store::Store>>,
+}
+
+impl Deps {
+    /// The dependencies of a node keeping its state in `data_dir`.
+    pub fn new(
+        workers: net::Workers,
+        tasks: TaskTracker,
+        data_dir: PathBuf,
+        backplane: Option<backplane::BackplaneConfig>,
+    ) -> Self {
+        Self {
+            workers,
+            tasks,
+            data_dir,
+            backplane,
+            metrics: admin::Metrics::default(),
+            store: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// This node's store, opened (and brought up to date) by the first service that asks.
+    pub async fn store(&self) -> Result<store::Store, StartError> {
+        self.store
+            .get_or_try_init(|| store::Store::open(&self.data_dir))
+            .await
+            .cloned()
+            .map_err(|e| StartError::new(KeyPath::root("data_dir"), e.to_string()))
+    }
+}
+
+/// One service of a node: started from its configuration section, reloaded in place,
+/// managed through the admin listener.
+pub trait Service: Send + Sync + Sized + 'static {
+    /// Its configuration section (`[relay]` for the relay).
+    type Config: Send + Sync;
+    /// What a reload changed, reported to whoever asked for the reload.
+    type Changes: serde::Serialize + Send;
+    /// The section's name in the file, which is also the root of every [`StartError`]
+    /// about it.
+    const SECTION: &'static str;
+
+    /// Starts serving `cfg`, which has passed validation, until `shutdown`. Everything
+    /// fallible (binding, opening, connecting) happens before it returns, so a node that
+    /// started is serving.
+    fn start(
+        cfg: &Self::Config,
+        deps: Deps,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<Arc<Self>, StartError>> + Send;
+
+    /// Applies a reloaded section, as much of it as can change while running; on error the
+    /// running service is unchanged.
+    fn reload(
+        self: &Arc<Self>,
+        cfg: &Self::Config,
+    ) -> impl Future<Output = Result<Self::Changes, StartError>> + Send;
+
+    /// Settings in `cfg` that differ from the running ones and that only a restart applies,
+    /// so a reload can say so instead of silently ignoring them.
+    fn restart_needed(&self, cfg: &Self::Config) -> Vec<KeyPath>;
+
+    /// Its admin API routes, served behind the admin listener's authentication.
+    fn routes(self: &Arc<Self>) -> axum::Router;
+}
