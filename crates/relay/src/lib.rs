@@ -25,6 +25,7 @@ mod service;
 pub mod sql;
 pub mod status;
 pub mod stream;
+mod telemetry;
 
 pub use config::RelayConfig;
 pub use service::{Relay, Reloaded};

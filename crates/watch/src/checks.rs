@@ -14,13 +14,20 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{TargetConfig, TargetKind};
 use crate::engine::Transition;
 use crate::now_ms;
+use crate::telemetry::CheckCounters;
 
 /// Most body bytes read for `body_contains`.
 const MAX_BODY: usize = 64 * 1024;
 
 /// Checks `t` every interval until `cancel`, reporting changes (after `fall` failures or
 /// `rise` passes in a row) on `out`. A target starts up, like a proxy backend.
-pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: CancellationToken) {
+/// Every check counts in `counters`.
+pub(crate) async fn run(
+    t: TargetConfig,
+    out: mpsc::Sender<Transition>,
+    counters: CheckCounters,
+    cancel: CancellationToken,
+) {
     let expect = configkit::parse_status_range(&t.expect_status).unwrap_or(200..=399);
     let detail = t
         .url
@@ -44,6 +51,7 @@ pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: Cancell
             )),
         };
         let passed = result.is_ok();
+        counters.ran(passed);
         if passed == up {
             streak = 0;
             continue;

@@ -23,6 +23,7 @@ pub mod checks;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ use engine::{Alert, Engine, Pause, Rules, Transition};
 use bot::telegram::Telegram;
 use channels::Channel;
 use metrics::Metrics;
+use telemetry::Telemetry;
 
 /// Changes waiting for the engine; sources wait when it is full.
 const QUEUE: usize = 1024;
@@ -71,6 +73,8 @@ pub struct Watch {
     targets: Mutex<BTreeMap<String, Running>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Alerts sent and checks run, registered in the node's metrics.
+    telemetry: Telemetry,
 }
 
 /// A target being checked.
@@ -244,7 +248,9 @@ impl Watch {
             targets: Mutex::new(BTreeMap::new()),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
+            telemetry: Telemetry::default(),
         });
+        watch.telemetry.register(&deps.metrics, &watch);
         for t in &cfg.targets {
             watch.spawn_target(t.clone(), true);
         }
@@ -273,8 +279,12 @@ impl Watch {
 
     fn spawn_target(&self, spec: TargetConfig, declared: bool) {
         let stop = self.shutdown.child_token();
-        self.tracker
-            .spawn(checks::run(spec.clone(), self.input.clone(), stop.clone()));
+        self.tracker.spawn(checks::run(
+            spec.clone(),
+            self.input.clone(),
+            self.telemetry.checks_of(&spec.name),
+            stop.clone(),
+        ));
         self.lock_targets().insert(
             spec.name.clone(),
             Running {
@@ -489,6 +499,7 @@ async fn run(
                     channel.clone(),
                     alert.clone(),
                     watch.store.clone(),
+                    watch.telemetry.clone(),
                 ));
             }
         }

@@ -9,6 +9,7 @@ mod admin_api;
 mod delivery;
 mod harness;
 mod ingest;
+mod metrics;
 mod outage;
 mod refusals;
 mod secrets;
