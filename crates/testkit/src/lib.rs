@@ -109,6 +109,18 @@ impl HttpClient {
     }
 }
 
+/// The sample lines of a metrics exposition that start with `prefix`, sorted: a family's
+/// label sets come in no fixed order, and tests compare exact lines.
+pub fn samples(exposition: &str, prefix: &str) -> Vec<String> {
+    let mut lines: Vec<String> = exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// Polls `check` every 20 ms until it returns true; panics naming `what` after `within`.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where

@@ -402,18 +402,9 @@ async fn a_chat_that_floods_is_told_once_to_slow_down_then_ignored() {
     );
 }
 
-/// The sample lines of `/metrics` that start with `prefix`, sorted (a family's label sets
-/// come in no fixed order).
+/// The sample lines of `/metrics` that start with `prefix`, sorted.
 fn samples(metrics: &admin::Metrics, prefix: &str) -> Vec<String> {
-    let mut lines: Vec<String> = metrics
-        .encode()
-        .expect("metrics encode")
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
+    testkit::samples(&metrics.encode().expect("metrics encode"), prefix)
 }
 
 /// A target checked once (its interval is an hour) against a closed port goes down: one

@@ -206,19 +206,9 @@ impl Node {
         (r.status, v)
     }
 
-    /// The sample lines of `/metrics` that start with `prefix`, sorted (a family's label
-    /// sets come in no fixed order).
+    /// The sample lines of `/metrics` that start with `prefix`, sorted.
     pub fn samples(&self, prefix: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .metrics
-            .encode()
-            .unwrap()
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .map(str::to_owned)
-            .collect();
-        lines.sort();
-        lines
+        testkit::samples(&self.metrics.encode().unwrap(), prefix)
     }
 
     /// One past the last record stored.
