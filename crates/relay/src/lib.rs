@@ -6,6 +6,9 @@
 //! - [`sql`]: statements built at run time for a destination's table — identifiers quoted per
 //!   dialect, values always bound as parameters, multi-row batches kept under each driver's
 //!   parameter limit.
+//! - [`admin`]: the relay's admin routes (`/api/relay/...`).
+//! - `telemetry`: ingest and delivery counters, backlog and latency, in the node's metrics
+//!   registry.
 //!
 //! The stream itself is `backplane::SegmentLog`.
 

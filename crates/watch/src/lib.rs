@@ -15,6 +15,7 @@
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
 //! - [`admin`]: the admin API routes and the dashboard.
 //! - [`metrics`]: host metrics sampled into a history.
+//! - `telemetry`: alerts sent, checks run and targets up, in the node's metrics registry.
 
 pub mod admin;
 pub mod bot;
