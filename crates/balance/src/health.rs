@@ -4,7 +4,8 @@
 //!
 //! - **active checks** ([`CheckResult`]): `fall` consecutive failures take an `Up` backend
 //!   `Down`; `rise` consecutive successes bring a `Down` one back `Up`. The thresholds keep a
-//!   single lost probe from flapping the backend.
+//!   single lost probe from flapping the backend. The counting is [`RiseFall`]'s, the
+//!   machine watch's own targets run too.
 //! - **passive observation** of real traffic: `eject_after` consecutive connect failures (L4)
 //!   or 5xx/timeouts (L7) *eject* an `Up` backend for `cooldown`; when the cooldown has
 //!   passed, [`crate::Pool::tick`] brings it back (and later failures eject it again). Any
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::RiseFall;
 
 /// Health as the state machine sees it (the operator's wish is [`crate::AdminState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,8 +121,9 @@ pub struct LastCheck {
 #[derive(Debug)]
 pub(crate) struct HealthTracker {
     pub(crate) state: Health,
-    successes: u32,
-    failures: u32,
+    /// Active checks' rise and fall; up while the backend is `Up` or `Ejected`, since an
+    /// ejected backend that fails `fall` checks goes `Down`.
+    checks: RiseFall,
     ejected_until: Option<Instant>,
     pub(crate) last_check: Option<LastCheck>,
 }
@@ -128,8 +132,7 @@ impl Default for HealthTracker {
     fn default() -> Self {
         Self {
             state: Health::Up,
-            successes: 0,
-            failures: 0,
+            checks: RiseFall::default(),
             ejected_until: None,
             last_check: None,
         }
@@ -151,21 +154,13 @@ impl HealthTracker {
             detail: result.detail.clone(),
             duration_ms: result.duration.as_millis() as u64,
         });
-        if result.ok {
-            self.failures = 0;
-            self.successes = self.successes.saturating_add(1);
-            if self.state == Health::Down && self.successes >= policy.rise {
-                return self.set(Health::Up);
-            }
-        } else {
-            self.successes = 0;
-            self.failures = self.failures.saturating_add(1);
-            if self.state != Health::Down && self.failures >= policy.fall {
+        match self.checks.observe(result.ok, policy.rise, policy.fall)? {
+            true => self.set(Health::Up),
+            false => {
                 self.ejected_until = None;
-                return self.set(Health::Down);
+                self.set(Health::Down)
             }
         }
-        None
     }
 
     /// Ejects an `Up` backend whose real traffic failed `eject_after` times in a row.
@@ -193,8 +188,7 @@ impl HealthTracker {
     }
 
     fn set(&mut self, to: Health) -> Option<Health> {
-        self.successes = 0;
-        self.failures = 0;
+        self.checks.clear_streak();
         self.state = to;
         Some(to)
     }

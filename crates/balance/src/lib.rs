@@ -17,13 +17,17 @@
 //!   strategy, weights and membership change at run time without touching connections in
 //!   flight. It also owns the health state machine ([`health`]) and publishes every state
 //!   change as a [`HealthEvent`] on a broadcast channel that other services subscribe to.
+//! - [`RiseFall`] turns a run of check results into up or down; the backends' health and
+//!   watch's own targets share it.
 
 mod backend;
 pub mod health;
 mod pool;
+mod rise_fall;
 pub mod strategy;
 
 pub use backend::{AdminState, Backend, BackendSpec, BackendStats, Lease, MAX_WEIGHT, Outcome};
 pub use health::{CheckResult, Health, HealthEvent, HealthPolicy, LastCheck};
 pub use pool::{BackendSnapshot, Pool, PoolError, PoolSnapshot, PoolState};
+pub use rise_fall::RiseFall;
 pub use strategy::{HashKey, StrategyKind, hash_key};

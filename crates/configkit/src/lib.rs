@@ -15,16 +15,70 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\""))
 }
 
-/// Parses `"200-399"` or `"204"`: the HTTP statuses a health check accepts.
-pub fn parse_status_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let bad = || format!("`{s}` is not a status range; write \"200-399\" or \"200\"");
-    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
-    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
-    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
-    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-        return Err(bad());
+/// The HTTP statuses a check accepts, written `"200-399"` or `"204"`.
+///
+/// Parsed when the configuration (or an admin API body) is read, so a check holds the
+/// range itself and never falls back to a default for a string it cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    /// Lowest accepted status.
+    lo: u16,
+    /// Highest accepted status (equal to `lo` for a single status).
+    hi: u16,
+}
+
+impl StatusRange {
+    /// 200 to 399: success and redirects, what checks accept unless told otherwise.
+    pub const SUCCESS_OR_REDIRECT: Self = Self { lo: 200, hi: 399 };
+
+    /// Whether `status` passes.
+    pub fn contains(self, status: u16) -> bool {
+        (self.lo..=self.hi).contains(&status)
     }
-    Ok(lo..=hi)
+}
+
+impl Default for StatusRange {
+    fn default() -> Self {
+        Self::SUCCESS_OR_REDIRECT
+    }
+}
+
+impl std::str::FromStr for StatusRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a status range; write \"200-399\" or \"200\"");
+        let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return Err(bad());
+        }
+        Ok(Self { lo, hi })
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+impl serde::Serialize for StatusRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StatusRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Parses an RFC 3339 time (`"2026-12-01T02:00:00Z"`) into ms since the Unix epoch.
@@ -115,6 +169,26 @@ impl Issues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_ranges_parse_and_display_as_written() {
+        let range: StatusRange = "200-399".parse().unwrap();
+        assert_eq!(range, StatusRange::SUCCESS_OR_REDIRECT);
+        assert_eq!(range.to_string(), "200-399");
+        assert!(range.contains(200) && range.contains(399));
+        assert!(!range.contains(199) && !range.contains(400));
+        let single: StatusRange = " 204 ".parse().unwrap();
+        assert_eq!(single.to_string(), "204");
+        assert!(single.contains(204) && !single.contains(205));
+        for bad in ["399-200", "abc", "600", "99-200", "200,204", ""] {
+            assert_eq!(
+                bad.parse::<StatusRange>(),
+                Err(format!(
+                    "`{bad}` is not a status range; write \"200-399\" or \"200\""
+                ))
+            );
+        }
+    }
 
     #[test]
     fn path_displays_like_toml_access() {

@@ -15,6 +15,8 @@
 //! - [`serve_router`]: an axum router served with a permit taken *before* accept, hyper's
 //!   head timeout, [`Idle`] on every connection and a graceful drain; the admin API and the
 //!   relay's ingest are served this way.
+//! - [`probe`]: the TCP connect and HTTP GET of a health check, shared by the proxy's
+//!   active checks and the targets watch checks itself.
 //!
 //! The proxy's own HTTP/1 loop applies the same [`Limits`] itself (it parses heads and
 //! bodies byte by byte), and its h2 connections go through hyper with [`Idle`].
@@ -25,6 +27,7 @@ mod accept;
 mod idle;
 mod limits;
 mod permits;
+pub mod probe;
 mod rate;
 mod serve;
 mod workers;

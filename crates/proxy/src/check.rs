@@ -1,35 +1,30 @@
 //! Active health checks: one task per pool probes every backend each `interval`.
 //!
-//! Probes of one round run concurrently, each bounded by `timeout`; results feed the pool's
+//! Probes of one round run concurrently, each bounded by `timeout` ([`net::probe`], the probe
+//! watch's targets use too); results feed the pool's
 //! state machine ([`balance::Pool::report_check`]), which applies rise/fall and publishes
 //! events. Disabled (maintenance) backends are not probed. The same task also ends passive
 //! ejections whose cooldown is over ([`balance::Pool::tick`]), which is why a pool without
 //! active checks still gets one, ticking every second.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balance::{AdminState, Backend, CheckResult, Pool};
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use net::probe::HttpProbe;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckKind, HealthCheckConfig, parse_status_range};
-use crate::tcp;
+use crate::config::{CheckKind, HealthCheckConfig};
 
 /// How often a pool without active checks looks for ended ejections.
 const TICK_WITHOUT_CHECKS: Duration = Duration::from_secs(1);
 
-/// A validated check: what `HealthCheckConfig` becomes once its strings are parsed.
+/// What a pool's check sends to each backend: `HealthCheckConfig` made ready once.
 #[derive(Debug, Clone)]
 struct Probe {
-    kind: CheckKind,
-    path: String,
-    expect: RangeInclusive<u16>,
+    /// The request of an HTTP check, without its `Host` (each backend's own address).
+    http: Option<HttpProbe>,
     timeout: Duration,
 }
 
@@ -40,9 +35,13 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let probe = cfg.as_ref().map(|c| Probe {
-        kind: c.kind,
-        path: c.path.clone(),
-        expect: parse_status_range(&c.expect_status).unwrap_or(200..=399),
+        http: (c.kind == CheckKind::Http).then(|| HttpProbe {
+            path: c.path.clone(),
+            host: String::new(),
+            expect: c.expect_status,
+            body_contains: None,
+            user_agent: "lintas-health-check",
+        }),
         timeout: c.timeout,
     });
     let period = cfg.as_ref().map_or(TICK_WITHOUT_CHECKS, |c| c.interval);
@@ -81,54 +80,16 @@ pub(crate) async fn run(
 
 async fn check(b: &Backend, probe: &Probe) -> CheckResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(probe.timeout, attempt(b, probe)).await;
-    let (ok, detail) = match outcome {
-        Ok(Ok(detail)) => (true, detail),
-        Ok(Err(detail)) => (false, detail),
-        Err(_) => (
-            false,
-            format!(
-                "no answer within {}",
-                configkit::format_duration(probe.timeout)
-            ),
-        ),
-    };
+    let http = probe.http.clone().map(|http| HttpProbe {
+        host: b.addr().to_string(),
+        ..http
+    });
+    let outcome = net::probe::probe(b.addr(), http.as_ref(), probe.timeout).await;
     CheckResult {
-        ok,
-        detail,
+        ok: outcome.is_ok(),
+        detail: match outcome {
+            Ok(d) | Err(d) => d,
+        },
         duration: started.elapsed(),
-    }
-}
-
-async fn attempt(b: &Backend, probe: &Probe) -> Result<String, String> {
-    let stream = tcp::connect(b.addr(), probe.timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    if probe.kind == CheckKind::Tcp {
-        return Ok("TCP connect ok".into());
-    }
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(conn);
-    let req = Request::get(probe.path.as_str())
-        .header(header::HOST, b.addr().to_string())
-        .header(header::USER_AGENT, "lintas-health-check")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP request failed: {e}"))?;
-    let status = resp.status().as_u16();
-    if probe.expect.contains(&status) {
-        Ok(format!("HTTP {status}"))
-    } else {
-        Err(format!(
-            "HTTP {status}, expected {}-{}",
-            probe.expect.start(),
-            probe.expect.end()
-        ))
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use balance::{BackendSpec, HashKey, HealthPolicy, StrategyKind};
-use configkit::{Issues, KeyPath};
+use configkit::{Issues, KeyPath, StatusRange};
 use serde::Deserialize;
 
 /// The whole `[proxy]` section.
@@ -32,8 +32,10 @@ pub struct PoolConfig {
     /// Balancing algorithm.
     #[serde(default = "default_strategy")]
     pub strategy: StrategyKind,
-    /// For `consistent_hash`: `"client_ip"`, `"header:NAME"` or `"cookie:NAME"`.
-    pub hash_key: Option<String>,
+    /// For `consistent_hash`: `"client_ip"`, `"header:NAME"` or `"cookie:NAME"`, parsed as
+    /// the file is read.
+    #[serde(default, deserialize_with = "hash_key_opt")]
+    pub hash_key: Option<HashKey>,
     /// The backends.
     pub backends: Vec<BackendConfig>,
     /// Active health checks; none means backends are judged by traffic alone.
@@ -84,8 +86,8 @@ pub struct HealthCheckConfig {
     #[serde(default = "default_path")]
     pub path: String,
     /// Accepted statuses, `"200-399"` or `"200"`.
-    #[serde(default = "default_expect")]
-    pub expect_status: String,
+    #[serde(default)]
+    pub expect_status: StatusRange,
     /// Time between checks of one backend.
     #[serde(default = "default_interval", with = "configkit::duration")]
     pub interval: Duration,
@@ -102,9 +104,6 @@ pub struct HealthCheckConfig {
 
 fn default_path() -> String {
     "/".into()
-}
-fn default_expect() -> String {
-    "200-399".into()
 }
 fn default_interval() -> Duration {
     Duration::from_secs(2)
@@ -298,16 +297,18 @@ impl PoolConfig {
             cooldown: self.passive.cooldown,
         }
     }
-
-    /// The parsed hash key (validated beforehand).
-    pub fn parsed_hash_key(&self) -> Option<HashKey> {
-        self.hash_key
-            .as_deref()
-            .and_then(|k| parse_hash_key(k).ok())
-    }
 }
 
-/// Parses `client_ip`, `header:NAME` or `cookie:NAME`.
+/// Reads `hash_key` with [`parse_hash_key`], so a bad key is refused where it is written.
+fn hash_key_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HashKey>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_hash_key(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Parses `client_ip`, `header:NAME` or `cookie:NAME`: the file's `hash_key` and the admin
+/// API's strategy change take the same spellings.
 pub fn parse_hash_key(s: &str) -> Result<HashKey, String> {
     let bad = || {
         format!("`{s}` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\"")
@@ -321,8 +322,6 @@ pub fn parse_hash_key(s: &str) -> Result<HashKey, String> {
         _ => Err(bad()),
     }
 }
-
-pub use configkit::parse_status_range;
 
 impl ProxyConfig {
     /// Checks everything serde could not; `at` is the path of the `[proxy]` section.
@@ -347,23 +346,14 @@ impl ProxyConfig {
                     );
                 }
             }
-            match (&pool.hash_key, pool.strategy) {
-                (Some(k), _) => {
-                    if let Err(e) = parse_hash_key(k) {
-                        issues.push(p.key("hash_key"), e);
-                    }
-                }
-                (None, StrategyKind::ConsistentHash) => issues.push(
+            if pool.hash_key.is_none() && pool.strategy == StrategyKind::ConsistentHash {
+                issues.push(
                     p.key("strategy"),
                     "consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
-                ),
-                (None, _) => {}
+                );
             }
             if let Some(h) = &pool.health {
                 let hp = p.key("health");
-                if let Err(e) = parse_status_range(&h.expect_status) {
-                    issues.push(hp.key("expect_status"), e);
-                }
                 if !h.path.starts_with('/') {
                     issues.push(hp.key("path"), "the check path must start with `/`");
                 }
@@ -487,11 +477,46 @@ mod tests {
     }
 
     #[test]
-    fn status_ranges() {
-        assert_eq!(parse_status_range("200-399"), Ok(200..=399));
-        assert_eq!(parse_status_range("204"), Ok(204..=204));
-        assert!(parse_status_range("399-200").is_err());
-        assert!(parse_status_range("abc").is_err());
+    fn typed_values_are_parsed_as_the_file_is_read() {
+        let cfg: ProxyConfig = toml::from_str(
+            r#"
+            [pools.web]
+            strategy = "consistent_hash"
+            hash_key = "header:X-User"
+            backends = [{ name = "a", address = "127.0.0.1:1" }]
+            health = { kind = "http", expect_status = "204" }
+            "#,
+        )
+        .unwrap();
+        let web = &cfg.pools["web"];
+        assert_eq!(web.hash_key, Some(HashKey::Header("x-user".into())));
+        assert_eq!(
+            web.health.as_ref().map(|h| h.expect_status),
+            Some("204".parse().unwrap())
+        );
+        for (value, message) in [
+            (
+                r#"hash_key = "ip""#,
+                "`ip` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+            ),
+            (
+                r#"health = { kind = "http", expect_status = "600" }"#,
+                "`600` is not a status range; write \"200-399\" or \"200\"",
+            ),
+        ] {
+            let text = format!(
+                "[pools.web]\nbackends = [{{ name = \"a\", address = \"127.0.0.1:1\" }}]\n{value}\n"
+            );
+            let err = toml::from_str::<ProxyConfig>(&text).unwrap_err();
+            assert_eq!(err.message(), message);
+            let bad = value
+                .rsplit_once('=')
+                .unwrap()
+                .1
+                .trim()
+                .trim_end_matches(" }");
+            assert_eq!(err.span().map(|s| &text[s]), Some(bad));
+        }
     }
 
     #[test]
@@ -516,7 +541,7 @@ mod tests {
             [pools.web]
             strategy = "consistent_hash"
             backends = [{ name = "a", address = "127.0.0.1:1" }, { name = "a", address = "127.0.0.1:2", weight = 300 }]
-            health = { kind = "http", expect_status = "600", rise = 0 }
+            health = { kind = "http", rise = 0 }
 
             [[listeners]]
             name = "l"
@@ -539,7 +564,6 @@ mod tests {
                 "proxy.pools.web.backends[1].name: backend name `a` is used twice in pool `web`",
                 "proxy.pools.web.backends[1].weight: weight 300 is out of range; use 0 to 256",
                 "proxy.pools.web.strategy: consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
-                "proxy.pools.web.health.expect_status: `600` is not a status range; write \"200-399\" or \"200\"",
                 "proxy.pools.web.health.rise: rise must be at least 1",
                 "proxy.listeners[0].pool: no pool named `nope`; defined pools: web",
                 "proxy.listeners[0].no_backend_status: use 503 (default) or 502",

@@ -272,13 +272,13 @@ impl Proxy {
             let specs = p.backend_specs();
             let pool = match old_pools.get(name) {
                 Some(existing) => {
-                    existing.reconfigure(p.strategy, p.parsed_hash_key(), &specs, p.policy());
+                    existing.reconfigure(p.strategy, p.hash_key.clone(), &specs, p.policy());
                     summary.pools_updated.push(name.clone());
                     existing.clone()
                 }
                 None => {
                     summary.pools_added.push(name.clone());
-                    let pool = Pool::new(name, p.strategy, p.parsed_hash_key(), &specs, p.policy())
+                    let pool = Pool::new(name, p.strategy, p.hash_key.clone(), &specs, p.policy())
                         .map_err(|source| ProxyError::Pool {
                             pool: name.clone(),
                             source,

@@ -21,6 +21,7 @@ pub mod destination;
 pub mod idempotency;
 mod ingest;
 pub mod keys;
+pub mod migrations;
 pub mod record;
 mod replay;
 pub mod secrets;
@@ -31,4 +32,5 @@ pub mod stream;
 mod telemetry;
 
 pub use config::RelayConfig;
+pub use migrations::MIGRATIONS;
 pub use service::{Relay, Reloaded};

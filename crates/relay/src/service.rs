@@ -90,6 +90,7 @@ impl ::service::Service for Relay {
             .bind(cfg.listen)
             .map_err(|e| StartError::bind(at.key("listen"), cfg.listen, &e))?;
         let store = deps.store().await?;
+        store.migrate("relay", crate::MIGRATIONS).await?;
         let key_file = cfg
             .secret_key_file
             .clone()

@@ -55,6 +55,14 @@ impl StartError {
     }
 }
 
+/// The store is the data directory's: a file that cannot be opened or a schema newer than
+/// this binary is blamed on `data_dir`.
+impl From<store::StoreError> for StartError {
+    fn from(e: store::StoreError) -> Self {
+        Self::new(KeyPath::root("data_dir"), e.to_string())
+    }
+}
+
 /// What the node gives every service: cheap to clone, the same for all of them.
 #[derive(Clone)]
 pub struct Deps {
@@ -93,13 +101,14 @@ impl Deps {
         }
     }
 
-    /// This node's store, opened (and brought up to date) by the first service that asks.
+    /// This node's store, opened by the first service that asks; each service then brings
+    /// its own tables up to date ([`store::Store::migrate`]).
     pub async fn store(&self) -> Result<store::Store, StartError> {
         self.store
             .get_or_try_init(|| store::Store::open(&self.data_dir))
             .await
             .cloned()
-            .map_err(|e| StartError::new(KeyPath::root("data_dir"), e.to_string()))
+            .map_err(StartError::from)
     }
 }
 

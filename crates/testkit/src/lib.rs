@@ -4,6 +4,7 @@
 //! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
 
 pub mod admin;
+pub mod fuzz;
 pub mod link;
 pub mod scratch;
 pub mod smtp;

@@ -166,7 +166,13 @@ fn target_error(e: TargetError) -> Response {
     ApiError::new(status, e.to_string()).into_response()
 }
 
-async fn add_target(State(w): State<Arc<Watch>>, Json(t): Json<TargetConfig>) -> Response {
+/// Reads the target from the JSON value rather than the body text, so a refusal is the
+/// target's own message (`address: a tcp target needs …`), not serde's position in the body.
+async fn add_target(State(w): State<Arc<Watch>>, Json(v): Json<Value>) -> Response {
+    let t = match serde_json::from_value::<TargetConfig>(v) {
+        Ok(t) => t,
+        Err(e) => return ApiError::unprocessable(e.to_string()).into_response(),
+    };
     match w.add_target(t.clone()).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(t))).into_response(),
         Err(e) => target_error(e),

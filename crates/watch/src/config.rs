@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use configkit::{Issues, KeyPath};
+use configkit::{Issues, KeyPath, StatusRange};
 use serde::{Deserialize, Serialize};
 
 /// `[watch]`.
@@ -153,48 +153,151 @@ impl Default for WatchConfig {
     }
 }
 
-/// How a target is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    /// `GET url`, status in `expect_status`, body containing `body_contains`.
-    Http,
-    /// A TCP connect to `address`.
-    Tcp,
-}
-
 /// A target watch checks itself.
+///
+/// In the file and in the admin API a target is one flat table whose `kind` says which
+/// fields it takes (`[[watch.targets]] kind = "http"` with `url`, …); here the kind is a
+/// [`TargetCheck`] variant carrying exactly its own fields, so a checker never meets an
+/// http target without a URL.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TargetTable", into = "TargetTable")]
 pub struct TargetConfig {
     /// Its name in alerts.
     pub name: String,
-    /// http or tcp.
-    pub kind: TargetKind,
-    /// For http: `http://host:port/path`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// For tcp: `host:port`.
-    #[serde(default)]
-    pub address: Option<String>,
+    /// What is checked, and how.
+    pub check: TargetCheck,
     /// Time between checks.
-    #[serde(default = "default_interval", with = "configkit::duration")]
     pub interval: Duration,
     /// How long one check may take.
-    #[serde(default = "default_timeout", with = "configkit::duration")]
     pub timeout: Duration,
     /// Failed checks in a row that make it down.
-    #[serde(default = "default_fall")]
     pub fall: u32,
     /// Passed checks in a row that make it up again.
-    #[serde(default = "default_rise")]
     pub rise: u32,
-    /// For http: statuses that pass.
-    #[serde(default = "default_expect")]
-    pub expect_status: String,
-    /// For http: text the body must contain.
+}
+
+/// How a target is checked: `kind` in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCheck {
+    /// `kind = "http"`: `GET url` must answer a status in `expect_status` with a body
+    /// containing `body_contains`.
+    Http {
+        /// `http://host:port/path`.
+        url: HttpUrl,
+        /// Statuses that pass.
+        expect_status: StatusRange,
+        /// Text the body must contain.
+        body_contains: Option<String>,
+    },
+    /// `kind = "tcp"`: a TCP connect to `address` must succeed.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+}
+
+impl TargetCheck {
+    /// What is checked, as alerts name it: the URL or the address.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Http { url, .. } => url.to_string(),
+            Self::Tcp { address } => address.clone(),
+        }
+    }
+}
+
+/// A plain-HTTP URL, checked when it is read: `http://host:port/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(http::Uri);
+
+impl HttpUrl {
+    /// The host to connect to.
+    pub fn host(&self) -> &str {
+        self.0.host().unwrap_or_default()
+    }
+
+    /// The port to connect to (80 when the URL has none).
+    pub fn port(&self) -> u16 {
+        self.0.port_u16().unwrap_or(80)
+    }
+
+    /// `host[:port]` as written, for the `Host` header.
+    pub fn authority(&self) -> &str {
+        self.0.authority().map_or("", |a| a.as_str())
+    }
+
+    /// Path and query, `/` when the URL has none.
+    pub fn path_and_query(&self) -> &str {
+        self.0.path_and_query().map_or("/", |p| p.as_str())
+    }
+}
+
+impl std::str::FromStr for HttpUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(Self(uri)),
+            _ => Err(format!(
+                "`{s}` is not an http URL; write url = \"http://host:port/path\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for HttpUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a target is checked, as written: the value of `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum TargetKind {
+    /// [`TargetCheck::Http`].
+    Http,
+    /// [`TargetCheck::Tcp`].
+    Tcp,
+}
+
+/// A target as written in the file and the admin API: one flat table, every kind's fields
+/// optional, turned into a [`TargetConfig`] (or refused, naming the field) as it is read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct TargetTable {
+    name: String,
+    kind: TargetKind,
     #[serde(default)]
-    pub body_contains: Option<String>,
+    url: Option<HttpUrl>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default = "default_interval", with = "configkit::duration")]
+    interval: Duration,
+    #[serde(default = "default_timeout", with = "configkit::duration")]
+    timeout: Duration,
+    #[serde(default = "default_fall")]
+    fall: u32,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default)]
+    expect_status: Option<StatusRange>,
+    #[serde(default)]
+    body_contains: Option<String>,
 }
 
 fn default_interval() -> Duration {
@@ -209,12 +312,109 @@ fn default_fall() -> u32 {
 fn default_rise() -> u32 {
     2
 }
-fn default_expect() -> String {
-    "200-399".into()
+
+impl TryFrom<TargetTable> for TargetConfig {
+    type Error = String;
+
+    /// Refuses a kind's missing field and another kind's field, as `field: what to do`.
+    fn try_from(t: TargetTable) -> Result<Self, String> {
+        let check = match t.kind {
+            TargetKind::Http => {
+                if t.address.is_some() {
+                    return Err("address: an http target is checked at its url; remove address or write kind = \"tcp\"".to_owned());
+                }
+                let Some(url) = t.url else {
+                    return Err(
+                        "url: an http target needs url = \"http://host:port/path\"".to_owned()
+                    );
+                };
+                TargetCheck::Http {
+                    url,
+                    expect_status: t.expect_status.unwrap_or_default(),
+                    body_contains: t.body_contains,
+                }
+            }
+            TargetKind::Tcp => {
+                let http_only = [
+                    ("url", t.url.is_some()),
+                    ("expect_status", t.expect_status.is_some()),
+                    ("body_contains", t.body_contains.is_some()),
+                ];
+                if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "{field}: only http targets take {field}; remove it or write kind = \"http\""
+                    ));
+                }
+                match t.address {
+                    Some(address) if address.contains(':') => TargetCheck::Tcp { address },
+                    _ => {
+                        return Err(
+                            "address: a tcp target needs address = \"host:port\"".to_owned()
+                        );
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            name: t.name,
+            check,
+            interval: t.interval,
+            timeout: t.timeout,
+            fall: t.fall,
+            rise: t.rise,
+        })
+    }
+}
+
+impl From<TargetConfig> for TargetTable {
+    fn from(t: TargetConfig) -> Self {
+        let (kind, url, address, expect_status, body_contains) = match t.check {
+            TargetCheck::Http {
+                url,
+                expect_status,
+                body_contains,
+            } => (
+                TargetKind::Http,
+                Some(url),
+                None,
+                Some(expect_status),
+                body_contains,
+            ),
+            TargetCheck::Tcp { address } => (TargetKind::Tcp, None, Some(address), None, None),
+        };
+        Self {
+            name: t.name,
+            kind,
+            url,
+            address,
+            interval: t.interval,
+            timeout: t.timeout,
+            fall: t.fall,
+            rise: t.rise,
+            expect_status,
+            body_contains,
+        }
+    }
 }
 
 impl TargetConfig {
-    /// What is wrong with the target, each with its field.
+    /// Reads a target the admin API stored. Targets stored before kinds were typed carry
+    /// every kind's fields (a tcp target has `"url": null` and `"expect_status":
+    /// "200-399"`), so another kind's fields are dropped here rather than refused.
+    pub fn from_stored(json: &str) -> Result<Self, String> {
+        let mut t: TargetTable = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        match t.kind {
+            TargetKind::Http => t.address = None,
+            TargetKind::Tcp => {
+                t.url = None;
+                t.expect_status = None;
+                t.body_contains = None;
+            }
+        }
+        Self::try_from(t)
+    }
+
+    /// What is wrong with the target beyond its shape, each with its field.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.name.is_empty() || self.name.contains('/') {
@@ -222,26 +422,6 @@ impl TargetConfig {
                 "name",
                 "a target needs a name without `/` (names with `/` are the proxy's pool/backend and relay/destination)".to_owned(),
             ));
-        }
-        match self.kind {
-            TargetKind::Http => match &self.url {
-                Some(u) if u.starts_with("http://") && u.parse::<http::Uri>().is_ok() => {}
-                _ => out.push((
-                    "url",
-                    "an http target needs url = \"http://host:port/path\"".to_owned(),
-                )),
-            },
-            TargetKind::Tcp => {
-                if self.address.as_deref().is_none_or(|a| !a.contains(':')) {
-                    out.push((
-                        "address",
-                        "a tcp target needs address = \"host:port\"".to_owned(),
-                    ));
-                }
-            }
-        }
-        if let Err(e) = configkit::parse_status_range(&self.expect_status) {
-            out.push(("expect_status", e));
         }
         if self.fall == 0 || self.rise == 0 {
             out.push(("fall", "fall and rise must be at least 1".to_owned()));
@@ -353,5 +533,72 @@ impl WatchConfig {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_stored_in_the_untyped_shape_still_load() {
+        let tcp = r#"{"name":"db","kind":"tcp","url":null,"address":"127.0.0.1:5432","interval":"100ms","timeout":"100ms","fall":1,"rise":1,"expect_status":"200-399","body_contains":null}"#;
+        let http = r#"{"name":"site","kind":"http","url":"http://127.0.0.1:8080/health","address":null,"interval":"5s","timeout":"2s","fall":3,"rise":2,"expect_status":"204","body_contains":"ok"}"#;
+        assert_eq!(
+            TargetConfig::from_stored(tcp),
+            Ok(TargetConfig {
+                name: "db".into(),
+                check: TargetCheck::Tcp {
+                    address: "127.0.0.1:5432".into()
+                },
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_millis(100),
+                fall: 1,
+                rise: 1,
+            })
+        );
+        let site = TargetConfig::from_stored(http).expect("http target");
+        assert_eq!(
+            site.check,
+            TargetCheck::Http {
+                url: "http://127.0.0.1:8080/health".parse().expect("url"),
+                expect_status: "204".parse().expect("range"),
+                body_contains: Some("ok".into()),
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&site).expect("json"),
+            r#"{"name":"site","kind":"http","url":"http://127.0.0.1:8080/health","address":null,"interval":"5s","timeout":"2s","fall":3,"rise":2,"expect_status":"204","body_contains":"ok"}"#,
+            "written in the flat shape the admin API has always shown"
+        );
+    }
+
+    #[test]
+    fn a_target_takes_only_its_kinds_fields() {
+        let refused = |json: &str| {
+            serde_json::from_str::<TargetConfig>(json)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(
+            refused(r#"{"name":"s","kind":"http"}"#),
+            "url: an http target needs url = \"http://host:port/path\""
+        );
+        assert_eq!(
+            refused(r#"{"name":"s","kind":"http","url":"ftp://x/"}"#),
+            "`ftp://x/` is not an http URL; write url = \"http://host:port/path\" at line 1 column 43"
+        );
+        assert_eq!(
+            refused(r#"{"name":"s","kind":"http","url":"http://x/","address":"x:1"}"#),
+            "address: an http target is checked at its url; remove address or write kind = \"tcp\""
+        );
+        assert_eq!(
+            refused(r#"{"name":"s","kind":"tcp","address":"x:1","body_contains":"ok"}"#),
+            "body_contains: only http targets take body_contains; remove it or write kind = \"http\""
+        );
+        assert_eq!(
+            refused(r#"{"name":"s","kind":"tcp","address":"x"}"#),
+            "address: a tcp target needs address = \"host:port\""
+        );
     }
 }

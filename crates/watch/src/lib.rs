@@ -15,6 +15,7 @@
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
 //! - [`admin`]: the admin API routes and the dashboard.
 //! - [`metrics`]: host metrics sampled into a history.
+//! - [`migrations`]: watch's tables in the node's store.
 //! - `telemetry`: alerts sent, checks run and targets up, in the node's metrics registry.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod checks;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod migrations;
 mod telemetry;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,7 @@ use tracing::{info, warn};
 
 pub use config::{TargetConfig, WatchConfig};
 use engine::{Alert, Engine, Pause, Rules, Transition};
+pub use migrations::MIGRATIONS;
 
 use bot::telegram::Telegram;
 use channels::Channel;
@@ -178,6 +181,7 @@ impl Watch {
     ) -> Result<Arc<Self>, StartError> {
         let at = KeyPath::root(<Self as service::Service>::SECTION);
         let store = deps.store().await?;
+        store.migrate("watch", MIGRATIONS).await?;
         let tracker = &deps.tasks;
         let mut engine = Engine::new(Rules {
             repeat: cfg.repeat,
@@ -307,7 +311,7 @@ impl Watch {
             .await?;
         let mut n = 0;
         for spec in specs {
-            match serde_json::from_str::<TargetConfig>(&spec) {
+            match TargetConfig::from_stored(&spec) {
                 Ok(t) if !self.lock_targets().contains_key(&t.name) => {
                     self.spawn_target(t, false);
                     n += 1;

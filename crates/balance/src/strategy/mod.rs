@@ -200,6 +200,9 @@ pub fn build(kind: StrategyKind, backends: &[Arc<Backend>]) -> Box<dyn Strategy>
     }
 }
 
+#[cfg(test)]
+mod compliance;
+
 /// Helpers shared by the strategies' unit tests.
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -34,25 +34,3 @@ impl Strategy for RandomTwoChoices {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::strategy::test_util::*;
-
-    #[test]
-    fn never_picks_the_most_loaded_of_three_when_others_idle() {
-        // With three backends any pair contains an idle one, so the busy one never wins.
-        let bs = backends(&[1, 1, 1]);
-        let _busy: Vec<_> = (0..5).map(|_| bs[2].lease()).collect();
-        let picks = pick_n(&RandomTwoChoices, &bs, 200, 0);
-        assert!(!picks.contains(&2));
-    }
-
-    #[test]
-    fn spreads_over_all_backends() {
-        let bs = backends(&[1, 1, 1, 1]);
-        let picks = pick_n(&RandomTwoChoices, &bs, 400, 0);
-        assert!(counts(&picks, 4).iter().all(|&c| c > 0));
-    }
-}

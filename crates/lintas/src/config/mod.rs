@@ -314,6 +314,35 @@ keys = ["sku"]
     }
 
     #[test]
+    fn typed_values_are_refused_where_they_are_written() {
+        assert_eq!(
+            errors("[proxy.pools.web]\nbackends = []\nhash_key = \"ip\"\n"),
+            "lintas.toml:3:12: proxy.pools.web.hash_key: `ip` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\""
+        );
+        assert_eq!(
+            errors(
+                "[watch]\n\n[[watch.targets]]\nname = \"site\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nexpect_status = \"2xx\"\n"
+            ),
+            "lintas.toml:7:17: watch.targets[0].expect_status: `2xx` is not a status range; write \"200-399\" or \"200\""
+        );
+    }
+
+    #[test]
+    fn a_target_missing_its_kinds_field_names_the_target_and_the_field() {
+        assert_eq!(
+            errors("[watch]\n\n[[watch.targets]]\nname = \"site\"\nkind = \"http\"\n"),
+            "lintas.toml:3:1: watch.targets[0]: url: an http target needs url = \"http://host:port/path\""
+        );
+        assert_eq!(
+            errors(
+                "[watch]\ntargets = [\n  { name = \"db\", kind = \"tcp\", address = \"127.0.0.1:5432\", url = \"http://127.0.0.1:1/\" },\n]\n"
+            ),
+            // toml gives an inline array's elements the array's span.
+            "lintas.toml:2:11: watch.targets: url: only http targets take url; remove it or write kind = \"http\""
+        );
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let text = include_str!("../../../../lintas.example.toml");
         parse(Path::new("lintas.example.toml"), text.to_string()).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! One test binary (faster to link than one per file); each module is one concern:
 //!
+//! - `config_fuzz`: the configuration loader fed mutated copies of the example file.
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
 //! - `h1_differential`: a differential fuzzer of the HTTP/1 path against hyper's parser.
@@ -14,6 +15,8 @@
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
+//! - `store_upgrade`: a store of the globally numbered schema upgraded to per-service
+//!   versions in place.
 //! - `watch`: alerts for killed backends and failing targets, reminders, retries, pauses.
 //!
 //! Shared setup lives in `harness`.
@@ -26,6 +29,7 @@
 )]
 
 mod cli;
+mod config_fuzz;
 mod distribution;
 mod failover;
 mod h1_differential;
@@ -35,5 +39,6 @@ mod http1;
 mod relay;
 mod reload;
 mod slow_clients;
+mod store_upgrade;
 mod tcp;
 mod watch;

@@ -55,21 +55,17 @@ pool = "echo"
     let mut session = TcpStream::connect(node.addr("echo").await).await.unwrap();
     echo_roundtrip(&mut session, b"before").await;
     let load = Load::start(4, &node.url("web", "/").await);
-    // The clients run for about two seconds: changes land while requests are in flight.
-    let step = Duration::from_millis(600);
-
-    tokio::time::sleep(step).await;
+    // Each change lands while clients are sending: after the clients' next requests have
+    // been answered, not after a guessed time.
     load.wait_for_more(20).await;
     node.pool("web")
         .set_strategy(StrategyKind::LeastConnections, None);
-    tokio::time::sleep(step).await;
     load.wait_for_more(20).await;
     dir.write(
         "lintas.toml",
         &config("weighted_round_robin", &["app1", "app2", "app3", "app4"]),
     );
     let summary = node.node.reload().await.unwrap();
-    tokio::time::sleep(step).await;
     load.wait_for_more(50).await;
     let report = load.stop().await;
 

@@ -113,9 +113,14 @@ webhooks = [{{ url = "{hook_a}" }}, {{ url = "{hook_b}" }}]
         data = dir.path().join("data").display(),
         pool = pool_config(app1.addr, app2.addr),
     );
-    let _node = TestNode::start(&text).await;
-    // Let the checks see both up first.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let node = TestNode::start(&text).await;
+    // The checks see both up first.
+    wait_until("a passing check of each backend", PATIENCE, || async {
+        ["app1", "app2"]
+            .iter()
+            .all(|b| node.backend("web", b).last_check.is_some_and(|c| c.ok))
+    })
+    .await;
 
     let killed = Instant::now();
     app2.kill();

@@ -7,6 +7,8 @@
 
 mod admin_api;
 mod delivery;
+mod destinations;
+mod fuzz;
 mod harness;
 mod ingest;
 mod metrics;

@@ -239,6 +239,7 @@ async fn a_destination_stored_through_the_api_never_reads_the_environment() {
     // A row the admin API stored before it refused password_env.
     let dir = TempDir::new();
     let store = store::Store::open(dir.path()).await.unwrap();
+    store.migrate("relay", relay::MIGRATIONS).await.unwrap();
     for (name, declared) in [("from-api", 0), ("from-file", 1)] {
         sqlx::query(
             "INSERT INTO relay_destinations (name, kind, url, password_env, max_connections, start_offset, declared, created_ms)

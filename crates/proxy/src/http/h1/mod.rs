@@ -21,6 +21,8 @@
 //! tunnel until either side closes, or nothing crosses it for `idle_timeout`.
 
 mod body;
+#[cfg(test)]
+mod fuzz;
 mod head;
 mod pool;
 

@@ -1,0 +1,89 @@
+//! The relay's tables in the node's store: its objects, the delivery log, dead letters.
+//!
+//! Entries 1-3 were global store versions 1, 5 and 7 before each service tracked its own
+//! (see `store`'s legacy mapping).
+
+/// Every migration of the relay's tables, in order; handed to
+/// [`store::Store::migrate`] under the name `"relay"`. Never edit an entry once released:
+/// add one.
+pub const MIGRATIONS: &[&str] = &[RELAY_OBJECTS, RELAY_PASSWORDS, RELAY_UNMATCHED];
+
+/// Relay applications, destinations and routes; the delivery log (one row per delivered
+/// batch and application, so successes cost one row per batch) and dead letters (one row per
+/// rejected record, in full).
+const RELAY_OBJECTS: &str = r#"
+CREATE TABLE relay_applications (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash BLOB NOT NULL UNIQUE,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    rotated_ms INTEGER
+);
+CREATE TABLE relay_destinations (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    password_env TEXT,
+    max_connections INTEGER NOT NULL,
+    start_offset INTEGER NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE relay_routes (
+    id INTEGER PRIMARY KEY,
+    application_id INTEGER NOT NULL REFERENCES relay_applications(id) ON DELETE CASCADE,
+    destination_id INTEGER NOT NULL REFERENCES relay_destinations(id) ON DELETE CASCADE,
+    table_schema TEXT,
+    table_name TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX relay_routes_application ON relay_routes(application_id);
+CREATE TABLE relay_batches (
+    destination_id INTEGER NOT NULL,
+    application_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX relay_batches_offsets ON relay_batches(destination_id, last_offset);
+CREATE INDEX relay_batches_at ON relay_batches(at_ms);
+CREATE TABLE relay_dead_letters (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    application_id INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    data_sent TEXT NOT NULL,
+    row_values TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_dead_letters_at ON relay_dead_letters(at_ms);
+"#;
+
+/// Relay: destination passwords given through the admin API, encrypted.
+const RELAY_PASSWORDS: &str = r#"
+ALTER TABLE relay_destinations ADD COLUMN password_enc TEXT;
+"#;
+
+/// Relay: records whose update or delete matched no row at a destination (one row each,
+/// only for those; kept for `retention` like the delivery log).
+const RELAY_UNMATCHED: &str = r#"
+CREATE TABLE relay_unmatched (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_unmatched_at ON relay_unmatched(at_ms);
+"#;
