@@ -46,34 +46,28 @@ impl<T: Serialize> IntoResponse for Json<T> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for Path<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(value) =
-            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
-        Ok(Self(value))
-    }
-}
-
 /// A query string.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for Query<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
+/// Our extractor from axum's of the same name, its rejection turned into an [`ApiError`].
+macro_rules! from_parts {
+    ($name:ident) => {
+        impl<S, T> FromRequestParts<S> for $name<T>
+        where
+            S: Send + Sync,
+            T: DeserializeOwned + Send,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(Self(value))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let axum::extract::$name(value) =
+                    axum::extract::$name::<T>::from_request_parts(parts, state).await?;
+                Ok(Self(value))
+            }
+        }
+    };
 }
+
+from_parts!(Path);
+from_parts!(Query);
