@@ -1,52 +1,54 @@
-//! The admin listener: lintas's authenticated control plane for the load balancer.
+//! The admin listener: the shell every service of a lintas node mounts its control plane in.
 //!
 //! In the spirit of HAProxy's stats page and runtime API, one HTTP listener (default
-//! `127.0.0.1:9000`) shows what the proxy is doing and changes it at run time. It reads and
-//! writes the proxy's [`proxy::registry::Registry`] — the same pools the data path picks
-//! from — so a drained backend stops getting new traffic on the next request, and nothing
-//! here is ever on the data path.
+//! `127.0.0.1:9000`) shows what the node is doing and changes it at run time. This crate owns
+//! what every service's routes share and none of what they do:
 //!
-//! Every route is behind HTTP basic auth ([`Auth`]); refusals are `{"error": "..."}` with a
-//! status, the same shape everywhere.
+//! - who may come in: HTTP basic auth ([`Auth`]) with guess throttling, and a cross-site
+//!   guard on changes;
+//! - how a refusal looks: one [`ApiError`] (`{"error": "..."}` and a status) and one set of
+//!   [`extract`]ors that turn every unreadable body, path or query into it;
+//! - one metrics registry ([`Metrics`]) that services register into at start and that
+//!   `GET /metrics` encodes;
+//! - the listener's limits (connections, head deadline, idle timeout, 64 KiB bodies) and
+//!   graceful shutdown ([`serve`]).
+//!
+//! Services bring their routes as an `axum::Router` ([`AdminState::services`]):
+//! `proxy::admin`, `relay::admin` and `watch::admin`. The shell's own routes:
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /` | 303 to `/stats` |
-//! | `GET /stats` | the HTML stats page (refreshes every 5 s) |
-//! | `GET /api/stats` | `{"listeners": [ListenerSnapshot], "pools": [PoolSnapshot]}` |
-//! | `GET /metrics` | Prometheus text format |
-//! | `GET /api/pools/{pool}` | `PoolSnapshot` |
-//! | `GET /api/pools/{pool}/backends/{backend}` | `BackendSnapshot` |
-//! | `POST /api/pools/{pool}/backends/{backend}/drain` `/enable` `/disable` | 200, `BackendSnapshot` |
-//! | `PUT /api/pools/{pool}/backends/{backend}/weight` `{"weight": 3}` | 200, `BackendSnapshot` |
-//! | `POST /api/pools/{pool}/backends` `{"name", "address", "weight"?}` | 201, `BackendSnapshot` |
-//! | `DELETE /api/pools/{pool}/backends/{backend}` | 200, `PoolSnapshot` |
-//! | `PUT /api/pools/{pool}/strategy` `{"strategy", "hash_key"?}` | 200, `PoolSnapshot` |
-//! | `POST /api/reload` | 200, what every service changed; 500 with the [`Control`]'s message |
+//! | `GET /` | 303 to `/stats` (the proxy's stats page) |
+//! | `GET /metrics` | every service's metrics, OpenMetrics text format |
+//! | `POST /api/reload` | 200, the node's reload summary; 500 with the [`Control`]'s message |
 //!
-//! Errors: 401 without valid credentials, 429 with `Retry-After` for a client address that
-//! failed too often lately (see [`auth`]), 403 for a cross-site change from a browser, 404 for
-//! an unknown pool, backend or route, 405 for a known route with another method, 400 for a
-//! body that is not the JSON the call takes, 409 for a duplicate backend name, 413 for a body
-//! over 64 KiB, 422 for a value the pool refuses (weight above 256, unknown strategy,
-//! `consistent_hash` without `hash_key`).
+//! | service | routes |
+//! |---|---|
+//! | proxy | `GET /stats`, `GET /api/stats`, `/api/pools/{pool}/...` (see `proxy::admin`) |
+//! | relay | `/api/relay/...` (see `relay::admin`) |
+//! | watch | `GET /dashboard`, `/api/watch/...` (see `watch::admin`) |
+//!
+//! Errors common to every route: 401 without valid credentials, 429 with `Retry-After` for a
+//! client address that failed too often lately (see [`auth`]), 403 for a cross-site change
+//! from a browser, 404 for an unknown route, 405 for a known route with another method, 413
+//! for a body over 64 KiB; 400 and 422 for bodies, paths and queries that do not parse (see
+//! [`extract`]).
 //!
 //! # Layout
 //!
 //! - [`config`]: the `[admin]` section and its validation.
 //! - [`auth`]: basic auth against an argon2 hash, with a keyed cache of verified headers.
 //! - `csrf`: refuses changes a browser sends on behalf of another site.
-//! - `stats_page`: the HTML page. `metrics`: the Prometheus text. `api`: the JSON API.
-//! - `error`: the JSON error every refusal goes through.
+//! - `error` ([`ApiError`]) and [`extract`]: the JSON error every refusal goes through.
+//! - [`metrics`]: the registry and `GET /metrics`.
 //! - [`serve`]: the router, the authentication layer, and the server with graceful shutdown.
 
-mod api;
 pub mod auth;
 pub mod config;
 mod csrf;
 mod error;
-mod metrics;
-mod stats_page;
+pub mod extract;
+pub mod metrics;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,15 +61,15 @@ use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTI
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 pub use auth::{Access, Auth, Throttle};
 pub use config::AdminConfig;
-
-use crate::error::ApiError;
+pub use error::ApiError;
+pub use metrics::Metrics;
 
 /// Largest request body the API reads; its bodies are a few dozen bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -81,24 +83,26 @@ pub trait Control: Send + Sync + 'static {
     /// Re-reads the configuration file and applies it (same as SIGHUP). The error is shown to
     /// the API caller as it is, so it should say what is wrong in the file and that the
     /// running configuration is unchanged, if it is.
-    /// The answer is the node's own summary (what each service changed, what needs a
-    /// restart), passed through as JSON.
+    ///
+    /// The summary is the node's, one member per service (`{"proxy": .., "relay": ..,
+    /// "watch": .., "restart_needed": [..]}`); the admin crate passes it on as it is, so it
+    /// knows no service.
     fn reload(
         &self,
     ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
-/// Everything the handlers share; cheap to clone (three `Arc`s).
+/// Everything the shell's handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The proxy's pools and listeners, read for stats and changed by the runtime API.
-    pub registry: Arc<proxy::registry::Registry>,
     /// Who may use the listener.
     pub auth: Arc<Auth>,
     /// Reload, provided by the binary.
     pub control: Arc<dyn Control>,
-    /// Other services' routes (the relay's `/api/relay/...`), served behind the same
-    /// authentication.
+    /// The node's registry, encoded by `GET /metrics`.
+    pub metrics: Metrics,
+    /// Every service's routes (`proxy::admin`, `relay::admin`, `watch::admin`), served
+    /// behind the same authentication and limits.
     pub services: Router,
 }
 
@@ -121,21 +125,10 @@ pub async fn serve(
 }
 
 fn router(state: AdminState) -> Router {
-    let backend = "/api/pools/{pool}/backends/{backend}";
     Router::new()
         .route("/", get(|| async { Redirect::to("/stats") }))
-        .route("/stats", get(stats_page::page))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/stats", get(api::stats))
-        .route("/api/reload", post(api::reload))
-        .route("/api/pools/{pool}", get(api::get_pool))
-        .route("/api/pools/{pool}/strategy", put(api::set_strategy))
-        .route("/api/pools/{pool}/backends", post(api::add_backend))
-        .route(backend, get(api::get_backend).delete(api::remove_backend))
-        .route(&format!("{backend}/drain"), post(api::drain))
-        .route(&format!("{backend}/enable"), post(api::enable))
-        .route(&format!("{backend}/disable"), post(api::disable))
-        .route(&format!("{backend}/weight"), put(api::set_weight))
+        .route("/api/reload", post(reload))
         .with_state(state.clone())
         .merge(state.services.clone())
         // After the routes: it applies to the routes registered so far.
@@ -143,6 +136,22 @@ fn router(state: AdminState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// `POST /api/reload`: re-reads the configuration file like SIGHUP.
+async fn reload(
+    State(state): State<AdminState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match state.control.reload().await {
+        Ok(summary) => {
+            info!("configuration reloaded through the admin API");
+            Ok(axum::Json(summary))
+        }
+        Err(message) => {
+            warn!(%message, "reload through the admin API failed");
+            Err(ApiError::internal(message))
+        }
+    }
 }
 
 /// Lets a request through only with valid credentials (and, for changes, from no other

@@ -1,320 +1,149 @@
-//! `GET /metrics`: the same numbers as the stats page in Prometheus' text format (0.0.4).
+//! The node's one metrics registry, and `GET /metrics`, which encodes it.
 //!
-//! Samples are grouped by metric family, each introduced once by `# HELP` and `# TYPE`, as
-//! the format requires. Labels are low-cardinality by construction: pool, backend and
-//! listener names (configured by people) and the five status classes. Label values are
-//! escaped by [`LabelValue`], since names come from users.
+//! Every service registers into the same [`Metrics`] when it starts: plain metrics it
+//! updates as things happen (a counter of records ingested, a latency histogram), and
+//! [`Collector`]s for state it already keeps and that is read at scrape time (a pool's
+//! backends, a destination's backlog), so nothing is counted twice. `GET /metrics` answers
+//! in the OpenMetrics text format, which Prometheus reads natively: a counter registered as
+//! `x` is exposed as the family `x` with samples `x_total`, and the answer ends with
+//! `# EOF`.
+//!
+//! Labels are low-cardinality by construction: names people configure (pools, backends,
+//! listeners, applications, destinations, targets, channels) and small fixed sets (status
+//! classes, refusal reasons, outcomes).
 
-use std::fmt::{self, Display, Formatter};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use balance::{BackendSnapshot, Health, PoolSnapshot};
-use proxy::registry::ListenerSnapshot;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::{Metric, Registry};
 
-use crate::AdminState;
+use crate::{AdminState, ApiError};
 
-/// The content type Prometheus expects for the text exposition format.
-pub(crate) const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the OpenMetrics text exposition.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A handle on the node's registry; clones share it.
+///
+/// Registration takes a lock, so it belongs in a service's start, never on a hot path;
+/// the metrics themselves are atomics the service keeps a clone of.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// The registry `GET /metrics` encodes.
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers a metric the caller keeps a clone of and updates. `name` has no `_total`
+    /// (counters get it when encoded); `help` has no final full stop (one is added).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.lock().register(name, help, metric);
+    }
+
+    /// Registers a collector, asked for its samples at every scrape.
+    pub fn register_collector(&self, collector: impl Collector) {
+        self.lock().register_collector(Box::new(collector));
+    }
+
+    /// Every registered metric in the OpenMetrics text format, `# EOF` included.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.lock())?;
+        Ok(text)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Writes one family of samples read from a snapshot, for a [`Collector`]: `# HELP`,
+/// `# TYPE`, then one line per label set. Use `ConstGauge` and `ConstCounter` as values; a
+/// counter's `name` has no `_total`, and `help` is written as it is.
+pub fn encode_family<L, M>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result
+where
+    L: EncodeLabelSet,
+    M: EncodeMetric + TypedMetric,
+{
+    let mut family = encoder.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, value) in samples {
+        value.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let text = Exposition {
-        listeners: &state.registry.listener_snapshots(),
-        pools: &state.registry.pool_snapshots(),
-    }
-    .to_string();
-    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text)
-}
-
-/// A label value escaped per the exposition format: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub(crate) struct LabelValue<'a>(pub &'a str);
-
-impl Display for LabelValue<'_> {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(i) = rest.find(['\\', '"', '\n']) {
-            f.write_str(&rest[..i])?;
-            f.write_str(match rest.as_bytes()[i] {
-                b'\\' => "\\\\",
-                b'"' => "\\\"",
-                _ => "\\n",
-            })?;
-            rest = &rest[i + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
-/// A sample value: integers printed exactly, floats as Prometheus reads them.
-enum Value {
-    Int(u64),
-    Float(f64),
-}
-
-impl Display for Value {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(n) => write!(f, "{n}"),
-            Self::Float(x) if x.is_nan() => f.write_str("NaN"),
-            Self::Float(x) if x.is_infinite() => {
-                f.write_str(if *x > 0.0 { "+Inf" } else { "-Inf" })
-            }
-            Self::Float(x) => write!(f, "{x}"),
-        }
-    }
-}
-
-/// One family of per-backend samples.
-struct BackendMetric {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&BackendSnapshot) -> Value,
-}
-
-const BACKEND_METRICS: &[BackendMetric] = &[
-    BackendMetric {
-        name: "lintas_backend_up",
-        kind: "gauge",
-        help: "1 when the backend's health is up (checks and traffic), 0 when down or ejected.",
-        value: |b| Value::Int(u64::from(b.health == Health::Up)),
-    },
-    BackendMetric {
-        name: "lintas_backend_available",
-        kind: "gauge",
-        help: "1 when the backend takes new traffic: up, enabled and weight above 0.",
-        value: |b| Value::Int(u64::from(b.available)),
-    },
-    BackendMetric {
-        name: "lintas_backend_weight",
-        kind: "gauge",
-        help: "Current weight of the backend (0 to 256).",
-        value: |b| Value::Int(u64::from(b.weight)),
-    },
-    BackendMetric {
-        name: "lintas_backend_in_flight",
-        kind: "gauge",
-        help: "Requests (HTTP) or connections (TCP) on the backend right now.",
-        value: |b| Value::Int(b.in_flight),
-    },
-    BackendMetric {
-        name: "lintas_backend_requests_total",
-        kind: "counter",
-        help: "Requests (HTTP) or connections (TCP) sent to the backend since it was added.",
-        value: |b| Value::Int(b.requests),
-    },
-    BackendMetric {
-        name: "lintas_backend_failures_total",
-        kind: "counter",
-        help: "Requests or connections to the backend that failed (refused, reset, timeout, 5xx).",
-        value: |b| Value::Int(b.failures),
-    },
-    BackendMetric {
-        name: "lintas_backend_bytes_in_total",
-        kind: "counter",
-        help: "Bytes sent from clients to the backend.",
-        value: |b| Value::Int(b.bytes_in),
-    },
-    BackendMetric {
-        name: "lintas_backend_bytes_out_total",
-        kind: "counter",
-        help: "Bytes sent from the backend to clients.",
-        value: |b| Value::Int(b.bytes_out),
-    },
-    BackendMetric {
-        name: "lintas_backend_latency_seconds",
-        kind: "gauge",
-        help: "Peak-EWMA latency of the backend, failures counted as slow.",
-        value: |b| Value::Float(b.latency_ms / 1000.0),
-    },
-];
-
-/// One family of per-listener samples.
-struct ListenerMetric {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&ListenerSnapshot) -> u64,
-}
-
-const LISTENER_METRICS: &[ListenerMetric] = &[
-    ListenerMetric {
-        name: "lintas_listener_connections_total",
-        kind: "counter",
-        help: "Client connections accepted.",
-        value: |l| l.connections,
-    },
-    ListenerMetric {
-        name: "lintas_listener_active_connections",
-        kind: "gauge",
-        help: "Client connections open now.",
-        value: |l| l.active,
-    },
-    ListenerMetric {
-        name: "lintas_listener_requests_total",
-        kind: "counter",
-        help: "HTTP requests received (TCP listeners: sessions).",
-        value: |l| l.requests,
-    },
-    ListenerMetric {
-        name: "lintas_listener_no_backend_total",
-        kind: "counter",
-        help: "Requests or sessions refused because no backend was available.",
-        value: |l| l.no_backend,
-    },
-    ListenerMetric {
-        name: "lintas_listener_connect_failures_total",
-        kind: "counter",
-        help: "Connection attempts to backends that failed.",
-        value: |l| l.connect_failures,
-    },
-    ListenerMetric {
-        name: "lintas_listener_retries_total",
-        kind: "counter",
-        help: "Requests retried on another backend or connection.",
-        value: |l| l.retries,
-    },
-    ListenerMetric {
-        name: "lintas_listener_timeouts_total",
-        kind: "counter",
-        help: "Requests whose backend did not answer within request_timeout.",
-        value: |l| l.timeouts,
-    },
-];
-
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-struct Exposition<'a> {
-    listeners: &'a [ListenerSnapshot],
-    pools: &'a [PoolSnapshot],
-}
-
-fn family(f: &mut Formatter<'_>, name: &str, kind: &str, help: &str) -> fmt::Result {
-    writeln!(f, "# HELP {name} {help}\n# TYPE {name} {kind}")
-}
-
-impl Display for Exposition<'_> {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        for m in BACKEND_METRICS {
-            family(f, m.name, m.kind, m.help)?;
-            for p in self.pools {
-                for b in &p.backends {
-                    writeln!(
-                        f,
-                        "{}{{pool=\"{}\",backend=\"{}\"}} {}",
-                        m.name,
-                        LabelValue(&p.name),
-                        LabelValue(&b.name),
-                        (m.value)(b)
-                    )?;
-                }
-            }
-        }
-        family(
-            f,
-            "lintas_pool_available_backends",
-            "gauge",
-            "Backends of the pool that take new traffic; 0 means every request is refused.",
-        )?;
-        for p in self.pools {
-            let n = p.backends.iter().filter(|b| b.available).count();
-            writeln!(
-                f,
-                "lintas_pool_available_backends{{pool=\"{}\"}} {n}",
-                LabelValue(&p.name)
-            )?;
-        }
-        family(
-            f,
-            "lintas_listener_info",
-            "gauge",
-            "Always 1; labels say the listener's mode, bound address and current pool.",
-        )?;
-        for l in self.listeners {
-            let mode = l.mode.as_str();
-            writeln!(
-                f,
-                "lintas_listener_info{{listener=\"{}\",mode=\"{mode}\",address=\"{}\",pool=\"{}\"}} 1",
-                LabelValue(&l.name),
-                LabelValue(&l.addr),
-                LabelValue(&l.pool)
-            )?;
-        }
-        for m in LISTENER_METRICS {
-            family(f, m.name, m.kind, m.help)?;
-            for l in self.listeners {
-                writeln!(
-                    f,
-                    "{}{{listener=\"{}\"}} {}",
-                    m.name,
-                    LabelValue(&l.name),
-                    (m.value)(l)
-                )?;
-            }
-        }
-        family(
-            f,
-            "lintas_listener_responses_total",
-            "counter",
-            "Responses sent to clients, by status class.",
-        )?;
-        for l in self.listeners {
-            for (class, n) in CLASSES.iter().zip(l.responses) {
-                writeln!(
-                    f,
-                    "lintas_listener_responses_total{{listener=\"{}\",class=\"{class}\"}} {n}",
-                    LabelValue(&l.name)
-                )?;
-            }
-        }
-        Ok(())
+    match state.metrics.encode() {
+        Ok(text) => Ok(([(CONTENT_TYPE, OPENMETRICS)], text)),
+        Err(fmt::Error) => Err(ApiError::internal(
+            "a collector failed to encode its metrics; see the log of the service that owns it",
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::metrics::counter::{ConstCounter, Counter};
+    use prometheus_client::metrics::gauge::ConstGauge;
+
     use super::*;
 
-    #[test]
-    fn label_values_escape_backslash_quote_and_newline() {
-        assert_eq!(LabelValue("a\\b\"c\nd").to_string(), "a\\\\b\\\"c\\nd");
-        assert_eq!(LabelValue("plain-name_1").to_string(), "plain-name_1");
-        assert_eq!(LabelValue("").to_string(), "");
+    #[derive(Debug)]
+    struct Pools;
+
+    impl Collector for Pools {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            encode_family(
+                &mut encoder,
+                "test_weight",
+                "Weight.",
+                [([("pool", "a\"b\\c\nd")], ConstGauge::new(3_i64))],
+            )?;
+            encode_family(
+                &mut encoder,
+                "test_requests",
+                "Requests.",
+                [([("pool", "p")], ConstCounter::new(7_u64))],
+            )
+        }
     }
 
     #[test]
-    fn values_print_as_prometheus_reads_them() {
-        assert_eq!(Value::Int(u64::MAX).to_string(), "18446744073709551615");
-        assert_eq!(Value::Float(0.03).to_string(), "0.03");
-        assert_eq!(Value::Float(f64::NAN).to_string(), "NaN");
-        assert_eq!(Value::Float(f64::INFINITY).to_string(), "+Inf");
-    }
-
-    #[test]
-    fn every_family_has_one_help_and_type() {
-        let text = Exposition {
-            listeners: &[],
-            pools: &[],
-        }
-        .to_string();
-        let names: Vec<&str> = BACKEND_METRICS
-            .iter()
-            .map(|m| m.name)
-            .chain(LISTENER_METRICS.iter().map(|m| m.name))
-            .collect();
-        for name in names {
-            assert_eq!(
-                text.matches(&format!("# TYPE {name} ")).count(),
-                1,
-                "{name}"
-            );
-            assert_eq!(
-                text.matches(&format!("# HELP {name} ")).count(),
-                1,
-                "{name}"
-            );
-        }
+    fn metrics_and_collectors_encode_as_openmetrics() {
+        let metrics = Metrics::default();
+        let counter = Counter::<u64>::default();
+        metrics.register("test_events", "Events seen", counter.clone());
+        metrics.clone().register_collector(Pools);
+        counter.inc_by(2);
+        assert_eq!(
+            metrics.encode().unwrap(),
+            "# HELP test_events Events seen.\n\
+             # TYPE test_events counter\n\
+             test_events_total 2\n\
+             # HELP test_weight Weight.\n\
+             # TYPE test_weight gauge\n\
+             test_weight{pool=\"a\\\"b\\\\c\\nd\"} 3\n\
+             # HELP test_requests Requests.\n\
+             # TYPE test_requests counter\n\
+             test_requests_total{pool=\"p\"} 7\n\
+             # EOF\n"
+        );
     }
 }

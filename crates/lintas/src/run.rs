@@ -112,9 +112,9 @@ impl Node {
         });
         if let Some((auth, listener)) = admin {
             let state = AdminState {
-                registry: node.proxy.registry().clone(),
                 auth: Arc::new(auth),
                 control: Arc::new(Reloader(node.clone())),
+                metrics: deps.metrics.clone(),
                 services: node
                     .proxy
                     .routes()

@@ -13,12 +13,15 @@
 //!   h2 clients through hyper (`http::h2`); pooled HTTP/1.1 backends, WebSocket upgrades
 //!   tunnelled, retries, timeouts, TLS termination (`tls`).
 //! - `check`: active health checks per pool.
-//! - [`registry`]: what the admin service reads: pools and listeners with their counters.
+//! - [`registry`]: pools and listeners with their counters, read by the stats and metrics.
+//! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
+//!   listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
 //!
 //! Listeners are bound and served on `net`'s worker threads (one current-thread runtime
 //! per core, each accepting on its own `SO_REUSEPORT` socket of every listener).
 
+pub mod admin;
 mod attempts;
 mod check;
 pub mod config;
@@ -140,7 +143,8 @@ impl service::Service for Proxy {
 
     /// Binds every listener and starts serving; `cfg` must have passed
     /// [`ProxyConfig::validate`]. Connections are accepted and served on the node's workers
-    /// (on the current runtime when it has none).
+    /// (on the current runtime when it has none). The pools' and listeners' metrics are
+    /// registered in the node's registry, read from [`Proxy::registry`] at each scrape.
     async fn start(
         cfg: &ProxyConfig,
         deps: service::Deps,
@@ -149,13 +153,14 @@ impl service::Service for Proxy {
         let proxy = Arc::new(Self {
             registry: Arc::new(Registry::default()),
             backends: http::Backends::per_worker(deps.workers.sockets_per_listener()),
-            workers: deps.workers,
-            tracker: deps.tasks,
+            workers: deps.workers.clone(),
+            tracker: deps.tasks.clone(),
             shutdown,
             running: Mutex::new(Running::default()),
             health: tokio::sync::broadcast::channel(1024).0,
         });
         proxy.apply(cfg).await.map_err(located)?;
+        crate::admin::metrics::register(&proxy.registry, &deps.metrics);
         Ok(proxy)
     }
 
@@ -172,7 +177,7 @@ impl service::Service for Proxy {
     }
 
     fn routes(self: &Arc<Self>) -> axum::Router {
-        axum::Router::new()
+        crate::admin::router(self.clone())
     }
 }
 

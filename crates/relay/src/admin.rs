@@ -17,16 +17,18 @@
 //! | `GET /api/relay/records/{id}` | per destination: status (`delivered`, `no matching row`, `dead`, `replayed`, `retrying`, `pending`), data sent, row written |
 //! | `POST /api/relay/dead-letters/{destination}/{record}/replay` | 200 replayed; 422 refused again, with the error |
 //!
-//! Objects declared in the configuration file answer 409 to changes.
+//! Objects declared in the configuration file answer 409 to changes. Refusals are
+//! `admin::ApiError`s; bodies, paths and queries are read with `admin::extract`.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use admin::ApiError;
+use admin::extract::{Json, Path, Query};
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,16 +41,7 @@ use crate::record::Record;
 use crate::service::Relay;
 use crate::status::State as DestState;
 
-/// A refusal: status and `{"error": message}`.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<CatalogError> for Refusal {
+impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = match &e {
             CatalogError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -56,61 +49,42 @@ impl From<CatalogError> for Refusal {
             CatalogError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, e.to_string())
+        Self::new(status, e.to_string())
     }
 }
 
-/// A body axum could not read (bad JSON, a missing field, an unknown enum value): its
-/// status and message, in the API's JSON shape rather than axum's plain text.
-impl From<JsonRejection> for Refusal {
-    fn from(e: JsonRejection) -> Self {
-        Self(e.status(), e.body_text())
-    }
+/// The store failed: lintas's fault, not the caller's.
+fn store(e: sqlx::Error) -> ApiError {
+    ApiError::internal(format!("store: {e}"))
 }
 
-/// A query string axum could not read, likewise.
-impl From<QueryRejection> for Refusal {
-    fn from(e: QueryRejection) -> Self {
-        Self(e.status(), e.body_text())
-    }
+/// The stream cannot be read now; the caller may retry.
+fn stream(e: backplane::BackplaneError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-impl From<sqlx::Error> for Refusal {
-    fn from(e: sqlx::Error) -> Self {
-        Self(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
-    }
-}
-
-type Answer = Result<Response, Refusal>;
-
-fn unprocessable(m: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::UNPROCESSABLE_ENTITY, m.into())
-}
-
-fn not_found(m: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::NOT_FOUND, m.into())
-}
+type Answer = Result<Response, ApiError>;
 
 fn find_application(
     relay: &Relay,
     name: &str,
-) -> Result<Arc<crate::catalog::Application>, Refusal> {
+) -> Result<Arc<crate::catalog::Application>, ApiError> {
     relay
         .catalog()
         .application(name)
         .cloned()
-        .ok_or_else(|| not_found(format!("no application `{name}`")))
+        .ok_or_else(|| ApiError::not_found(format!("no application `{name}`")))
 }
 
 fn find_destination(
     relay: &Relay,
     name: &str,
-) -> Result<Arc<crate::catalog::Destination>, Refusal> {
+) -> Result<Arc<crate::catalog::Destination>, ApiError> {
     relay
         .catalog()
         .destination(name)
         .cloned()
-        .ok_or_else(|| not_found(format!("no destination `{name}`")))
+        .ok_or_else(|| ApiError::not_found(format!("no destination `{name}`")))
 }
 
 /// The routes, with the relay as state; the admin listener adds authentication.
@@ -160,11 +134,10 @@ struct NewApplication {
 
 async fn create_application(
     State(relay): State<Arc<Relay>>,
-    body: Result<Json<NewApplication>, JsonRejection>,
+    Json(body): Json<NewApplication>,
 ) -> Answer {
-    let Json(body) = body?;
     let key = edit::create_application(relay.store().pool(), &body.name).await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     let app = relay.catalog().application(&body.name).cloned();
     Ok((
         StatusCode::CREATED,
@@ -176,7 +149,7 @@ async fn create_application(
 async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
     let key = edit::rotate_key(relay.store().pool(), &app).await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     let app = relay.catalog().application(&name).cloned();
     Ok(Json(json!({ "application": app, "key": key })).into_response())
 }
@@ -191,7 +164,7 @@ async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<St
         app.declared,
     )
     .await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -200,16 +173,16 @@ async fn connect(
     relay: &Relay,
     spec: &DestinationSpec,
     stored: Option<&str>,
-) -> Result<Db, Refusal> {
+) -> Result<Db, ApiError> {
     let password = relay
         .password_for(spec, stored)
-        .map_err(|e| unprocessable(format!("`{}`: {e}", spec.name)))?;
+        .map_err(|e| ApiError::unprocessable(format!("`{}`: {e}", spec.name)))?;
     let db = Db::connect(spec, password)
         .await
-        .map_err(|e| unprocessable(format!("cannot connect to `{}`: {e}", spec.name)))?;
+        .map_err(|e| ApiError::unprocessable(format!("cannot connect to `{}`: {e}", spec.name)))?;
     if let Err(e) = db.ping().await {
         db.close().await;
-        return Err(unprocessable(format!(
+        return Err(ApiError::unprocessable(format!(
             "`{}` does not answer: {e}",
             spec.name
         )));
@@ -219,40 +192,31 @@ async fn connect(
 
 async fn create_destination(
     State(relay): State<Arc<Relay>>,
-    spec: Result<Json<DestinationSpec>, JsonRejection>,
+    Json(spec): Json<DestinationSpec>,
 ) -> Answer {
-    let Json(spec) = spec?;
     if let Some((field, message)) = spec.problems().into_iter().next() {
-        return Err(unprocessable(format!("{field}: {message}")));
+        return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
     if relay.catalog().destination(&spec.name).is_some() {
-        return Err(Refusal(
-            StatusCode::CONFLICT,
-            format!("destination `{}` exists", spec.name),
-        ));
+        return Err(ApiError::conflict(format!(
+            "destination `{}` exists",
+            spec.name
+        )));
     }
     if spec.password_env.is_some() {
-        return Err(unprocessable(
+        return Err(ApiError::unprocessable(
             "password_env: the admin API does not read environment variables; send the \
              password itself in password (it is stored encrypted)",
         ));
     }
     connect(&relay, &spec, None).await?.close().await;
     let sealed = match &spec.password {
-        Some(p) => Some(
-            relay
-                .seal(p)
-                .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?,
-        ),
+        Some(p) => Some(relay.seal(p).map_err(ApiError::internal)?),
         None => None,
     };
-    let start = relay
-        .stream()
-        .end()
-        .await
-        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let start = relay.stream().end().await.map_err(stream)?;
     edit::create_destination(relay.store().pool(), &spec, start, sealed).await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     let d = relay.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
@@ -267,7 +231,7 @@ async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<St
         d.declared,
     )
     .await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -282,9 +246,8 @@ struct Skip {
 async fn skip(
     State(relay): State<Arc<Relay>>,
     Path(name): Path<String>,
-    body: Result<Json<Skip>, JsonRejection>,
+    Json(body): Json<Skip>,
 ) -> Answer {
-    let Json(body) = body?;
     let d = find_destination(&relay, &name)?;
     let status = relay.status(d.id);
     let stuck = status
@@ -300,19 +263,13 @@ async fn skip(
             )
                 .into_response())
         }
-        Some(at) => Err(Refusal(
-            StatusCode::CONFLICT,
-            format!(
-                "destination `{name}` is stuck on record {at}, not {}",
-                body.record
-            ),
-        )),
-        None => Err(Refusal(
-            StatusCode::CONFLICT,
-            format!(
-                "destination `{name}` is not stuck on a record (it is not down); nothing to skip"
-            ),
-        )),
+        Some(at) => Err(ApiError::conflict(format!(
+            "destination `{name}` is stuck on record {at}, not {}",
+            body.record
+        ))),
+        None => Err(ApiError::conflict(format!(
+            "destination `{name}` is not stuck on a record (it is not down); nothing to skip"
+        ))),
     }
 }
 
@@ -322,7 +279,7 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     let tables = db.tables().await;
     db.close().await;
     let tables = tables.map_err(|e| {
-        Refusal(
+        ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("reading the schema of `{name}`: {e}"),
         )
@@ -330,31 +287,27 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
 }
 
-async fn create_route(
-    State(relay): State<Arc<Relay>>,
-    spec: Result<Json<RouteSpec>, JsonRejection>,
-) -> Answer {
-    let Json(spec) = spec?;
+async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
-        return Err(unprocessable(format!("{field}: {message}")));
+        return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
     let catalog = relay.catalog();
     let app = catalog
         .application(&spec.application)
         .cloned()
-        .ok_or_else(|| unprocessable(format!("no application `{}`", spec.application)))?;
+        .ok_or_else(|| ApiError::unprocessable(format!("no application `{}`", spec.application)))?;
     let dest = catalog
         .destination(&spec.destination)
         .cloned()
-        .ok_or_else(|| unprocessable(format!("no destination `{}`", spec.destination)))?;
+        .ok_or_else(|| ApiError::unprocessable(format!("no destination `{}`", spec.destination)))?;
     drop(catalog);
     let db = connect(&relay, &dest.spec, dest.password_enc.as_deref()).await?;
     let table = db.table(spec.schema.as_deref(), &spec.table).await;
     db.close().await;
     let table = table
-        .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, format!("reading the schema: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("reading the schema: {e}")))?
         .ok_or_else(|| {
-            unprocessable(format!(
+            ApiError::unprocessable(format!(
                 "`{}` has no table `{}`",
                 dest.spec.name, spec.table
             ))
@@ -368,9 +321,9 @@ async fn create_route(
         declared: false,
     });
     RouteWrite::check(&probe, table)
-        .map_err(|e| unprocessable(format!("route {}: {e}", spec.label())))?;
+        .map_err(|e| ApiError::unprocessable(format!("route {}: {e}", spec.label())))?;
     let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     let route = relay.catalog().route(id).cloned();
     Ok((StatusCode::CREATED, Json(json!(route))).into_response())
 }
@@ -380,7 +333,7 @@ async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> A
         .catalog()
         .route(id)
         .cloned()
-        .ok_or_else(|| not_found(format!("no route {id}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no route {id}")))?;
     edit::delete(
         relay.store().pool(),
         "relay_routes",
@@ -389,11 +342,11 @@ async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> A
         r.declared,
     )
     .await?;
-    relay.refresh().await?;
+    relay.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
+fn ids(relay: &Relay, f: &Filter) -> Result<Ids, ApiError> {
     let application = match &f.application {
         Some(n) => Some(find_application(relay, n)?.id),
         None => None,
@@ -408,40 +361,31 @@ fn ids(relay: &Relay, f: &Filter) -> Result<Ids, Refusal> {
     })
 }
 
-async fn deliveries(
-    State(relay): State<Arc<Relay>>,
-    f: Result<Query<Filter>, QueryRejection>,
-) -> Answer {
-    let Query(f) = f?;
+async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
     if let Some(s) = status
         && !matches!(s, "delivered" | "retrying" | "dead")
     {
-        return Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            format!("status `{s}`: expected delivered, retrying or dead"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "status `{s}`: expected delivered, retrying or dead"
+        )));
     }
     let mut out = serde_json::Map::new();
     if status.is_none_or(|s| s == "delivered") {
         out.insert(
             "delivered".into(),
-            json!(deliveries::batches(&relay, &ids, &f).await?),
+            json!(deliveries::batches(&relay, &ids, &f).await.map_err(store)?),
         );
     }
     if status.is_none_or(|s| s == "dead") {
         out.insert(
             "dead".into(),
-            json!(deliveries::dead(&relay, &ids, &f).await?),
+            json!(deliveries::dead(&relay, &ids, &f).await.map_err(store)?),
         );
     }
     if status.is_none_or(|s| s == "retrying") {
-        let end = relay
-            .stream()
-            .end()
-            .await
-            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let end = relay.stream().end().await.map_err(stream)?;
         let retrying: Vec<Value> = relay
             .statuses()
             .into_iter()
@@ -468,17 +412,16 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
         .stream()
         .read(id, 1)
         .await
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let entry = entries
         .into_iter()
         .find(|e| e.offset == id)
         .ok_or_else(|| {
-            not_found(format!(
+            ApiError::not_found(format!(
                 "no record {id} in the stream (never stored, or trimmed after delivery)"
             ))
         })?;
-    let rec = Record::decode(&entry.payload)
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let rec = Record::decode(&entry.payload).map_err(|e| ApiError::internal(e.to_string()))?;
     let data: Value = serde_json::from_slice(&rec.json).unwrap_or(Value::Null);
     let catalog = relay.catalog();
     let filter = Filter {
@@ -493,7 +436,8 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
         },
         &filter,
     )
-    .await?;
+    .await
+    .map_err(store)?;
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
     for route in catalog.routes_from(app_id) {
@@ -504,7 +448,10 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
         let state = match (&dead_letter, &status) {
             (Some(d), _) => d.status.clone(),
             (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => {
-                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id).await? {
+                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id)
+                    .await
+                    .map_err(store)?
+                {
                     "no matching row".into()
                 } else {
                     "delivered".into()
@@ -554,9 +501,10 @@ async fn replay(
         },
         &filter,
     )
-    .await?;
+    .await
+    .map_err(store)?;
     if letters.is_empty() {
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "no dead letter for record {record} at `{destination}`"
         )));
     }
@@ -565,6 +513,6 @@ async fn replay(
     db.close().await;
     match result {
         Ok(replayed) => Ok(Json(json!({ "replayed": replayed })).into_response()),
-        Err(e) => Err(unprocessable(e)),
+        Err(e) => Err(ApiError::unprocessable(e)),
     }
 }

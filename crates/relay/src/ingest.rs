@@ -34,6 +34,7 @@ use crate::catalog::{Application, now_ms};
 use crate::keys;
 use crate::record::Record;
 use crate::service::Relay;
+use crate::telemetry::Refusal;
 
 /// Most bytes reserved for a body before it arrives.
 const INITIAL_BODY: u64 = 16 * 1024;
@@ -82,6 +83,19 @@ impl IntoResponse for Refused {
     }
 }
 
+impl Refused {
+    /// Why, for the refusal counter: each check refuses with its own status.
+    fn reason(&self) -> Refusal {
+        match self.status {
+            StatusCode::UNAUTHORIZED => Refusal::Unauthorized,
+            StatusCode::REQUEST_TIMEOUT => Refusal::SlowBody,
+            StatusCode::PAYLOAD_TOO_LARGE => Refusal::TooLarge,
+            StatusCode::UNPROCESSABLE_ENTITY => Refusal::MissingKey,
+            _ => Refusal::Malformed,
+        }
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Refused {
     Refused {
         status,
@@ -100,15 +114,27 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     };
     let (app, idempotency_key, body, records) = match checked.await {
         Ok(c) => c,
-        Err(r) => return r.into_response(),
+        Err(r) => {
+            relay.telemetry().refused(r.reason());
+            return r.into_response();
+        }
     };
     let key = idempotency_key.map(|k| IdempotencyKey {
         key: crate::record::idempotency_key(&app.name, &k),
         body_hash: xxhash_rust::xxh3::xxh3_64(&body),
     });
+    let refused = |why: Refusal, status: StatusCode, message: String| {
+        relay.telemetry().refused(why);
+        error(status, message).into_response()
+    };
     match relay.stream().append(records, key).await {
-        Ok(Appended { offsets, replayed }) => {
-            let ids: Vec<u64> = offsets.collect();
+        Ok(Appended { offsets: ids, replayed }) => {
+            if !replayed {
+                relay
+                    .telemetry()
+                    .ingested(&app.name, ids.end - ids.start, ids.end);
+            }
+            let ids: Vec<u64> = ids.collect();
             let mut resp = refuse(StatusCode::ACCEPTED, json!({ "ids": ids }));
             if replayed {
                 resp.headers_mut()
@@ -116,16 +142,16 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             }
             resp
         }
-        Err(BackplaneError::KeyReused) => error(
+        Err(BackplaneError::KeyReused) => refused(
+            Refusal::KeyReused,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "this Idempotency-Key was already used with a different body; use a new key for a new request",
-        )
-        .into_response(),
-        Err(e) => error(
+            "this Idempotency-Key was already used with a different body; use a new key for a new request".into(),
+        ),
+        Err(e) => refused(
+            Refusal::NotStored,
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the records were not stored ({e}); retry later"),
-        )
-        .into_response(),
+        ),
     }
 }
 

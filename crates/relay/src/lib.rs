@@ -6,6 +6,9 @@
 //! - [`sql`]: statements built at run time for a destination's table — identifiers quoted per
 //!   dialect, values always bound as parameters, multi-row batches kept under each driver's
 //!   parameter limit.
+//! - [`admin`]: the relay's admin routes (`/api/relay/...`).
+//! - `telemetry`: ingest and delivery counters, backlog and latency, in the node's metrics
+//!   registry.
 //!
 //! The stream lives on the node's backplane (`backplane::Stream`; see [`stream`]).
 
@@ -25,6 +28,7 @@ mod service;
 pub mod sql;
 pub mod status;
 pub mod stream;
+mod telemetry;
 
 pub use config::RelayConfig;
 pub use migrations::MIGRATIONS;

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::catalog::{self, Catalog, DeclError};
 use crate::config::RelayConfig;
 use crate::status::{self, DestinationStatus, RelayEvent};
+use crate::telemetry::Telemetry;
 use crate::{deliver, deliveries, ingest};
 
 /// How often old delivery-log rows and delivered stream records are cleared.
@@ -55,6 +56,8 @@ pub struct Relay {
     /// The runtimes ingest is served on; delivery workers are spread over them too, so the
     /// node's threads share the work instead of one thread doing all the delivering.
     runtimes: Vec<tokio::runtime::Handle>,
+    /// Counters of ingest and delivery, registered in the node's metrics.
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for Relay {
@@ -132,7 +135,9 @@ impl ::service::Service for Relay {
             skips: Mutex::new(BTreeMap::new()),
             skip_asked: tokio::sync::Notify::new(),
             runtimes,
+            telemetry: Telemetry::new(end),
         });
+        relay.telemetry.register(&deps.metrics, &relay);
         let kind = if relay.lease.is_some() {
             "redis"
         } else {
@@ -230,6 +235,11 @@ impl Relay {
     /// The node's backplane (the destination leases).
     pub(crate) fn backplane(&self) -> &dyn Backplane {
         self.backplane.as_ref()
+    }
+
+    /// The counters ingest and delivery update.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The password to connect to a destination with: from its environment variable, or

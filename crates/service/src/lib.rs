@@ -76,6 +76,9 @@ pub struct Deps {
     /// What nodes share (streams, pub/sub, key/value, leases): embedded, or on the Redis of
     /// `[backplane]`; opened once by the node with [`backplane::open`].
     pub backplane: Arc<dyn backplane::Backplane>,
+    /// The node's one metrics registry: a service registers its metrics here in `start`,
+    /// and the admin listener's `GET /metrics` encodes them all.
+    pub metrics: admin::Metrics,
     /// The store, opened on first use: a node that runs only the proxy keeps no state and
     /// needs no writable data directory.
     store: Arc<OnceCell<store::Store>>,
@@ -94,6 +97,7 @@ impl Deps {
             tasks,
             data_dir,
             backplane,
+            metrics: admin::Metrics::default(),
             store: Arc::new(OnceCell::new()),
         }
     }

@@ -3,6 +3,7 @@
 //! Tests wait on *conditions* with generous deadlines ([`wait_until`]) rather than sleeping a
 //! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
 
+pub mod admin;
 pub mod fuzz;
 pub mod link;
 pub mod scratch;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use admin::{AdminClient, basic};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -106,6 +108,18 @@ impl HttpClient {
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
+}
+
+/// The sample lines of a metrics exposition that start with `prefix`, sorted: a family's
+/// label sets come in no fixed order, and tests compare exact lines.
+pub fn samples(exposition: &str, prefix: &str) -> Vec<String> {
+    let mut lines: Vec<String> = exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Polls `check` every 20 ms until it returns true; panics naming `what` after `within`.

@@ -13,58 +13,25 @@
 //! | `DELETE /api/watch/targets/{name}` | 204; 409 for a target declared in the file |
 //! | `POST /api/watch/silences` `{"pattern", "duration"}` | 201 |
 //! | `DELETE /api/watch/silences?pattern=` | 204; 404 when no silence has that pattern |
+//!
+//! Refusals are `admin::ApiError`s; bodies, paths and queries are read with
+//! `admin::extract`, so an unknown target `kind` is a 422 in the JSON error shape.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use admin::ApiError;
+use admin::extract::{Json, Path, Query};
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::engine::Pause;
 use crate::{TargetConfig, TargetError, Watch, now_ms};
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// A JSON body, refused in the API's JSON error shape (axum's own rejection is plain
-/// text): a missing field or an unknown `kind` is a 422 a script can read.
-struct Body<T>(T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(refuse(e.status(), e.body_text())),
-        }
-    }
-}
-
-/// A query string, refused in the API's JSON error shape.
-struct Params<T>(T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
-    for Params<T>
-{
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Response> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(Self(v)),
-            Err(e) => Err(refuse(e.status(), e.body_text())),
-        }
-    }
-}
 
 /// The routes, with the watch as state.
 pub fn router(watch: Arc<Watch>) -> Router {
@@ -109,7 +76,7 @@ struct Since {
     since_ms: Option<i64>,
 }
 
-async fn metrics(State(w): State<Arc<Watch>>, Params(q): Params<Since>) -> Json<Value> {
+async fn metrics(State(w): State<Arc<Watch>>, Query(q): Query<Since>) -> Json<Value> {
     let since = q.since_ms.unwrap_or_else(|| now_ms() - 3_600_000);
     Json(json!({"host": w.metrics().info(), "samples": w.metrics().since(since)}))
 }
@@ -119,7 +86,7 @@ struct Count {
     n: Option<usize>,
 }
 
-async fn top(State(w): State<Arc<Watch>>, Params(q): Params<Count>) -> Json<Value> {
+async fn top(State(w): State<Arc<Watch>>, Query(q): Query<Count>) -> Json<Value> {
     Json(json!({"processes": w.metrics().top(q.n.unwrap_or(10).min(100)).await}))
 }
 
@@ -129,7 +96,7 @@ struct Log {
     limit: Option<u32>,
 }
 
-async fn alerts(State(w): State<Arc<Watch>>, Params(q): Params<Log>) -> Response {
+async fn alerts(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
     log_query(
         &w,
         &q,
@@ -149,7 +116,7 @@ async fn alerts(State(w): State<Arc<Watch>>, Params(q): Params<Log>) -> Response
     .await
 }
 
-async fn history(State(w): State<Arc<Watch>>, Params(q): Params<Log>) -> Response {
+async fn history(State(w): State<Arc<Watch>>, Query(q): Query<Log>) -> Response {
     log_query(
         &w,
         &q,
@@ -185,7 +152,7 @@ async fn log_query(
             let list: Vec<Value> = rows.iter().map(row).collect();
             Json(json!({ key: list })).into_response()
         }
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")),
+        Err(e) => ApiError::internal(format!("store: {e}")).into_response(),
     }
 }
 
@@ -196,15 +163,15 @@ fn target_error(e: TargetError) -> Response {
         TargetError::NotFound(_) => StatusCode::NOT_FOUND,
         TargetError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    refuse(status, e.to_string())
+    ApiError::new(status, e.to_string()).into_response()
 }
 
 /// Reads the target from the JSON value rather than the body text, so a refusal is the
 /// target's own message (`address: a tcp target needs …`), not serde's position in the body.
-async fn add_target(State(w): State<Arc<Watch>>, Body(v): Body<Value>) -> Response {
+async fn add_target(State(w): State<Arc<Watch>>, Json(v): Json<Value>) -> Response {
     let t = match serde_json::from_value::<TargetConfig>(v) {
         Ok(t) => t,
-        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => return ApiError::unprocessable(e.to_string()).into_response(),
     };
     match w.add_target(t.clone()).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(t))).into_response(),
@@ -226,10 +193,10 @@ struct Silence {
     duration: String,
 }
 
-async fn silence(State(w): State<Arc<Watch>>, Body(s): Body<Silence>) -> Response {
+async fn silence(State(w): State<Arc<Watch>>, Json(s): Json<Silence>) -> Response {
     let d = match configkit::parse_duration(&s.duration) {
         Ok(d) => d,
-        Err(e) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, format!("duration: {e}")),
+        Err(e) => return ApiError::unprocessable(format!("duration: {e}")).into_response(),
     };
     let now = now_ms();
     let pause = Pause {
@@ -247,12 +214,9 @@ struct Pattern {
     pattern: String,
 }
 
-async fn unsilence(State(w): State<Arc<Watch>>, Params(p): Params<Pattern>) -> Response {
+async fn unsilence(State(w): State<Arc<Watch>>, Query(p): Query<Pattern>) -> Response {
     match w.unpause(&p.pattern) {
-        0 => refuse(
-            StatusCode::NOT_FOUND,
-            format!("no silence for `{}`", p.pattern),
-        ),
+        0 => ApiError::not_found(format!("no silence for `{}`", p.pattern)).into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }

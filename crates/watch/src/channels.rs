@@ -23,6 +23,7 @@ use crate::bot::users;
 use crate::config::EmailConfig;
 use crate::engine::Alert;
 use crate::now_ms;
+use crate::telemetry::Telemetry;
 
 /// Attempts per alert and recipient.
 pub const ATTEMPTS: u32 = 3;
@@ -190,8 +191,13 @@ impl Channel {
 }
 
 /// Sends `alert` to every recipient of `channel`, retrying each after 1 s and 2 s, and logs
-/// each outcome.
-pub async fn deliver(channel: Arc<Channel>, alert: Arc<Alert>, store: Store) {
+/// and counts each outcome.
+pub(crate) async fn deliver(
+    channel: Arc<Channel>,
+    alert: Arc<Alert>,
+    store: Store,
+    telemetry: Telemetry,
+) {
     for to in channel.recipients(&store).await {
         let mut last_error = None;
         let mut attempts = 0;
@@ -211,6 +217,7 @@ pub async fn deliver(channel: Arc<Channel>, alert: Arc<Alert>, store: Store) {
                 }
             }
         }
+        telemetry.alert(channel.name(), last_error.is_none());
         let r = sqlx::query(
             "INSERT INTO watch_alerts (at_ms, target, kind, channel, recipient, text, status, attempts, error)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -10,10 +10,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{TargetCheck, TargetConfig};
 use crate::engine::Transition;
 use crate::now_ms;
+use crate::telemetry::CheckCounters;
 
 /// Checks `t` every interval until `cancel`, reporting changes (after `fall` failures or
 /// `rise` passes in a row) on `out`. A target starts up, like a proxy backend.
-pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: CancellationToken) {
+/// Every check counts in `counters`.
+pub(crate) async fn run(
+    t: TargetConfig,
+    out: mpsc::Sender<Transition>,
+    counters: CheckCounters,
+    cancel: CancellationToken,
+) {
     let detail = t.check.detail();
     let (address, http) = match &t.check {
         TargetCheck::Http {
@@ -41,6 +48,7 @@ pub async fn run(t: TargetConfig, out: mpsc::Sender<Transition>, cancel: Cancell
             _ = ticker.tick() => {}
         }
         let result = net::probe::probe(address.as_str(), http.as_ref(), t.timeout).await;
+        counters.ran(result.is_ok());
         let Some(up) = state.observe(result.is_ok(), t.rise, t.fall) else {
             continue;
         };

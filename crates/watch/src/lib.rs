@@ -16,6 +16,7 @@
 //! - [`admin`]: the admin API routes and the dashboard.
 //! - [`metrics`]: host metrics sampled into a history.
 //! - [`migrations`]: watch's tables in the node's store.
+//! - `telemetry`: alerts sent, checks run and targets up, in the node's metrics registry.
 
 pub mod admin;
 pub mod bot;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod migrations;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ pub use migrations::MIGRATIONS;
 use bot::telegram::Telegram;
 use channels::Channel;
 use metrics::Metrics;
+use telemetry::Telemetry;
 
 /// Changes waiting for the engine; sources wait when it is full.
 const QUEUE: usize = 1024;
@@ -74,6 +77,8 @@ pub struct Watch {
     targets: Mutex<BTreeMap<String, Running>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Alerts sent and checks run, registered in the node's metrics.
+    telemetry: Telemetry,
 }
 
 /// A target being checked.
@@ -248,7 +253,9 @@ impl Watch {
             targets: Mutex::new(BTreeMap::new()),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
+            telemetry: Telemetry::default(),
         });
+        watch.telemetry.register(&deps.metrics, &watch);
         for t in &cfg.targets {
             watch.spawn_target(t.clone(), true);
         }
@@ -277,8 +284,12 @@ impl Watch {
 
     fn spawn_target(&self, spec: TargetConfig, declared: bool) {
         let stop = self.shutdown.child_token();
-        self.tracker
-            .spawn(checks::run(spec.clone(), self.input.clone(), stop.clone()));
+        self.tracker.spawn(checks::run(
+            spec.clone(),
+            self.input.clone(),
+            self.telemetry.checks_of(&spec.name),
+            stop.clone(),
+        ));
         self.lock_targets().insert(
             spec.name.clone(),
             Running {
@@ -493,6 +504,7 @@ async fn run(
                     channel.clone(),
                     alert.clone(),
                     watch.store.clone(),
+                    watch.telemetry.clone(),
                 ));
             }
         }

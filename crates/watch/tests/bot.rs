@@ -26,6 +26,8 @@ struct Bench {
     bot: FakeBotApi,
     smtp: SmtpSink,
     watch: Arc<Watch>,
+    /// The registry watch registered its metrics in.
+    metrics: admin::Metrics,
     shutdown: CancellationToken,
     _dir: TempDir,
 }
@@ -63,17 +65,19 @@ async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
         ..WatchConfig::default()
     };
     let shutdown = CancellationToken::new();
+    let deps = service::Deps::new(
+        net::Workers::default(),
+        TaskTracker::new(),
+        dir.path().join("data"),
+        backplane::open(None, &dir.path().join("data"))
+            .await
+            .expect("the embedded backplane opens"),
+    );
+    let metrics = deps.metrics.clone();
     let watch = Watch::start_with_env(
         &cfg,
         &|var| (var == "BOT_TOKEN").then(|| TOKEN.to_owned()),
-        service::Deps::new(
-            net::Workers::default(),
-            TaskTracker::new(),
-            dir.path().join("data"),
-            backplane::open(None, &dir.path().join("data"))
-                .await
-                .expect("the embedded backplane opens"),
-        ),
+        deps,
         shutdown.clone(),
     )
     .await
@@ -82,6 +86,7 @@ async fn start(edit: impl FnOnce(&mut TelegramConfig)) -> Bench {
         bot,
         smtp,
         watch,
+        metrics,
         shutdown,
         _dir: dir,
     }
@@ -395,6 +400,41 @@ async fn a_chat_that_floods_is_told_once_to_slow_down_then_ignored() {
             help,
             help,
             "Slow down: I answer 1 message a minute after a burst of 3. I ignore you until then."
+        ]
+    );
+}
+
+/// The sample lines of `/metrics` that start with `prefix`, sorted.
+fn samples(metrics: &admin::Metrics, prefix: &str) -> Vec<String> {
+    testkit::samples(&metrics.encode().expect("metrics encode"), prefix)
+}
+
+/// A target checked once (its interval is an hour) against a closed port goes down: one
+/// failed check, one alert to the one recipient there is (the configured email address;
+/// nobody has registered with the bot), and the target shown down.
+#[tokio::test]
+async fn metrics_count_checks_alerts_and_target_state() {
+    let bench = start(|_| {}).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let target = serde_json::from_value(json!({
+        "name": "db", "kind": "tcp", "address": closed.to_string(),
+        "interval": "1h", "timeout": "2s", "fall": 1,
+    }))
+    .expect("a target spec");
+    bench.watch.add_target(target).await.expect("target added");
+    wait_until("the alert to be sent", PATIENCE, || async {
+        !samples(&bench.metrics, "lintas_watch_alerts").is_empty()
+    })
+    .await;
+    assert_eq!(
+        samples(&bench.metrics, "lintas_watch_"),
+        [
+            "lintas_watch_alerts_total{channel=\"email\",outcome=\"sent\"} 1",
+            "lintas_watch_checks_total{target=\"db\",result=\"fail\"} 1",
+            "lintas_watch_checks_total{target=\"db\",result=\"pass\"} 0",
+            "lintas_watch_target_up{target=\"db\"} 0",
         ]
     );
 }

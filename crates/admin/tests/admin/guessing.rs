@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Admin, PASSWORD, USER, basic};
+use testkit::basic;
+
+use crate::{Admin, PASSWORD, USER};
 
 /// Guessing clients run at once, as in the report that found the problem.
 const GUESSERS: u8 = 8;
@@ -28,7 +30,7 @@ async fn raw_get(
     sock.bind(SocketAddr::new(from, 0)).ok()?;
     let mut stream = sock.connect(addr).await.ok()?;
     let req = format!(
-        "GET /api/stats HTTP/1.1\r\nhost: admin\r\nauthorization: {authorization}\r\nconnection: close\r\n\r\n"
+        "GET /api/thing HTTP/1.1\r\nhost: admin\r\nauthorization: {authorization}\r\nconnection: close\r\n\r\n"
     );
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut head = [0u8; 12];
@@ -96,7 +98,7 @@ async fn a_correct_login_gets_through_while_others_guess() {
     })
     .await;
     let started = Instant::now();
-    let r = admin.get("/api/stats").await;
+    let r = admin.get("/api/thing").await;
     let took = started.elapsed();
     stop.cancel();
     assert_eq!(r.status, 200, "{}", r.body);
@@ -129,7 +131,7 @@ async fn guessing_leaves_memory_bounded() {
         return;
     }
     let admin = Admin::start().await;
-    assert_eq!(admin.get("/api/stats").await.status, 200);
+    assert_eq!(admin.get("/api/thing").await.status, 200);
     let before = rss();
     let stop = CancellationToken::new();
     let sent = start_guessing(&admin, Duration::from_millis(5), &stop);
@@ -140,7 +142,7 @@ async fn guessing_leaves_memory_bounded() {
     // answers the guesses' work is done.
     let fresh = basic(USER, PASSWORD).replacen("Basic", "basic", 1);
     let r = admin
-        .send(Method::GET, "/api/stats", &[("authorization", &fresh)], "")
+        .send(Method::GET, "/api/thing", &[("authorization", &fresh)], "")
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let after = rss();
@@ -166,16 +168,16 @@ async fn guessing_leaves_memory_bounded() {
 async fn failures_from_one_address_back_off_with_429() {
     let admin = Admin::start().await;
     // Logged in before the guessing starts: the remembered login keeps working.
-    assert_eq!(admin.get("/api/stats").await.status, 200);
+    assert_eq!(admin.get("/api/thing").await.status, 200);
     let wrong = basic(USER, "wrong");
     for attempt in 1..=6 {
         let r = admin
-            .send(Method::GET, "/api/stats", &[("authorization", &wrong)], "")
+            .send(Method::GET, "/api/thing", &[("authorization", &wrong)], "")
             .await;
         assert_eq!(r.status, 401, "attempt {attempt}: {}", r.body);
     }
     let r = admin
-        .send(Method::GET, "/api/stats", &[("authorization", &wrong)], "")
+        .send(Method::GET, "/api/thing", &[("authorization", &wrong)], "")
         .await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.header("retry-after"), "1");
@@ -184,5 +186,5 @@ async fn failures_from_one_address_back_off_with_429() {
         r#"{"error":"too many failed logins from this address; try again in 1 s"}"#
     );
     assert_eq!(r.header("cache-control"), "no-store");
-    assert_eq!(admin.get("/api/stats").await.status, 200);
+    assert_eq!(admin.get("/api/thing").await.status, 200);
 }

@@ -18,7 +18,7 @@ async fn slow_clients_do_not_lock_the_operator_out_and_are_cut_at_the_head_deadl
     let mut slow = Vec::new();
     for _ in 0..256 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n")
+        s.write_all(b"GET /api/thing HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
         slow.push(s);
@@ -42,7 +42,7 @@ async fn slow_clients_do_not_lock_the_operator_out_and_are_cut_at_the_head_deadl
         (closed.iter().filter(|c| **c).count(), slow)
     });
 
-    let reply = tokio::time::timeout(Duration::from_secs(4), admin.get("/api/stats"))
+    let reply = tokio::time::timeout(Duration::from_secs(4), admin.get("/api/thing"))
         .await
         .expect("the operator waited behind slow clients");
     assert_eq!(reply.status, 200, "{}", reply.body);

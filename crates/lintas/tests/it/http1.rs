@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use testkit::PATIENCE;
+use testkit::{PATIENCE, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -860,10 +860,16 @@ async fn backend_byte_counters_count_what_crossed_each_way() {
     send(&mut conn, OK).await;
     expect_exactly(&mut client, OK).await;
 
+    // The response is counted once it has been written to the client, which may be just
+    // after the client read it.
     let sent = to_backend("GET /counted", &[HOST]).len() as u64;
-    let counters = node.backend("web", "script");
-    assert_eq!(
-        (counters.bytes_in, counters.bytes_out),
-        (sent, OK.len() as u64)
-    );
+    let counted = || {
+        let c = node.backend("web", "script");
+        (c.bytes_in, c.bytes_out)
+    };
+    wait_until("the response to be counted", PATIENCE, || async {
+        counted().1 > 0
+    })
+    .await;
+    assert_eq!(counted(), (sent, OK.len() as u64));
 }

@@ -571,6 +571,20 @@ address = "{dead}"
             .unwrap()
             .contains("<title>lintas watch</title>")
     );
+    // One registry for the node: the proxy's and watch's families in one answer.
+    let (status, exposition) = call(http::Method::GET, "/metrics", "").await;
+    assert_eq!(status, 200);
+    let exposition = exposition.as_str().unwrap().to_owned();
+    for line in [
+        "# TYPE lintas_pool_available_backends gauge",
+        "# TYPE lintas_watch_target_up gauge",
+        "# EOF",
+    ] {
+        assert!(
+            exposition.lines().any(|l| l == line),
+            "{line}\n{exposition}"
+        );
+    }
 
     wait_until("two host samples", PATIENCE, || async {
         call(http::Method::GET, "/api/watch/metrics", "").await.1["samples"]

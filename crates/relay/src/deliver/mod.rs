@@ -344,6 +344,9 @@ async fn session(
             Ok(e) => e,
             Err(e) => return End::Failed(format!("reading the stream: {e}")),
         };
+        if let Some(last) = entries.last() {
+            relay.telemetry().saw_end(last.offset + 1);
+        }
         // What the destination already has (applied before a crash, or by another node).
         let (old, _) = entries.iter().partition::<Vec<_>, _>(|e| e.offset < next);
         if !old.is_empty() {
@@ -408,6 +411,7 @@ async fn session(
                 let (unmatched, missing) = batch::unmatched(&routes, &batch, &changed);
                 deliveries::record_batch(relay, dest, &batch, &missing).await;
                 deliveries::record_unmatched(relay, dest, &routes, &batch, &unmatched).await;
+                count_applied(relay, dest, &batch);
                 let delivered = batch.items.len() as u64;
                 relay.update_status(dest.id, |s| {
                     s.delivered += delivered;
@@ -432,6 +436,21 @@ async fn session(
             }
         }
     }
+}
+
+/// Counts the records a committed batch applied (one each, whatever rows its routes
+/// wrote), with how long each waited since it arrived.
+fn count_applied(relay: &Relay, dest: &Destination, batch: &Batch) {
+    let mut offsets: Vec<u64> = batch.items.iter().map(|item| item.offset).collect();
+    offsets.dedup();
+    let received: Vec<u64> = offsets
+        .iter()
+        .filter_map(|offset| batch.records.get(offset))
+        .map(|record| record.received_ms)
+        .collect();
+    relay
+        .telemetry()
+        .delivered(&dest.spec.name, &received, crate::catalog::now_ms() as u64);
 }
 
 /// Where a batch goes: the destination's offsets row and the stream range it covers.

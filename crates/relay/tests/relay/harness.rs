@@ -20,6 +20,8 @@ pub struct Node {
     pub ingest: String,
     pub admin: String,
     pub client: HttpClient,
+    /// The registry the relay registered its metrics in.
+    pub metrics: admin::Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -119,6 +121,7 @@ impl Node {
             data_dir.to_owned(),
             backplane::open(None, data_dir).await.unwrap(),
         );
+        let metrics = deps.metrics.clone();
         let relay = Relay::start(&cfg, deps, shutdown.clone())
             .await
             .unwrap_or_else(|e| panic!("relay start: {}: {}", e.at, e.message));
@@ -137,6 +140,7 @@ impl Node {
             relay,
             admin,
             client: HttpClient::new(),
+            metrics,
             shutdown,
             tracker,
         }
@@ -200,6 +204,11 @@ impl Node {
                 .unwrap_or_else(|_| serde_json::Value::String(r.body.clone()))
         };
         (r.status, v)
+    }
+
+    /// The sample lines of `/metrics` that start with `prefix`, sorted.
+    pub fn samples(&self, prefix: &str) -> Vec<String> {
+        testkit::samples(&self.metrics.encode().unwrap(), prefix)
     }
 
     /// One past the last record stored.

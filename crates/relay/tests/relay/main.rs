@@ -11,6 +11,7 @@ mod destinations;
 mod fuzz;
 mod harness;
 mod ingest;
+mod metrics;
 mod outage;
 mod refusals;
 mod secrets;

@@ -2,32 +2,30 @@
 //!
 //! Every handler finds the pool by name, asks [`balance::Pool`] for the change, and answers
 //! with the new state as JSON, so a script sees the effect of its call without a second
-//! request. Refusals are [`ApiError`]s. Changes are logged at `info` (what, not who: there is
+//! request. Refusals are `admin::ApiError`s. Changes are logged at `info` (what, not who: there is
 //! one admin user) so the log tells why traffic moved.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use admin::ApiError;
+use admin::extract::{Json, Path};
+use axum::extract::State;
 use axum::http::StatusCode;
 use balance::{
     AdminState as BackendAdmin, BackendSnapshot, BackendSpec, Pool, PoolError, PoolSnapshot,
     StrategyKind,
 };
-use proxy::registry::ListenerSnapshot;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::AdminState;
-use crate::error::ApiError;
+use crate::Proxy;
+use crate::registry::ListenerSnapshot;
 
 type ApiResult<T> = Result<T, ApiError>;
-type PoolPath = Result<Path<String>, PathRejection>;
-type BackendPath = Result<Path<(String, String)>, PathRejection>;
+type PoolPath = Path<String>;
+type BackendPath = Path<(String, String)>;
+type AdminState = Arc<Proxy>;
 
 /// `GET /api/stats`: every listener and pool, as the stats page shows them.
 #[derive(Debug, Serialize)]
@@ -38,8 +36,8 @@ pub(crate) struct Stats {
 
 pub(crate) async fn stats(State(state): State<AdminState>) -> Json<Stats> {
     Json(Stats {
-        listeners: state.registry.listener_snapshots(),
-        pools: state.registry.pool_snapshots(),
+        listeners: state.registry().listener_snapshots(),
+        pools: state.registry().pool_snapshots(),
     })
 }
 
@@ -48,7 +46,7 @@ pub(crate) async fn get_pool(
     State(state): State<AdminState>,
     path: PoolPath,
 ) -> ApiResult<Json<PoolSnapshot>> {
-    let Path(pool) = path?;
+    let Path(pool) = path;
     Ok(Json(find_pool(&state, &pool)?.snapshot()))
 }
 
@@ -57,7 +55,7 @@ pub(crate) async fn get_backend(
     State(state): State<AdminState>,
     path: BackendPath,
 ) -> ApiResult<Json<BackendSnapshot>> {
-    let Path((pool, backend)) = path?;
+    let Path((pool, backend)) = path;
     let pool = find_pool(&state, &pool)?;
     Ok(Json(backend_snapshot(&pool, &backend)?))
 }
@@ -91,9 +89,9 @@ async fn set_admin(
     path: BackendPath,
     admin: BackendAdmin,
 ) -> ApiResult<Json<BackendSnapshot>> {
-    let Path((pool_name, backend)) = path?;
+    let Path((pool_name, backend)) = path;
     let pool = find_pool(&state, &pool_name)?;
-    pool.set_admin(&backend, admin)?;
+    pool.set_admin(&backend, admin).map_err(pool_error)?;
     info!(pool = %pool_name, %backend, ?admin, "backend state changed through the admin API");
     Ok(Json(backend_snapshot(&pool, &backend)?))
 }
@@ -105,19 +103,15 @@ pub(crate) struct WeightBody {
     weight: u32,
 }
 
-impl BodyExample for WeightBody {
-    const EXAMPLE: &'static str = r#"{"weight": 3}"#;
-}
-
 /// `PUT .../weight`.
 pub(crate) async fn set_weight(
     State(state): State<AdminState>,
     path: BackendPath,
-    JsonBody(body): JsonBody<WeightBody>,
+    Json(body): Json<WeightBody>,
 ) -> ApiResult<Json<BackendSnapshot>> {
-    let Path((pool_name, backend)) = path?;
+    let Path((pool_name, backend)) = path;
     let pool = find_pool(&state, &pool_name)?;
-    pool.set_weight(&backend, body.weight)?;
+    pool.set_weight(&backend, body.weight).map_err(pool_error)?;
     info!(pool = %pool_name, %backend, weight = body.weight, "backend weight changed through the admin API");
     Ok(Json(backend_snapshot(&pool, &backend)?))
 }
@@ -136,17 +130,13 @@ fn one() -> u32 {
     1
 }
 
-impl BodyExample for NewBackend {
-    const EXAMPLE: &'static str = r#"{"name": "app4", "address": "127.0.0.1:8084", "weight": 1}"#;
-}
-
 /// `POST /api/pools/{pool}/backends`: 201 with the new backend.
 pub(crate) async fn add_backend(
     State(state): State<AdminState>,
     path: PoolPath,
-    JsonBody(body): JsonBody<NewBackend>,
+    Json(body): Json<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<BackendSnapshot>)> {
-    let Path(pool_name) = path?;
+    let Path(pool_name) = path;
     let pool = find_pool(&state, &pool_name)?;
     if body.name.trim().is_empty() {
         return Err(ApiError::unprocessable(
@@ -157,7 +147,8 @@ pub(crate) async fn add_backend(
         name: body.name.clone(),
         addr: body.address,
         weight: body.weight,
-    })?;
+    })
+    .map_err(pool_error)?;
     info!(pool = %pool_name, backend = %body.name, address = %body.address, weight = body.weight,
         "backend added through the admin API");
     Ok((
@@ -171,9 +162,9 @@ pub(crate) async fn remove_backend(
     State(state): State<AdminState>,
     path: BackendPath,
 ) -> ApiResult<Json<PoolSnapshot>> {
-    let Path((pool_name, backend)) = path?;
+    let Path((pool_name, backend)) = path;
     let pool = find_pool(&state, &pool_name)?;
-    pool.remove_backend(&backend)?;
+    pool.remove_backend(&backend).map_err(pool_error)?;
     info!(pool = %pool_name, %backend, "backend removed through the admin API");
     Ok(Json(pool.snapshot()))
 }
@@ -186,21 +177,17 @@ pub(crate) struct StrategyBody {
     hash_key: Option<String>,
 }
 
-impl BodyExample for StrategyBody {
-    const EXAMPLE: &'static str = r#"{"strategy": "least_connections"} or {"strategy": "consistent_hash", "hash_key": "header:X-User"}"#;
-}
-
 /// `PUT /api/pools/{pool}/strategy`: 200 with the pool as it is now.
 pub(crate) async fn set_strategy(
     State(state): State<AdminState>,
     path: PoolPath,
-    JsonBody(body): JsonBody<StrategyBody>,
+    Json(body): Json<StrategyBody>,
 ) -> ApiResult<Json<PoolSnapshot>> {
-    let Path(pool_name) = path?;
+    let Path(pool_name) = path;
     let pool = find_pool(&state, &pool_name)?;
     let kind: StrategyKind = body.strategy.parse().map_err(ApiError::unprocessable)?;
     let hash_key = match (&body.hash_key, kind) {
-        (Some(k), _) => Some(proxy::config::parse_hash_key(k).map_err(ApiError::unprocessable)?),
+        (Some(k), _) => Some(crate::config::parse_hash_key(k).map_err(ApiError::unprocessable)?),
         (None, StrategyKind::ConsistentHash) => {
             return Err(ApiError::unprocessable(
                 "consistent_hash needs a hash_key: \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
@@ -214,24 +201,10 @@ pub(crate) async fn set_strategy(
     Ok(Json(pool.snapshot()))
 }
 
-/// `POST /api/reload`: re-reads the configuration file like SIGHUP.
-pub(crate) async fn reload(State(state): State<AdminState>) -> ApiResult<Json<serde_json::Value>> {
-    match state.control.reload().await {
-        Ok(summary) => {
-            info!("configuration reloaded through the admin API");
-            Ok(Json(summary))
-        }
-        Err(message) => {
-            warn!(%message, "reload through the admin API failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message))
-        }
-    }
-}
-
 /// The pool by name, or 404 listing the pools there are.
 fn find_pool(state: &AdminState, name: &str) -> ApiResult<Arc<Pool>> {
-    state.registry.pool(name).ok_or_else(|| {
-        let pools = state.registry.pools();
+    state.registry().pool(name).ok_or_else(|| {
+        let pools = state.registry().pools();
         let names: Vec<&str> = pools.keys().map(String::as_str).collect();
         let known = if names.is_empty() {
             "none".to_string()
@@ -249,47 +222,20 @@ fn backend_snapshot(pool: &Pool, name: &str) -> ApiResult<BackendSnapshot> {
         .find(|b| b.name == name)
         .ok_or_else(|| {
             // Removed by a concurrent call between the change and this read.
-            PoolError::NoSuchBackend {
+            pool_error(PoolError::NoSuchBackend {
                 pool: pool.name().into(),
                 backend: name.into(),
-            }
-            .into()
+            })
         })
 }
 
-impl From<PathRejection> for ApiError {
-    fn from(e: PathRejection) -> Self {
-        ApiError::new(e.status(), e.body_text())
-    }
-}
-
-/// A body type that can show the caller what a correct body looks like.
-pub(crate) trait BodyExample {
-    /// A correct body, quoted in the error for a wrong one.
-    const EXAMPLE: &'static str;
-}
-
-/// A JSON body, read whatever the `Content-Type` (so `curl -d '{...}'` works) and refused with
-/// our error shape: 400 naming what serde found wrong and quoting a correct body. Bodies are
-/// capped by the router's `DefaultBodyLimit` (413 past it).
-pub(crate) struct JsonBody<T>(pub T);
-
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + BodyExample,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the request body is not what this call takes: {e}; send JSON like {}",
-                T::EXAMPLE
-            ))
-        })
-    }
+/// Maps the pool's refusals to statuses: a missing backend is 404, a duplicate name is 409
+/// (the request is fine, the pool's current state conflicts), an out-of-range weight is 422.
+fn pool_error(e: PoolError) -> ApiError {
+    let status = match e {
+        PoolError::NoSuchBackend { .. } => StatusCode::NOT_FOUND,
+        PoolError::DuplicateBackend { .. } => StatusCode::CONFLICT,
+        PoolError::WeightOutOfRange { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.to_string())
 }

@@ -1,17 +1,10 @@
-//! What people and scrapers read: `/`, `/stats`, `/api/stats`, `/metrics`.
+//! What people and scrapers read: `/stats`, `/api/stats`, and the proxy's families in
+//! `/metrics`.
 
 use balance::Health;
 use serde_json::json;
 
 use crate::Admin;
-
-#[tokio::test]
-async fn root_redirects_to_the_stats_page() {
-    let admin = Admin::start().await;
-    let r = admin.get("/").await;
-    assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), "/stats");
-}
 
 #[tokio::test]
 async fn stats_page_shows_every_backend_and_escapes_names() {
@@ -110,7 +103,7 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),
-        "text/plain; version=0.0.4; charset=utf-8"
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     let lines: Vec<&str> = r.body.lines().collect();
     let addr = admin.proxy.local_addr("front").await.unwrap();
@@ -122,7 +115,7 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         "lintas_backend_available{pool=\"web\",backend=\"app2\"} 1",
         "lintas_backend_weight{pool=\"web\",backend=\"app2\"} 5",
         "lintas_backend_in_flight{pool=\"web\",backend=\"app2\"} 0",
-        "# TYPE lintas_backend_requests_total counter",
+        "# TYPE lintas_backend_requests counter",
         "lintas_backend_requests_total{pool=\"web\",backend=\"app2\"} 0",
         "lintas_backend_failures_total{pool=\"web\",backend=\"app2\"} 0",
         "lintas_backend_bytes_in_total{pool=\"web\",backend=\"app2\"} 0",
@@ -134,7 +127,7 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         &format!(
             "lintas_listener_info{{listener=\"front\",mode=\"http\",address=\"{addr}\",pool=\"web\"}} 1"
         ),
-        "# TYPE lintas_listener_connections_total counter",
+        "# TYPE lintas_listener_connections counter",
         "lintas_listener_connections_total{listener=\"front\"} 0",
         "# TYPE lintas_listener_active_connections gauge",
         "lintas_listener_active_connections{listener=\"front\"} 0",
@@ -152,7 +145,9 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
             r.body
         );
     }
-    // Every sample line is `name{labels} value`, and every family is declared once.
+    assert_eq!(lines.last(), Some(&"# EOF"));
+    // Every sample line is `name{labels} value`, and every family is declared once (a
+    // counter's samples are `<family>_total`).
     for line in lines.iter().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').unwrap();
         assert!(
@@ -161,7 +156,10 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         );
         assert!(value.parse::<f64>().is_ok(), "{line}");
         let name = &series[..series.find('{').unwrap()];
-        let declared = format!("# TYPE {name} ");
+        let declared = match name.strip_suffix("_total") {
+            Some(family) => format!("# TYPE {family} counter"),
+            None => format!("# TYPE {name} "),
+        };
         assert_eq!(
             lines.iter().filter(|l| l.starts_with(&declared)).count(),
             1,

@@ -7,20 +7,21 @@
 //! named `<script>` is shown, not run.
 
 use std::fmt::{self, Display, Formatter};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::response::Html as HtmlResponse;
 use balance::{AdminState as BackendAdmin, BackendSnapshot, Health, PoolSnapshot};
-use proxy::registry::ListenerSnapshot;
 
-use crate::AdminState;
+use crate::Proxy;
+use crate::registry::ListenerSnapshot;
 
 /// `GET /stats`.
-pub(crate) async fn page(State(state): State<AdminState>) -> HtmlResponse<String> {
+pub(crate) async fn page(State(proxy): State<Arc<Proxy>>) -> HtmlResponse<String> {
     let page = Page {
-        listeners: &state.registry.listener_snapshots(),
-        pools: &state.registry.pool_snapshots(),
+        listeners: &proxy.registry().listener_snapshots(),
+        pools: &proxy.registry().pool_snapshots(),
         now: SystemTime::now(),
     };
     HtmlResponse(page.to_string())
