@@ -160,21 +160,25 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
 /// objects, or the object), or the status of the first record that is refused — 400 for
 /// one that is not an object, 422 (with its index) for one without a `name` — or 400 for a
 /// body that is not JSON or an empty array.
-fn expected(body: &[u8]) -> Result<Vec<Value>, (u16, Option<usize>)> {
+///
+/// `None` for valid JSON that `serde_json::Value` cannot hold: a number beyond `f64`'s range
+/// (`1E400`). The relay passes numbers on as sent, so the reference cannot judge those.
+fn expected(body: &[u8]) -> Option<Result<Vec<Value>, (u16, Option<usize>)>> {
     let records = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) if !items.is_empty() => items,
         Ok(o @ Value::Object(_)) => vec![o],
-        _ => return Err((400, None)),
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => return None,
+        _ => return Some(Err((400, None))),
     };
     for (i, r) in records.iter().enumerate() {
         if !r.is_object() {
-            return Err((400, None));
+            return Some(Err((400, None)));
         }
         if r.get("name").is_none_or(Value::is_null) {
-            return Err((422, Some(i)));
+            return Some(Err((422, Some(i))));
         }
     }
-    Ok(records)
+    Some(Ok(records))
 }
 
 #[tokio::test]
@@ -194,10 +198,13 @@ async fn ingest_stores_exactly_the_records_a_json_parser_reads() {
     let node = Node::start(&dir.path().join("data"), &text).await;
     let mut fuzz = Fuzz::from_env("relay ingest");
     let mut rng = fuzz.rng();
-    let (mut stored, mut refused) = (0, 0);
+    let (mut stored, mut refused, mut beyond) = (0, 0, 0);
     while fuzz.next_case() {
         let body = body(&mut rng);
-        let want = expected(&body);
+        let Some(want) = expected(&body) else {
+            beyond += 1;
+            continue;
+        };
         let reply = node
             .client
             .send(
@@ -253,7 +260,7 @@ async fn ingest_stores_exactly_the_records_a_json_parser_reads() {
         }
     }
     eprintln!(
-        "relay ingest: {stored} records stored as sent, {refused} bodies refused as the reference refused them"
+        "relay ingest: {stored} records stored as sent, {refused} bodies refused as the reference refused them, {beyond} left out (numbers beyond f64)"
     );
     node.stop().await;
 }
