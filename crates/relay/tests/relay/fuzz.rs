@@ -156,6 +156,10 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
     bytes
 }
 
+/// The records a body holds, or the status (and index of the record at fault) it is refused
+/// with.
+type Verdict = Result<Vec<Value>, (u16, Option<usize>)>;
+
 /// What the relay must answer for `body`, as `serde_json` reads it: the records (the array's
 /// objects, or the object), or the status of the first record that is refused — 400 for
 /// one that is not an object, 422 (with its index) for one without a `name` — or 400 for a
@@ -163,7 +167,7 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
 ///
 /// `None` for valid JSON that `serde_json::Value` cannot hold: a number beyond `f64`'s range
 /// (`1E400`). The relay passes numbers on as sent, so the reference cannot judge those.
-fn expected(body: &[u8]) -> Option<Result<Vec<Value>, (u16, Option<usize>)>> {
+fn expected(body: &[u8]) -> Option<Verdict> {
     let records = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) if !items.is_empty() => items,
         Ok(o @ Value::Object(_)) => vec![o],
