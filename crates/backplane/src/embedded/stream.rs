@@ -87,7 +87,8 @@ impl LogStream {
         };
         let format = dir.join("FORMAT");
         if !format.exists() {
-            if let Some(legacy) = options.legacy_keys {
+            // A stream without FORMAT and without records is new: nothing to carry over.
+            if let Some(legacy) = options.legacy_keys.filter(|_| stream.log.end() > 0) {
                 let carried = stream.carry_legacy_keys(legacy).await?;
                 tracing::info!(
                     keys = carried,
