@@ -20,6 +20,7 @@
 //! Objects declared in the configuration file answer 409 to changes. Refusals are
 //! `admin::ApiError`s; bodies, paths and queries are read with `admin::extract`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use admin::ApiError;
@@ -30,6 +31,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::catalog::{CatalogError, edit};
@@ -361,6 +363,11 @@ fn ids(relay: &Relay, f: &Filter) -> Result<Ids, ApiError> {
     })
 }
 
+/// `v` as JSON text, kept as it is when put into a larger answer.
+fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
@@ -371,18 +378,16 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
             "status `{s}`: expected delivered, retrying or dead"
         )));
     }
-    let mut out = serde_json::Map::new();
+    // Each part serialized as it is: a dead letter's `data_sent` is the record's own JSON
+    // text, which a round trip through `Value` could change (decimals beyond `f64`).
+    let mut out: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
     if status.is_none_or(|s| s == "delivered") {
-        out.insert(
-            "delivered".into(),
-            json!(deliveries::batches(&relay, &ids, &f).await.map_err(store)?),
-        );
+        let batches = deliveries::batches(&relay, &ids, &f).await.map_err(store)?;
+        out.insert("delivered", raw(&batches)?);
     }
     if status.is_none_or(|s| s == "dead") {
-        out.insert(
-            "dead".into(),
-            json!(deliveries::dead(&relay, &ids, &f).await.map_err(store)?),
-        );
+        let dead = deliveries::dead(&relay, &ids, &f).await.map_err(store)?;
+        out.insert("dead", raw(&dead)?);
     }
     if status.is_none_or(|s| s == "retrying") {
         let end = relay.stream().end().await.map_err(stream)?;
@@ -402,9 +407,9 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
                 })
             })
             .collect();
-        out.insert("retrying".into(), json!(retrying));
+        out.insert("retrying", raw(&retrying)?);
     }
-    Ok(Json(Value::Object(out)).into_response())
+    Ok(Json(out).into_response())
 }
 
 async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer {

@@ -169,7 +169,7 @@ pub struct BatchEntry {
 }
 
 /// A dead letter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     /// Destination name.
     pub destination: String,
@@ -181,8 +181,9 @@ pub struct DeadLetter {
     pub route_id: i64,
     /// The database's error.
     pub error: String,
-    /// The record as the application sent it.
-    pub data_sent: Value,
+    /// The record as the application sent it, byte for byte: replay writes it again, so it
+    /// must not pass through `Value` (which rounds decimals beyond `f64`).
+    pub data_sent: Box<serde_json::value::RawValue>,
     /// The row lintas tried to write.
     pub row: Value,
     /// `dead` or `replayed`.
@@ -271,13 +272,18 @@ pub(crate) async fn dead(
         .iter()
         .map(|r| {
             let json = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
+            let raw = |s: String| {
+                serde_json::value::RawValue::from_string(s.clone()).unwrap_or_else(|_| {
+                    serde_json::value::to_raw_value(&s).unwrap_or_else(|_| Default::default())
+                })
+            };
             DeadLetter {
                 destination: destination_name(&catalog, r.get(0)),
                 application: application_name(&catalog, r.get(1)),
                 record_id: r.get::<i64, _>(2) as u64,
                 route_id: r.get(3),
                 error: r.get(4),
-                data_sent: json(r.get(5)),
+                data_sent: raw(r.get(5)),
                 row: json(r.get(6)),
                 status: r.get(7),
                 at_ms: r.get(8),

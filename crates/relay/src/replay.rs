@@ -52,7 +52,7 @@ pub(crate) async fn replay(
                 application: route.spec.application.clone(),
                 received_ms: now_ms() as u64,
                 idempotency: None,
-                json: Bytes::from(letter.data_sent.to_string()),
+                json: Bytes::copy_from_slice(letter.data_sent.get().as_bytes()),
             }
             .encode(),
         };

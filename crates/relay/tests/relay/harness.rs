@@ -187,6 +187,22 @@ impl Node {
 
     /// An admin API call; returns status and JSON body.
     pub async fn admin(&self, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.admin_send(method, path, body).await;
+        let v = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// An admin API answer as text, for what a JSON parser would round (decimals beyond
+    /// `f64`).
+    pub async fn admin_text(&self, method: Method, path: &str) -> (u16, String) {
+        self.admin_send(method, path, "").await
+    }
+
+    async fn admin_send(&self, method: Method, path: &str, body: &str) -> (u16, String) {
         let r = self
             .client
             .send(
@@ -197,13 +213,7 @@ impl Node {
             )
             .await
             .unwrap();
-        let v = if r.body.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&r.body)
-                .unwrap_or_else(|_| serde_json::Value::String(r.body.clone()))
-        };
-        (r.status, v)
+        (r.status, r.body)
     }
 
     /// The sample lines of `/metrics` that start with `prefix`, sorted.
