@@ -31,7 +31,13 @@ async fn get_on(sender: &mut SendRequest<Empty<Bytes>>, host: &str, path: &str) 
         .header(http::header::HOST, host)
         .body(Empty::new())
         .unwrap();
-    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+    // The connection task may not have taken the previous response off the connection yet;
+    // sending before it has fails with "connection was not ready".
+    let ready = async {
+        sender.ready().await?;
+        sender.send_request(req).await
+    };
+    let resp = tokio::time::timeout(PATIENCE, ready)
         .await
         .expect("no answer in time")
         .unwrap();
