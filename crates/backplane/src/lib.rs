@@ -28,6 +28,7 @@ mod error;
 mod fanout;
 mod idempotency;
 mod log;
+mod named;
 mod redis;
 
 use std::ops::Range;

@@ -9,7 +9,6 @@
 mod kv;
 mod stream;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::fanout::Fanout;
+use crate::named::Named;
 use crate::{Backplane, BackplaneError, Kind, LogOptions, Stream, StreamOptions, Subscription};
 
 /// How long a lease lasts on one node, where only this process takes leases.
@@ -29,7 +29,7 @@ pub(crate) struct Embedded {
     data_dir: PathBuf,
     options: LogOptions,
     /// Streams opened so far: a name opened twice is one stream (one writer per log).
-    streams: tokio::sync::Mutex<HashMap<String, Arc<stream::LogStream>>>,
+    streams: Named<stream::LogStream>,
     kv: kv::Kv,
     fanout: Arc<Fanout>,
 }
@@ -40,7 +40,7 @@ impl Embedded {
         Self {
             data_dir: data_dir.to_owned(),
             options,
-            streams: tokio::sync::Mutex::new(HashMap::new()),
+            streams: Named::default(),
             kv: kv::Kv::new(data_dir.join("kv"), options),
             fanout: Fanout::new(None),
         }
@@ -97,13 +97,13 @@ impl Backplane for Embedded {
         name: &str,
         options: StreamOptions,
     ) -> Result<Arc<dyn Stream>, BackplaneError> {
-        let mut streams = self.streams.lock().await;
-        if let Some(s) = streams.get(name) {
-            return Ok(s.clone());
-        }
-        let dir = self.stream_dir(name)?;
-        let opened = Arc::new(stream::LogStream::open(dir, self.options, options).await?);
-        streams.insert(name.to_owned(), opened.clone());
+        let opened = self
+            .streams
+            .get_or_open(name, || async {
+                let dir = self.stream_dir(name)?;
+                stream::LogStream::open(dir, self.options, options).await
+            })
+            .await?;
         Ok(opened)
     }
 

@@ -12,7 +12,6 @@
 mod pubsub;
 mod stream;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
 use crate::fanout::Fanout;
+use crate::named::Named;
 use crate::{
     Backplane, BackplaneConfig, BackplaneError, Kind, Stream, StreamOptions, Subscription,
 };
@@ -72,7 +72,7 @@ pub(crate) struct RedisBackplane {
     prefix: String,
     lease: Duration,
     /// Streams opened so far, so a name opened twice is one stream.
-    streams: tokio::sync::Mutex<HashMap<String, Arc<stream::RedisStream>>>,
+    streams: Named<stream::RedisStream>,
     fanout: Arc<Fanout>,
     pubsub: pubsub::Handle,
     compare_and_set: Script,
@@ -97,7 +97,7 @@ impl RedisBackplane {
             conn,
             prefix,
             lease: cfg.lease,
-            streams: tokio::sync::Mutex::new(HashMap::new()),
+            streams: Named::default(),
             fanout,
             pubsub,
             compare_and_set: Script::new(COMPARE_AND_SET),
@@ -106,6 +106,19 @@ impl RedisBackplane {
 
     fn kv_key(&self, key: &str) -> String {
         format!("{}:kv:{key}", self.prefix)
+    }
+
+    /// `SET` of `key` (only if absent with `nx`), expiring after `ttl` when given.
+    fn set_cmd(&self, key: &str, value: &Bytes, nx: bool, ttl: Option<Duration>) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.kv_key(key)).arg(value.as_ref());
+        if nx {
+            cmd.arg("NX");
+        }
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(px(ttl));
+        }
+        cmd
     }
 }
 
@@ -136,20 +149,17 @@ impl Backplane for RedisBackplane {
         name: &str,
         options: StreamOptions,
     ) -> Result<Arc<dyn Stream>, BackplaneError> {
-        let mut streams = self.streams.lock().await;
-        if let Some(s) = streams.get(name) {
-            return Ok(s.clone());
-        }
-        let opened = Arc::new(
-            stream::RedisStream::open(
-                self.conn.clone(),
-                &self.prefix,
-                name,
-                options.idempotency_window,
-            )
-            .await?,
-        );
-        streams.insert(name.to_owned(), opened.clone());
+        let opened = self
+            .streams
+            .get_or_open(name, || {
+                stream::RedisStream::open(
+                    self.conn.clone(),
+                    &self.prefix,
+                    name,
+                    options.idempotency_window,
+                )
+            })
+            .await?;
         Ok(opened)
     }
 
@@ -181,13 +191,11 @@ impl Backplane for RedisBackplane {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<(), BackplaneError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.kv_key(key)).arg(value.as_ref());
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(px(ttl));
-        }
         let mut conn = self.conn.clone();
-        let _: Value = cmd.query_async(&mut conn).await?;
+        let _: Value = self
+            .set_cmd(key, &value, false, ttl)
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -197,13 +205,11 @@ impl Backplane for RedisBackplane {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<bool, BackplaneError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.kv_key(key)).arg(value.as_ref()).arg("NX");
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(px(ttl));
-        }
         let mut conn = self.conn.clone();
-        let set: Option<String> = cmd.query_async(&mut conn).await?;
+        let set: Option<String> = self
+            .set_cmd(key, &value, true, ttl)
+            .query_async(&mut conn)
+            .await?;
         Ok(set.is_some())
     }
 
