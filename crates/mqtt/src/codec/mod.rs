@@ -66,3 +66,6 @@ impl fmt::Display for Version {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
