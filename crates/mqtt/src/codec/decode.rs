@@ -120,6 +120,7 @@ fn frame(
     let size = 1 + len_len as u64 + u64::from(remaining);
     if size > u64::from(max_packet_size) {
         return Err(DecodeError::TooLarge {
+            packet,
             size,
             max: max_packet_size,
         });
@@ -281,6 +282,9 @@ fn publish(r: &mut Reader, flags: u8, v5: bool) -> Field<Publish> {
         Some(packet_id(r)?)
     };
     let properties = properties(r, Scope::Publish, v5)?;
+    if v5 && topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(Problem::EmptyTopicWithoutAlias).at("topic name");
+    }
     let payload = r.take(r.remaining()).at("payload")?;
     Ok(Publish {
         dup: flags & 0b1000 != 0,

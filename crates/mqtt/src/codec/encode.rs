@@ -7,7 +7,8 @@
 //! properties, subscription options beyond the QoS, and the reason codes of the
 //! acknowledgements, UNSUBACK and DISCONNECT are left out; a value 3.1.1 cannot say at all
 //! is an [`EncodeError::Unrepresentable`]. A QoS 0 PUBLISH is written without packet
-//! identifier and DUP. 5.0 output uses the short forms the specification allows (an
+//! identifier and DUP. Properties are written as given: the broker sets only those the
+//! packet's list allows (the peer refuses others). 5.0 output uses the short forms the specification allows (an
 //! acknowledgement, DISCONNECT or AUTH with reason Success and no properties ends after its
 //! packet identifier or fixed header).
 

@@ -64,6 +64,9 @@ pub enum Problem {
     /// MQTT 3.1.1 §3.1.2.9: a password needs a user name (5.0 allows it).
     #[error("password flag set without the user name flag")]
     PasswordWithoutUsername,
+    /// §3.3.2.1 (5.0): an empty topic name needs a Topic Alias to stand for it.
+    #[error("empty topic name without a Topic Alias")]
+    EmptyTopicWithoutAlias,
     /// §3.8.3 / §3.10.3: at least one topic filter.
     #[error("no topic filters")]
     NoTopicFilters,
@@ -131,6 +134,7 @@ impl Problem {
             Self::ZeroPacketId
             | Self::PasswordWithoutUsername
             | Self::NoTopicFilters
+            | Self::EmptyTopicWithoutAlias
             | Self::PropertyNotAllowed(_)
             | Self::PropertyRepeated(_)
             | Self::PropertyValue { .. }
@@ -152,8 +156,10 @@ pub enum DecodeError {
     },
     /// The fixed header announced a packet larger than the limit; nothing of it was
     /// buffered beyond the header.
-    #[error("MQTT packet of {size} bytes is larger than the maximum packet size {max}")]
+    #[error("MQTT {packet} of {size} bytes is larger than the maximum packet size {max}")]
     TooLarge {
+        /// The packet type.
+        packet: PacketType,
         /// The whole packet's size as announced (fixed header included).
         size: u64,
         /// The limit in force.

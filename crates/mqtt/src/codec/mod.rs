@@ -12,9 +12,9 @@
 //! in flight) or topic syntax (wildcards, handled by [`crate::topic`]) is left to the
 //! broker.
 //!
-//! Layout: [`wire`] holds the data representations (§1.5), [`packet`] the packet values,
-//! [`properties`] the 5.0 properties, [`reason`] the reason codes, [`decode`] and
-//! [`encode`] the two directions, [`error`] what can go wrong.
+//! Layout: `wire.rs` holds the data representations (§1.5), `packet.rs` the packet values,
+//! `properties.rs` the 5.0 properties, `reason.rs` the reason codes, `decode.rs` and
+//! `encode.rs` the two directions, `error.rs` what can go wrong.
 
 mod decode;
 mod encode;

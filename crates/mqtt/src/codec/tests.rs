@@ -597,6 +597,7 @@ fn announced_size_over_the_limit_is_refused_from_the_header_alone() {
     assert_eq!(
         err,
         DecodeError::TooLarge {
+            packet: PacketType::Publish,
             size: 268_435_460,
             max: 1 << 20
         }
@@ -618,11 +619,19 @@ fn maximum_packet_size_counts_the_fixed_header() {
     );
     assert_eq!(
         decode(&mut hex("c000"), Version::V311, 1),
-        Err(DecodeError::TooLarge { size: 2, max: 1 })
+        Err(DecodeError::TooLarge {
+            packet: PacketType::PingReq,
+            size: 2,
+            max: 1
+        })
     );
     assert_eq!(
         decode_connect(&mut hex(MOSQUITTO_V311_CONNECT), 60),
-        Err(DecodeError::TooLarge { size: 61, max: 60 })
+        Err(DecodeError::TooLarge {
+            packet: PacketType::Connect,
+            size: 61,
+            max: 60
+        })
     );
 }
 
@@ -906,6 +915,23 @@ fn packet_type_0_and_auth_in_3_1_1_are_malformed() {
     assert_eq!(
         decoded(&hex("f000"), Version::V5),
         Packet::Auth(Auth::default())
+    );
+}
+
+#[test]
+fn empty_topic_needs_a_topic_alias_in_5_0() {
+    let (_, field, problem) = refused(&hex("3003 0000 00"), Version::V5);
+    assert_eq!(
+        (field, problem.clone()),
+        ("topic name", Problem::EmptyTopicWithoutAlias)
+    );
+    assert_eq!(problem.reason_code(), ReasonCode::ProtocolError);
+    let Packet::Publish(p) = decoded(&hex("3006 0000 03 230007"), Version::V5) else {
+        panic!("not a PUBLISH")
+    };
+    assert_eq!(
+        (p.topic.len(), p.properties.topic_alias),
+        (0, NonZeroU16::new(7))
     );
 }
 
