@@ -66,6 +66,13 @@ fn refused(bytes: &[u8], version: Version) -> (PacketType, &'static str, Problem
     }
 }
 
+/// Asserts that `bytes` are refused in `field` for `problem`; returns the reason code.
+fn refusal(bytes: &str, version: Version, field: &str, problem: Problem) -> ReasonCode {
+    let (_, got_field, got) = refused(&hex(bytes), version);
+    assert_eq!((got_field, &got), (field, &problem), "{version} {bytes}");
+    got.reason_code()
+}
+
 fn refused_connect(bytes: &[u8]) -> (&'static str, Problem) {
     match decode_connect(&mut BytesMut::from(bytes), u32::MAX) {
         Err(DecodeError::Invalid {
@@ -801,14 +808,19 @@ fn first_packet_other_than_connect_is_a_protocol_error() {
 
 #[test]
 fn subscribe_without_filters_is_a_protocol_error() {
-    let (_, field, problem) = refused(&hex("82020001"), Version::V311);
-    assert_eq!(
-        (field, problem.clone()),
-        ("payload", Problem::NoTopicFilters)
+    let code = refusal(
+        "82020001",
+        Version::V311,
+        "payload",
+        Problem::NoTopicFilters,
     );
-    assert_eq!(problem.reason_code(), ReasonCode::ProtocolError);
-    let (_, field, problem) = refused(&hex("a2030001 00"), Version::V5);
-    assert_eq!((field, problem), ("payload", Problem::NoTopicFilters));
+    assert_eq!(code, ReasonCode::ProtocolError);
+    refusal(
+        "a2030001 00",
+        Version::V5,
+        "payload",
+        Problem::NoTopicFilters,
+    );
 }
 
 #[test]
@@ -920,12 +932,13 @@ fn packet_type_0_and_auth_in_3_1_1_are_malformed() {
 
 #[test]
 fn empty_topic_needs_a_topic_alias_in_5_0() {
-    let (_, field, problem) = refused(&hex("3003 0000 00"), Version::V5);
+    let problem = refused(&hex("3003 0000 00"), Version::V5).2;
     assert_eq!(
-        (field, problem.clone()),
-        ("topic name", Problem::EmptyTopicWithoutAlias)
+        problem.reason_code(),
+        ReasonCode::ProtocolError,
+        "{problem}"
     );
-    assert_eq!(problem.reason_code(), ReasonCode::ProtocolError);
+    assert_eq!(problem, Problem::EmptyTopicWithoutAlias);
     let Packet::Publish(p) = decoded(&hex("3006 0000 03 230007"), Version::V5) else {
         panic!("not a PUBLISH")
     };
