@@ -285,7 +285,7 @@ fn publish(r: &mut Reader, flags: u8, v5: bool) -> Field<Publish> {
     if v5 && topic.is_empty() && properties.topic_alias.is_none() {
         return Err(Problem::EmptyTopicWithoutAlias).at("topic name");
     }
-    let payload = r.take(r.remaining()).at("payload")?;
+    let payload = r.rest();
     Ok(Publish {
         dup: flags & 0b1000 != 0,
         qos,

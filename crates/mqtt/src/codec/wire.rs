@@ -82,6 +82,12 @@ impl Reader {
         Ok(self.buf.split_to(n))
     }
 
+    /// Everything not yet read (a PUBLISH payload), handed over without touching the
+    /// reference count.
+    pub fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Binary data: a two-byte length and that many bytes.
     pub fn binary(&mut self) -> Result<Bytes, Problem> {
         let len = self.u16()?;
