@@ -54,22 +54,17 @@ pub fn decode(
     else {
         return Ok(None);
     };
-    body(packet, flags, version, &mut r)
-        .and_then(|p| r.finish().at("end of packet").map(|()| p))
-        .map(Some)
-        .map_err(|(field, problem)| DecodeError::Invalid {
-            packet,
-            field,
-            problem,
-        })
+    let read = body(packet, flags, version, &mut r);
+    whole(packet, &r, read)
 }
 
 /// Takes the CONNECT that opens a connection off the front of `buf`; the version it names
 /// is the one [`decode`] reads the rest of the connection in.
 ///
 /// A protocol other than "MQTT" level 4 or 5 is [`Problem::UnsupportedProtocol`], whose
-/// reason code is Unsupported Protocol Version: answer a level-5 client with CONNACK 0x84
-/// and any other with the 3.1.1 CONNACK return code 0x01, then close.
+/// reason code is Unsupported Protocol Version: answer with the 3.1.1 form of CONNACK and
+/// return code 0x01 (`20 02 00 01`, which 3.1 and 3.1.1 clients read and 5.0 §3.1.2.2
+/// allows), then close.
 pub fn decode_connect(
     buf: &mut BytesMut,
     max_packet_size: u32,
@@ -81,9 +76,13 @@ pub fn decode_connect(
     else {
         return Ok(None);
     };
-    connect(&mut r)
-        .and_then(|c| r.finish().at("end of packet").map(|()| c))
-        .map(Some)
+    let read = connect(&mut r);
+    whole(packet, &r, read)
+}
+
+/// What was read, once nothing is left over; errors get the packet type.
+fn whole<T>(packet: PacketType, r: &Reader, read: Field<T>) -> Result<Option<T>, DecodeError> {
+    read.and_then(|value| r.finish().at("end of packet").map(|()| Some(value)))
         .map_err(|(field, problem)| DecodeError::Invalid {
             packet,
             field,

@@ -201,7 +201,8 @@ impl Packet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
     /// The version the client speaks, from the protocol level; every later packet on the
-    /// connection is read and written in it.
+    /// connection is read and written in it. [`super::encode`] writes the level of the
+    /// version it is given, not this field.
     pub version: super::Version,
     /// Clean Session (3.1.1) / Clean Start (5.0).
     pub clean_start: bool,
