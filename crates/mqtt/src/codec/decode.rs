@@ -216,6 +216,9 @@ fn connect(r: &mut Reader) -> Field<Connect> {
     }
     let keep_alive = r.u16().at("keep alive")?;
     let properties = properties(r, Scope::Connect, v5)?;
+    if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+        return Err(Problem::AuthDataWithoutMethod).at("properties");
+    }
     let client_id = r.string().at("client identifier")?;
     let will = if has_will {
         Some(Will {

@@ -67,6 +67,9 @@ pub enum Problem {
     /// §3.3.2.1 (5.0): an empty topic name needs a Topic Alias to stand for it.
     #[error("empty topic name without a Topic Alias")]
     EmptyTopicWithoutAlias,
+    /// §3.1.2.11.10 (5.0): Authentication Data needs an Authentication Method.
+    #[error("Authentication Data without an Authentication Method")]
+    AuthDataWithoutMethod,
     /// §3.8.3 / §3.10.3: at least one topic filter.
     #[error("no topic filters")]
     NoTopicFilters,
@@ -135,6 +138,7 @@ impl Problem {
             | Self::PasswordWithoutUsername
             | Self::NoTopicFilters
             | Self::EmptyTopicWithoutAlias
+            | Self::AuthDataWithoutMethod
             | Self::PropertyNotAllowed(_)
             | Self::PropertyRepeated(_)
             | Self::PropertyValue { .. }

@@ -764,6 +764,20 @@ fn password_without_user_name_is_refused_in_3_1_1_only() {
 }
 
 #[test]
+fn authentication_data_without_method_is_a_protocol_error() {
+    // 5.0 CONNECT with properties: Authentication Data (0x16) "x", no method.
+    let bytes = hex("101100044d5154540502003c 04 16000178 000163");
+    assert_eq!(
+        refused_connect(&bytes),
+        ("properties", Problem::AuthDataWithoutMethod)
+    );
+    assert_eq!(
+        Problem::AuthDataWithoutMethod.reason_code(),
+        ReasonCode::ProtocolError
+    );
+}
+
+#[test]
 fn mqtt_3_1_and_unknown_levels_are_unsupported_protocol_versions() {
     // "MQIsdp" level 3, as MQTT 3.1 clients send it.
     let v31 = hex("100f00064d514973647003020000000163");

@@ -141,7 +141,8 @@ fn properties(rng: &mut StdRng, scope: Scope) -> Properties {
     if pick(rng, AuthenticationMethod) {
         p.authentication_method = Some(string(rng))
     }
-    if pick(rng, AuthenticationData) {
+    // Data only with a method (§3.1.2.11.10).
+    if p.authentication_method.is_some() && pick(rng, AuthenticationData) {
         p.authentication_data = Some(binary(rng, 8))
     }
     if pick(rng, RequestProblemInformation) {
