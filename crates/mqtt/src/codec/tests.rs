@@ -204,6 +204,40 @@ fn mosquitto_v5_publish_decodes_and_re_encodes_to_the_same_bytes() {
     assert_eq!(encoded(&packet, Version::V5), bytes);
 }
 
+/// `mosquitto_sub -V mqttv5 -q 2 -t 'sensors/+/temp' -t 'alerts/#' -D subscribe
+/// subscription-identifier 7 -D subscribe user-property who me`, then its DISCONNECT when
+/// stopped by a signal.
+const MOSQUITTO_V5_SUBSCRIBE: &str = "822b00010c0b0726000377686f00026d65000e73656e736f72732f2b2f\
+    74656d70020008616c657274732f2302";
+const MOSQUITTO_V5_DISCONNECT: &str = "e00104";
+
+#[test]
+fn mosquitto_v5_subscribe_and_disconnect_decode_and_re_encode_to_the_same_bytes() {
+    let subscribe = hex(MOSQUITTO_V5_SUBSCRIBE);
+    let options = SubscriptionOptions {
+        qos: QoS::ExactlyOnce,
+        ..SubscriptionOptions::default()
+    };
+    let expected = Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Properties {
+            subscription_identifiers: vec![NonZeroU32::new(7).expect("non-zero")],
+            user: vec![(s("who"), s("me"))],
+            ..Properties::default()
+        },
+        filters: vec![(s("sensors/+/temp"), options), (s("alerts/#"), options)],
+    });
+    assert_eq!(decoded(&subscribe, Version::V5), expected);
+    assert_eq!(encoded(&expected, Version::V5), subscribe);
+    let disconnect = hex(MOSQUITTO_V5_DISCONNECT);
+    let expected = Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::DisconnectWithWillMessage,
+        properties: Properties::default(),
+    });
+    assert_eq!(decoded(&disconnect, Version::V5), expected);
+    assert_eq!(encoded(&expected, Version::V5), disconnect);
+}
+
 #[test]
 fn publish_payload_and_topic_are_slices_of_the_read_buffer() {
     let mut buf = hex(MOSQUITTO_V311_PUBLISH);
