@@ -244,7 +244,7 @@ impl fmt::Display for PropertyId {
 /// Every MQTT 5.0 property a packet can carry; all absent by default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Properties {
-    /// Payload Format Indicator (0x01).
+    /// Payload Format Indicator (0x01): `true` (1) says the payload is UTF-8 text.
     pub payload_format_indicator: Option<bool>,
     /// Message Expiry Interval (0x02).
     pub message_expiry_interval: Option<u32>,
@@ -284,7 +284,7 @@ pub struct Properties {
     pub topic_alias_maximum: Option<u16>,
     /// Topic Alias (0x23).
     pub topic_alias: Option<NonZeroU16>,
-    /// Maximum QoS (0x24).
+    /// Maximum QoS (0x24): only 0 or 1 may be sent (a server supporting QoS 2 omits it).
     pub maximum_qos: Option<QoS>,
     /// Retain Available (0x25).
     pub retain_available: Option<bool>,
