@@ -1,0 +1,132 @@
+//! One delivery per client: MQTT 5.0 §3.3.4 lets a server that finds several of one
+//! client's subscriptions matching a message either send one copy per subscription or one
+//! copy with the maximum QoS of them and every matching Subscription Identifier. lintas
+//! sends one copy, as Mosquitto does with `allow_duplicate_messages false` (its default
+//! before 2.1), because a client subscribed to `a/#` and `a/b` wants the message once.
+//!
+//! [`Fanout`] gathers the plain subscriptions [`Tree::matches`] finds into that one copy per
+//! key, skipping the publisher's own no-local subscriptions, and hands shared groups to the
+//! caller as they are found (a shared subscription is delivered on its own, whatever the
+//! member's plain subscriptions). It is kept and reused by the caller, so a message costs no
+//! allocation once its buffers have grown to the fan-out seen.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+
+use super::syntax::TopicName;
+use super::tree::{Matched, SharedGroup, Tree};
+
+/// What [`Fanout`] needs to know of a subscription's options to combine a client's
+/// overlapping subscriptions into one delivery.
+pub trait Combine {
+    /// Whether the subscription asked not to receive what its own client publishes
+    /// (No Local, §3.8.3.1).
+    fn no_local(&self) -> bool;
+    /// The subscription's Subscription Identifier, if it was given one.
+    fn identifier(&self) -> Option<NonZeroU32>;
+    /// Folds another matching subscription of the same client into this one: the maximum
+    /// QoS of the two and whatever else the broker decides for the merged copy.
+    fn combine(&mut self, other: &Self);
+}
+
+/// One copy of the message for one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'f, K, V> {
+    /// The client.
+    pub key: &'f K,
+    /// Its matching subscriptions' options, combined.
+    pub options: &'f V,
+    /// Every Subscription Identifier of its matching subscriptions, ascending, each once.
+    pub identifiers: &'f [NonZeroU32],
+}
+
+/// The reusable buffers that turn a tree's matches into one delivery per client.
+#[derive(Debug)]
+pub struct Fanout<K, V> {
+    /// Each client's index in `copies`.
+    index: HashMap<K, usize>,
+    /// One combined copy per client, with the range of its identifiers in `identifiers`.
+    copies: Vec<(K, V, std::ops::Range<usize>)>,
+    /// `(copy index, identifier)` as found, then sorted by copy.
+    identifiers: Vec<(usize, NonZeroU32)>,
+    /// The identifiers alone, in copy order; the copies' ranges point into it.
+    flat: Vec<NonZeroU32>,
+}
+
+impl<K, V> Default for Fanout<K, V> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::new(),
+            copies: Vec::new(),
+            identifiers: Vec::new(),
+            flat: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord + Hash + Clone, V: Combine + Clone> Fanout<K, V> {
+    /// Empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Finds who a message published to `name` by `publisher` (none for a message the
+    /// broker publishes itself) goes to: the plain subscribers, combined per client, are
+    /// then in [`Fanout::deliveries`], and each matching shared group is handed to
+    /// `on_group` to pick one member.
+    pub fn collect<'t>(
+        &mut self,
+        tree: &'t Tree<K, V>,
+        name: TopicName<'_>,
+        publisher: Option<&K>,
+        mut on_group: impl FnMut(SharedGroup<'t, K, V>),
+    ) {
+        self.index.clear();
+        self.copies.clear();
+        self.identifiers.clear();
+        self.flat.clear();
+        tree.matches(name, |matched| match matched {
+            Matched::Group(group) => on_group(group),
+            Matched::Subscriber { key, data } => {
+                if data.no_local() && publisher == Some(key) {
+                    return;
+                }
+                let at = match self.index.get(key) {
+                    Some(&at) => {
+                        self.copies[at].1.combine(data);
+                        at
+                    }
+                    None => {
+                        self.index.insert(key.clone(), self.copies.len());
+                        self.copies.push((key.clone(), data.clone(), 0..0));
+                        self.copies.len() - 1
+                    }
+                };
+                if let Some(id) = data.identifier() {
+                    self.identifiers.push((at, id));
+                }
+            }
+        });
+        self.identifiers.sort_unstable();
+        self.identifiers.dedup();
+        let mut ids = self.identifiers.iter().peekable();
+        for (at, (_, _, range)) in self.copies.iter_mut().enumerate() {
+            let start = self.flat.len();
+            while let Some(&&(_, id)) = ids.peek().filter(|(copy, _)| *copy == at) {
+                self.flat.push(id);
+                ids.next();
+            }
+            *range = start..self.flat.len();
+        }
+    }
+
+    /// The copies the last [`Fanout::collect`] found, one per client, in no particular order.
+    pub fn deliveries(&self) -> impl Iterator<Item = Delivery<'_, K, V>> {
+        self.copies.iter().map(|(key, options, range)| Delivery {
+            key,
+            options,
+            identifiers: &self.flat[range.clone()],
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! The subscription tree: every subscription of this node, in a trie keyed by filter level,
+//! so that finding who a message goes to walks only the branches its topic name can match.
+//!
+//! A PUBLISH to a name of `n` levels looks up, at each level, the literal child, the `+`
+//! child and the `#` child of every node still matching, so the work is levels × matching
+//! branches, whatever the number of subscriptions; the name is split as it is walked, so
+//! nothing is allocated. A node holds the plain subscriptions of its filter by subscriber
+//! key and its shared groups by share name, each group's members sorted by key so the
+//! balancing strategy that picks one sees them in the same order on every call.
+//!
+//! §4.7.2 is applied at the first level: a name beginning with `$` (`$SYS/…`) is not matched
+//! by a filter beginning with `+` or `#`. A second index from key to targets lets a session
+//! that ends remove its subscriptions without scanning the tree.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use super::shared::SubscriptionTarget;
+use super::syntax::{TopicFilter, TopicName};
+use super::trie::{Node, Slot, split_level};
+
+/// One subscription found by [`Tree::matches`].
+#[derive(Debug)]
+pub enum Matched<'t, K, V> {
+    /// A plain subscription: the message goes to `key`, with the subscription's `data`.
+    Subscriber {
+        /// The subscriber.
+        key: &'t K,
+        /// The subscription's options.
+        data: &'t V,
+    },
+    /// A shared group: the message goes to one of its members, which the caller picks.
+    Group(SharedGroup<'t, K, V>),
+}
+
+/// A shared subscription group whose filter matched, with its members.
+#[derive(Debug)]
+pub struct SharedGroup<'t, K, V> {
+    /// The ShareName.
+    pub name: &'t str,
+    /// The filter after the ShareName; `name` and `filter` together identify the group
+    /// (for a round-robin cursor, say).
+    pub filter: &'t TopicFilter,
+    /// Every member with its subscription's options, sorted by key, never empty.
+    pub members: &'t [(K, V)],
+}
+
+/// The members of one shared group.
+#[derive(Debug)]
+struct Group<K, V> {
+    /// The filter the group was subscribed with, handed to the caller with the members.
+    filter: TopicFilter,
+    /// Sorted by key, one entry per key.
+    members: Vec<(K, V)>,
+}
+
+/// The subscriptions of one filter.
+#[derive(Debug)]
+struct Subscribers<K, V> {
+    /// Plain subscriptions by subscriber.
+    plain: HashMap<K, V>,
+    /// Shared groups by share name.
+    groups: BTreeMap<Box<str>, Group<K, V>>,
+}
+
+impl<K, V> Default for Subscribers<K, V> {
+    fn default() -> Self {
+        Self {
+            plain: HashMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K, V> Slot for Subscribers<K, V> {
+    fn is_vacant(&self) -> bool {
+        self.plain.is_empty() && self.groups.is_empty()
+    }
+}
+
+impl<K: Ord + Hash, V> Subscribers<K, V> {
+    /// Removes `key`'s subscription to `target` (whose filter is this node's).
+    fn remove(&mut self, key: &K, target: &SubscriptionTarget) -> Option<V> {
+        match target {
+            SubscriptionTarget::Plain(_) => self.plain.remove(key),
+            SubscriptionTarget::Shared { group, .. } => {
+                let members = &mut self.groups.get_mut(group)?.members;
+                let at = members.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+                let (_, data) = members.remove(at);
+                if members.is_empty() {
+                    self.groups.remove(group);
+                }
+                Some(data)
+            }
+        }
+    }
+}
+
+/// Every subscription of this node: subscriber key `K` (a session id) to a
+/// [`SubscriptionTarget`], with the subscription's options `V` (QoS, no-local,
+/// retain-as-published, retain handling, subscription identifier).
+#[derive(Debug)]
+pub struct Tree<K, V> {
+    /// The subscriptions by filter level.
+    root: Node<Subscribers<K, V>>,
+    /// Each key's targets, so [`Tree::remove_key`] finds them without a scan.
+    by_key: HashMap<K, HashSet<SubscriptionTarget>>,
+    /// How many subscriptions the tree holds.
+    len: usize,
+}
+
+impl<K, V> Default for Tree<K, V> {
+    fn default() -> Self {
+        Self {
+            root: Node::default(),
+            by_key: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Ord + Hash + Clone, V> Tree<K, V> {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes `key` to `target`. A second subscription of the same key to the same
+    /// target replaces the first (§3.8.4) and its options are returned.
+    pub fn insert(&mut self, key: K, target: SubscriptionTarget, data: V) -> Option<V> {
+        let slot = self.root.slot_mut(target.filter().as_str());
+        let previous = match &target {
+            SubscriptionTarget::Plain(_) => slot.plain.insert(key.clone(), data),
+            SubscriptionTarget::Shared { group, filter } => {
+                let members = &mut slot
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group {
+                        filter: filter.clone(),
+                        members: Vec::new(),
+                    })
+                    .members;
+                match members.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    Ok(at) => Some(std::mem::replace(&mut members[at].1, data)),
+                    Err(at) => {
+                        members.insert(at, (key.clone(), data));
+                        None
+                    }
+                }
+            }
+        };
+        if previous.is_none() {
+            self.by_key.entry(key).or_default().insert(target);
+            self.len += 1;
+        }
+        previous
+    }
+
+    /// Unsubscribes `key` from `target`; its options if it was subscribed.
+    pub fn remove(&mut self, key: &K, target: &SubscriptionTarget) -> Option<V> {
+        let targets = self.by_key.get_mut(key)?;
+        if !targets.remove(target) {
+            return None;
+        }
+        if targets.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.len -= 1;
+        self.root
+            .update(target.filter().as_str(), |slot| slot.remove(key, target))
+            .flatten()
+    }
+
+    /// Removes every subscription of `key` (its session ended); how many there were.
+    pub fn remove_key(&mut self, key: &K) -> usize {
+        let Some(targets) = self.by_key.remove(key) else {
+            return 0;
+        };
+        for target in &targets {
+            self.root
+                .update(target.filter().as_str(), |slot| slot.remove(key, target));
+        }
+        self.len -= targets.len();
+        targets.len()
+    }
+
+    /// Calls `visit` with every plain subscription whose filter matches `name` and every
+    /// shared group whose filter does, once each. A client with overlapping subscriptions
+    /// is visited once per subscription; [`Fanout`](super::Fanout) turns that into one
+    /// delivery per client.
+    pub fn matches<'t>(&'t self, name: TopicName<'_>, mut visit: impl FnMut(Matched<'t, K, V>)) {
+        let (level, tail) = split_level(name.as_str());
+        if !level.starts_with('$') {
+            wildcards(&self.root, tail, &mut visit);
+        }
+        if let Some(child) = self.root.child(level) {
+            walk(child, tail, &mut visit);
+        }
+    }
+
+    /// How many subscriptions the tree holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tree holds no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many trie nodes the tree holds: its memory, which follows the subscriptions
+    /// that exist now, not the ones that ever existed.
+    pub fn node_count(&self) -> usize {
+        self.root.descendants()
+    }
+}
+
+/// Visits the matches below `node`, which matched the name's levels so far; `rest` is the
+/// rest of the name, `None` once every level is matched.
+fn walk<'t, K, V>(
+    node: &'t Node<Subscribers<K, V>>,
+    rest: Option<&str>,
+    visit: &mut impl FnMut(Matched<'t, K, V>),
+) {
+    let Some(rest) = rest else {
+        visit_here(node, visit);
+        // `a/#` matches `a` too: `#` includes the parent level.
+        if let Some(all) = node.child("#") {
+            visit_here(all, visit);
+        }
+        return;
+    };
+    let (level, tail) = split_level(rest);
+    wildcards(node, tail, visit);
+    if let Some(child) = node.child(level) {
+        walk(child, tail, visit);
+    }
+}
+
+/// Visits the matches of `node`'s `#` and `+` children for a name level below `node`,
+/// followed by `tail`.
+fn wildcards<'t, K, V>(
+    node: &'t Node<Subscribers<K, V>>,
+    tail: Option<&str>,
+    visit: &mut impl FnMut(Matched<'t, K, V>),
+) {
+    if let Some(all) = node.child("#") {
+        visit_here(all, visit);
+    }
+    if let Some(one) = node.child("+") {
+        walk(one, tail, visit);
+    }
+}
+
+/// Visits the subscriptions whose filter ends at `node`.
+fn visit_here<'t, K, V>(
+    node: &'t Node<Subscribers<K, V>>,
+    visit: &mut impl FnMut(Matched<'t, K, V>),
+) {
+    let subscribers = node.here();
+    for (key, data) in &subscribers.plain {
+        visit(Matched::Subscriber { key, data });
+    }
+    for (name, group) in &subscribers.groups {
+        visit(Matched::Group(SharedGroup {
+            name,
+            filter: &group.filter,
+            members: &group.members,
+        }));
+    }
+}
