@@ -130,3 +130,114 @@ impl<K: Ord + Hash + Clone, V: Combine + Clone> Fanout<K, V> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{DEFAULT_MAX_LEVELS, SubscriptionTarget};
+
+    /// Options as the broker keeps them, reduced to what combining reads.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Opts {
+        qos: u8,
+        no_local: bool,
+        id: Option<NonZeroU32>,
+    }
+
+    impl Combine for Opts {
+        fn no_local(&self) -> bool {
+            self.no_local
+        }
+        fn identifier(&self) -> Option<NonZeroU32> {
+            self.id
+        }
+        fn combine(&mut self, other: &Self) {
+            self.qos = self.qos.max(other.qos);
+        }
+    }
+
+    fn opts(qos: u8, no_local: bool, id: u32) -> Opts {
+        Opts {
+            qos,
+            no_local,
+            id: NonZeroU32::new(id),
+        }
+    }
+
+    fn subscribe(tree: &mut Tree<&'static str, Opts>, key: &'static str, topic: &str, o: Opts) {
+        let target = SubscriptionTarget::parse(topic, DEFAULT_MAX_LEVELS).expect("valid target");
+        tree.insert(key, target, o);
+    }
+
+    /// `(key, qos, identifiers)` per delivery, sorted by key, and the groups handed over.
+    fn fan(
+        fanout: &mut Fanout<&'static str, Opts>,
+        tree: &Tree<&'static str, Opts>,
+        topic: &str,
+        publisher: Option<&'static str>,
+    ) -> (Vec<(&'static str, u8, Vec<u32>)>, Vec<String>) {
+        let name = TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("valid name");
+        let mut groups = Vec::new();
+        fanout.collect(tree, name, publisher.as_ref(), |group| {
+            groups.push(format!("{}/{}", group.name, group.filter));
+        });
+        let mut out: Vec<_> = fanout
+            .deliveries()
+            .map(|d| {
+                let ids = d.identifiers.iter().map(|id| id.get()).collect();
+                (*d.key, d.options.qos, ids)
+            })
+            .collect();
+        out.sort();
+        groups.sort();
+        (out, groups)
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_once_with_max_qos_and_all_identifiers() {
+        let mut tree = Tree::new();
+        subscribe(&mut tree, "a", "t/#", opts(0, false, 7));
+        subscribe(&mut tree, "a", "t/+", opts(2, false, 3));
+        subscribe(&mut tree, "a", "t/x", opts(1, false, 0));
+        subscribe(&mut tree, "a", "#", opts(0, false, 3));
+        subscribe(&mut tree, "b", "t/x", opts(1, false, 9));
+        subscribe(&mut tree, "c", "t/y", opts(2, false, 1));
+        subscribe(&mut tree, "a", "$share/g/t/x", opts(1, false, 5));
+        let mut fanout = Fanout::new();
+        assert_eq!(
+            fan(&mut fanout, &tree, "t/x", None),
+            (
+                vec![("a", 2, vec![3, 7]), ("b", 1, vec![9])],
+                vec!["g/t/x".to_owned()]
+            )
+        );
+        // The buffers are reused: nothing of the previous message remains.
+        assert_eq!(
+            fan(&mut fanout, &tree, "t", None),
+            (vec![("a", 0, vec![3, 7])], vec![])
+        );
+        assert_eq!(
+            fan(&mut fanout, &tree, "u", None),
+            (vec![("a", 0, vec![3])], vec![])
+        );
+        assert_eq!(fan(&mut fanout, &tree, "$u", None), (vec![], vec![]));
+    }
+
+    #[test]
+    fn no_local_skips_only_the_publishers_own_subscription() {
+        let mut tree = Tree::new();
+        subscribe(&mut tree, "a", "t/+", opts(2, true, 1));
+        subscribe(&mut tree, "a", "t/x", opts(1, false, 2));
+        subscribe(&mut tree, "b", "t/x", opts(2, true, 3));
+        let mut fanout = Fanout::new();
+        assert_eq!(
+            fan(&mut fanout, &tree, "t/x", Some("a")),
+            (vec![("a", 1, vec![2]), ("b", 2, vec![3])], vec![])
+        );
+        assert_eq!(
+            fan(&mut fanout, &tree, "t/x", Some("b")),
+            (vec![("a", 2, vec![1, 2])], vec![])
+        );
+        assert_eq!(fan(&mut fanout, &tree, "t/y", Some("a")), (vec![], vec![]));
+    }
+}

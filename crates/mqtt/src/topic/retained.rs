@@ -137,3 +137,107 @@ fn visit_all<'r, M>(node: &'r Node<Option<M>>, visit: &mut impl FnMut(&'r M)) {
         visit_all(child, visit);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::DEFAULT_MAX_LEVELS;
+
+    fn name(topic: &str) -> TopicName<'_> {
+        TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("valid name")
+    }
+
+    fn store(topics: &[&'static str]) -> Retained<&'static str> {
+        let mut retained = Retained::new();
+        for &topic in topics {
+            assert_eq!(retained.set(name(topic), topic), None);
+        }
+        retained
+    }
+
+    fn matching(retained: &Retained<&'static str>, filter: &str) -> Vec<&'static str> {
+        let filter = TopicFilter::parse(filter, DEFAULT_MAX_LEVELS).expect("valid filter");
+        let mut out = Vec::new();
+        retained.matching(&filter, |topic| out.push(*topic));
+        out.sort();
+        out
+    }
+
+    const TOPICS: [&str; 9] = [
+        "sport",
+        "sport/",
+        "sport/tennis/player1",
+        "sport/tennis/player1/ranking",
+        "/finance",
+        "$SYS/broker/uptime",
+        "$SYS",
+        "a//b",
+        "a/$x",
+    ];
+
+    #[test]
+    fn filters_find_every_matching_retained_topic() {
+        let retained = store(&TOPICS);
+        assert_eq!(
+            matching(&retained, "sport/#"),
+            [
+                "sport",
+                "sport/",
+                "sport/tennis/player1",
+                "sport/tennis/player1/ranking"
+            ]
+        );
+        assert_eq!(matching(&retained, "sport/+"), ["sport/"]);
+        assert_eq!(
+            matching(&retained, "sport/tennis/+"),
+            ["sport/tennis/player1"]
+        );
+        assert_eq!(matching(&retained, "+/+"), ["/finance", "a/$x", "sport/"]);
+        assert_eq!(matching(&retained, "/+"), ["/finance"]);
+        assert_eq!(matching(&retained, "a/+/b"), ["a//b"]);
+        assert_eq!(matching(&retained, "a/+"), ["a/$x"]);
+        assert_eq!(matching(&retained, "sport/tennis"), Vec::<&str>::new());
+        assert_eq!(matching(&retained, "+"), ["sport"]);
+    }
+
+    #[test]
+    fn wildcard_first_level_skips_dollar_topics() {
+        let retained = store(&TOPICS);
+        assert_eq!(
+            matching(&retained, "#"),
+            [
+                "/finance",
+                "a/$x",
+                "a//b",
+                "sport",
+                "sport/",
+                "sport/tennis/player1",
+                "sport/tennis/player1/ranking"
+            ]
+        );
+        assert_eq!(matching(&retained, "+/broker/uptime"), Vec::<&str>::new());
+        assert_eq!(
+            matching(&retained, "$SYS/#"),
+            ["$SYS", "$SYS/broker/uptime"]
+        );
+        assert_eq!(matching(&retained, "$SYS/+/uptime"), ["$SYS/broker/uptime"]);
+    }
+
+    #[test]
+    fn set_replaces_and_remove_prunes() {
+        let mut retained = store(&["a/b/c", "a/b"]);
+        assert_eq!(retained.node_count(), 3);
+        assert_eq!(retained.set(name("a/b"), "again"), Some("a/b"));
+        assert_eq!(retained.get(name("a/b")), Some(&"again"));
+        assert_eq!(retained.get(name("a")), None);
+        assert_eq!(retained.get(name("a/b/c/d")), None);
+        assert_eq!(retained.len(), 2);
+        assert_eq!(retained.remove(name("a")), None);
+        assert_eq!(retained.remove(name("a/b/c")), Some("a/b/c"));
+        assert_eq!(retained.node_count(), 2);
+        assert_eq!(retained.remove(name("a/b/c")), None);
+        assert_eq!(retained.remove(name("a/b")), Some("again"));
+        assert_eq!((retained.len(), retained.node_count()), (0, 0));
+        assert!(retained.is_empty());
+    }
+}

@@ -269,3 +269,195 @@ fn visit_here<'t, K, V>(
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::DEFAULT_MAX_LEVELS;
+
+    fn target(topic: &str) -> SubscriptionTarget {
+        SubscriptionTarget::parse(topic, DEFAULT_MAX_LEVELS).expect("valid target")
+    }
+
+    fn name(topic: &str) -> TopicName<'_> {
+        TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("valid name")
+    }
+
+    /// What `name` reaches, sorted: `key=data` per plain subscription, `group/filter:keys`
+    /// per shared group.
+    fn reached(tree: &Tree<u32, u8>, topic: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        tree.matches(name(topic), |matched| match matched {
+            Matched::Subscriber { key, data } => out.push(format!("{key}={data}")),
+            Matched::Group(group) => {
+                let keys: Vec<String> = group.members.iter().map(|(k, _)| k.to_string()).collect();
+                out.push(format!(
+                    "{}/{}:{}",
+                    group.name,
+                    group.filter,
+                    keys.join(",")
+                ));
+            }
+        });
+        out.sort();
+        out
+    }
+
+    fn tree_of(subscriptions: &[(u32, &str)]) -> Tree<u32, u8> {
+        let mut tree = Tree::new();
+        for (n, &(key, topic)) in subscriptions.iter().enumerate() {
+            tree.insert(
+                key,
+                target(topic),
+                u8::try_from(n).expect("few subscriptions"),
+            );
+        }
+        tree
+    }
+
+    #[test]
+    fn wildcards_match_per_specification_examples() {
+        let tree = tree_of(&[
+            (1, "sport/tennis/player1/#"),
+            (2, "sport/#"),
+            (3, "#"),
+            (4, "sport/tennis/+"),
+            (5, "+/+"),
+            (6, "/+"),
+            (7, "+"),
+            (8, "sport/+/player1"),
+            (9, "sport"),
+        ]);
+        assert_eq!(reached(&tree, "sport"), ["2=1", "3=2", "7=6", "9=8"]);
+        assert_eq!(
+            reached(&tree, "sport/tennis/player1"),
+            ["1=0", "2=1", "3=2", "4=3", "8=7"]
+        );
+        assert_eq!(
+            reached(&tree, "sport/tennis/player1/ranking/wimbledon"),
+            ["1=0", "2=1", "3=2"]
+        );
+        assert_eq!(reached(&tree, "sport/"), ["2=1", "3=2", "5=4"]);
+        assert_eq!(reached(&tree, "/finance"), ["3=2", "5=4", "6=5"]);
+        assert_eq!(reached(&tree, "sport/tennis"), ["2=1", "3=2", "5=4"]);
+    }
+
+    #[test]
+    fn wildcard_first_level_does_not_match_dollar_topics() {
+        let tree = tree_of(&[
+            (1, "#"),
+            (2, "+/monitor/Clients"),
+            (3, "$SYS/#"),
+            (4, "$SYS/monitor/+"),
+            (5, "+"),
+            (6, "$share/g/#"),
+            (7, "a/+"),
+        ]);
+        assert_eq!(reached(&tree, "$SYS/monitor/Clients"), ["3=2", "4=3"]);
+        assert_eq!(reached(&tree, "$SYS"), ["3=2"]);
+        assert_eq!(reached(&tree, "$x"), Vec::<String>::new());
+        assert_eq!(reached(&tree, "a/$x"), ["1=0", "7=6", "g/#:6"]);
+        assert_eq!(
+            reached(&tree, "x$/monitor/Clients"),
+            ["1=0", "2=1", "g/#:6"]
+        );
+    }
+
+    #[test]
+    fn same_key_and_target_replaces() {
+        let mut tree = Tree::new();
+        assert_eq!(tree.insert(1u32, target("a/+"), 0u8), None);
+        assert_eq!(tree.insert(1, target("a/+"), 2), Some(0));
+        assert_eq!(tree.insert(1, target("$share/g/a/+"), 1), None);
+        assert_eq!(tree.insert(1, target("$share/g/a/+"), 0), Some(1));
+        assert_eq!(tree.insert(2, target("a/+"), 1), None);
+        assert_eq!(tree.len(), 3);
+        assert_eq!(reached(&tree, "a/b"), ["1=2", "2=1", "g/a/+:1"]);
+    }
+
+    #[test]
+    fn shared_groups_are_yielded_once_with_members_sorted() {
+        let tree = tree_of(&[
+            (30, "$share/g/a/#"),
+            (10, "$share/g/a/#"),
+            (20, "$share/g/a/#"),
+            (40, "$share/g/a/+"),
+            (50, "$share/h/a/+"),
+            (60, "a/+"),
+        ]);
+        assert_eq!(
+            reached(&tree, "a/b"),
+            ["60=5", "g/a/#:10,20,30", "g/a/+:40", "h/a/+:50"]
+        );
+        let mut members = Vec::new();
+        tree.matches(name("a"), |matched| {
+            if let Matched::Group(group) = matched {
+                members.extend(group.members.iter().map(|&(k, d)| (k, d)));
+            }
+        });
+        assert_eq!(members, [(10, 1), (20, 2), (30, 0)]);
+    }
+
+    #[test]
+    fn removal_prunes_nodes_and_index() {
+        let mut tree = tree_of(&[
+            (1, "a/b/c"),
+            (2, "a/b/c"),
+            (1, "a/+"),
+            (1, "$share/g/a/b/c"),
+            (2, "$share/g/a/b/c"),
+            (3, "x//y/#"),
+        ]);
+        assert_eq!(tree.node_count(), 4 + 4);
+        assert_eq!(tree.remove(&1, &target("a/b/c")), Some(0));
+        assert_eq!(tree.remove(&1, &target("a/b/c")), None, "already gone");
+        assert_eq!(tree.remove(&9, &target("a/b/c")), None, "never there");
+        assert_eq!(tree.remove(&2, &target("$share/g/a/b/c")), Some(4));
+        assert_eq!(tree.node_count(), 8, "a/b/c still has subscribers");
+        assert_eq!(reached(&tree, "a/b/c"), ["2=1", "g/a/b/c:1"]);
+        assert_eq!(tree.remove_key(&1), 2);
+        assert_eq!(tree.remove_key(&1), 0);
+        assert_eq!(reached(&tree, "a/b/c"), ["2=1"]);
+        assert_eq!(tree.node_count(), 3 + 4);
+        assert_eq!(tree.remove_key(&2), 1);
+        assert_eq!(tree.remove(&3, &target("x//y/#")), Some(5));
+        assert_eq!((tree.len(), tree.node_count()), (0, 0));
+        assert!(tree.is_empty());
+    }
+
+    #[test]
+    fn large_tree_matches_only_its_branch() {
+        // 100,000 subscriptions of 10 levels, wildcards included; one match must visit
+        // only the branches the name can take, so this runs in milliseconds in debug.
+        let mut tree = Tree::new();
+        for n in 0u32..100_000 {
+            let filter = match n % 10 {
+                0 => format!("site/{}/+/d/e/f/g/h/i/j", n / 10 % 1000),
+                1 => format!("site/{}/b/c/d/e/f/g/h/#", n / 10 % 1000),
+                _ => format!("site/{}/b/c/d/e/f/g/h/{n}", n / 10 % 1000),
+            };
+            tree.insert(n, target(&filter), 0u8);
+        }
+        let start = std::time::Instant::now();
+        let mut found = Vec::new();
+        for _ in 0..1000 {
+            found.clear();
+            tree.matches(name("site/7/b/c/d/e/f/g/h/42"), |matched| {
+                if let Matched::Subscriber { key, .. } = matched {
+                    found.push(*key);
+                }
+            });
+        }
+        found.sort_unstable();
+        let expected: Vec<u32> = (0..10_000u32)
+            .map(|n| n * 10 + 1)
+            .filter(|n| n / 10 % 1000 == 7)
+            .collect();
+        assert_eq!(found, expected);
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(500),
+            "1000 matches took {:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -55,7 +55,14 @@ impl<T: Slot> Node<T> {
     pub(super) fn slot_mut(&mut self, topic: &str) -> &mut T {
         let mut node = self;
         for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            // Look up before inserting: the entry API would allocate the key every time.
+            if !node.children.contains_key(level) {
+                node.children.insert(level.into(), Node::default());
+            }
+            node = node
+                .children
+                .get_mut(level)
+                .expect("present: inserted above");
         }
         &mut node.slot
     }
