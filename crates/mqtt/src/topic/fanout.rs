@@ -31,7 +31,7 @@ pub trait Combine {
 }
 
 /// One copy of the message for one client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Delivery<'f, K, V> {
     /// The client.
     pub key: &'f K,
@@ -169,13 +169,16 @@ mod tests {
         tree.insert(key, target, o);
     }
 
-    /// `(key, qos, identifiers)` per delivery, sorted by key, and the groups handed over.
+    /// `(key, qos, identifiers)` per delivery.
+    type Copies = Vec<(&'static str, u8, Vec<u32>)>;
+
+    /// The deliveries sorted by key, and the groups handed over.
     fn fan(
         fanout: &mut Fanout<&'static str, Opts>,
         tree: &Tree<&'static str, Opts>,
         topic: &str,
         publisher: Option<&'static str>,
-    ) -> (Vec<(&'static str, u8, Vec<u32>)>, Vec<String>) {
+    ) -> (Copies, Vec<String>) {
         let name = TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("valid name");
         let mut groups = Vec::new();
         fanout.collect(tree, name, publisher.as_ref(), |group| {

@@ -127,15 +127,14 @@ fn target(rng: &mut StdRng, at: &str) -> Option<SubscriptionTarget> {
     Some(SubscriptionTarget::parse(&text, MAX_LEVELS).expect("a valid filter makes a valid target"))
 }
 
+/// Every subscription the tree should hold.
 type Model = BTreeMap<(u32, SubscriptionTarget), Opts>;
 
-/// What the tree finds for `name`: plain `(key, filter, opts)` and shared
-/// `(group, filter, members)`, sorted.
-#[allow(clippy::type_complexity, reason = "a test's flat comparison tuples")]
-fn tree_found(
-    tree: &Tree<u32, Opts>,
-    name: &str,
-) -> (Vec<(u32, Opts)>, Vec<(String, String, Vec<(u32, Opts)>)>) {
+/// What a name reaches: plain `(key, opts)` and shared `(group, filter, members)`, sorted.
+type Reached = (Vec<(u32, Opts)>, Vec<(String, String, Vec<(u32, Opts)>)>);
+
+/// What the tree finds for `name`.
+fn tree_found(tree: &Tree<u32, Opts>, name: &str) -> Reached {
     let name = TopicName::parse(name, MAX_LEVELS).expect("valid name");
     let (mut plain, mut groups) = (Vec::new(), Vec::new());
     tree.matches(name, |matched| match matched {
@@ -152,11 +151,7 @@ fn tree_found(
 }
 
 /// What the tree should find for `name`, from the model and [`filter_matches`].
-#[allow(clippy::type_complexity, reason = "a test's flat comparison tuples")]
-fn model_found(
-    model: &Model,
-    name: &str,
-) -> (Vec<(u32, Opts)>, Vec<(String, String, Vec<(u32, Opts)>)>) {
+fn model_found(model: &Model, name: &str) -> Reached {
     let mut plain = Vec::new();
     let mut groups: BTreeMap<(String, String), Vec<(u32, Opts)>> = BTreeMap::new();
     for ((key, target), opts) in model {
