@@ -22,6 +22,7 @@ pub use fanout::{Combine, Delivery, Fanout};
 pub use retained::Retained;
 pub use shared::SubscriptionTarget;
 pub use syntax::{
-    DEFAULT_MAX_LEVELS, MAX_TOPIC_BYTES, TopicError, TopicFilter, TopicKind, TopicName,
+    DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING, MAX_TOPIC_BYTES, TopicError, TopicFilter, TopicKind,
+    TopicName,
 };
 pub use tree::{Matched, SharedGroup, Tree};

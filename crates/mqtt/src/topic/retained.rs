@@ -141,7 +141,7 @@ fn visit_all<'r, M>(node: &'r Node<Option<M>>, visit: &mut impl FnMut(&'r M)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::DEFAULT_MAX_LEVELS;
+    use crate::topic::{DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING};
 
     fn name(topic: &str) -> TopicName<'_> {
         TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("valid name")
@@ -221,6 +221,25 @@ mod tests {
             ["$SYS", "$SYS/broker/uptime"]
         );
         assert_eq!(matching(&retained, "$SYS/+/uptime"), ["$SYS/broker/uptime"]);
+    }
+
+    #[test]
+    fn deepest_topics_are_found_on_a_task_stack() {
+        // Test threads have 2 MiB stacks, as tokio's workers do.
+        let topic = "a/".repeat(MAX_LEVELS_CEILING - 1) + "a";
+        let mut retained = Retained::new();
+        retained.set(
+            TopicName::parse(&topic, MAX_LEVELS_CEILING).expect("valid name"),
+            "deep",
+        );
+        for filter in ["#", "a/#"] {
+            assert_eq!(matching(&retained, filter), ["deep"]);
+        }
+        let plus = "+/".repeat(MAX_LEVELS_CEILING - 1) + "+";
+        let plus = TopicFilter::parse(&plus, MAX_LEVELS_CEILING).expect("valid filter");
+        let mut found = Vec::new();
+        retained.matching(&plus, |message| found.push(*message));
+        assert_eq!(found, ["deep"]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! 1 to 65,535 bytes; the codec has already checked the UTF-8 and the absence of U+0000.
 //! On top of the specification the broker caps the number of levels, because a client can
 //! send `a/a/a/…` 32,000 levels deep and every level costs a trie node and a step of
-//! matching: the cap is a parameter here and [`DEFAULT_MAX_LEVELS`] by default.
+//! matching: the cap is a parameter here, [`DEFAULT_MAX_LEVELS`] by default and never
+//! more than [`MAX_LEVELS_CEILING`].
 //!
 //! Names are borrowed ([`TopicName`] wraps the `&str` the codec decoded, so validating a
 //! PUBLISH copies nothing), filters are owned ([`TopicFilter`] lives as long as the
@@ -18,6 +19,12 @@ use std::fmt;
 /// more than 200 `/` (its `TOPIC_HIERARCHY_LIMIT`, set after CVE-2019-11779), that is more
 /// than 201 levels; 200 is one stricter and far deeper than any topic tree in use.
 pub const DEFAULT_MAX_LEVELS: usize = 200;
+
+/// The highest level cap a configuration may set; a higher one is treated as this. The
+/// tries recurse once per level: this many frames fit a 2 MiB task stack with room to
+/// spare even in a debug build, where 32,000 levels overflow it (and 65,535 bytes hold
+/// up to 65,536 levels).
+pub const MAX_LEVELS_CEILING: usize = 1_000;
 
 /// The longest topic the protocol can carry: its length is a two-byte prefix.
 pub const MAX_TOPIC_BYTES: usize = 65_535;
@@ -213,6 +220,7 @@ fn check_size(kind: TopicKind, topic: &str, max_levels: usize) -> Result<(), Top
         });
     }
     let levels = topic.bytes().filter(|&b| b == b'/').count() + 1;
+    let max_levels = max_levels.min(MAX_LEVELS_CEILING);
     if levels > max_levels {
         return Err(TopicError::TooDeep {
             kind,
@@ -327,6 +335,15 @@ mod tests {
                 levels: 4,
                 max: 3
             }
+        );
+        assert_eq!(
+            TopicFilter::parse(&"/".repeat(MAX_LEVELS_CEILING), usize::MAX)
+                .expect_err("one level over the ceiling")
+                .to_string(),
+            format!(
+                "the topic filter '{}' has 1001 levels; this broker allows at most 1000 (its topic level limit)",
+                "/".repeat(MAX_LEVELS_CEILING)
+            )
         );
         let greedy = "a/".repeat(DEFAULT_MAX_LEVELS);
         assert!(TopicName::parse(&greedy, DEFAULT_MAX_LEVELS).is_err());

@@ -273,7 +273,7 @@ fn visit_here<'t, K, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::DEFAULT_MAX_LEVELS;
+    use crate::topic::{DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING};
 
     fn target(topic: &str) -> SubscriptionTarget {
         SubscriptionTarget::parse(topic, DEFAULT_MAX_LEVELS).expect("valid target")
@@ -423,6 +423,32 @@ mod tests {
         assert_eq!(tree.remove(&3, &target("x//y/#")), Some(5));
         assert_eq!((tree.len(), tree.node_count()), (0, 0));
         assert!(tree.is_empty());
+    }
+
+    #[test]
+    fn deepest_topics_match_on_a_task_stack() {
+        // Test threads have 2 MiB stacks, as tokio's workers do.
+        let deepest = |last: &str| format!("{}{last}", "a/".repeat(MAX_LEVELS_CEILING - 1));
+        let filters = [deepest("#"), deepest("+"), deepest("a"), "#".to_owned()];
+        let mut tree = Tree::new();
+        for (key, filter) in (0u32..).zip(&filters) {
+            let target = SubscriptionTarget::parse(filter, MAX_LEVELS_CEILING).expect("valid");
+            tree.insert(key, target, 0u8);
+        }
+        let topic = deepest("a");
+        let name = TopicName::parse(&topic, MAX_LEVELS_CEILING).expect("valid name");
+        let mut found = Vec::new();
+        tree.matches(name, |matched| {
+            if let Matched::Subscriber { key, .. } = matched {
+                found.push(*key);
+            }
+        });
+        found.sort_unstable();
+        assert_eq!(found, [0, 1, 2, 3]);
+        for key in 0..4 {
+            assert_eq!(tree.remove_key(&key), 1);
+        }
+        assert_eq!(tree.node_count(), 0);
     }
 
     #[test]

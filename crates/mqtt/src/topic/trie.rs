@@ -6,8 +6,9 @@
 //! last thing below a node removes the node, so the memory follows what is stored now and
 //! not what was ever stored.
 //!
-//! Every walk recurses once per level; the level cap of [`TopicName`](super::TopicName) and
-//! [`TopicFilter`](super::TopicFilter) bounds the depth.
+//! Every walk recurses once per level; topics are only built through
+//! [`TopicName`](super::TopicName) and [`TopicFilter`](super::TopicFilter), whose level cap
+//! (at most [`MAX_LEVELS_CEILING`](super::MAX_LEVELS_CEILING)) bounds the depth.
 
 use std::collections::HashMap;
 
