@@ -1,8 +1,11 @@
 //! One delivery per client: MQTT 5.0 §3.3.4 lets a server that finds several of one
 //! client's subscriptions matching a message either send one copy per subscription or one
-//! copy with the maximum QoS of them and every matching Subscription Identifier. lintas
-//! sends one copy, as Mosquitto does with `allow_duplicate_messages false` (its default
-//! before 2.1), because a client subscribed to `a/#` and `a/b` wants the message once.
+//! copy with the maximum QoS of them and every matching Subscription Identifier (3.1.1
+//! §3.3.5 likewise, without identifiers). lintas sends one copy to clients of both
+//! versions, because a client subscribed to `a/#` and `a/b` wants the message once. This is
+//! Mosquitto's behaviour for 3.1.1 clients under `allow_duplicate_messages false`, its
+//! default until 2.1; Mosquitto sends 5.0 clients one copy per subscription, and 2.1 made
+//! that the default for everyone (mosquitto-dev, June 2022; the 2.1.0 release notes).
 //!
 //! [`Fanout`] gathers the plain subscriptions [`Tree::matches`] finds into that one copy per
 //! key, skipping the publisher's own no-local subscriptions, and hands shared groups to the
