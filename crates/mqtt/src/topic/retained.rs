@@ -96,7 +96,8 @@ impl<M> Retained<M> {
     }
 
     /// How many trie nodes the store holds: its memory, which follows the retained topics
-    /// that exist now.
+    /// that exist now. Counted by walking the whole trie, so for tests and occasional
+    /// reports, not per message.
     pub fn node_count(&self) -> usize {
         self.root.descendants()
     }

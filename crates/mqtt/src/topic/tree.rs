@@ -209,7 +209,8 @@ impl<K: Ord + Hash + Clone, V> Tree<K, V> {
     }
 
     /// How many trie nodes the tree holds: its memory, which follows the subscriptions
-    /// that exist now, not the ones that ever existed.
+    /// that exist now, not the ones that ever existed. Counted by walking the whole trie,
+    /// so for tests and occasional reports, not per message.
     pub fn node_count(&self) -> usize {
         self.root.descendants()
     }

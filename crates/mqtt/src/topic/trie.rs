@@ -107,8 +107,8 @@ impl<T: Slot> Node<T> {
         &self.slot
     }
 
-    /// Nodes below this one: what the trie costs in memory, for metrics and for tests that
-    /// prove churn leaves nothing behind.
+    /// Nodes below this one, counted by a full walk: what the trie costs in memory, and
+    /// the proof in tests that churn leaves nothing behind.
     pub(super) fn descendants(&self) -> usize {
         self.children
             .values()
