@@ -1,12 +1,33 @@
 //! lintas's MQTT broker: MQTT 3.1.1 and 5.0 on one port, nodes forming one cluster through
-//! the backplane.
+//! the backplane (the cluster layer is next; this is the single node).
 //!
-//! # Layout (being built; see docs/ARCHITECTURE.md)
+//! # Layout
 //!
 //! - [`codec`]: every control packet of both versions, decoded and encoded, with the
 //!   size checked before anything is allocated.
 //! - [`topic`]: topic names and filters as the specification allows them, the
 //!   subscription tree that finds who a message goes to, and retained messages.
+//! - [`config`]: the `[mqtt]` section and what each limit does when reached.
+//! - [`message`]: an application message as it is routed, queued and retained.
+//! - [`session`]: one client's session (subscriptions, queue, messages in flight), the
+//!   state the cluster will carry between nodes.
+//! - [`broker`]: the node's sessions, subscriptions and retained messages, and
+//!   [`Broker::route`], which hands a message to every matching local session.
+//! - [`connection`]: one client connection as one task, CONNECT to close.
+//! - [`will`]: wills, with their delay and cancellation.
+//! - [`stats`]: counters, `/metrics` families and the `$SYS` numbers.
+//! - [`service`]: the broker as a lintas service (listener, admin routes).
 
+pub mod broker;
 pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod message;
+pub mod service;
+pub mod session;
+pub mod stats;
 pub mod topic;
+pub mod will;
+
+pub use broker::Broker;
+pub use config::MqttConfig;

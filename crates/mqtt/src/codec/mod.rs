@@ -36,6 +36,10 @@ pub use packet::{
 pub use properties::{Properties, PropertyId, Scope};
 pub use reason::ReasonCode;
 
+/// The largest packet MQTT can frame: one type byte, a four-byte remaining length and the
+/// largest body that length can say (§2.1.4); a limit above it means no limit.
+pub const MAX_PACKET_SIZE: u32 = 1 + 4 + wire::VAR_INT_MAX;
+
 /// Re-exported so callers name the string type the packets hold without a dependency.
 pub use bytestring::ByteString;
 

@@ -1,0 +1,215 @@
+//! Routing: one message to every matching session of this node.
+//!
+//! The subscription tree yields the plain subscriptions, which `topic::Fanout` combines
+//! into one copy per client (highest QoS, every Subscription Identifier, no copy for the
+//! publisher's own No Local subscriptions), and each matching shared group, which gets one
+//! copy for one member. The `Fanout` buffers are kept per thread (a connection's task
+//! never moves between threads, and routing never awaits), so a message costs no
+//! allocation here beyond the queue entries, and the payload is one `Bytes` shared by all.
+//!
+//! Shared groups pick their member here rather than through the balance crate's
+//! `Strategy`: a strategy picks among `balance::Backend`s, which are network addresses with
+//! health checks, weights and admin states, built once per pool and rebuilt when the pool
+//! changes; group members are sessions that join and leave with every SUBSCRIBE, and what
+//! makes one eligible (a connection attached) and loaded (messages in flight and queued)
+//! is session state. Wrapping every member in a `Backend` per message would allocate on
+//! the hot path and duplicate that state. So the two strategies that matter for consumers
+//! are written here over the members the tree hands out, in the same order every time:
+//! round-robin (a cursor per group) and least in-flight (fewest in flight plus queued,
+//! ties broken from the cursor). Both skip members without a connection when any member
+//! has one; when none has, round-robin still picks one, whose session queues QoS 1 and 2
+//! messages for its return.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use super::{Broker, read};
+use crate::config::SharedStrategy;
+use crate::message::Message;
+use crate::session::{ClientId, Outgoing, Session, SubOptions};
+use crate::topic::{Fanout, SharedGroup, TopicName};
+
+thread_local! {
+    /// This thread's fan-out buffers, reused by every message routed on it.
+    static FANOUT: RefCell<Fanout<ClientId, SubOptions>> = RefCell::new(Fanout::new());
+}
+
+impl Broker {
+    /// Hands `message` to every session of this node with a matching subscription, `from`
+    /// being the publishing client (none for the broker's own and other nodes' messages).
+    /// Returns how many sessions it went to (queued or dropped for a full queue).
+    pub fn route(&self, message: &Message, from: Option<&ClientId>) -> usize {
+        let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
+            return 0;
+        };
+        let index = read(&self.index);
+        let sessions = &index.sessions;
+        let mut matched = 0;
+        FANOUT.with_borrow_mut(|fanout| {
+            fanout.collect(&index.subscriptions, name, from, |group| {
+                if let Some((session, options)) = self.pick(sessions, &group) {
+                    let ids = options.identifier.as_slice();
+                    self.deliver(session, options, ids, message);
+                    matched += 1;
+                }
+            });
+            for d in fanout.deliveries() {
+                if let Some(session) = sessions.get(d.key) {
+                    self.deliver(session, d.options, d.identifiers, message);
+                    matched += 1;
+                }
+            }
+        });
+        matched
+    }
+
+    /// Queues one copy of `message` for `session` under the subscription `options`.
+    fn deliver(
+        &self,
+        session: &Session,
+        options: &SubOptions,
+        identifiers: &[NonZeroU32],
+        message: &Message,
+    ) {
+        let out = Outgoing {
+            qos: message.qos.min(options.options.qos),
+            retain: message.retain && options.options.retain_as_published,
+            identifiers: identifiers.to_vec(),
+            message: message.clone(),
+        };
+        self.enqueue(session, out);
+    }
+
+    /// The member of `group` that gets the message, by the configured strategy.
+    fn pick<'a>(
+        &self,
+        sessions: &'a HashMap<ClientId, Arc<Session>>,
+        group: &SharedGroup<'a, ClientId, SubOptions>,
+    ) -> Option<(&'a Session, &'a SubOptions)> {
+        let members = group.members;
+        let key = self
+            .group_hasher
+            .hash_one((group.name, group.filter.as_str()));
+        let mut cursors = self
+            .cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cursor = cursors.entry(key).or_insert(0);
+        let start = *cursor % members.len();
+        let in_turn = (0..members.len()).map(|i| (start + i) % members.len());
+        let online = |i: &usize| sessions.get(&members[*i].0).is_some_and(|s| s.is_online());
+        let chosen = match self.cfg.shared_strategy {
+            SharedStrategy::RoundRobin => in_turn.clone().find(online),
+            SharedStrategy::LeastInflight => in_turn.clone().filter(online).min_by_key(|&i| {
+                sessions.get(&members[i].0).map_or(usize::MAX, |s| {
+                    let state = s.lock();
+                    state.inflight.len() + state.queue.len()
+                })
+            }),
+        }
+        .unwrap_or(start);
+        *cursor = chosen + 1;
+        drop(cursors);
+        let (client, options) = &members[chosen];
+        Some((sessions.get(client)?, options))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{QoS, SubscriptionOptions, Version};
+    use crate::config::MqttConfig;
+    use crate::topic::{DEFAULT_MAX_LEVELS, SubscriptionTarget};
+    use bytes::Bytes;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    fn broker(strategy: SharedStrategy) -> Arc<Broker> {
+        let cfg = MqttConfig {
+            shared_strategy: strategy,
+            ..MqttConfig::default()
+        };
+        Arc::new(Broker::new(
+            cfg,
+            "127.0.0.1:1883".parse().expect("address"),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ))
+    }
+
+    fn options(qos: QoS) -> SubOptions {
+        SubOptions {
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+            identifier: None,
+        }
+    }
+
+    fn subscribe(b: &Broker, client: &str, filter: &str, qos: QoS) -> Arc<Session> {
+        let a = b.attach(
+            &client.into(),
+            false,
+            Version::V5,
+            "127.0.0.1:1".parse().expect("address"),
+        );
+        let target = SubscriptionTarget::parse(filter, DEFAULT_MAX_LEVELS).expect("filter");
+        b.subscribe(&a.session, target, options(qos));
+        a.session
+    }
+
+    fn message(topic: &str, qos: QoS) -> Message {
+        Message::new(topic.into(), Bytes::from_static(b"x"), qos, false)
+    }
+
+    #[test]
+    fn each_client_gets_one_copy_at_the_lower_qos() {
+        let b = broker(SharedStrategy::RoundRobin);
+        let one = subscribe(&b, "one", "a/#", QoS::AtMostOnce);
+        subscribe(&b, "one", "a/b", QoS::AtLeastOnce);
+        let two = subscribe(&b, "two", "a/+", QoS::ExactlyOnce);
+        assert_eq!(b.route(&message("a/b", QoS::AtLeastOnce), None), 2);
+        let got: Vec<QoS> = [&one, &two]
+            .iter()
+            .map(|s| {
+                let state = s.lock();
+                assert_eq!(state.queue.len(), 1);
+                state.queue[0].qos
+            })
+            .collect();
+        assert_eq!(got, [QoS::AtLeastOnce, QoS::AtLeastOnce]);
+    }
+
+    #[tokio::test]
+    async fn shared_groups_take_turns_and_skip_offline_members() {
+        for strategy in [SharedStrategy::RoundRobin, SharedStrategy::LeastInflight] {
+            let b = broker(strategy);
+            let members: Vec<_> = ["m1", "m2", "m3"]
+                .iter()
+                .map(|c| subscribe(&b, c, "$share/g/jobs", QoS::AtLeastOnce))
+                .collect();
+            for _ in 0..6 {
+                assert_eq!(b.route(&message("jobs", QoS::AtLeastOnce), None), 1);
+            }
+            let counts: Vec<usize> = members.iter().map(|m| m.lock().queue.len()).collect();
+            assert_eq!(counts, [2, 2, 2], "{strategy:?}");
+
+            let generation = {
+                let mut state = members[1].lock();
+                state.expiry_interval = 3600;
+                state.generation
+            };
+            b.detach(&members[1], generation);
+            for _ in 0..4 {
+                b.route(&message("jobs", QoS::AtLeastOnce), None);
+            }
+            let counts: Vec<usize> = members.iter().map(|m| m.lock().queue.len()).collect();
+            assert_eq!(counts, [4, 2, 4], "{strategy:?}");
+        }
+    }
+}

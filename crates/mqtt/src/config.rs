@@ -1,0 +1,230 @@
+//! The `[mqtt]` section: where the broker listens and the limits it holds every client to.
+//!
+//! Every limit has a written behaviour when it is reached, because a broker meets greedy and
+//! broken clients as a matter of course: connections wait in the kernel's backlog beyond
+//! `max_connections`; a packet over `max_packet_size` closes its connection (DISCONNECT
+//! 0x95 in 5.0); a client with more than `receive_maximum` QoS 1/2 messages unacknowledged
+//! towards us is disconnected (0x93); a session's outbound messages beyond `max_inflight`
+//! unacknowledged wait in its queue, and beyond `max_queued` waiting they are dropped and
+//! counted — QoS 1 and 2 included, as Mosquitto does with `max_queued_messages`, because
+//! the alternative (blocking publishers, or unbounded memory) lets one slow subscriber hurt
+//! everyone else.
+//!
+//! Sessions are capped in time too. A 5.0 client asks for a Session Expiry Interval and
+//! gets at most `session_expiry_max`; a 3.1.1 client with `clean_session = 0` cannot say
+//! how long it wants, so it gets `persistent_session_expiry` (one day by default). Mosquitto
+//! keeps such sessions forever unless `persistent_client_expiration` is set; we cap them
+//! because a client that goes away for good (a reinstalled device with a new id) would
+//! otherwise hold its subscriptions and a queue of up to `max_queued` messages until the
+//! next restart, and on a cluster until Redis is flushed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use configkit::{Issues, KeyPath};
+use serde::Deserialize;
+
+use crate::topic::{DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING};
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Where clients connect (MQTT 3.1.1 and 5.0 on one port).
+    pub listen: SocketAddr,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// CONNECT must arrive whole within this after the connection is accepted.
+    #[serde(with = "configkit::duration")]
+    pub connect_timeout: Duration,
+    /// Largest packet accepted from a client, fixed header included; announced in 5.0's
+    /// CONNACK.
+    pub max_packet_size: u32,
+    /// QoS 1 and 2 PUBLISH a client may have unacknowledged towards us; announced in 5.0's
+    /// CONNACK, and a client exceeding it is disconnected (0x93).
+    pub receive_maximum: u16,
+    /// QoS 1 and 2 messages we send a session before waiting for acknowledgements; lowered
+    /// to the client's Receive Maximum when it announces one.
+    pub max_inflight: u16,
+    /// Messages waiting per session beyond the in-flight window; when full, new ones are
+    /// dropped and counted (QoS 1 and 2 too, as in Mosquitto).
+    pub max_queued: usize,
+    /// Most levels a topic name or filter may have.
+    pub max_topic_levels: usize,
+    /// Longest keep alive a client may ask for, in seconds; a 5.0 client asking more (or 0)
+    /// is told this in Server Keep Alive, a 3.1.1 client asking more is refused (0x02), as
+    /// Mosquitto does: 3.1.1 has no way to tell it.
+    pub max_keep_alive: u16,
+    /// Topic aliases a 5.0 client may use towards us; announced in CONNACK.
+    pub topic_alias_maximum: u16,
+    /// Cap on the Session Expiry Interval a 5.0 client asks for.
+    #[serde(with = "configkit::duration")]
+    pub session_expiry_max: Duration,
+    /// How long a 3.1.1 `clean_session = 0` session outlives its connection.
+    #[serde(with = "configkit::duration")]
+    pub persistent_session_expiry: Duration,
+    /// Most retained messages kept; a retained message to a new topic beyond it is routed
+    /// but not retained (counted).
+    pub max_retained: usize,
+    /// How shared subscriptions hand a message to one member of their group.
+    pub shared_strategy: SharedStrategy,
+    /// How often `$SYS/broker/...` topics are published; 0 turns them off.
+    #[serde(with = "configkit::duration")]
+    pub sys_interval: Duration,
+}
+
+/// How one member of a shared subscription group is picked for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Every connected member in turn.
+    RoundRobin,
+    /// The connected member with the fewest messages in flight and queued.
+    LeastInflight,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 100,
+            max_inflight: 100,
+            max_queued: 1000,
+            max_topic_levels: DEFAULT_MAX_LEVELS,
+            max_keep_alive: u16::MAX,
+            topic_alias_maximum: 10,
+            session_expiry_max: Duration::from_secs(7 * 24 * 3600),
+            persistent_session_expiry: Duration::from_secs(24 * 3600),
+            max_retained: 100_000,
+            shared_strategy: SharedStrategy::RoundRobin,
+            sys_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The smallest maximum packet size that still lets a client CONNECT with a modest will
+/// and publish small messages; below it every client would fail in confusing ways.
+const MIN_PACKET_SIZE: u32 = 128;
+
+impl MqttConfig {
+    /// Reports every problem of the section under `at`, without I/O.
+    pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.max_connections == 0 {
+            issues.push(at.key("max_connections"), "needs at least 1 connection");
+        }
+        if self.connect_timeout.is_zero() {
+            issues.push(at.key("connect_timeout"), "must be above zero");
+        }
+        if !(MIN_PACKET_SIZE..=crate::codec::MAX_PACKET_SIZE).contains(&self.max_packet_size) {
+            issues.push(
+                at.key("max_packet_size"),
+                format!(
+                    "must be between {MIN_PACKET_SIZE} and {} bytes",
+                    crate::codec::MAX_PACKET_SIZE
+                ),
+            );
+        }
+        for (key, value) in [
+            ("receive_maximum", self.receive_maximum),
+            ("max_inflight", self.max_inflight),
+            ("max_keep_alive", self.max_keep_alive),
+        ] {
+            if value == 0 {
+                issues.push(at.key(key), "must be at least 1");
+            }
+        }
+        if !(1..=MAX_LEVELS_CEILING).contains(&self.max_topic_levels) {
+            issues.push(
+                at.key("max_topic_levels"),
+                format!("must be between 1 and {MAX_LEVELS_CEILING}"),
+            );
+        }
+        for (key, d) in [
+            ("session_expiry_max", self.session_expiry_max),
+            ("persistent_session_expiry", self.persistent_session_expiry),
+        ] {
+            if d.as_secs() > u64::from(u32::MAX) {
+                issues.push(
+                    at.key(key),
+                    "must be at most 4294967295 seconds (MQTT's largest interval)",
+                );
+            }
+        }
+    }
+
+    /// `session_expiry_max` in the seconds MQTT counts in.
+    pub(crate) fn session_expiry_max_secs(&self) -> u32 {
+        secs(self.session_expiry_max)
+    }
+
+    /// `persistent_session_expiry` in the seconds MQTT counts in.
+    pub(crate) fn persistent_session_secs(&self) -> u32 {
+        secs(self.persistent_session_expiry)
+    }
+}
+
+/// A validated duration in whole seconds.
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(text: &str) -> Vec<String> {
+        let cfg: MqttConfig = toml::from_str(text).expect("the section parses");
+        let mut issues = Issues::default();
+        cfg.validate(&KeyPath::root("mqtt"), &mut issues);
+        issues
+            .0
+            .iter()
+            .map(|i| format!("{}: {}", i.path, i.message))
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_section_is_the_defaults() {
+        let cfg: MqttConfig = toml::from_str("").expect("empty parses");
+        assert_eq!(cfg, MqttConfig::default());
+        assert_eq!(cfg.listen, "127.0.0.1:1883".parse().expect("address"));
+        assert_eq!(cfg.persistent_session_secs(), 86_400);
+        assert!(issues("").is_empty());
+    }
+
+    #[test]
+    fn durations_are_written_as_text() {
+        let cfg: MqttConfig =
+            toml::from_str("connect_timeout = \"2s\"\nsys_interval = \"0s\"").expect("parses");
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(2));
+        assert!(cfg.sys_interval.is_zero());
+    }
+
+    #[test]
+    fn every_bad_limit_is_reported_at_its_key() {
+        assert_eq!(
+            issues(
+                "max_connections = 0\nconnect_timeout = \"0s\"\nmax_packet_size = 10\n\
+                 receive_maximum = 0\nmax_topic_levels = 5000\n\
+                 session_expiry_max = \"200years\""
+            ),
+            [
+                "mqtt.max_connections: needs at least 1 connection",
+                "mqtt.connect_timeout: must be above zero",
+                "mqtt.max_packet_size: must be between 128 and 268435460 bytes",
+                "mqtt.receive_maximum: must be at least 1",
+                "mqtt.max_topic_levels: must be between 1 and 1000",
+                "mqtt.session_expiry_max: must be at most 4294967295 seconds (MQTT's largest interval)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<MqttConfig>("max_conections = 5").expect_err("typo refused");
+        assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+}

@@ -1,0 +1,317 @@
+//! One client connection, from CONNECT to close, as one task.
+//!
+//! The task is generic over the byte stream (`AsyncRead + AsyncWrite`), so TLS and
+//! WebSocket can wrap the TCP stream later. After the handshake (`handshake.rs`) it runs
+//! one `select!` loop over: bytes from the client, decoded into packets and handled in
+//! order (`inbound.rs`); the session's wake-up, which moves queued messages into flight as
+//! the window allows and encodes them into one write buffer (`outbound.rs`); writing that
+//! buffer, concurrently with reading so neither side can block the other; the keep-alive
+//! deadline; being taken over by another connection; and the node's shutdown. The write
+//! buffer is refilled only below [`HIGH_WATER`], so a client that reads slowly leaves its
+//! messages in the session's bounded queue rather than in an unbounded buffer here.
+//!
+//! A protocol violation closes the connection after a DISCONNECT with its reason code (5.0)
+//! and is counted; the will is published when the connection ends other than by a normal
+//! DISCONNECT or the node's shutdown.
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::debug;
+
+pub use handshake::MAX_CLIENT_ID_BYTES;
+
+use crate::broker::Broker;
+use crate::codec::{self, ByteString, Disconnect, Packet, Properties, ReasonCode, Version};
+use crate::session::{ClientId, Session, WillSpec};
+use handshake::{Opening, keep_alive_limit};
+
+/// Bytes waiting to be written beyond which no more messages are taken from the session's
+/// queue until the client has read some.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// How long a goodbye (a refusing CONNACK, a DISCONNECT) may take to write before the
+/// connection is closed anyway.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT from the client; `will` when it asked for its will (0x04).
+    Client {
+        /// Whether the will is published.
+        will: bool,
+    },
+    /// The connection broke or went silent, or the client broke the protocol (the
+    /// DISCONNECT to send a 5.0 client, if any).
+    Abnormal(Option<ReasonCode>),
+    /// Another connection took the session (5.0: DISCONNECT 0x8E).
+    TakenOver,
+    /// The node is shutting down (5.0: DISCONNECT 0x8B); no will.
+    Shutdown,
+}
+
+/// A protocol violation: the reason code the 5.0 DISCONNECT carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Violation(ReasonCode);
+
+/// What a handled packet means for the connection.
+type Handled = Result<(), Close>;
+
+/// Why handling a packet ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The client broke the protocol.
+    Violation(Violation),
+    /// The client said DISCONNECT.
+    Client {
+        /// It asked for its will (0x04).
+        will: bool,
+    },
+}
+
+impl From<Violation> for Close {
+    fn from(v: Violation) -> Self {
+        Self::Violation(v)
+    }
+}
+
+/// A client connection after CONNECT.
+struct Connection {
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    client_id: ClientId,
+    /// This connection's attachment to the session.
+    generation: u64,
+    version: Version,
+    /// The client's Maximum Packet Size.
+    out_max: u32,
+    /// Outbound QoS 1 and 2 messages in flight at most: `max_inflight` and the client's
+    /// Receive Maximum, whichever is lower.
+    window: usize,
+    /// Inbound topic aliases (5.0), index alias − 1; grown as aliases are set.
+    aliases: Vec<Option<ByteString>>,
+    /// The will, until a normal DISCONNECT discards it.
+    will: Option<WillSpec>,
+    /// Encoded packets not yet written.
+    out: BytesMut,
+}
+
+/// Serves one client on `stream` until it goes, is taken over or the node shuts down.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut input = BytesMut::with_capacity(4096);
+    let connect = match handshake::read_connect(&broker, &mut reader, &mut input).await {
+        Opening::Connect(connect) => connect,
+        Opening::Refuse(answer) => {
+            if let Some((version, code)) = answer {
+                let packet = Packet::ConnAck(handshake::refused(code));
+                goodbye(&mut writer, &packet, version).await;
+            }
+            return;
+        }
+    };
+    let version = connect.version;
+    let accepted = match handshake::accept(&broker, *connect, peer) {
+        Ok(a) => a,
+        Err(code) => {
+            if let Some(code) = code {
+                let packet = Packet::ConnAck(handshake::refused(code));
+                goodbye(&mut writer, &packet, version).await;
+            }
+            return;
+        }
+    };
+    let attached = broker.attach(&accepted.client_id, accepted.clean_start, version, peer);
+    attached.session.lock().expiry_interval = accepted.expiry;
+    broker.stats().connected();
+    debug!(client = %accepted.client_id, %peer, %version, present = attached.present, "connected");
+    let cfg = broker.config();
+    let mut conn = Connection {
+        broker: broker.clone(),
+        session: attached.session.clone(),
+        client_id: accepted.client_id.clone(),
+        generation: attached.generation,
+        version,
+        out_max: accepted.max_packet_size,
+        window: usize::from(cfg.max_inflight.min(accepted.receive_maximum)),
+        aliases: Vec::new(),
+        will: accepted.will.clone(),
+        out: BytesMut::with_capacity(4096),
+    };
+    let connack = handshake::connack(&broker, &accepted, attached.present);
+    conn.send(&Packet::ConnAck(connack));
+    if attached.present {
+        conn.resend();
+    }
+    conn.fill();
+    let limit = keep_alive_limit(accepted.keep_alive);
+    let end = conn
+        .run(
+            &mut reader,
+            &mut writer,
+            &mut input,
+            &attached.wake,
+            &attached.kick,
+            limit,
+        )
+        .await;
+    let reason = match end {
+        End::Abnormal(reason) => reason,
+        End::TakenOver => Some(ReasonCode::SessionTakenOver),
+        End::Shutdown => Some(ReasonCode::ServerShuttingDown),
+        End::Client { .. } => None,
+    };
+    if let (Some(reason_code), Version::V5) = (reason, version) {
+        let packet = Packet::Disconnect(Disconnect {
+            reason_code,
+            properties: Properties::default(),
+        });
+        conn.send(&packet);
+    }
+    let _ = tokio::time::timeout(GOODBYE, async {
+        writer.write_all(&conn.out).await?;
+        writer.shutdown().await
+    })
+    .await;
+    let will = match end {
+        End::Client { will } => will,
+        End::Abnormal(_) | End::TakenOver => true,
+        End::Shutdown => false,
+    };
+    if let Some(spec) = conn.will.take().filter(|_| will) {
+        crate::will::on_abnormal_close(&broker, &conn.session, conn.generation, spec);
+    }
+    broker.detach(&conn.session, conn.generation);
+    broker.stats().disconnected();
+    debug!(client = %conn.client_id, ?end, "closed");
+}
+
+/// Writes `packet` and closes, within [`GOODBYE`].
+async fn goodbye<W: AsyncWrite + Unpin>(writer: &mut W, packet: &Packet, version: Version) {
+    let mut buf = BytesMut::new();
+    if codec::encode(packet, version, u32::MAX, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(GOODBYE, async {
+            writer.write_all(&buf).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+}
+
+impl Connection {
+    /// The loop of the module documentation.
+    async fn run<R, W>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+        input: &mut BytesMut,
+        wake: &tokio::sync::Notify,
+        kick: &tokio_util::sync::CancellationToken,
+        keep_alive: Option<Duration>,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let shutdown = self.broker.shutdown().clone();
+        let max_packet_size = self.broker.config().max_packet_size;
+        let silence = tokio::time::sleep(keep_alive.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(silence);
+        // Packets already read with the CONNECT.
+        if let Err(end) = self.handle_input(input, max_packet_size) {
+            return end;
+        }
+        loop {
+            if input.capacity() - input.len() < 1024 {
+                input.reserve(4096);
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                () = kick.cancelled() => return End::TakenOver,
+                read = reader.read_buf(input) => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Abnormal(None),
+                        Ok(_) => {}
+                    }
+                    if let Some(limit) = keep_alive {
+                        silence.as_mut().reset(Instant::now() + limit);
+                    }
+                    // What was queued before these packets goes out before their answers,
+                    // so a PINGRESP follows every message routed before the PINGREQ.
+                    self.fill();
+                    if let Err(end) = self.handle_input(input, max_packet_size) {
+                        return end;
+                    }
+                    self.fill();
+                }
+                () = wake.notified() => self.fill(),
+                written = write_some(writer, &mut self.out), if !self.out.is_empty() => {
+                    if written.is_err() {
+                        return End::Abnormal(None);
+                    }
+                    self.fill();
+                }
+                () = &mut silence, if keep_alive.is_some() => {
+                    return End::Abnormal(Some(ReasonCode::KeepAliveTimeout));
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in `input`.
+    fn handle_input(&mut self, input: &mut BytesMut, max_packet_size: u32) -> Result<(), End> {
+        loop {
+            let packet = match codec::decode(input, self.version, max_packet_size) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    debug!(client = %self.client_id, error = %e, "malformed packet");
+                    self.broker.stats().protocol_error();
+                    return Err(End::Abnormal(Some(e.reason_code())));
+                }
+            };
+            match self.handle(packet) {
+                Ok(()) => {}
+                Err(Close::Client { will }) => return Err(End::Client { will }),
+                Err(Close::Violation(Violation(code))) => {
+                    debug!(client = %self.client_id, reason = code.name(), "protocol violation");
+                    self.broker.stats().protocol_error();
+                    return Err(End::Abnormal(Some(code)));
+                }
+            }
+        }
+    }
+
+    /// Appends `packet` to the write buffer. Packets the broker builds always encode,
+    /// except a PUBLISH over the client's maximum size, which `outbound.rs` handles itself.
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = codec::encode(packet, self.version, self.out_max, &mut self.out) {
+            debug!(client = %self.client_id, error = %e, "packet not sent");
+        }
+    }
+}
+
+/// Writes what it can of `out`; flushes once it is all written.
+async fn write_some<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    writer.write_buf(out).await?;
+    if out.is_empty() {
+        writer.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The broker as a lintas service: bound, served, published about and managed like the
+//! others.
+//!
+//! `start` binds `listen` on every worker thread (so a port already taken is an error
+//! naming `mqtt.listen`), accepts with a permit taken before each accept
+//! (`max_connections`), serves each connection as a task on the node's tracker, registers
+//! the `lintas_mqtt_*` metrics and starts the `$SYS` publisher. On shutdown the accept loops
+//! stop and every connection says goodbye (5.0: DISCONNECT 0x8B). Nothing in `[mqtt]` can
+//! change while running yet, so a reload reports the section as needing a restart when it
+//! differs. Admin routes: `GET /api/mqtt` (listen address and counters) and
+//! `GET /api/mqtt/clients` (the connected clients).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use bytes::Bytes;
+use configkit::KeyPath;
+use serde::Serialize;
+use service::{Deps, StartError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::{Broker, ClientInfo};
+use crate::codec::QoS;
+use crate::config::MqttConfig;
+use crate::message::Message;
+use crate::stats::Snapshot;
+
+/// What a reload of `[mqtt]` did: nothing yet (every setting needs a restart).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Reloaded {}
+
+impl service::Service for Broker {
+    type Config = MqttConfig;
+    type Changes = Reloaded;
+    const SECTION: &'static str = "mqtt";
+
+    async fn start(
+        cfg: &MqttConfig,
+        deps: Deps,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
+        let at = KeyPath::root(Self::SECTION);
+        let sockets = deps
+            .workers
+            .bind(cfg.listen)
+            .map_err(|e| StartError::bind(at.key("listen"), cfg.listen, &e))?;
+        let addr = sockets
+            .first()
+            .and_then(|(s, _)| s.local_addr().ok())
+            .ok_or_else(|| StartError::new(at.key("listen"), "no listening socket"))?;
+        let broker = Arc::new(Broker::new(
+            cfg.clone(),
+            addr,
+            deps.tasks.clone(),
+            shutdown.clone(),
+        ));
+        crate::stats::register(&deps.metrics, &broker);
+        let permits = net::Permits::new(cfg.max_connections);
+        for (socket, runtime) in sockets {
+            let (b, permits, stop) = (broker.clone(), permits.clone(), shutdown.clone());
+            let tracker = deps.tasks.clone();
+            let serve = deps.tasks.track_future(async move {
+                let listener = match TcpListener::from_std(socket) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        warn!(error = %e, "mqtt listener stopped");
+                        return;
+                    }
+                };
+                net::accept_loop(
+                    &listener,
+                    &permits,
+                    &stop,
+                    "mqtt",
+                    |stream, peer, permit| {
+                        let b = b.clone();
+                        tracker.spawn(async move {
+                            crate::connection::serve(b, stream, peer).await;
+                            drop(permit);
+                        });
+                    },
+                )
+                .await;
+            });
+            match runtime {
+                Some(handle) => drop(handle.spawn(serve)),
+                None => drop(tokio::spawn(serve)),
+            }
+        }
+        if !cfg.sys_interval.is_zero() {
+            deps.tasks.spawn(publish_sys(broker.clone()));
+        }
+        info!(%addr, "mqtt broker listening");
+        Ok(broker)
+    }
+
+    async fn reload(self: &Arc<Self>, _cfg: &MqttConfig) -> Result<Reloaded, StartError> {
+        Ok(Reloaded {})
+    }
+
+    fn restart_needed(&self, cfg: &MqttConfig) -> Vec<KeyPath> {
+        if cfg == self.config() {
+            Vec::new()
+        } else {
+            vec![KeyPath::root(Self::SECTION)]
+        }
+    }
+
+    fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/mqtt", get(overview))
+            .route("/api/mqtt/clients", get(clients))
+            .with_state(self.clone())
+    }
+}
+
+/// `GET /api/mqtt`.
+#[derive(Debug, Serialize)]
+struct Overview {
+    listen: std::net::SocketAddr,
+    subscriptions: usize,
+    retained: usize,
+    #[serde(flatten)]
+    stats: Snapshot,
+}
+
+async fn overview(State(broker): State<Arc<Broker>>) -> axum::Json<Overview> {
+    let (subscriptions, retained) = broker.index_sizes();
+    axum::Json(Overview {
+        listen: broker.local_addr(),
+        subscriptions,
+        retained,
+        stats: broker.stats().snapshot(),
+    })
+}
+
+async fn clients(State(broker): State<Arc<Broker>>) -> axum::Json<Vec<ClientInfo>> {
+    axum::Json(broker.clients())
+}
+
+/// Publishes the `$SYS/broker/...` topics every `sys_interval`, retained, under Mosquitto's
+/// names.
+async fn publish_sys(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.config().sys_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = broker.shutdown().clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let s = broker.stats().snapshot();
+        let (subscriptions, retained) = broker.index_sizes();
+        let values = [
+            ("clients/connected", s.connections),
+            ("messages/received", s.received.iter().sum()),
+            ("messages/sent", s.sent.iter().sum()),
+            ("subscriptions/count", subscriptions as u64),
+            ("retained messages/count", retained as u64),
+        ];
+        for (topic, value) in values {
+            sys(&broker, topic, value.to_string());
+        }
+        sys(
+            &broker,
+            "uptime",
+            format!("{} seconds", broker.uptime().as_secs()),
+        );
+    }
+}
+
+fn sys(broker: &Broker, topic: &str, value: String) {
+    let message = Message::new(
+        format!("$SYS/broker/{topic}").into(),
+        Bytes::from(value),
+        QoS::AtMostOnce,
+        true,
+    );
+    broker.publish(&message, None);
+}
