@@ -7,5 +7,8 @@
 mod codec_fuzz;
 mod flow;
 mod harness;
+mod retained;
 mod sessions;
+mod shared;
 mod topic_fuzz;
+mod v5;
