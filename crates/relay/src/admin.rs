@@ -34,9 +34,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::batch::{self, RouteWrite};
 use crate::catalog::{CatalogError, edit};
 use crate::config::{DestinationSpec, RouteSpec};
-use crate::deliver::batch::{self, RouteWrite};
 use crate::deliveries::{self, Filter, Ids};
 use crate::destination::Db;
 use crate::record::Record;
@@ -138,8 +138,8 @@ async fn create_application(
     State(relay): State<Arc<Relay>>,
     Json(body): Json<NewApplication>,
 ) -> Answer {
-    let key = edit::create_application(relay.store().pool(), &body.name).await?;
-    relay.refresh().await.map_err(store)?;
+    let key = edit::create_application(relay.objects.store().pool(), &body.name).await?;
+    relay.objects.refresh().await.map_err(store)?;
     let app = relay.catalog().application(&body.name).cloned();
     Ok((
         StatusCode::CREATED,
@@ -150,8 +150,8 @@ async fn create_application(
 
 async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
-    let key = edit::rotate_key(relay.store().pool(), &app).await?;
-    relay.refresh().await.map_err(store)?;
+    let key = edit::rotate_key(relay.objects.store().pool(), &app).await?;
+    relay.objects.refresh().await.map_err(store)?;
     let app = relay.catalog().application(&name).cloned();
     Ok(Json(json!({ "application": app, "key": key })).into_response())
 }
@@ -159,14 +159,14 @@ async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
 async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_applications",
         app.id,
         format!("application `{name}`"),
         app.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -177,6 +177,7 @@ async fn connect(
     stored: Option<&str>,
 ) -> Result<Db, ApiError> {
     let password = relay
+        .objects
         .password_for(spec, stored)
         .map_err(|e| ApiError::unprocessable(format!("`{}`: {e}", spec.name)))?;
     let db = Db::connect(spec, password)
@@ -213,12 +214,12 @@ async fn create_destination(
     }
     connect(&relay, &spec, None).await?.close().await;
     let sealed = match &spec.password {
-        Some(p) => Some(relay.seal(p).map_err(ApiError::internal)?),
+        Some(p) => Some(relay.objects.seal(p).map_err(ApiError::internal)?),
         None => None,
     };
     let start = relay.stream().end().await.map_err(stream)?;
-    edit::create_destination(relay.store().pool(), &spec, start, sealed).await?;
-    relay.refresh().await.map_err(store)?;
+    edit::create_destination(relay.objects.store().pool(), &spec, start, sealed).await?;
+    relay.objects.refresh().await.map_err(store)?;
     let d = relay.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
@@ -226,14 +227,14 @@ async fn create_destination(
 async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_destinations",
         d.id,
         format!("destination `{name}`"),
         d.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -258,7 +259,7 @@ async fn skip(
         .and_then(|s| s.next_offset);
     match stuck {
         Some(at) if at == body.record => {
-            relay.ask_skip(d.id, at);
+            relay.delivery.skips.ask(d.id, at);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({ "destination": name, "record": at })),
@@ -324,8 +325,8 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
     });
     RouteWrite::check(&probe, table)
         .map_err(|e| ApiError::unprocessable(format!("route {}: {e}", spec.label())))?;
-    let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
-    relay.refresh().await.map_err(store)?;
+    let id = edit::create_route(relay.objects.store().pool(), &app, &dest, &spec).await?;
+    relay.objects.refresh().await.map_err(store)?;
     let route = relay.catalog().route(id).cloned();
     Ok((StatusCode::CREATED, Json(json!(route))).into_response())
 }
@@ -337,14 +338,14 @@ async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> A
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no route {id}")))?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_routes",
         id,
         format!("route {id}"),
         r.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -382,11 +383,15 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
     // text, which a round trip through `Value` could change (decimals beyond `f64`).
     let mut out: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
     if status.is_none_or(|s| s == "delivered") {
-        let batches = deliveries::batches(&relay, &ids, &f).await.map_err(store)?;
+        let batches = deliveries::batches(&relay.objects, &ids, &f)
+            .await
+            .map_err(store)?;
         out.insert("delivered", raw(&batches)?);
     }
     if status.is_none_or(|s| s == "dead") {
-        let dead = deliveries::dead(&relay, &ids, &f).await.map_err(store)?;
+        let dead = deliveries::dead(&relay.objects, &ids, &f)
+            .await
+            .map_err(store)?;
         out.insert("dead", raw(&dead)?);
     }
     if status.is_none_or(|s| s == "retrying") {
@@ -427,14 +432,16 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             ))
         })?;
     let rec = Record::decode(&entry.payload).map_err(|e| ApiError::internal(e.to_string()))?;
-    let data: Value = serde_json::from_slice(&rec.json).unwrap_or(Value::Null);
+    // As sent, byte for byte: through `Value`, decimals beyond `f64` would be rounded.
+    let data: &RawValue =
+        serde_json::from_slice(&rec.json).map_err(|e| ApiError::internal(e.to_string()))?;
     let catalog = relay.catalog();
     let filter = Filter {
         record: Some(id),
         ..Filter::default()
     };
     let dead = deliveries::dead(
-        &relay,
+        &relay.objects,
         &Ids {
             application: catalog.application(&rec.application).map(|a| a.id),
             destination: None,
@@ -453,7 +460,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
         let state = match (&dead_letter, &status) {
             (Some(d), _) => d.status.clone(),
             (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => {
-                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id)
+                if deliveries::was_unmatched(&relay.objects, route.destination_id, id, route.id)
                     .await
                     .map_err(store)?
                 {
@@ -479,14 +486,24 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             "last_error": status.as_ref().filter(|_| state == "retrying").and_then(|s| s.last_error.clone()),
         }));
     }
-    Ok(Json(json!({
-        "id": id,
-        "application": rec.application,
-        "received_ms": rec.received_ms,
-        "data_sent": data,
-        "deliveries": per_destination,
-    }))
+    Ok(Json(RecordView {
+        id,
+        application: &rec.application,
+        received_ms: rec.received_ms,
+        data_sent: data,
+        deliveries: per_destination,
+    })
     .into_response())
+}
+
+/// `GET /api/relay/records/{id}`.
+#[derive(serde::Serialize)]
+struct RecordView<'a> {
+    id: u64,
+    application: &'a str,
+    received_ms: u64,
+    data_sent: &'a RawValue,
+    deliveries: Vec<Value>,
 }
 
 async fn replay(
@@ -499,7 +516,7 @@ async fn replay(
         ..Filter::default()
     };
     let letters = deliveries::dead(
-        &relay,
+        &relay.objects,
         &Ids {
             application: None,
             destination: Some(dest.id),
@@ -514,7 +531,7 @@ async fn replay(
         )));
     }
     let db = connect(&relay, &dest.spec, dest.password_enc.as_deref()).await?;
-    let result = crate::replay::replay(&relay, &dest, &db, record, &letters).await;
+    let result = crate::replay::replay(&relay.objects, &dest, &db, record, &letters).await;
     db.close().await;
     match result {
         Ok(replayed) => Ok(Json(json!({ "replayed": replayed })).into_response()),
