@@ -37,10 +37,11 @@ use serde_json::{Value, json};
 use crate::batch::{self, RouteWrite};
 use crate::catalog::{CatalogError, edit};
 use crate::config::{DestinationSpec, RouteSpec};
+use crate::deliver::Delivery;
 use crate::deliveries::{self, Filter, Ids};
 use crate::destination::Db;
+use crate::objects::Objects;
 use crate::record::Record;
-use crate::service::Relay;
 use crate::status::State as DestState;
 
 impl From<CatalogError> for ApiError {
@@ -68,10 +69,11 @@ fn stream(e: backplane::BackplaneError) -> ApiError {
 type Answer = Result<Response, ApiError>;
 
 fn find_application(
-    relay: &Relay,
+    relay: &Handles,
     name: &str,
 ) -> Result<Arc<crate::catalog::Application>, ApiError> {
     relay
+        .objects
         .catalog()
         .application(name)
         .cloned()
@@ -79,18 +81,29 @@ fn find_application(
 }
 
 fn find_destination(
-    relay: &Relay,
+    relay: &Handles,
     name: &str,
 ) -> Result<Arc<crate::catalog::Destination>, ApiError> {
     relay
+        .objects
         .catalog()
         .destination(name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no destination `{name}`")))
 }
 
-/// The routes, with the relay as state; the admin listener adds authentication.
-pub fn router(relay: Arc<Relay>) -> Router {
+/// What the admin routes reach: the objects they manage and the delivery side they report
+/// on and steer (skips).
+#[derive(Debug)]
+pub(crate) struct Handles {
+    /// Applications, destinations, routes; the store.
+    pub objects: Arc<Objects>,
+    /// Statuses, skips, the stream.
+    pub delivery: Arc<Delivery>,
+}
+
+/// The routes; the admin listener adds authentication.
+pub(crate) fn router(relay: Handles) -> Router {
     Router::new()
         .route("/api/relay", get(overview))
         .route("/api/relay/applications", post(create_application))
@@ -108,16 +121,16 @@ pub fn router(relay: Arc<Relay>) -> Router {
             "/api/relay/dead-letters/{destination}/{record}/replay",
             post(replay),
         )
-        .with_state(relay)
+        .with_state(Arc::new(relay))
 }
 
-async fn overview(State(relay): State<Arc<Relay>>) -> Json<Value> {
-    let catalog = relay.catalog();
+async fn overview(State(relay): State<Arc<Handles>>) -> Json<Value> {
+    let catalog = relay.objects.catalog();
     let destinations: Vec<Value> = catalog
         .destinations()
         .map(|d| {
             let mut v = serde_json::to_value(d.as_ref()).unwrap_or_default();
-            v["status"] = serde_json::to_value(relay.status(d.id)).unwrap_or_default();
+            v["status"] = serde_json::to_value(relay.delivery.board.get(d.id)).unwrap_or_default();
             v
         })
         .collect();
@@ -135,12 +148,12 @@ struct NewApplication {
 }
 
 async fn create_application(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Json(body): Json<NewApplication>,
 ) -> Answer {
     let key = edit::create_application(relay.objects.store().pool(), &body.name).await?;
     relay.objects.refresh().await.map_err(store)?;
-    let app = relay.catalog().application(&body.name).cloned();
+    let app = relay.objects.catalog().application(&body.name).cloned();
     Ok((
         StatusCode::CREATED,
         Json(json!({ "application": app, "key": key })),
@@ -148,15 +161,15 @@ async fn create_application(
         .into_response())
 }
 
-async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn rotate(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
     let key = edit::rotate_key(relay.objects.store().pool(), &app).await?;
     relay.objects.refresh().await.map_err(store)?;
-    let app = relay.catalog().application(&name).cloned();
+    let app = relay.objects.catalog().application(&name).cloned();
     Ok(Json(json!({ "application": app, "key": key })).into_response())
 }
 
-async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn delete_application(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
     edit::delete(
         relay.objects.store().pool(),
@@ -172,7 +185,7 @@ async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<St
 
 /// Connects to a destination and pings, or says why not.
 async fn connect(
-    relay: &Relay,
+    relay: &Handles,
     spec: &DestinationSpec,
     stored: Option<&str>,
 ) -> Result<Db, ApiError> {
@@ -194,13 +207,13 @@ async fn connect(
 }
 
 async fn create_destination(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Json(spec): Json<DestinationSpec>,
 ) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
-    if relay.catalog().destination(&spec.name).is_some() {
+    if relay.objects.catalog().destination(&spec.name).is_some() {
         return Err(ApiError::conflict(format!(
             "destination `{}` exists",
             spec.name
@@ -217,14 +230,14 @@ async fn create_destination(
         Some(p) => Some(relay.objects.seal(p).map_err(ApiError::internal)?),
         None => None,
     };
-    let start = relay.stream().end().await.map_err(stream)?;
+    let start = relay.delivery.stream.end().await.map_err(stream)?;
     edit::create_destination(relay.objects.store().pool(), &spec, start, sealed).await?;
     relay.objects.refresh().await.map_err(store)?;
-    let d = relay.catalog().destination(&spec.name).cloned();
+    let d = relay.objects.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
 
-async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn delete_destination(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     edit::delete(
         relay.objects.store().pool(),
@@ -247,12 +260,12 @@ struct Skip {
 }
 
 async fn skip(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Path(name): Path<String>,
     Json(body): Json<Skip>,
 ) -> Answer {
     let d = find_destination(&relay, &name)?;
-    let status = relay.status(d.id);
+    let status = relay.delivery.board.get(d.id);
     let stuck = status
         .as_ref()
         .filter(|s| s.state == DestState::Down)
@@ -276,7 +289,7 @@ async fn skip(
     }
 }
 
-async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn schema(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     let db = connect(&relay, &d.spec, d.password_enc.as_deref()).await?;
     let tables = db.tables().await;
@@ -290,11 +303,11 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
 }
 
-async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
+async fn create_route(State(relay): State<Arc<Handles>>, Json(spec): Json<RouteSpec>) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
-    let catalog = relay.catalog();
+    let catalog = relay.objects.catalog();
     let app = catalog
         .application(&spec.application)
         .cloned()
@@ -327,12 +340,13 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
         .map_err(|e| ApiError::unprocessable(format!("route {}: {e}", spec.label())))?;
     let id = edit::create_route(relay.objects.store().pool(), &app, &dest, &spec).await?;
     relay.objects.refresh().await.map_err(store)?;
-    let route = relay.catalog().route(id).cloned();
+    let route = relay.objects.catalog().route(id).cloned();
     Ok((StatusCode::CREATED, Json(json!(route))).into_response())
 }
 
-async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> Answer {
+async fn delete_route(State(relay): State<Arc<Handles>>, Path(id): Path<i64>) -> Answer {
     let r = relay
+        .objects
         .catalog()
         .route(id)
         .cloned()
@@ -349,7 +363,7 @@ async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn ids(relay: &Relay, f: &Filter) -> Result<Ids, ApiError> {
+fn ids(relay: &Handles, f: &Filter) -> Result<Ids, ApiError> {
     let application = match &f.application {
         Some(n) => Some(find_application(relay, n)?.id),
         None => None,
@@ -369,7 +383,7 @@ fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Result<Box<RawValue>, ApiError> {
     serde_json::value::to_raw_value(v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
+async fn deliveries(State(relay): State<Arc<Handles>>, Query(f): Query<Filter>) -> Answer {
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
     if let Some(s) = status
@@ -395,9 +409,11 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
         out.insert("dead", raw(&dead)?);
     }
     if status.is_none_or(|s| s == "retrying") {
-        let end = relay.stream().end().await.map_err(stream)?;
+        let end = relay.delivery.stream.end().await.map_err(stream)?;
         let retrying: Vec<Value> = relay
-            .statuses()
+            .delivery
+            .board
+            .all()
             .into_iter()
             .filter(|s| s.state != DestState::Up)
             .filter(|s| f.destination.as_ref().is_none_or(|d| *d == s.destination))
@@ -417,9 +433,10 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
     Ok(Json(out).into_response())
 }
 
-async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer {
+async fn record(State(relay): State<Arc<Handles>>, Path(id): Path<u64>) -> Answer {
     let entries = relay
-        .stream()
+        .delivery
+        .stream
         .read(id, 1)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -435,7 +452,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     // As sent, byte for byte: through `Value`, decimals beyond `f64` would be rounded.
     let data: &RawValue =
         serde_json::from_slice(&rec.json).map_err(|e| ApiError::internal(e.to_string()))?;
-    let catalog = relay.catalog();
+    let catalog = relay.objects.catalog();
     let filter = Filter {
         record: Some(id),
         ..Filter::default()
@@ -453,7 +470,7 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
     for route in catalog.routes_from(app_id) {
-        let status = relay.status(route.destination_id);
+        let status = relay.delivery.board.get(route.destination_id);
         let dead_letter = dead
             .iter()
             .find(|d| d.route_id == route.id && d.record_id == id);
@@ -507,7 +524,7 @@ struct RecordView<'a> {
 }
 
 async fn replay(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Path((destination, record)): Path<(String, u64)>,
 ) -> Answer {
     let dest = find_destination(&relay, &destination)?;

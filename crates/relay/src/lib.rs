@@ -15,11 +15,11 @@
 //!   says how each destination is doing.
 //!
 //! Around them: [`sql`] builds statements for a destination's table at run time
-//! (identifiers quoted per dialect, values bound as parameters), [`admin`] holds the
+//! (identifiers quoted per dialect, values bound as parameters), `admin` holds the
 //! relay's admin routes (`/api/relay/...`), `telemetry` its metrics. The stream lives on
 //! the node's backplane (`backplane::Stream`; see [`stream`]).
 
-pub mod admin;
+mod admin;
 pub mod batch;
 pub mod catalog;
 pub mod config;

@@ -36,9 +36,9 @@ pub struct Relay {
     /// Where ingest listens.
     addr: SocketAddr,
     /// What the admin API creates and deletes.
-    pub(crate) objects: Arc<Objects>,
+    objects: Arc<Objects>,
     /// The workers' shared state: statuses, skips, the stream.
-    pub(crate) delivery: Arc<Delivery>,
+    delivery: Arc<Delivery>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -183,7 +183,10 @@ impl ::service::Service for Relay {
     }
 
     fn routes(self: &Arc<Self>) -> axum::Router {
-        crate::admin::router(self.clone())
+        crate::admin::router(crate::admin::Handles {
+            objects: self.objects.clone(),
+            delivery: self.delivery.clone(),
+        })
     }
 }
 
