@@ -1,0 +1,12 @@
+//! lintas's MQTT broker: MQTT 3.1.1 and 5.0 on one port, nodes forming one cluster through
+//! the backplane.
+//!
+//! # Layout (being built; see docs/ARCHITECTURE.md)
+//!
+//! - [`codec`]: every control packet of both versions, decoded and encoded, with the
+//!   size checked before anything is allocated.
+//! - [`topic`]: topic names and filters as the specification allows them, the
+//!   subscription tree that finds who a message goes to, and retained messages.
+
+pub mod codec;
+pub mod topic;
