@@ -7,6 +7,8 @@
 //!   size checked before anything is allocated.
 //! - [`topic`]: topic names and filters as the specification allows them, the
 //!   subscription tree that finds who a message goes to, and retained messages.
+//! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
 
 pub mod codec;
 pub mod topic;
+pub mod transport;
