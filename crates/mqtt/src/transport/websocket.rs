@@ -202,6 +202,13 @@ mod tests {
         )
     }
 
+    /// Both ends of an accepted upgrade.
+    async fn connected() -> (WebSocketStream<DuplexStream>, WsStream<DuplexStream>) {
+        let (client, server) = handshake(request("/mqtt", Some("mqtt"))).await;
+        let (client, _) = client.expect("the client's handshake");
+        (client, server.expect("the server's handshake"))
+    }
+
     #[tokio::test]
     async fn binary_messages_are_one_byte_stream_both_ways() {
         let (client, server) = handshake(request("/mqtt", Some("mqttv3.1, mqtt"))).await;
@@ -261,9 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_text_message_fails_the_read() {
-        let (client, server) = handshake(request("/mqtt", Some("mqtt"))).await;
-        let (mut client, _) = client.expect("the client's handshake");
-        let mut server = server.expect("the server's handshake");
+        let (mut client, mut server) = connected().await;
         client.send(Message::text("hello")).await.expect("sent");
         let err = server.read(&mut [0u8; 8]).await.expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -275,9 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_over_the_limit_fails_the_read() {
-        let (client, server) = handshake(request("/mqtt", Some("mqtt"))).await;
-        let (mut client, _) = client.expect("the client's handshake");
-        let mut server = server.expect("the server's handshake");
+        let (mut client, mut server) = connected().await;
         client
             .send(Message::Binary(Bytes::from(vec![0u8; 1025])))
             .await
