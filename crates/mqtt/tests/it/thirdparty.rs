@@ -11,7 +11,14 @@
 //!
 //! [`reference_mosquitto`] validates both suites against Mosquitto itself, started on a free
 //! port with anonymous access and an ACL user (dynamic-security plugin) that may not touch
-//! `secret/#`.
+//! `secret/#`. What Mosquitto 2.0.11 does where brokers differ (the reference run prints
+//! it): PUBACK 0x10 for a PUBLISH without subscribers; UNSUBACK 0x11 for an unknown
+//! filter; one copy per overlapping subscription for 5.0 clients but one copy at the QoS of
+//! one of them (not the highest, against §3.3.5-1) for 3.1.1 clients; no DISCONNECT 0x8E to
+//! a taken-over 5.0 connection (against §3.1.4-3), only the close; shared subscriptions
+//! round-robin (10/10/10 of 30); Message Expiry Interval forwarded lowered by the time
+//! queued; client publishes to `$`-topics other than `$SYS` accepted and routed; PUBACK
+//! 0x87 (5.0) and a plain PUBACK (3.1.1) for a denied PUBLISH, the connection kept.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
