@@ -17,8 +17,9 @@
 //! one of them (not the highest, against §3.3.5-1) for 3.1.1 clients; no DISCONNECT 0x8E to
 //! a taken-over 5.0 connection (against §3.1.4-3), only the close; shared subscriptions
 //! round-robin (10/10/10 of 30); Message Expiry Interval forwarded lowered by the time
-//! queued; client publishes to `$`-topics other than `$SYS` accepted and routed; PUBACK
-//! 0x87 (5.0) and a plain PUBACK (3.1.1) for a denied PUBLISH, the connection kept.
+//! queued; a client's PUBLISH to `$conf/...` accepted and routed, to `$SYS/...`
+//! acknowledged and dropped; PUBACK 0x87 (5.0) and a plain PUBACK (3.1.1) for a denied
+//! PUBLISH, the connection kept.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
