@@ -7,8 +7,10 @@
 //!   size checked before anything is allocated.
 //! - [`topic`]: topic names and filters as the specification allows them, the
 //!   subscription tree that finds who a message goes to, and retained messages.
+//! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table.
 //! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
 
+pub mod cluster;
 pub mod codec;
 pub mod topic;
 pub mod transport;

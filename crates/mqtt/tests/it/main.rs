@@ -4,6 +4,7 @@
 //! retained store to a matcher written from the specification's text; and the conformance
 //! suites run with third-party clients (paho-mqtt, mosquitto_pub/mosquitto_sub).
 
+mod cluster_routes;
 mod codec_fuzz;
 mod thirdparty;
 mod topic_fuzz;
