@@ -53,11 +53,11 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(key) = it.next() {
             let Some(name) = key.strip_prefix("--") else {
-                bail!("unexpected argument {key:?}\n{USAGE}");
+                bail!("unexpected argument {key:?}; {USAGE}");
             };
             let value = it
                 .next()
-                .with_context(|| format!("--{name} needs a value\n{USAGE}"))?;
+                .with_context(|| format!("--{name} needs a value; {USAGE}"))?;
             map.insert(name.to_owned(), value);
         }
         Ok(Args(map))
@@ -72,7 +72,7 @@ impl Args {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--{name} {v:?}: {e}")),
             (None, Some(d)) => Ok(d),
-            (None, None) => bail!("--{name} is required\n{USAGE}"),
+            (None, None) => bail!("--{name} is required; {USAGE}"),
         }
     }
 }
@@ -94,7 +94,15 @@ struct Traffic {
     drain: Duration,
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = start() {
+        // One line (the whole cause chain), so bench/mqtt/run can quote it in its report.
+        eprintln!("mqtt-load: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> Result<()> {
     let mut args = Args::parse()?;
     let threads: usize = args.take("threads", Some(0))?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -119,7 +127,7 @@ async fn run(mut args: Args) -> Result<()> {
         "fanin" => (4, 1, 0.0),
         "fanout" => (1, 1000, 0.0),
         "latency" | "cross" => (1, 1, 1000.0),
-        _ => bail!("unknown --mode {mode:?}\n{USAGE}"),
+        _ => bail!("unknown --mode {mode:?}; {USAGE}"),
     };
     let sub_addr = args.take("sub-addr", Some(addr.clone()))?;
     if mode == "cross" && sub_addr == addr {
@@ -157,7 +165,7 @@ async fn run(mut args: Args) -> Result<()> {
 
 fn reject_rest(args: Args) -> Result<()> {
     if let Some(key) = args.0.keys().next() {
-        bail!("unknown option --{key}\n{USAGE}");
+        bail!("unknown option --{key}; {USAGE}");
     }
     Ok(())
 }
