@@ -94,9 +94,11 @@ def ratio(r, base, value) -> str:
 def render(d: Path) -> str:
     meta = [l.split("\t", 1) for l in (d / "meta.tsv").read_text().splitlines() if "\t" in l]
     results: dict = {}
+    cpu: dict = {}
     for line in (d / "phases.jsonl").read_text().splitlines() if (d / "phases.jsonl").exists() else []:
         row = json.loads(line)
         results[(row["broker"], row["phase"])] = row["result"]
+        cpu[(row["broker"], row["phase"])] = row.get("cpu_s")
     notes_file = d / "notes.txt"
     notes = notes_file.read_text().splitlines() if notes_file.exists() else []
     lintas_meta = dict(meta).get("lintas", "")
@@ -130,17 +132,21 @@ def render(d: Path) -> str:
     out += ["", "`*`: messages missing or duplicated in that phase (see the detail table). Ratios are",
             "value ÷ Mosquitto's: above 1 is better for throughput, below 1 is better for latency and memory.",
             "", "## Detail", "",
-            "| broker | phase | sent | sent/s | delivered/s | missing | dup | p50 ms | p99 ms | max ms |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| broker | phase | sent | sent/s | delivered/s | missing | dup | p50 ms | p99 ms | max ms | broker CPU s | CPU µs/delivery |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (b, phase), r in results.items():
         if "error" in r:
-            out.append(f"| {NAMES[b]} | {phase} | failed: {r['error']} | | | | | | | |")
+            out.append(f"| {NAMES[b]} | {phase} | failed: {r['error']} | | | | | | | | | |")
         elif "skipped" in r or phase == "idle":
             continue
         else:
+            c = cpu.get((b, phase))
+            delivered = r["received"] - r["duplicates"]
+            per = f"{c * 1e6 / delivered:.2f}" if c is not None and delivered else "-"
             out.append(f"| {NAMES[b]} | {phase} | {fmt_int(r['sent'])} | {fmt_int(r['sent_per_s'])} | "
                        f"{fmt_int(r['delivered_per_s'])} | {r['missing']} | {r['duplicates']} | "
-                       f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {fmt_ms(r['max_us'])} |")
+                       f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {fmt_ms(r['max_us'])} | "
+                       f"{'-' if c is None else f'{c:.2f}'} | {per} |")
     idle_rows = [(b, r) for (b, phase), r in results.items() if phase == "idle" and "error" not in r]
     if idle_rows:
         out += ["", "| broker | idle clients connected | connect time s | RSS before KiB | RSS after KiB | KiB per connection |",
@@ -150,7 +156,10 @@ def render(d: Path) -> str:
             out.append(f"| {NAMES[b]} | {r['connected']:,} of {r['connections']:,} | {r['connect_s']:.1f} | "
                        f"{r['rss_before_kib']:,} | {r['rss_after_kib']:,} | {'-' if per is None else f'{per:.2f}'} |")
     out += ["", "Latency under load (fan-in, fan-out rows of the detail table) is mostly queueing in",
-            "front of a saturated broker; the latency row is the paced phase."]
+            "front of a saturated broker; the latency row is the paced phase. Broker CPU is its",
+            "user + system time over the whole phase (setup, publishing, drain) from /proc/PID/stat;",
+            "CPU µs/delivery is that ÷ messages delivered: the broker's own cost per message, which",
+            "does not depend on how it shares the cores with the load tool."]
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
