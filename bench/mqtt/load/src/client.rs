@@ -59,10 +59,10 @@ pub fn filter() -> String {
 }
 
 /// Writes a batch; a broker that takes none of it within `ACK_TIMEOUT` has stopped reading.
-async fn send(wr: &mut OwnedWriteHalf, buf: &[u8], index: u32) -> Result<()> {
+async fn send(wr: &mut OwnedWriteHalf, buf: &[u8]) -> Result<()> {
     timeout(ACK_TIMEOUT, wr.write_all(buf))
         .await
-        .with_context(|| format!("publisher {index}: broker read nothing for {ACK_TIMEOUT:?}"))??;
+        .with_context(|| format!("broker read nothing for {ACK_TIMEOUT:?}"))??;
     Ok(())
 }
 
@@ -170,21 +170,27 @@ pub async fn publish(stream: TcpStream, plan: PublishPlan) -> Result<u64> {
         let (acked, notify) = (Arc::clone(&acked), Arc::clone(&notify));
         tokio::spawn(async move {
             let mut reader = Reader::new();
-            loop {
-                let mut n = 0;
-                while let Some((first, _)) = reader.next()? {
-                    if first == PUBACK {
-                        n += 1;
+            let ended: Result<()> = async {
+                loop {
+                    let mut n = 0;
+                    while let Some((first, _)) = reader.next()? {
+                        if first == PUBACK {
+                            n += 1;
+                        }
+                    }
+                    if n > 0 {
+                        acked.fetch_add(n, Ordering::Release);
+                        notify.notify_one();
+                    }
+                    if !reader.fill(&mut rd).await? {
+                        bail!("broker closed the connection");
                     }
                 }
-                if n > 0 {
-                    acked.fetch_add(n, Ordering::Release);
-                    notify.notify_one();
-                }
-                if !reader.fill(&mut rd).await? {
-                    bail!("broker closed the publisher's connection");
-                }
             }
+            .await;
+            // Wakes a writer waiting for the window, which then finds this task finished.
+            notify.notify_one();
+            ended
         })
     });
     let mut payload = vec![0u8; plan.size];
@@ -209,11 +215,12 @@ pub async fn publish(stream: TcpStream, plan: PublishPlan) -> Result<u64> {
         if plan.qos == 1 {
             let in_flight = seq - acked.load(Ordering::Acquire);
             if in_flight >= plan.window {
+                if acks.as_ref().is_some_and(|a| a.is_finished()) {
+                    break;
+                }
                 timeout(ACK_TIMEOUT, notify.notified())
                     .await
-                    .with_context(|| {
-                        format!("publisher {}: no PUBACK within {ACK_TIMEOUT:?}", plan.index)
-                    })?;
+                    .with_context(|| format!("no PUBACK within {ACK_TIMEOUT:?}"))?;
                 continue;
             }
             n = n.min(plan.window - in_flight);
@@ -226,12 +233,9 @@ pub async fn publish(stream: TcpStream, plan: PublishPlan) -> Result<u64> {
                 .load(Ordering::Acquire)
                 .saturating_sub(p.received.load(Ordering::Acquire) / plan.subscribers);
             if in_flight >= plan.inflight {
-                timeout(ACK_TIMEOUT, woken).await.with_context(|| {
-                    format!(
-                        "publisher {}: nothing delivered within {ACK_TIMEOUT:?}",
-                        plan.index
-                    )
-                })?;
+                timeout(ACK_TIMEOUT, woken)
+                    .await
+                    .with_context(|| format!("nothing delivered within {ACK_TIMEOUT:?}"))?;
                 continue;
             }
             n = n.min(plan.inflight - in_flight);
@@ -244,22 +248,19 @@ pub async fn publish(stream: TcpStream, plan: PublishPlan) -> Result<u64> {
             packet::publish(&mut buf, &topic, plan.qos, packet_id, &payload);
             seq += 1;
         }
-        send(&mut wr, &buf, plan.index).await?;
+        send(&mut wr, &buf).await?;
     }
     if let Some(acks) = acks {
         while acked.load(Ordering::Acquire) < seq {
             if acks.is_finished() {
-                return match acks.await? {
-                    Err(e) => Err(e),
-                    Ok(()) => bail!("publisher {}: PUBACK reader ended", plan.index),
-                };
+                acks.await??;
+                bail!("the PUBACK reader ended");
             }
             timeout(ACK_TIMEOUT, notify.notified())
                 .await
                 .with_context(|| {
                     format!(
-                        "publisher {}: {} of {seq} messages unacknowledged after {ACK_TIMEOUT:?}",
-                        plan.index,
+                        "{} of {seq} messages unacknowledged after {ACK_TIMEOUT:?}",
                         seq - acked.load(Ordering::Acquire)
                     )
                 })?;

@@ -253,8 +253,8 @@ async fn traffic(t: Traffic) -> Result<()> {
         })
         .collect();
     let mut sent = Vec::with_capacity(t.publishers);
-    for task in tasks {
-        sent.push(task.await??);
+    for (i, task) in tasks.into_iter().enumerate() {
+        sent.push(task.await?.with_context(|| format!("publisher {i}"))?);
     }
     let publish_s = start.elapsed().as_secs_f64();
 
@@ -280,8 +280,8 @@ async fn traffic(t: Traffic) -> Result<()> {
 
     let mut latency = tally::histogram();
     let (mut received, mut duplicates, mut missing, mut last_ns) = (0u64, 0u64, 0u64, start_ns);
-    for task in subscribers {
-        let tally = task.await??;
+    for (i, task) in subscribers.into_iter().enumerate() {
+        let tally = task.await?.with_context(|| format!("subscriber {i}"))?;
         received += tally.received;
         duplicates += tally.duplicates;
         missing += tally.missing(&sent);
