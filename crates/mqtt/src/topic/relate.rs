@@ -46,18 +46,17 @@ pub(crate) fn covers(filter: &str, other: &str) -> bool {
     }
     let mut outer = filter.split('/');
     let mut inner = other.split('/');
-    let mut first = true;
+    let mut walked = Walked::default();
     loop {
         match (outer.next(), inner.next()) {
             (Some("#"), _) | (None, None) => return true,
-            // `#` as the first level has no parent level to match, so `+/#` matches every
-            // name `#` does; anywhere else `#` also matches the parent, which `+` does not.
-            (Some("+"), Some("#")) => return first && outer.eq(["#"]),
-            (Some("+"), Some(_)) => {}
-            (Some(level), Some(other_level)) if level == other_level => {}
+            // `other`'s `#` also matches its parent name, which `+` does not, unless that
+            // parent is no name: then `+/#` matches all that `#` matches.
+            (Some("+"), Some("#")) => return !walked.parent_is_a_name() && outer.eq(["#"]),
+            (Some("+"), Some(level)) => walked.step(level),
+            (Some(level), Some(other_level)) if level == other_level => walked.step(level),
             _ => return false,
         }
-        first = false;
     }
 }
 
@@ -68,13 +67,42 @@ pub(crate) fn overlaps(a: &str, b: &str) -> bool {
     }
     let mut a = a.split('/');
     let mut b = b.split('/');
+    let mut walked = Walked::default();
     loop {
         match (a.next(), b.next()) {
-            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
-            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
-            (Some(x), Some(y)) if x == y => {}
+            // One filter ends where the other's `#` matches its parent: both match that
+            // name, if it is one.
+            (Some("#"), None) | (None, Some("#")) => return walked.parent_is_a_name(),
+            (Some("#"), Some(_)) | (Some(_), Some("#")) | (None, None) => return true,
+            (Some("+"), Some(level)) | (Some(level), Some("+")) => walked.step(level),
+            (Some(x), Some(y)) if x == y => walked.step(x),
             _ => return false,
         }
+    }
+}
+
+/// The levels two filters have matched in step so far, as far as `#` needs to know: `#`
+/// matches its parent level as a name (`a/#` matches `a`) unless there is none (`#`) or it
+/// is the empty name (`/#`), which no PUBLISH can have.
+#[derive(Default)]
+struct Walked<'a> {
+    /// Levels walked.
+    count: usize,
+    /// The first level, as narrow as either filter has it (`+` only if both had `+`).
+    first: &'a str,
+}
+
+impl<'a> Walked<'a> {
+    fn step(&mut self, level: &'a str) {
+        if self.count == 0 {
+            self.first = level;
+        }
+        self.count += 1;
+    }
+
+    /// Whether the levels walked can be a name on their own.
+    fn parent_is_a_name(&self) -> bool {
+        self.count > 1 || (self.count == 1 && !self.first.is_empty())
     }
 }
 
@@ -125,6 +153,8 @@ mod tests {
             ("+/#", "#", true),
             ("a/+/#", "a/#", false),
             ("+", "#", false),
+            ("/+/#", "/#", true),
+            ("+/+/#", "+/#", false),
             ("#", "$x/a", false),
             ("+/a", "$x/a", false),
             ("$x/#", "$x/a", true),
@@ -154,6 +184,8 @@ mod tests {
             ("$x/#", "+/a", false),
             ("#", "+", true),
             ("+/+", "a", false),
+            ("/#", "+", false),
+            ("+/#", "+", true),
         ];
         for (a, b, expected) in cases {
             assert_eq!(filter(a).overlaps(&filter(b)), expected, "{a} overlaps {b}");

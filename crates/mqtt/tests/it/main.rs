@@ -1,7 +1,9 @@
 //! The mqtt crate's integration tests, one binary: the codec's fuzz targets (round trip on
-//! random and mutated packets, and the differential against rumqttc's decoders) and the
+//! random and mutated packets, and the differential against rumqttc's decoders), the
 //! topic index fuzzer, which holds the subscription tree, the per-client fan-out and the
-//! retained store to a matcher written from the specification's text.
+//! retained store to a matcher written from the specification's text, and the ACL's
+//! fuzzer, which holds the relations between filters to brute force over that matcher.
 
+mod acl_fuzz;
 mod codec_fuzz;
 mod topic_fuzz;
