@@ -3,10 +3,13 @@
 //!
 //! # Layout (being built; see docs/ARCHITECTURE.md)
 //!
+//! - [`auth`]: who may connect (users with argon2 hashes, guessing throttled) and what each
+//!   client may publish and subscribe to (Mosquitto-style ACL rules).
 //! - [`codec`]: every control packet of both versions, decoded and encoded, with the
 //!   size checked before anything is allocated.
 //! - [`topic`]: topic names and filters as the specification allows them, the
 //!   subscription tree that finds who a message goes to, and retained messages.
 
+pub mod auth;
 pub mod codec;
 pub mod topic;

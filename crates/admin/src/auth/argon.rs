@@ -90,6 +90,18 @@ impl HashedPassword {
         })
     }
 
+    /// A hash no password matches that costs what a check against `like` costs (argon2's
+    /// defaults without one): checked in place of a user that does not exist, so that the
+    /// answer takes as long as for one that does and timing tells no user names.
+    pub fn decoy(like: Option<&HashedPassword>) -> Self {
+        let random = |len: usize| (0..len).map(|_| rand::random::<u8>()).collect::<Vec<u8>>();
+        Self {
+            argon2: like.map_or_else(Argon2::default, |h| h.argon2.clone()),
+            salt: random(like.map_or(16, |h| h.salt.len())),
+            expected: random(like.map_or(Params::DEFAULT_OUTPUT_LEN, |h| h.expected.len())),
+        }
+    }
+
     /// Whether `password` hashes to the expected output (compared in constant time), with
     /// working memory from `memory`. Blocks for the whole argon2 run.
     fn matches(&self, password: &[u8], memory: &Memory) -> bool {
@@ -243,6 +255,29 @@ mod tests {
             }
             assert_eq!(memory.idle.lock().unwrap().len(), 1);
         }
+    }
+
+    #[test]
+    fn a_decoy_costs_what_its_model_costs_and_matches_nothing() {
+        let params = Params::new(64, 3, 1, Some(24)).unwrap();
+        let real = HashedPassword::parse(&phc(
+            &Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            "",
+        ))
+        .unwrap();
+        let decoy = HashedPassword::decoy(Some(&real));
+        assert_eq!(format!("{decoy:?}"), format!("{real:?}"));
+        assert_eq!(decoy.salt.len(), real.salt.len());
+        assert_eq!(decoy.expected.len(), 24);
+        let memory = Memory {
+            idle: Mutex::new(Vec::new()),
+            max: 1,
+        };
+        assert!(real.matches(b"", &memory));
+        assert!(!decoy.matches(b"", &memory));
+        let default = HashedPassword::decoy(None);
+        assert_eq!(default.argon2.params(), &Params::default());
+        assert_eq!(default.expected.len(), Params::DEFAULT_OUTPUT_LEN);
     }
 
     #[test]

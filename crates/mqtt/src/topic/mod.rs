@@ -15,7 +15,7 @@
 //! ([`TopicFilter::matches`], [`TopicFilter::covers`], [`TopicFilter::overlaps`]).
 
 mod fanout;
-mod relate;
+pub(crate) mod relate;
 mod retained;
 mod shared;
 mod syntax;

@@ -6,8 +6,8 @@
 //! first level is a wildcard matches no name starting with `$` (§4.7.2). The subscription
 //! tree ([`super::Tree`]) answers "who matches this name" for many filters at once; these
 //! answer the question for one pair, which is what an ACL rule asks. They work on `&str`
-//! inside the crate so the ACL can relate a rule it has just substituted without building
-//! a [`TopicFilter`].
+//! inside the crate so the ACL can relate a rule it has just substituted without parsing it
+//! again.
 
 use super::{TopicFilter, TopicName};
 
