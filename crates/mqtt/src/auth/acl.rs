@@ -179,3 +179,219 @@ impl Acl {
         allowed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::DEFAULT_MAX_LEVELS;
+
+    /// An ACL from `(user, topic, access)` rules.
+    fn acl(rules: &[(Option<&str>, &str, RuleAccess)]) -> Acl {
+        Acl::new(
+            rules
+                .iter()
+                .map(|&(user, topic, access)| {
+                    (user, Template::parse(topic).expect("a valid rule"), access)
+                })
+                .collect(),
+        )
+    }
+
+    fn alice() -> Identity {
+        Identity::new(Some("alice"), "c1")
+    }
+
+    fn publish(acl: &Acl, who: &Identity, topic: &str) -> bool {
+        let name = TopicName::parse(topic, DEFAULT_MAX_LEVELS).expect("a valid name");
+        acl.allows(who, Access::Publish(name))
+    }
+
+    fn subscribe(acl: &Acl, who: &Identity, topic: &str) -> bool {
+        let filter = TopicFilter::parse(topic, DEFAULT_MAX_LEVELS).expect("a valid filter");
+        acl.allows(who, Access::Subscribe(&filter))
+    }
+
+    use RuleAccess::{Deny, Read, ReadWrite, Write};
+
+    #[test]
+    fn without_rules_every_client_may_do_anything() {
+        let acl = acl(&[]);
+        for who in [alice(), Identity::new(None, "anon")] {
+            assert!(publish(&acl, &who, "a/b"));
+            assert!(subscribe(&acl, &who, "#"));
+            assert!(subscribe(&acl, &who, "$SYS/#"));
+        }
+    }
+
+    #[test]
+    fn once_a_rule_exists_what_is_not_allowed_is_denied() {
+        let acl = acl(&[(Some("bob"), "#", ReadWrite)]);
+        assert!(!publish(&acl, &alice(), "a"));
+        assert!(!subscribe(&acl, &alice(), "a"));
+        assert!(!publish(&acl, &Identity::new(None, "anon"), "a"));
+        assert!(publish(&acl, &Identity::new(Some("bob"), "c"), "a"));
+    }
+
+    #[test]
+    fn a_client_gets_its_users_rules_and_everyones() {
+        let acl = acl(&[
+            (Some("alice"), "alice/#", ReadWrite),
+            (Some("bob"), "bob/#", ReadWrite),
+            (None, "public/#", ReadWrite),
+        ]);
+        let anon = Identity::new(None, "anon");
+        assert!(publish(&acl, &alice(), "alice/x"));
+        assert!(publish(&acl, &alice(), "public/x"));
+        assert!(!publish(&acl, &alice(), "bob/x"));
+        assert!(publish(&acl, &anon, "public/x"));
+        assert!(!publish(&acl, &anon, "alice/x"));
+    }
+
+    #[test]
+    fn read_is_subscribing_and_write_is_publishing() {
+        let acl = acl(&[
+            (None, "r/#", Read),
+            (None, "w/#", Write),
+            (None, "rw/#", ReadWrite),
+        ]);
+        let who = alice();
+        assert_eq!(
+            [
+                subscribe(&acl, &who, "r/x"),
+                publish(&acl, &who, "r/x"),
+                subscribe(&acl, &who, "w/x"),
+                publish(&acl, &who, "w/x"),
+                subscribe(&acl, &who, "rw/x"),
+                publish(&acl, &who, "rw/x"),
+            ],
+            [true, false, false, true, true, true]
+        );
+    }
+
+    #[test]
+    fn a_subscription_must_be_covered_by_one_rule() {
+        let acl = acl(&[(None, "a/#", Read), (None, "b/+", Read)]);
+        let who = alice();
+        for (filter, allowed) in [
+            ("a/#", true),
+            ("a/b/#", true),
+            ("a", true),
+            ("a/+/c", true),
+            ("b/x", true),
+            ("b/+", true),
+            ("b/#", false),
+            ("b/x/y", false),
+            ("b", false),
+            ("#", false),
+            ("+/x", false),
+        ] {
+            assert_eq!(subscribe(&acl, &who, filter), allowed, "{filter}");
+        }
+    }
+
+    #[test]
+    fn deny_wins_wherever_it_touches() {
+        for rules in [
+            [(None, "a/#", ReadWrite), (None, "a/secret", Deny)],
+            [(None, "a/secret", Deny), (None, "a/#", ReadWrite)],
+        ] {
+            let acl = acl(&rules);
+            let who = alice();
+            assert!(!publish(&acl, &who, "a/secret"));
+            assert!(publish(&acl, &who, "a/public"));
+            assert!(publish(&acl, &who, "a/secret/below"));
+            assert!(!subscribe(&acl, &who, "a/secret"));
+            assert!(!subscribe(&acl, &who, "a/#"), "would receive a/secret");
+            assert!(!subscribe(&acl, &who, "a/+"), "would receive a/secret");
+            assert!(subscribe(&acl, &who, "a/public/#"));
+            assert!(
+                !subscribe(&acl, &who, "a/secret/#"),
+                "a/secret/# matches a/secret too"
+            );
+        }
+        let user_denied = acl(&[(None, "#", ReadWrite), (Some("alice"), "x/#", Deny)]);
+        assert!(!publish(&user_denied, &alice(), "x/y"));
+        assert!(publish(
+            &user_denied,
+            &Identity::new(Some("bob"), "c"),
+            "x/y"
+        ));
+    }
+
+    #[test]
+    fn wildcards_at_the_first_level_do_not_reach_dollar_topics() {
+        let acl = acl(&[(None, "#", ReadWrite), (None, "$SYS/broker/#", Read)]);
+        let who = alice();
+        assert!(!publish(&acl, &who, "$SYS/x"));
+        assert!(!subscribe(&acl, &who, "$SYS/#"));
+        assert!(subscribe(&acl, &who, "$SYS/broker/load"));
+        let denied = self::acl(&[(None, "$SYS/#", ReadWrite), (None, "+/x", Deny)]);
+        assert!(
+            subscribe(&denied, &who, "$SYS/x"),
+            "the deny cannot touch $SYS"
+        );
+    }
+
+    #[test]
+    fn placeholders_stand_for_the_clients_user_name_and_identifier() {
+        let acl = acl(&[
+            (None, "devices/%u/%c/#", Write),
+            (None, "in/x%uy/+", Read),
+            (None, "100%/%d", Write),
+        ]);
+        let who = alice();
+        assert!(publish(&acl, &who, "devices/alice/c1/temp"));
+        assert!(!publish(&acl, &who, "devices/alice/c2/temp"));
+        assert!(!publish(&acl, &who, "devices/bob/c1/temp"));
+        assert!(subscribe(&acl, &who, "in/xalicey/+"));
+        assert!(!subscribe(&acl, &who, "in/xbobby/+"));
+        assert!(publish(&acl, &who, "100%/%d"), "other % stay as written");
+        let anon = Identity::new(None, "c1");
+        assert!(
+            !publish(&acl, &anon, "devices//c1/temp"),
+            "%u names no topic for anonymous"
+        );
+    }
+
+    #[test]
+    fn a_name_that_would_widen_a_rule_is_not_substituted() {
+        let acl = acl(&[(None, "clients/%c/#", ReadWrite), (None, "users/%u", Write)]);
+        let slash = Identity::new(Some("alice"), "x/y");
+        assert!(!publish(&acl, &slash, "clients/x/y/z"));
+        assert!(publish(&acl, &slash, "users/alice"));
+        let plus = Identity::new(Some("alice"), "+");
+        assert!(
+            !subscribe(&acl, &plus, "clients/+/#"),
+            "+ would open every client's topics"
+        );
+        assert!(publish(&acl, &plus, "users/alice"));
+        // A deny rule that cannot be substituted denies everything: it cannot tell what it
+        // was meant to close.
+        let guarded = self::acl(&[(None, "#", ReadWrite), (None, "private/%c/#", Deny)]);
+        assert!(publish(&guarded, &alice(), "private/other/x"));
+        assert!(!publish(&guarded, &alice(), "private/c1/x"));
+        assert!(!publish(
+            &guarded,
+            &Identity::new(Some("alice"), "a#"),
+            "public"
+        ));
+        assert!(!subscribe(
+            &guarded,
+            &Identity::new(Some("alice"), "a/b"),
+            "public/#"
+        ));
+    }
+
+    #[test]
+    fn an_empty_substitution_names_nothing() {
+        let acl = acl(&[
+            (None, "#", ReadWrite),
+            (None, "%u", Deny),
+            (None, "%c", Read),
+        ]);
+        let empty = Identity::new(Some(""), "");
+        assert!(publish(&acl, &empty, "a"), "the deny names no topic");
+        assert!(!subscribe(&acl, &Identity::new(Some("x"), "a"), "x"));
+        assert!(subscribe(&acl, &Identity::new(Some("x"), "a"), "a"));
+    }
+}
