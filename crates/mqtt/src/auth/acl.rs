@@ -55,7 +55,8 @@ enum Unsubstitutable {
     /// It holds `%u` and the client is anonymous, or the substituted filter is empty: it
     /// names no topic.
     Nothing,
-    /// The user name or client identifier holds `+`, `#` or `/` and would widen the rule.
+    /// The user name or client identifier holds `+`, `#` or `/`, or starts a filter that did
+    /// not start with `$` with one: it would widen the rule.
     Widening,
 }
 
@@ -99,6 +100,9 @@ impl Template {
         out.push_str(rest);
         if out.is_empty() {
             return Err(Unsubstitutable::Nothing);
+        }
+        if out.starts_with('$') && !self.text.starts_with('$') {
+            return Err(Unsubstitutable::Widening);
         }
         Ok(out)
     }
@@ -365,6 +369,13 @@ mod tests {
             "+ would open every client's topics"
         );
         assert!(publish(&acl, &plus, "users/alice"));
+        let sys = self::acl(&[(None, "%c/#", ReadWrite)]);
+        let dollar = Identity::new(None, "$SYS");
+        assert!(
+            !subscribe(&sys, &dollar, "$SYS/#"),
+            "a client id must not open $ topics"
+        );
+        assert!(subscribe(&sys, &Identity::new(None, "c1"), "c1/#"));
         // A deny rule that cannot be substituted denies everything: it cannot tell what it
         // was meant to close.
         let guarded = self::acl(&[(None, "#", ReadWrite), (None, "private/%c/#", Deny)]);

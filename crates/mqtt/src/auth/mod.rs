@@ -61,10 +61,12 @@
 //!   authorized (5.0).
 //!
 //! A user name or client identifier containing `+`, `#` or `/` would widen a rule it is
-//! substituted into (`%u/#` for the user `a/b` would reach into user `a`'s topics), so, as
-//! Mosquitto does, it is not substituted: an allow rule with that placeholder does not apply
-//! to the client, and a deny rule with it denies the client everything (it cannot tell what
-//! the rule was meant to close). A rule with `%u` does not apply to an anonymous client.
+//! substituted into (`%u/#` for the user `a/b` would reach into user `a`'s topics), and so
+//! would one starting a rule with `$` (`%c/#` for the client `$SYS` would reach `$SYS/#`).
+//! As Mosquitto does for the first, such a value is not substituted: an allow rule with
+//! that placeholder does not apply to the client, and a deny rule with it denies the client
+//! everything (it cannot tell what the rule was meant to close). A rule with `%u` does not
+//! apply to an anonymous client.
 
 mod acl;
 mod config;
