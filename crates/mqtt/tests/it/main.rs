@@ -2,7 +2,8 @@
 //! random and mutated packets, and the differential against rumqttc's decoders), the
 //! topic index fuzzer, which holds the subscription tree, the per-client fan-out and the
 //! retained store to a matcher written from the specification's text, and the ACL's
-//! fuzzer, which holds the relations between filters to brute force over that matcher.
+//! fuzzers, which hold the relations between filters and the ACL's decisions to brute
+//! force over that matcher.
 
 mod acl_fuzz;
 mod codec_fuzz;

@@ -51,7 +51,7 @@ pub(crate) fn filter_matches(filter: &str, name: &str) -> bool {
 }
 
 /// Whether §4.7.1 allows `filter`: wildcards only as whole levels, `#` only last.
-fn valid_filter(filter: &str) -> bool {
+pub(crate) fn valid_filter(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();
     levels.iter().enumerate().all(|(i, level)| match *level {
         "+" => true,
@@ -81,7 +81,7 @@ impl Combine for Opts {
 }
 
 /// 1 to 4 levels from `alphabet`, joined.
-fn topic(rng: &mut StdRng, alphabet: &[&str]) -> String {
+pub(crate) fn topic(rng: &mut StdRng, alphabet: &[&str]) -> String {
     let levels: Vec<&str> = (0..rng.random_range(1..=4))
         .map(|_| alphabet[rng.random_range(0..alphabet.len())])
         .collect();
