@@ -46,7 +46,7 @@ pub(crate) const MAX_PENDING: u32 = 2;
 pub enum Throttle {
     /// It failed too often lately; it may try again after this long.
     Backoff(Duration),
-    /// It already has [`MAX_PENDING`] checks in flight.
+    /// It already has two checks in flight (`MAX_PENDING`).
     Busy,
 }
 
