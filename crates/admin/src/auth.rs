@@ -35,14 +35,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::AdminConfig;
-pub use argon::{HashedPassword, Slot, Verifier};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine;
-pub use guesses::{Guesses, Throttle, Ticket, source};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::config::AdminConfig;
+pub use argon::{HashedPassword, Slot, Verifier};
+pub use guesses::{Guesses, Throttle, Ticket, source};
 
 /// Distinct verified `Authorization` values remembered; the oldest is forgotten past this.
 /// One client usually sends one value, so a handful covers every tool an operator uses.

@@ -328,6 +328,16 @@ mod tests {
     }
 
     #[test]
+    fn connecting_can_run_on_any_task() {
+        fn send<T: Send>(_: &T) {}
+        let auth = auth(true);
+        let connecting = auth.connect(Some("alice"), Some(b"pw"), "c1", HOME);
+        send(&connecting);
+        fn shared<T: Send + Sync>(_: &T) {}
+        shared(&auth);
+    }
+
+    #[test]
     fn refusals_map_to_each_versions_connack_codes() {
         let throttled = Refusal::Throttled(Throttle::Busy);
         let cases = [

@@ -1,6 +1,24 @@
 //! Who may connect ([`Auth`]) and what each client may publish and subscribe to ([`Acl`]),
 //! from the `allow_anonymous`, `users` and `acl` keys of `[mqtt]` ([`AuthConfig`]).
 //!
+//! ```toml
+//! [mqtt]
+//! allow_anonymous = false            # the default
+//!
+//! [[mqtt.users]]
+//! name = "sensor-gw"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # lintas hash-password
+//!
+//! [[mqtt.acl]]                       # Mosquitto: user sensor-gw / topic readwrite plant/#
+//! user = "sensor-gw"
+//! topic = "plant/#"
+//! access = "readwrite"
+//!
+//! [[mqtt.acl]]                       # Mosquitto: pattern write devices/%u/%c/#
+//! topic = "devices/%u/%c/#"
+//! access = "write"
+//! ```
+//!
 //! # Connecting
 //!
 //! A client without a user name is let in only with `allow_anonymous = true` (off by
