@@ -76,7 +76,8 @@
 //!   delivered message and the client learns at once: subscribe to the allowed branches. For
 //!   a shared subscription (`$share/{group}/{filter}`), the filter after the group is
 //!   checked. The broker answers a refused filter with SUBACK 0x80 (3.1.1) or 0x87 Not
-//!   authorized (5.0).
+//!   authorized (5.0). Retained messages a subscription receives are covered by the same
+//!   check; UNSUBSCRIBE is not checked (it only takes away).
 //!
 //! A user name or client identifier containing `+`, `#` or `/` would widen a rule it is
 //! substituted into (`%u/#` for the user `a/b` would reach into user `a`'s topics), and so
