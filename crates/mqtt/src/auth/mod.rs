@@ -66,9 +66,9 @@
 //! allow.
 //!
 //! - A PUBLISH to a name is allowed if a `write` or `readwrite` rule's filter matches the
-//!   name and no `deny` rule's does. The broker answers a refused one with PUBACK/PUBREC 0x87
-//!   Not authorized (5.0) and, for 3.1.1, which has no way to say it, drops it silently as
-//!   Mosquitto does (acknowledging it as usual).
+//!   name and no `deny` rule's does. The broker drops a refused one; at QoS 1 or 2 it
+//!   answers PUBACK/PUBREC 0x87 Not authorized (5.0), or, for 3.1.1, which has no way to
+//!   say it, acknowledges it as usual, as Mosquitto does.
 //! - A SUBSCRIBE filter is allowed if a `read` or `readwrite` rule's filter covers it (matches
 //!   every name it can match: `a/#` covers `a/b/#`, `a/+` does not cover `a/#`) and no `deny`
 //!   rule's filter overlaps it. Mosquitto lets a subscription overlapping a deny rule through
