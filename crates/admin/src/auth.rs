@@ -239,8 +239,10 @@ impl Auth {
 }
 
 /// SHA-256 of `key || tag || bytes`: a keyed digest (no length-extension concern, since it is
-/// only ever compared for equality).
-fn keyed(key: &[u8; 32], tag: u8, bytes: &[u8]) -> [u8; 32] {
+/// only ever compared for equality). With a key random per process, it lets a cache of
+/// verified credentials hold nothing that can be tested offline; the MQTT broker keeps its
+/// own with it.
+pub fn keyed(key: &[u8; 32], tag: u8, bytes: &[u8]) -> [u8; 32] {
     Sha256::new()
         .chain_update(key)
         .chain_update([tag])

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::hash::RandomState;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use admin::auth::{Guesses, HashedPassword, MAX_VERIFYING, Throttle, Verifier, source};
+use admin::auth::{Guesses, HashedPassword, MAX_VERIFYING, Throttle, Verifier, keyed, source};
+use subtle::ConstantTimeEq;
 
 use crate::codec::{ReasonCode, Version};
 
@@ -99,6 +100,11 @@ pub struct Auth {
     /// Keys the digest of user names in `guesses`, so a table entry stays small whatever
     /// the name's length and collisions cannot be aimed at.
     names: RandomState,
+    /// Random per process; keys the digests in `verified`.
+    key: [u8; 32],
+    /// Keyed digest of the password argon2 last accepted, per user: a client reconnecting
+    /// with it is let in without argon2 (at most one entry per configured user).
+    verified: Mutex<HashMap<Box<str>, [u8; 32]>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -124,6 +130,8 @@ impl Auth {
             verifier: Verifier::new(MAX_VERIFYING),
             guesses: Arc::default(),
             names: RandomState::new(),
+            key: rand::random(),
+            verified: Mutex::default(),
         }
     }
 
@@ -131,8 +139,11 @@ impl Auth {
     /// refused. `client_id` is the one the session will have (the broker's assigned one if
     /// the client sent none), which `%c` in rules stands for.
     ///
-    /// Waits for an argon2 check on tokio's blocking pool unless the client is anonymous or
-    /// throttled. A failure is counted even if this future is dropped once argon2 runs.
+    /// Waits for an argon2 check on tokio's blocking pool unless the client is anonymous,
+    /// throttled, or gives the password argon2 last accepted for its user (remembered as a
+    /// keyed digest, so reconnecting costs a SHA-256 and answers before any limit: guessers
+    /// cannot keep a device with the right password out). A failure is counted even if this
+    /// future is dropped once argon2 runs.
     pub async fn connect(
         &self,
         username: Option<&str>,
@@ -147,6 +158,10 @@ impl Auth {
                 (None, false) => Err(Refusal::AnonymousNotAllowed),
             };
         };
+        let digest = password.map(|p| keyed(&self.key, 0, p));
+        if digest.is_some_and(|d| self.was_verified(name, &d)) {
+            return Ok(Identity::new(Some(name), client_id));
+        }
         let guesser = (source(peer), self.names.hash_one(name));
         let ticket = self
             .guesses
@@ -169,10 +184,24 @@ impl Auth {
             .await
             .unwrap_or(false);
         if verified {
+            if let Some(digest) = digest {
+                self.lock_verified().insert(name.into(), digest);
+            }
             Ok(Identity::new(Some(name), client_id))
         } else {
             Err(Refusal::BadCredentials)
         }
+    }
+
+    /// Whether `digest` is that of the password argon2 last accepted for `name`.
+    fn was_verified(&self, name: &str, digest: &[u8; 32]) -> bool {
+        self.lock_verified()
+            .get(name)
+            .is_some_and(|known| bool::from(known.ct_eq(digest)))
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, [u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The hash a password for `name` is checked against, and whether the user exists: an
@@ -282,6 +311,38 @@ mod tests {
             auth.verifier.idle_buffers(),
             1,
             "the unknown user's check ran argon2 (its working memory is now pooled)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_verified_once_answers_before_the_limits() {
+        let auth = auth(false);
+        assert!(
+            auth.connect(Some("alice"), Some(b"pw"), "c1", AWAY)
+                .await
+                .is_ok()
+        );
+        for _ in 0..6 {
+            assert_eq!(
+                auth.connect(Some("alice"), Some(b"guess"), "c1", HOME)
+                    .await,
+                Err(Refusal::BadCredentials)
+            );
+        }
+        // alice is throttled from HOME, yet her known password still gets in at once.
+        assert_eq!(
+            auth.connect(Some("alice"), Some(b"pw"), "c9", HOME).await,
+            Ok(Identity::new(Some("alice"), "c9"))
+        );
+        assert!(matches!(
+            auth.connect(Some("alice"), Some(b"guess"), "c1", HOME)
+                .await,
+            Err(Refusal::Throttled(_))
+        ));
+        assert_eq!(
+            auth.lock_verified().len(),
+            1,
+            "one entry per user that got in"
         );
     }
 

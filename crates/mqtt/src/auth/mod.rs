@@ -40,6 +40,12 @@
 //! wrong password costs and timing tells no user names: give every user a hash made the
 //! same way.
 //!
+//! Devices reconnect often, and in crowds after a network blip, so once argon2 has accepted
+//! a user's password a keyed SHA-256 of it is remembered (one per user, the key random per
+//! process): the same password again is let in at once, before any limit, so guessers
+//! cannot keep a device with the right password out either. Only the first CONNECT per user
+//! after a start or reload pays for argon2.
+//!
 //! The CONNACK answers ([`Refusal::reason_code`]):
 //!
 //! | refusal | MQTT 5.0 | MQTT 3.1.1 |
