@@ -16,11 +16,14 @@
 //! - **Per client address** (`guesses`): five free failures, then a wait that doubles per
 //!   failure (1 s up to 5 min), and at most two checks in flight; a throttled request is
 //!   answered 429 at once, without argon2.
-//! - **Globally**: at most [`MAX_VERIFYING`] argon2 runs at once, on tokio's blocking pool.
-//!   The permit moves into the blocking job, so a client that hangs up does not free its slot
-//!   while its argon2 run goes on; and the runs share a pool of that many preallocated
-//!   working memories (`argon`), so the memory they can hold is bounded (about 4 × 19 MiB
-//!   with the default parameters) and does not pile up in allocator arenas.
+//! - **Globally**: at most [`MAX_VERIFYING`] argon2 runs at once, on tokio's blocking pool
+//!   ([`Verifier`]). The permit moves into the blocking job, so a client that hangs up does
+//!   not free its slot while its argon2 run goes on; and the runs share a pool of that many
+//!   working memories, so the memory they can hold is bounded (about 4 × 19 MiB with the
+//!   default parameters) and does not pile up in allocator arenas.
+//!
+//! The MQTT broker checks its users' passwords with the same pieces: [`HashedPassword`],
+//! [`Verifier`] and [`Guesses`] (counting a user name with an address).
 //!
 //! Only the PHC hash is kept: a password read from the environment is hashed at start and
 //! dropped. Nothing here logs credentials.
@@ -37,11 +40,10 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::config::AdminConfig;
-pub(crate) use argon::PasswordCheck;
-pub use guesses::Throttle;
+pub use argon::{HashedPassword, Slot, Verifier};
+pub use guesses::{Guesses, Throttle, Ticket, source};
 
 /// Distinct verified `Authorization` values remembered; the oldest is forgotten past this.
 /// One client usually sends one value, so a handful covers every tool an operator uses.
@@ -71,16 +73,16 @@ pub struct Auth {
     user: String,
     /// Keyed digest of `user`, compared in constant time.
     user_digest: [u8; 32],
-    /// The parsed hash and the argon2 working memories; shared with blocking jobs.
-    check: Arc<PasswordCheck>,
+    /// The parsed hash; shared with blocking jobs.
+    hash: Arc<HashedPassword>,
     /// Random per process; keys every digest so the cache cannot be tested offline.
     key: [u8; 32],
     /// Keyed digests of `Authorization` values argon2 accepted.
     verified: Mutex<Vec<[u8; 32]>>,
-    /// Bounds concurrent argon2 runs (CPU and memory); permits move into the blocking jobs.
-    verifying: Arc<Semaphore>,
+    /// Bounds concurrent argon2 runs (CPU and memory).
+    verifier: Verifier,
     /// Failures and checks in flight per client address.
-    guesses: Arc<guesses::Guesses>,
+    guesses: Arc<Guesses>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -138,7 +140,7 @@ impl Auth {
     /// it); only its hash is kept.
     pub fn from_password(user: &str, password: &str) -> Auth {
         Self::with_hash(user, &Self::hash_password(password))
-            .expect("hash_password makes a hash PasswordCheck parses")
+            .expect("hash_password makes a hash HashedPassword parses")
     }
 
     /// An argon2id PHC string for `password` with a random salt and the crate's default
@@ -159,10 +161,10 @@ impl Auth {
         Ok(Auth {
             user: user.into(),
             user_digest: keyed(&key, TAG_USER, user.as_bytes()),
-            check: Arc::new(PasswordCheck::from_phc(hash, MAX_VERIFYING)?),
+            hash: Arc::new(HashedPassword::parse(hash)?),
             key,
             verified: Mutex::new(Vec::new()),
-            verifying: Arc::new(Semaphore::new(MAX_VERIFYING)),
+            verifier: Verifier::new(MAX_VERIFYING),
             guesses: Arc::default(),
         })
     }
@@ -186,29 +188,28 @@ impl Auth {
         let Some((user, password)) = basic_credentials(authorization) else {
             return Access::Denied;
         };
-        let ticket = match self.guesses.admit(client, Instant::now()) {
+        let ticket = match self.guesses.admit(source(client), Instant::now()) {
             Ok(ticket) => ticket,
             Err(throttle) => return Access::Throttled(throttle),
         };
-        let Ok(permit) = self.verifying.clone().acquire_owned().await else {
-            return Access::Denied;
-        };
+        let slot = self.verifier.slot().await;
         if let Err(throttle) = ticket.recheck(Instant::now()) {
             return Access::Throttled(throttle);
         }
         let user_ok = keyed(&self.key, TAG_USER, user.as_bytes()).ct_eq(&self.user_digest);
-        let check = self.check.clone();
-        // Everything that must happen once argon2 has run happens in the job, so a client that
-        // hangs up neither frees the permit early nor escapes the failure count.
-        let ok = tokio::task::spawn_blocking(move || {
-            let password_ok = check.matches(password.as_bytes());
-            drop(permit);
-            let ok = bool::from(user_ok & subtle::Choice::from(u8::from(password_ok)));
-            ticket.finish(ok, Instant::now());
-            ok
-        })
-        .await
-        .unwrap_or(false);
+        // The failure is counted in the job, so a client that hangs up does not escape it.
+        let ok = slot
+            .verify(
+                self.hash.clone(),
+                password.into_bytes(),
+                move |password_ok| {
+                    let ok = bool::from(user_ok & subtle::Choice::from(u8::from(password_ok)));
+                    ticket.finish(ok, Instant::now());
+                    ok
+                },
+            )
+            .await
+            .unwrap_or(false);
         if ok {
             self.remember(digest);
             Access::Granted
@@ -238,8 +239,10 @@ impl Auth {
 }
 
 /// SHA-256 of `key || tag || bytes`: a keyed digest (no length-extension concern, since it is
-/// only ever compared for equality).
-fn keyed(key: &[u8; 32], tag: u8, bytes: &[u8]) -> [u8; 32] {
+/// only ever compared for equality). With a key random per process, it lets a cache of
+/// verified credentials hold nothing that can be tested offline; the MQTT broker keeps its
+/// own with it.
+pub fn keyed(key: &[u8; 32], tag: u8, bytes: &[u8]) -> [u8; 32] {
     Sha256::new()
         .chain_update(key)
         .chain_update([tag])
@@ -339,7 +342,7 @@ mod tests {
             })
             .collect();
         testkit::wait_until("every permit to be taken", testkit::PATIENCE, || async {
-            auth.verifying.available_permits() == 0
+            auth.verifier.available_slots() == 0
         })
         .await;
         for caller in &callers {
@@ -349,15 +352,15 @@ mod tests {
             assert!(caller.await.unwrap_err().is_cancelled());
         }
         assert_eq!(
-            auth.verifying.available_permits(),
+            auth.verifier.available_slots(),
             0,
             "the callers hung up, but their argon2 runs go on and must keep their permits"
         );
         testkit::wait_until("the runs to end", testkit::PATIENCE, || async {
-            auth.verifying.available_permits() == MAX_VERIFYING
+            auth.verifier.available_slots() == MAX_VERIFYING
         })
         .await;
-        assert_eq!(auth.check.idle_buffers(), MAX_VERIFYING);
+        assert_eq!(auth.verifier.idle_buffers(), MAX_VERIFYING);
     }
 
     #[test]
@@ -366,9 +369,7 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
         assert!(!hash.contains("s3cret"));
         assert_ne!(hash, Auth::hash_password("s3cret"), "salts must differ");
-        let check = PasswordCheck::from_phc(&hash, 1).unwrap();
-        assert!(check.matches(b"s3cret"));
-        assert!(!check.matches(b"s3cre"));
+        HashedPassword::parse(&hash).unwrap();
         let auth = Auth::from_password("admin", "s3cret");
         assert_eq!(format!("{auth:?}"), "Auth { user: \"admin\", .. }");
     }

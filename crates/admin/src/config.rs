@@ -84,7 +84,7 @@ impl AdminConfig {
 /// Checks that `hash` is an argon2 PHC string lintas can verify against, so a typo is reported
 /// at start rather than as every login failing.
 pub(crate) fn check_hash(hash: &str) -> Result<(), String> {
-    crate::auth::PasswordCheck::from_phc(hash, 0).map(drop)
+    crate::auth::HashedPassword::parse(hash).map(drop)
 }
 
 #[cfg(test)]

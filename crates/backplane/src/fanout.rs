@@ -52,7 +52,10 @@ impl Subscription {
         self.rx.recv().await
     }
 
-    /// How many messages were dropped because this subscriber did not keep up.
+    /// How many messages this subscriber may have missed: one for each dropped because it
+    /// did not keep up, and one for each time the node's Redis subscribing connection was
+    /// lost and made again (however many were published meanwhile). A subscriber that
+    /// keeps state from a channel (a route table) reads it again when this grows.
     pub fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)
     }
@@ -118,6 +121,16 @@ impl Fanout {
                 if s.tx.try_send(message.clone()).is_err() {
                     s.missed.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// Tells every subscriber that messages may have been lost (the connection they came
+    /// over was down for a while).
+    pub(crate) fn gap(&self) {
+        for subscribers in self.lock().values() {
+            for s in subscribers {
+                s.missed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! lintas's MQTT broker: MQTT 3.1.1 and 5.0 on one port, nodes forming one cluster through
-//! the backplane (the cluster layer is next; this is the single node).
+//! the backplane (the route table is built; carrying messages and sessions between nodes
+//! is next). The design, a message's path and the cluster plan: docs/MQTT.md.
 //!
 //! # Layout
 //!
@@ -7,6 +8,8 @@
 //!   size checked before anything is allocated.
 //! - [`topic`]: topic names and filters as the specification allows them, the
 //!   subscription tree that finds who a message goes to, and retained messages.
+//! - [`auth`]: who may connect (users with argon2 hashes, guessing throttled) and what each
+//!   client may publish and subscribe to (Mosquitto-style ACL rules).
 //! - [`config`]: the `[mqtt]` section and what each limit does when reached.
 //! - [`message`]: an application message as it is routed, queued and retained.
 //! - [`session`]: one client's session (subscriptions, queue, messages in flight), the
@@ -16,9 +19,13 @@
 //! - [`connection`]: one client connection as one task, CONNECT to close.
 //! - [`will`]: wills, with their delay and cancellation.
 //! - [`stats`]: counters, `/metrics` families and the `$SYS` numbers.
-//! - [`service`]: the broker as a lintas service (listener, admin routes).
+//! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
+//! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table.
+//! - [`service`]: the broker as a lintas service (listeners, admin routes).
 
+pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -27,6 +34,7 @@ pub mod service;
 pub mod session;
 pub mod stats;
 pub mod topic;
+pub mod transport;
 pub mod will;
 
 pub use broker::Broker;

@@ -15,6 +15,7 @@
 //! - [`serve_router`]: an axum router served with a permit taken *before* accept, hyper's
 //!   head timeout, [`Idle`] on every connection and a graceful drain; the admin API and the
 //!   relay's ingest are served this way.
+//! - [`tls`]: the TLS acceptor built from PEM files, for every listener that terminates TLS.
 //! - [`probe`]: the TCP connect and HTTP GET of a health check, shared by the proxy's
 //!   active checks and the targets watch checks itself.
 //!
@@ -30,6 +31,7 @@ mod permits;
 pub mod probe;
 mod rate;
 mod serve;
+pub mod tls;
 mod workers;
 
 pub use accept::accept_loop;
@@ -38,4 +40,5 @@ pub use limits::Limits;
 pub use permits::{Permit, Permits};
 pub use rate::MinRate;
 pub use serve::serve_router;
+pub use tls::TlsConfig;
 pub use workers::{WorkerThreads, Workers, bind};

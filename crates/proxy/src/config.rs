@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use balance::{BackendSpec, HashKey, HealthPolicy, StrategyKind};
 use configkit::{Issues, KeyPath, StatusRange};
 use serde::Deserialize;
+
+pub use net::TlsConfig;
 
 /// The whole `[proxy]` section.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -262,16 +263,6 @@ fn default_no_backend_status() -> u16 {
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024
-}
-
-/// `tls = { cert = "...", key = "..." }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
 }
 
 impl PoolConfig {

@@ -11,7 +11,7 @@
 //!   bidirectional copy with half-close and idle timeout.
 //! - `http`: layer 7 — HTTP/1.x clients through lintas's own forwarding loop (`http::h1`),
 //!   h2 clients through hyper (`http::h2`); pooled HTTP/1.1 backends, WebSocket upgrades
-//!   tunnelled, retries, timeouts, TLS termination (`tls`).
+//!   tunnelled, retries, timeouts, TLS termination (`net::tls`).
 //! - `check`: active health checks per pool.
 //! - [`registry`]: pools and listeners with their counters, read by the stats and metrics.
 //! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
@@ -30,7 +30,6 @@ mod listener;
 mod proxy_protocol;
 pub mod registry;
 mod tcp;
-mod tls;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -221,11 +220,13 @@ impl Proxy {
         let mut acceptors = Vec::with_capacity(cfg.listeners.len());
         for (index, l) in cfg.listeners.iter().enumerate() {
             let acceptor = match &l.tls {
-                Some(t) => Some(tls::acceptor(t).map_err(|message| ProxyError::Tls {
-                    listener: l.name.clone(),
-                    index,
-                    message,
-                })?),
+                Some(t) => Some(net::tls::acceptor(t, &[b"h2", b"http/1.1"]).map_err(
+                    |message| ProxyError::Tls {
+                        listener: l.name.clone(),
+                        index,
+                        message,
+                    },
+                )?),
                 None => None,
             };
             acceptors.push(acceptor);

@@ -34,13 +34,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::batch::{self, RouteWrite};
 use crate::catalog::{CatalogError, edit};
 use crate::config::{DestinationSpec, RouteSpec};
-use crate::deliver::batch::{self, RouteWrite};
+use crate::deliver::Delivery;
 use crate::deliveries::{self, Filter, Ids};
 use crate::destination::Db;
+use crate::objects::Objects;
 use crate::record::Record;
-use crate::service::Relay;
 use crate::status::State as DestState;
 
 impl From<CatalogError> for ApiError {
@@ -68,10 +69,11 @@ fn stream(e: backplane::BackplaneError) -> ApiError {
 type Answer = Result<Response, ApiError>;
 
 fn find_application(
-    relay: &Relay,
+    relay: &Handles,
     name: &str,
 ) -> Result<Arc<crate::catalog::Application>, ApiError> {
     relay
+        .objects
         .catalog()
         .application(name)
         .cloned()
@@ -79,18 +81,29 @@ fn find_application(
 }
 
 fn find_destination(
-    relay: &Relay,
+    relay: &Handles,
     name: &str,
 ) -> Result<Arc<crate::catalog::Destination>, ApiError> {
     relay
+        .objects
         .catalog()
         .destination(name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no destination `{name}`")))
 }
 
-/// The routes, with the relay as state; the admin listener adds authentication.
-pub fn router(relay: Arc<Relay>) -> Router {
+/// What the admin routes reach: the objects they manage and the delivery side they report
+/// on and steer (skips).
+#[derive(Debug)]
+pub(crate) struct Handles {
+    /// Applications, destinations, routes; the store.
+    pub objects: Arc<Objects>,
+    /// Statuses, skips, the stream.
+    pub delivery: Arc<Delivery>,
+}
+
+/// The routes; the admin listener adds authentication.
+pub(crate) fn router(relay: Handles) -> Router {
     Router::new()
         .route("/api/relay", get(overview))
         .route("/api/relay/applications", post(create_application))
@@ -108,16 +121,16 @@ pub fn router(relay: Arc<Relay>) -> Router {
             "/api/relay/dead-letters/{destination}/{record}/replay",
             post(replay),
         )
-        .with_state(relay)
+        .with_state(Arc::new(relay))
 }
 
-async fn overview(State(relay): State<Arc<Relay>>) -> Json<Value> {
-    let catalog = relay.catalog();
+async fn overview(State(relay): State<Arc<Handles>>) -> Json<Value> {
+    let catalog = relay.objects.catalog();
     let destinations: Vec<Value> = catalog
         .destinations()
         .map(|d| {
             let mut v = serde_json::to_value(d.as_ref()).unwrap_or_default();
-            v["status"] = serde_json::to_value(relay.status(d.id)).unwrap_or_default();
+            v["status"] = serde_json::to_value(relay.delivery.board.get(d.id)).unwrap_or_default();
             v
         })
         .collect();
@@ -135,12 +148,12 @@ struct NewApplication {
 }
 
 async fn create_application(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Json(body): Json<NewApplication>,
 ) -> Answer {
-    let key = edit::create_application(relay.store().pool(), &body.name).await?;
-    relay.refresh().await.map_err(store)?;
-    let app = relay.catalog().application(&body.name).cloned();
+    let key = edit::create_application(relay.objects.store().pool(), &body.name).await?;
+    relay.objects.refresh().await.map_err(store)?;
+    let app = relay.objects.catalog().application(&body.name).cloned();
     Ok((
         StatusCode::CREATED,
         Json(json!({ "application": app, "key": key })),
@@ -148,35 +161,36 @@ async fn create_application(
         .into_response())
 }
 
-async fn rotate(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn rotate(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
-    let key = edit::rotate_key(relay.store().pool(), &app).await?;
-    relay.refresh().await.map_err(store)?;
-    let app = relay.catalog().application(&name).cloned();
+    let key = edit::rotate_key(relay.objects.store().pool(), &app).await?;
+    relay.objects.refresh().await.map_err(store)?;
+    let app = relay.objects.catalog().application(&name).cloned();
     Ok(Json(json!({ "application": app, "key": key })).into_response())
 }
 
-async fn delete_application(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn delete_application(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let app = find_application(&relay, &name)?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_applications",
         app.id,
         format!("application `{name}`"),
         app.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Connects to a destination and pings, or says why not.
 async fn connect(
-    relay: &Relay,
+    relay: &Handles,
     spec: &DestinationSpec,
     stored: Option<&str>,
 ) -> Result<Db, ApiError> {
     let password = relay
+        .objects
         .password_for(spec, stored)
         .map_err(|e| ApiError::unprocessable(format!("`{}`: {e}", spec.name)))?;
     let db = Db::connect(spec, password)
@@ -193,13 +207,13 @@ async fn connect(
 }
 
 async fn create_destination(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Json(spec): Json<DestinationSpec>,
 ) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
-    if relay.catalog().destination(&spec.name).is_some() {
+    if relay.objects.catalog().destination(&spec.name).is_some() {
         return Err(ApiError::conflict(format!(
             "destination `{}` exists",
             spec.name
@@ -213,27 +227,27 @@ async fn create_destination(
     }
     connect(&relay, &spec, None).await?.close().await;
     let sealed = match &spec.password {
-        Some(p) => Some(relay.seal(p).map_err(ApiError::internal)?),
+        Some(p) => Some(relay.objects.seal(p).map_err(ApiError::internal)?),
         None => None,
     };
-    let start = relay.stream().end().await.map_err(stream)?;
-    edit::create_destination(relay.store().pool(), &spec, start, sealed).await?;
-    relay.refresh().await.map_err(store)?;
-    let d = relay.catalog().destination(&spec.name).cloned();
+    let start = relay.delivery.stream.end().await.map_err(stream)?;
+    edit::create_destination(relay.objects.store().pool(), &spec, start, sealed).await?;
+    relay.objects.refresh().await.map_err(store)?;
+    let d = relay.objects.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
 
-async fn delete_destination(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn delete_destination(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_destinations",
         d.id,
         format!("destination `{name}`"),
         d.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -246,19 +260,19 @@ struct Skip {
 }
 
 async fn skip(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Path(name): Path<String>,
     Json(body): Json<Skip>,
 ) -> Answer {
     let d = find_destination(&relay, &name)?;
-    let status = relay.status(d.id);
+    let status = relay.delivery.board.get(d.id);
     let stuck = status
         .as_ref()
         .filter(|s| s.state == DestState::Down)
         .and_then(|s| s.next_offset);
     match stuck {
         Some(at) if at == body.record => {
-            relay.ask_skip(d.id, at);
+            relay.delivery.skips.ask(d.id, at);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({ "destination": name, "record": at })),
@@ -275,7 +289,7 @@ async fn skip(
     }
 }
 
-async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> Answer {
+async fn schema(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {
     let d = find_destination(&relay, &name)?;
     let db = connect(&relay, &d.spec, d.password_enc.as_deref()).await?;
     let tables = db.tables().await;
@@ -289,11 +303,11 @@ async fn schema(State(relay): State<Arc<Relay>>, Path(name): Path<String>) -> An
     Ok(Json(json!({ "destination": name, "tables": tables })).into_response())
 }
 
-async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpec>) -> Answer {
+async fn create_route(State(relay): State<Arc<Handles>>, Json(spec): Json<RouteSpec>) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(ApiError::unprocessable(format!("{field}: {message}")));
     }
-    let catalog = relay.catalog();
+    let catalog = relay.objects.catalog();
     let app = catalog
         .application(&spec.application)
         .cloned()
@@ -324,31 +338,32 @@ async fn create_route(State(relay): State<Arc<Relay>>, Json(spec): Json<RouteSpe
     });
     RouteWrite::check(&probe, table)
         .map_err(|e| ApiError::unprocessable(format!("route {}: {e}", spec.label())))?;
-    let id = edit::create_route(relay.store().pool(), &app, &dest, &spec).await?;
-    relay.refresh().await.map_err(store)?;
-    let route = relay.catalog().route(id).cloned();
+    let id = edit::create_route(relay.objects.store().pool(), &app, &dest, &spec).await?;
+    relay.objects.refresh().await.map_err(store)?;
+    let route = relay.objects.catalog().route(id).cloned();
     Ok((StatusCode::CREATED, Json(json!(route))).into_response())
 }
 
-async fn delete_route(State(relay): State<Arc<Relay>>, Path(id): Path<i64>) -> Answer {
+async fn delete_route(State(relay): State<Arc<Handles>>, Path(id): Path<i64>) -> Answer {
     let r = relay
+        .objects
         .catalog()
         .route(id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no route {id}")))?;
     edit::delete(
-        relay.store().pool(),
+        relay.objects.store().pool(),
         "relay_routes",
         id,
         format!("route {id}"),
         r.declared,
     )
     .await?;
-    relay.refresh().await.map_err(store)?;
+    relay.objects.refresh().await.map_err(store)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn ids(relay: &Relay, f: &Filter) -> Result<Ids, ApiError> {
+fn ids(relay: &Handles, f: &Filter) -> Result<Ids, ApiError> {
     let application = match &f.application {
         Some(n) => Some(find_application(relay, n)?.id),
         None => None,
@@ -368,7 +383,7 @@ fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Result<Box<RawValue>, ApiError> {
     serde_json::value::to_raw_value(v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) -> Answer {
+async fn deliveries(State(relay): State<Arc<Handles>>, Query(f): Query<Filter>) -> Answer {
     let ids = ids(&relay, &f)?;
     let status = f.status.as_deref();
     if let Some(s) = status
@@ -382,17 +397,23 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
     // text, which a round trip through `Value` could change (decimals beyond `f64`).
     let mut out: BTreeMap<&str, Box<RawValue>> = BTreeMap::new();
     if status.is_none_or(|s| s == "delivered") {
-        let batches = deliveries::batches(&relay, &ids, &f).await.map_err(store)?;
+        let batches = deliveries::batches(&relay.objects, &ids, &f)
+            .await
+            .map_err(store)?;
         out.insert("delivered", raw(&batches)?);
     }
     if status.is_none_or(|s| s == "dead") {
-        let dead = deliveries::dead(&relay, &ids, &f).await.map_err(store)?;
+        let dead = deliveries::dead(&relay.objects, &ids, &f)
+            .await
+            .map_err(store)?;
         out.insert("dead", raw(&dead)?);
     }
     if status.is_none_or(|s| s == "retrying") {
-        let end = relay.stream().end().await.map_err(stream)?;
+        let end = relay.delivery.stream.end().await.map_err(stream)?;
         let retrying: Vec<Value> = relay
-            .statuses()
+            .delivery
+            .board
+            .all()
             .into_iter()
             .filter(|s| s.state != DestState::Up)
             .filter(|s| f.destination.as_ref().is_none_or(|d| *d == s.destination))
@@ -412,9 +433,10 @@ async fn deliveries(State(relay): State<Arc<Relay>>, Query(f): Query<Filter>) ->
     Ok(Json(out).into_response())
 }
 
-async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer {
+async fn record(State(relay): State<Arc<Handles>>, Path(id): Path<u64>) -> Answer {
     let entries = relay
-        .stream()
+        .delivery
+        .stream
         .read(id, 1)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -427,14 +449,16 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             ))
         })?;
     let rec = Record::decode(&entry.payload).map_err(|e| ApiError::internal(e.to_string()))?;
-    let data: Value = serde_json::from_slice(&rec.json).unwrap_or(Value::Null);
-    let catalog = relay.catalog();
+    // As sent, byte for byte: through `Value`, decimals beyond `f64` would be rounded.
+    let data: &RawValue =
+        serde_json::from_slice(&rec.json).map_err(|e| ApiError::internal(e.to_string()))?;
+    let catalog = relay.objects.catalog();
     let filter = Filter {
         record: Some(id),
         ..Filter::default()
     };
     let dead = deliveries::dead(
-        &relay,
+        &relay.objects,
         &Ids {
             application: catalog.application(&rec.application).map(|a| a.id),
             destination: None,
@@ -446,14 +470,14 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
     for route in catalog.routes_from(app_id) {
-        let status = relay.status(route.destination_id);
+        let status = relay.delivery.board.get(route.destination_id);
         let dead_letter = dead
             .iter()
             .find(|d| d.route_id == route.id && d.record_id == id);
         let state = match (&dead_letter, &status) {
             (Some(d), _) => d.status.clone(),
             (None, Some(s)) if s.next_offset.is_some_and(|n| n > id) => {
-                if deliveries::was_unmatched(&relay, route.destination_id, id, route.id)
+                if deliveries::was_unmatched(&relay.objects, route.destination_id, id, route.id)
                     .await
                     .map_err(store)?
                 {
@@ -479,18 +503,28 @@ async fn record(State(relay): State<Arc<Relay>>, Path(id): Path<u64>) -> Answer 
             "last_error": status.as_ref().filter(|_| state == "retrying").and_then(|s| s.last_error.clone()),
         }));
     }
-    Ok(Json(json!({
-        "id": id,
-        "application": rec.application,
-        "received_ms": rec.received_ms,
-        "data_sent": data,
-        "deliveries": per_destination,
-    }))
+    Ok(Json(RecordView {
+        id,
+        application: &rec.application,
+        received_ms: rec.received_ms,
+        data_sent: data,
+        deliveries: per_destination,
+    })
     .into_response())
 }
 
+/// `GET /api/relay/records/{id}`.
+#[derive(serde::Serialize)]
+struct RecordView<'a> {
+    id: u64,
+    application: &'a str,
+    received_ms: u64,
+    data_sent: &'a RawValue,
+    deliveries: Vec<Value>,
+}
+
 async fn replay(
-    State(relay): State<Arc<Relay>>,
+    State(relay): State<Arc<Handles>>,
     Path((destination, record)): Path<(String, u64)>,
 ) -> Answer {
     let dest = find_destination(&relay, &destination)?;
@@ -499,7 +533,7 @@ async fn replay(
         ..Filter::default()
     };
     let letters = deliveries::dead(
-        &relay,
+        &relay.objects,
         &Ids {
             application: None,
             destination: Some(dest.id),
@@ -514,7 +548,7 @@ async fn replay(
         )));
     }
     let db = connect(&relay, &dest.spec, dest.password_enc.as_deref()).await?;
-    let result = crate::replay::replay(&relay, &dest, &db, record, &letters).await;
+    let result = crate::replay::replay(&relay.objects, &dest, &db, record, &letters).await;
     db.close().await;
     match result {
         Ok(replayed) => Ok(Json(json!({ "replayed": replayed })).into_response()),

@@ -7,21 +7,22 @@
 //! and the database's error. Both are kept for `retention`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::Row;
 use tracing::warn;
 
+use crate::batch::{Batch, RouteWrite};
 use crate::catalog::{Catalog, Destination, now_ms};
-use crate::deliver::batch::{Batch, RouteWrite};
-use crate::service::Relay;
+use crate::objects::Objects;
 
 /// Notes a committed batch; `missing` holds, per application, the rows its updates and
 /// deletes did not find. A failure here is logged and otherwise ignored: the rows are in
 /// the destination, and the log is a record, not the truth.
 pub(crate) async fn record_batch(
-    relay: &Relay,
+    objects: &Objects,
     dest: &Destination,
     batch: &Batch,
     missing: &HashMap<String, u64>,
@@ -35,7 +36,7 @@ pub(crate) async fn record_batch(
         r.1 = r.1.max(*offset);
     }
     let now = now_ms();
-    let catalog = relay.catalog();
+    let catalog = objects.catalog();
     for (app, (records, rows)) in &batch.per_application {
         let (Some((first, last)), Some(app)) = (ranges.get(app.as_str()), catalog.application(app))
         else {
@@ -52,7 +53,7 @@ pub(crate) async fn record_batch(
         .bind(*records as i64)
         .bind(rows.saturating_sub(missing.get(app.name.as_str()).copied().unwrap_or(0)) as i64)
         .bind(now)
-        .execute(relay.store().pool())
+        .execute(objects.store().pool())
         .await;
         if let Err(e) = r {
             warn!(error = %e, "cannot write the relay delivery log");
@@ -63,7 +64,7 @@ pub(crate) async fn record_batch(
 /// Notes the batch items (`items`) whose update or delete matched no row, so the record
 /// shows "no matching row"; like [`record_batch`], a failure is only logged.
 pub(crate) async fn record_unmatched(
-    relay: &Relay,
+    objects: &Objects,
     dest: &Destination,
     routes: &[RouteWrite],
     batch: &Batch,
@@ -80,7 +81,7 @@ pub(crate) async fn record_unmatched(
         .bind(item.offset as i64)
         .bind(routes[item.route].route.id)
         .bind(now)
-        .execute(relay.store().pool())
+        .execute(objects.store().pool())
         .await;
         if let Err(e) = r {
             warn!(error = %e, "cannot write the relay delivery log");
@@ -90,7 +91,7 @@ pub(crate) async fn record_unmatched(
 
 /// Whether the record at `offset` matched no row through `route` at `destination`.
 pub(crate) async fn was_unmatched(
-    relay: &Relay,
+    objects: &Objects,
     destination: i64,
     offset: u64,
     route: i64,
@@ -101,20 +102,20 @@ pub(crate) async fn was_unmatched(
     .bind(destination)
     .bind(offset as i64)
     .bind(route)
-    .fetch_optional(relay.store().pool())
+    .fetch_optional(objects.store().pool())
     .await?;
     Ok(found.is_some())
 }
 
 /// Stores dead letters `(offset, route id, error, batch item)`; durable before it returns.
 pub(crate) async fn dead_letters(
-    relay: &Relay,
+    objects: &Objects,
     dest: &Destination,
     batch: &Batch,
     refused: &[(u64, i64, String, Option<usize>)],
 ) -> Result<(), String> {
-    let catalog = relay.catalog();
-    let mut tx = relay
+    let catalog = objects.catalog();
+    let mut tx = objects
         .store()
         .pool()
         .begin()
@@ -219,12 +220,12 @@ pub(crate) struct Ids {
 
 /// Delivered batches matching `f`, newest first.
 pub(crate) async fn batches(
-    relay: &Relay,
+    objects: &Objects,
     ids: &Ids,
     f: &Filter,
 ) -> Result<Vec<BatchEntry>, sqlx::Error> {
     let rows = filtered(
-        relay,
+        objects,
         ids,
         f,
         "SELECT destination_id, application_id, first_offset, last_offset, records, rows, at_ms FROM relay_batches
@@ -234,7 +235,7 @@ pub(crate) async fn batches(
          ORDER BY at_ms DESC, first_offset DESC LIMIT ?6",
     )
     .await?;
-    let catalog = relay.catalog();
+    let catalog = objects.catalog();
     Ok(rows
         .iter()
         .map(|r| BatchEntry {
@@ -251,12 +252,12 @@ pub(crate) async fn batches(
 
 /// Dead letters matching `f`, newest first.
 pub(crate) async fn dead(
-    relay: &Relay,
+    objects: &Objects,
     ids: &Ids,
     f: &Filter,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     let rows = filtered(
-        relay,
+        objects,
         ids,
         f,
         "SELECT destination_id, application_id, record_offset, route_id, error, data_sent, row_values, status, at_ms
@@ -267,7 +268,7 @@ pub(crate) async fn dead(
          ORDER BY at_ms DESC, record_offset DESC LIMIT ?6",
     )
     .await?;
-    let catalog = relay.catalog();
+    let catalog = objects.catalog();
     Ok(rows
         .iter()
         .map(|r| {
@@ -295,7 +296,7 @@ pub(crate) async fn dead(
 /// Runs a log query whose parameters are, in order: application id, destination id,
 /// record id, since, until, limit.
 async fn filtered(
-    relay: &Relay,
+    objects: &Objects,
     ids: &Ids,
     f: &Filter,
     sql: &str,
@@ -307,7 +308,7 @@ async fn filtered(
         .bind(f.since_ms)
         .bind(f.until_ms)
         .bind(i64::from(f.limit.unwrap_or(100).min(1000)))
-        .fetch_all(relay.store().pool())
+        .fetch_all(objects.store().pool())
         .await
 }
 
@@ -326,12 +327,12 @@ fn application_name(catalog: &Catalog, id: i64) -> String {
 }
 
 /// Deletes log rows and dead letters older than `retention`.
-pub(crate) async fn prune(relay: &Relay) -> Result<(), sqlx::Error> {
-    let cutoff = now_ms() - relay.config().retention.as_millis() as i64;
+pub(crate) async fn prune(store: &store::Store, retention: Duration) -> Result<(), sqlx::Error> {
+    let cutoff = now_ms() - retention.as_millis() as i64;
     for table in ["relay_batches", "relay_dead_letters", "relay_unmatched"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE at_ms < ?"))
             .bind(cutoff)
-            .execute(relay.store().pool())
+            .execute(store.pool())
             .await?;
     }
     Ok(())

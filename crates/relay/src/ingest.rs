@@ -23,7 +23,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use backplane::{Appended, BackplaneError, IdempotencyKey};
+use backplane::{Appended, BackplaneError, IdempotencyKey, Stream};
 use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Application, now_ms};
 use crate::keys;
+use crate::objects::Objects;
 use crate::record::Record;
-use crate::service::Relay;
-use crate::telemetry::Refusal;
+use crate::telemetry::{Refusal, Telemetry};
 
 /// Most bytes reserved for a body before it arrives.
 const INITIAL_BODY: u64 = 16 * 1024;
@@ -42,22 +42,38 @@ const INITIAL_BODY: u64 = 16 * 1024;
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// What ingest reads and writes: the applications and their routes, the stream, its
+/// counters and the limits every request is held to.
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    /// Who may post, and the routes whose keys a record must carry.
+    pub objects: Arc<Objects>,
+    /// Where records are stored.
+    pub stream: Arc<dyn Stream>,
+    /// Stored and refused requests.
+    pub telemetry: Arc<Telemetry>,
+    /// `relay.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// The listener's connection cap and timeouts (`RelayConfig::limits`).
+    pub limits: net::Limits,
+}
+
 /// Serves ingest on `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    relay: Arc<Relay>,
+    ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/v1/records", post(ingest))
+        .route("/v1/records", post(post_records))
         .fallback(|| async {
             refuse(
                 StatusCode::NOT_FOUND,
                 json!({"error": "no such endpoint; POST records to /v1/records"}),
             )
         });
-    let limits = relay.config().limits();
-    net::serve_router(listener, app.with_state(relay), limits, shutdown).await
+    let limits = ingest.limits;
+    net::serve_router(listener, app.with_state(ingest), limits, shutdown).await
 }
 
 fn refuse(status: StatusCode, body: Value) -> Response {
@@ -103,19 +119,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refused {
     }
 }
 
-async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
+async fn post_records(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let checked = async {
-        let app = authenticate(&relay, &parts.headers)?;
+        let app = authenticate(&ingest, &parts.headers)?;
         let key = idempotency_key(&parts.headers)?;
-        let body = read_body(&relay, &parts.headers, body).await?;
-        let records = parse(&relay, &app, &body)?;
+        let body = read_body(&ingest, &parts.headers, body).await?;
+        let records = parse(&ingest, &app, &body)?;
         Ok::<_, Refused>((app, key, body, records))
     };
     let (app, idempotency_key, body, records) = match checked.await {
         Ok(c) => c,
         Err(r) => {
-            relay.telemetry().refused(r.reason());
+            ingest.telemetry.refused(r.reason());
             return r.into_response();
         }
     };
@@ -124,14 +140,14 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         body_hash: xxhash_rust::xxh3::xxh3_64(&body),
     });
     let refused = |why: Refusal, status: StatusCode, message: String| {
-        relay.telemetry().refused(why);
+        ingest.telemetry.refused(why);
         error(status, message).into_response()
     };
-    match relay.stream().append(records, key).await {
+    match ingest.stream.append(records, key).await {
         Ok(Appended { offsets: ids, replayed }) => {
             if !replayed {
-                relay
-                    .telemetry()
+                ingest
+                    .telemetry
                     .ingested(&app.name, ids.end - ids.start, ids.end);
             }
             let ids: Vec<u64> = ids.collect();
@@ -155,7 +171,7 @@ async fn ingest(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     }
 }
 
-fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, Refused> {
+fn authenticate(ingest: &Ingest, headers: &HeaderMap) -> Result<Arc<Application>, Refused> {
     let unauthorized = |message: &str| error(StatusCode::UNAUTHORIZED, message);
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Err(unauthorized(
@@ -167,7 +183,8 @@ fn authenticate(relay: &Relay, headers: &HeaderMap) -> Result<Arc<Application>, 
         .ok()
         .and_then(keys::from_authorization)
         .unwrap_or_default();
-    relay
+    ingest
+        .objects
         .catalog()
         .application_by_key(&keys::hash(key))
         .cloned()
@@ -189,8 +206,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refused> {
     }
 }
 
-async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
-    let limit = relay.config().max_body_bytes;
+async fn read_body(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
+    let limit = ingest.max_body_bytes;
     let too_large = |size: Option<u64>| {
         let size = size.map_or_else(|| "the body".to_owned(), |n| format!("a body of {n} bytes"));
         error(
@@ -207,7 +224,7 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Byt
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(declared));
     }
-    let limits = relay.config().limits();
+    let limits = ingest.limits;
     let mut rate = net::MinRate::new(limits.min_body_rate, limits.body_rate_grace);
     let mut body = body;
     // Grown as data arrives: a Content-Length is a claim, and ten thousand connections
@@ -253,7 +270,7 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<Byt
 }
 
 /// The body's records, checked against the application's routes.
-fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, Refused> {
+fn parse(ingest: &Ingest, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, Refused> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let raws: Vec<&RawValue> = match first {
@@ -277,7 +294,7 @@ fn parse(relay: &Relay, app: &Application, body: &Bytes) -> Result<Vec<Bytes>, R
     if raws.is_empty() {
         return Err(bad("the array is empty: send at least one record".into()));
     }
-    let catalog = relay.catalog();
+    let catalog = ingest.objects.catalog();
     let routes: Vec<_> = catalog.routes_from(app.id).collect();
     // Field lookups are only needed when a route has keys; otherwise the one parse that
     // split the body is all the work a record costs.

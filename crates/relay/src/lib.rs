@@ -1,26 +1,35 @@
 //! The relay: applications POST records; lintas keeps them in a durable stream and delivers
 //! each to every destination database that needs it, each taking only its own columns.
 //!
-//! # Layout (being built; see docs/ARCHITECTURE.md)
+//! # Layout
 //!
-//! - [`sql`]: statements built at run time for a destination's table — identifiers quoted per
-//!   dialect, values always bound as parameters, multi-row batches kept under each driver's
-//!   parameter limit.
-//! - [`admin`]: the relay's admin routes (`/api/relay/...`).
-//! - `telemetry`: ingest and delivery counters, backlog and latency, in the node's metrics
-//!   registry.
+//! Three parts, started together by [`Relay`] and sharing only what each is handed:
 //!
-//! The stream lives on the node's backplane (`backplane::Stream`; see [`stream`]).
+//! - `objects`: applications, destinations and routes in the store, and the snapshot
+//!   of them ([`catalog`]) that ingest and the workers read without touching the database.
+//! - `ingest`: `POST /v1/records`: authenticate, check the records against the
+//!   application's routes, append them to the [`stream`] (durable before the 202).
+//! - `deliver`: one worker per destination reading the stream in order; [`batch`] turns
+//!   entries into statements, [`destination`] writes them in one transaction with the
+//!   stream offset, [`deliveries`] logs what was applied and keeps dead letters, [`status`]
+//!   says how each destination is doing.
+//!
+//! Around them: [`sql`] builds statements for a destination's table at run time
+//! (identifiers quoted per dialect, values bound as parameters), `admin` holds the
+//! relay's admin routes (`/api/relay/...`), `telemetry` its metrics. The stream lives on
+//! the node's backplane (`backplane::Stream`; see [`stream`]).
 
-pub mod admin;
+mod admin;
+pub mod batch;
 pub mod catalog;
 pub mod config;
-pub mod deliver;
+mod deliver;
 pub mod deliveries;
 pub mod destination;
 mod ingest;
 pub mod keys;
 pub mod migrations;
+mod objects;
 pub mod record;
 mod replay;
 pub mod secrets;

@@ -7,16 +7,16 @@
 use backplane::Entry;
 use bytes::Bytes;
 
+use crate::batch::{self, RouteWrite};
 use crate::catalog::{Destination, now_ms};
-use crate::deliver::batch::{self, RouteWrite};
 use crate::deliveries::DeadLetter;
 use crate::destination::{ApplyError, Db, Failure};
+use crate::objects::Objects;
 use crate::record::Record;
-use crate::service::Relay;
 
 /// Replays the dead letters of `record` at `dest`; returns how many were written.
 pub(crate) async fn replay(
-    relay: &Relay,
+    objects: &Objects,
     dest: &Destination,
     db: &Db,
     record: u64,
@@ -24,7 +24,7 @@ pub(crate) async fn replay(
 ) -> Result<usize, String> {
     let mut done = 0;
     for letter in letters.iter().filter(|l| l.status == "dead") {
-        let route = relay
+        let route = objects
             .catalog()
             .route(letter.route_id)
             .cloned()
@@ -79,7 +79,7 @@ pub(crate) async fn replay(
         .bind(dest.id)
         .bind(record as i64)
         .bind(letter.route_id)
-        .execute(relay.store().pool())
+        .execute(objects.store().pool())
         .await
         .map_err(|e| format!("written, but the dead letter could not be marked: {e}"))?;
         done += 1;

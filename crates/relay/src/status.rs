@@ -1,7 +1,11 @@
 //! How each destination is doing, for the admin API, the delivery log and alerts.
 //!
-//! The delivery worker owns the updates; everything else reads a copy. Transitions between
-//! up and down are also sent as [`RelayEvent`]s, which the watch service turns into alerts.
+//! The delivery worker owns the updates; everything else reads a copy from the [`Board`].
+//! Transitions between up and down are also sent as [`RelayEvent`]s, which the watch
+//! service turns into alerts.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -91,7 +95,68 @@ pub enum RelayEvent {
     },
 }
 
-/// The channel events go out on; a slow listener loses the oldest, never blocks delivery.
-pub fn channel() -> broadcast::Sender<RelayEvent> {
-    broadcast::channel(256).0
+/// Every destination's status, by id, and the events of their changes: written by the
+/// delivery workers, read by the admin API, the metrics and alerting.
+#[derive(Debug)]
+pub(crate) struct Board {
+    statuses: Mutex<BTreeMap<i64, DestinationStatus>>,
+    /// Up and down transitions; a slow listener loses the oldest, never blocks delivery.
+    events: broadcast::Sender<RelayEvent>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            statuses: Mutex::default(),
+            events: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl Board {
+    fn statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, DestinationStatus>> {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every destination's status, by name.
+    pub(crate) fn all(&self) -> Vec<DestinationStatus> {
+        let mut v: Vec<_> = self.statuses().values().cloned().collect();
+        v.sort_by(|a, b| a.destination.cmp(&b.destination));
+        v
+    }
+
+    /// One destination's status.
+    pub(crate) fn get(&self, destination: i64) -> Option<DestinationStatus> {
+        self.statuses().get(&destination).cloned()
+    }
+
+    /// A worker starts for `destination`: not yet connected.
+    pub(crate) fn open(&self, destination: i64, name: String) {
+        self.statuses()
+            .insert(destination, DestinationStatus::new(name));
+    }
+
+    /// `destination` is gone.
+    pub(crate) fn close(&self, destination: i64) {
+        self.statuses().remove(&destination);
+    }
+
+    /// Changes `destination`'s status, if it has one.
+    pub(crate) fn update<T>(
+        &self,
+        destination: i64,
+        f: impl FnOnce(&mut DestinationStatus) -> T,
+    ) -> Option<T> {
+        self.statuses().get_mut(&destination).map(f)
+    }
+
+    /// Destination up/down events, for alerting.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<RelayEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells whoever listens; nobody listening is fine.
+    pub(crate) fn emit(&self, e: RelayEvent) {
+        let _ = self.events.send(e);
+    }
 }

@@ -33,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use crate::service::Relay;
+use crate::status::Board;
 
 /// Why ingest refused a request, as the `reason` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +115,8 @@ impl Telemetry {
     }
 
     /// Registers every family in `metrics`; the backlog and dead letters are read from
-    /// `relay` at each scrape (for as long as it runs).
-    pub(crate) fn register(&self, metrics: &admin::Metrics, relay: &Arc<Relay>) {
+    /// `board` at each scrape (for as long as the relay runs).
+    pub(crate) fn register(self: &Arc<Self>, metrics: &admin::Metrics, board: &Arc<Board>) {
         metrics.register(
             "lintas_relay_ingested",
             "Records stored by ingest, by application",
@@ -137,7 +137,10 @@ impl Telemetry {
             "Time from a record's arrival to the commit that applied it at the destination",
             self.latency.clone(),
         );
-        metrics.register_collector(Statuses(Arc::downgrade(relay)));
+        metrics.register_collector(Statuses {
+            board: Arc::downgrade(board),
+            telemetry: Arc::downgrade(self),
+        });
     }
 
     /// `n` records of `application` stored, the last at `end - 1`.
@@ -181,7 +184,11 @@ impl Telemetry {
 }
 
 /// Backlog and dead letters, read from the destinations' statuses at scrape time.
-struct Statuses(Weak<Relay>);
+struct Statuses {
+    board: Weak<Board>,
+    /// For the stream's end.
+    telemetry: Weak<Telemetry>,
+}
 
 impl fmt::Debug for Statuses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -191,11 +198,12 @@ impl fmt::Debug for Statuses {
 
 impl Collector for Statuses {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let Some(relay) = self.0.upgrade() else {
+        let (Some(board), Some(telemetry)) = (self.board.upgrade(), self.telemetry.upgrade())
+        else {
             return Ok(());
         };
-        let statuses = relay.statuses();
-        let end = relay.telemetry().stream_end.load(Ordering::Relaxed);
+        let statuses = board.all();
+        let end = telemetry.stream_end.load(Ordering::Relaxed);
         let label = |destination: &str| ByDestination {
             destination: destination.to_owned(),
         };

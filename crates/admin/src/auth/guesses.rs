@@ -1,19 +1,22 @@
-//! Per-address limits on password checks: a few free failures, then exponential backoff, and
-//! at most [`MAX_PENDING`] checks in flight per address.
+//! Per-source limits on password checks: a few free failures, then exponential backoff, and
+//! at most [`MAX_PENDING`] checks in flight per source.
 //!
 //! Every wrong password costs an argon2 run; the global cap ([`super::MAX_VERIFYING`]) keeps
-//! that from taking the whole machine, and this keeps one address from taking the whole cap
+//! that from taking the whole machine, and this keeps one source from taking the whole cap
 //! or guessing at full speed. A throttled request is answered at once, without argon2.
 //!
-//! Addresses are counted as IPv4 addresses and IPv6 /64 networks (one host usually holds a
-//! whole /64, so counting single IPv6 addresses would count nothing). The table is bounded
-//! ([`MAX_ADDRESSES`]): it keeps only addresses with recent failures or checks in flight, and
-//! when full forgets the address whose last failure is oldest. An attacker with more
-//! addresses than that can make lintas forget some of them; the global cap still holds.
+//! A source is whatever key the caller counts by: the admin listener counts client
+//! addresses, the MQTT broker a user name with an address. Addresses are counted as IPv4
+//! addresses and IPv6 /64 networks ([`source`]; one host usually holds a whole /64, so
+//! counting single IPv6 addresses would count nothing). The table is bounded
+//! ([`MAX_ADDRESSES`]): it keeps only sources with recent failures or checks in flight, and
+//! when full forgets the source whose last failure is oldest. An attacker with more
+//! sources than that can make lintas forget some of them; the global cap still holds.
 //!
 //! The policy is plain logic over explicit times, so its tests need no clock.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,7 +34,7 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// An address that has not failed for this long starts afresh.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// Addresses tracked at most.
+/// Sources tracked at most.
 pub(crate) const MAX_ADDRESSES: usize = 4096;
 
 /// Checks one address may have queued or running at once. Two, so that a browser's parallel
@@ -43,7 +46,7 @@ pub(crate) const MAX_PENDING: u32 = 2;
 pub enum Throttle {
     /// It failed too often lately; it may try again after this long.
     Backoff(Duration),
-    /// It already has [`MAX_PENDING`] checks in flight.
+    /// It already has two checks in flight (`MAX_PENDING`).
     Busy,
 }
 
@@ -80,26 +83,31 @@ impl Entry {
     }
 }
 
-/// The table of addresses with recent failures or checks in flight.
-#[derive(Debug, Default)]
-pub(crate) struct Guesses {
-    by_source: Mutex<HashMap<IpAddr, Entry>>,
+/// The table of sources (client addresses by default) with recent failures or checks in
+/// flight.
+#[derive(Debug)]
+pub struct Guesses<K = IpAddr> {
+    by_source: Mutex<HashMap<K, Entry>>,
 }
 
-impl Guesses {
-    /// Admits a check from `client` at `now`, or says why it must wait. The returned ticket
-    /// counts as in flight until it is finished or dropped.
-    pub(crate) fn admit(
-        self: &Arc<Self>,
-        client: IpAddr,
-        now: Instant,
-    ) -> Result<Ticket, Throttle> {
-        let source = source(client);
+impl<K> Default for Guesses<K> {
+    fn default() -> Self {
+        Self {
+            by_source: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Guesses<K> {
+    /// Admits a check from `source` at `now`, or says why it must wait. The returned ticket
+    /// counts as in flight until it is finished or dropped. Count addresses through
+    /// [`source`](fn@source).
+    pub fn admit(self: &Arc<Self>, source: K, now: Instant) -> Result<Ticket<K>, Throttle> {
         let mut table = self.lock();
         if !table.contains_key(&source) && table.len() >= MAX_ADDRESSES {
             evict_one(&mut table);
         }
-        let entry = table.entry(source).or_default();
+        let entry = table.entry(source.clone()).or_default();
         entry.expire(now);
         if let Some(wait) = blocked(entry, now) {
             return Err(Throttle::Backoff(wait));
@@ -115,15 +123,15 @@ impl Guesses {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry>> {
         self.by_source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends one check of `source`: `Some(true)` succeeded (its failures are forgotten),
     /// `Some(false)` failed, `None` was abandoned before a verdict.
-    fn settle(&self, source: IpAddr, outcome: Option<bool>, now: Instant) {
+    fn settle(&self, source: &K, outcome: Option<bool>, now: Instant) {
         let mut table = self.lock();
-        let Some(entry) = table.get_mut(&source) else {
+        let Some(entry) = table.get_mut(source) else {
             return;
         };
         entry.pending = entry.pending.saturating_sub(1);
@@ -143,7 +151,7 @@ impl Guesses {
             None => {}
         }
         if entry.is_empty() {
-            table.remove(&source);
+            table.remove(source);
         }
     }
 
@@ -153,19 +161,19 @@ impl Guesses {
     }
 }
 
-/// A check admitted for one address; settles itself as abandoned if dropped unfinished (a
+/// A check admitted for one source; settles itself as abandoned if dropped unfinished (a
 /// client that hung up before its check started).
 #[derive(Debug)]
-pub(crate) struct Ticket {
-    guesses: Arc<Guesses>,
-    source: IpAddr,
+pub struct Ticket<K: Hash + Eq + Clone = IpAddr> {
+    guesses: Arc<Guesses<K>>,
+    source: K,
     settled: bool,
 }
 
-impl Ticket {
-    /// Whether the address may still go ahead at `now`: another of its checks may have failed
+impl<K: Hash + Eq + Clone> Ticket<K> {
+    /// Whether the source may still go ahead at `now`: another of its checks may have failed
     /// while this one waited for a verification slot.
-    pub(crate) fn recheck(&self, now: Instant) -> Result<(), Throttle> {
+    pub fn recheck(&self, now: Instant) -> Result<(), Throttle> {
         let mut table = self.guesses.lock();
         match table.get_mut(&self.source) {
             Some(entry) => blocked(entry, now).map_or(Ok(()), |w| Err(Throttle::Backoff(w))),
@@ -173,17 +181,17 @@ impl Ticket {
         }
     }
 
-    /// Records the verdict of the check.
-    pub(crate) fn finish(mut self, ok: bool, now: Instant) {
+    /// Records the verdict of the check: a success forgets the source's failures.
+    pub fn finish(mut self, ok: bool, now: Instant) {
         self.settled = true;
-        self.guesses.settle(self.source, Some(ok), now);
+        self.guesses.settle(&self.source, Some(ok), now);
     }
 }
 
-impl Drop for Ticket {
+impl<K: Hash + Eq + Clone> Drop for Ticket<K> {
     fn drop(&mut self) {
         if !self.settled {
-            self.guesses.settle(self.source, None, Instant::now());
+            self.guesses.settle(&self.source, None, Instant::now());
         }
     }
 }
@@ -206,7 +214,7 @@ fn backoff(failures: u32) -> Option<Duration> {
 
 /// The unit addresses are counted in: an IPv4 address (IPv4-mapped IPv6 included), or an
 /// IPv6 /64.
-fn source(client: IpAddr) -> IpAddr {
+pub fn source(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -216,14 +224,14 @@ fn source(client: IpAddr) -> IpAddr {
     }
 }
 
-/// Makes room for one address: forgets the idle one whose last failure is oldest. Addresses
+/// Makes room for one source: forgets the idle one whose last failure is oldest. Sources
 /// with checks in flight are kept (there are at most as many as connections).
-fn evict_one(table: &mut HashMap<IpAddr, Entry>) {
+fn evict_one<K: Hash + Eq + Clone>(table: &mut HashMap<K, Entry>) {
     let oldest = table
         .iter()
         .filter(|(_, e)| e.pending == 0)
         .min_by_key(|(_, e)| e.last_failure)
-        .map(|(source, _)| *source);
+        .map(|(source, _)| source.clone());
     if let Some(source) = oldest {
         table.remove(&source);
     }

@@ -5,7 +5,9 @@
 //! when the last goes (see [`Fanout`]), hands every message to the fan-out, and when the
 //! connection is lost (Redis restarted, a `CLIENT KILL`, a network cut) connects again and
 //! subscribes to every channel that still has subscribers. Messages published while it is
-//! disconnected are missed: pub/sub is at most once.
+//! disconnected are missed: pub/sub is at most once; each subscriber's
+//! [`crate::Subscription::missed`] grows by one when the connection is made again, so those
+//! that keep state from a channel know to read it afresh.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -96,9 +98,13 @@ async fn run(
     // A command that came while there was no connection, handled once there is one.
     let mut waiting: Option<Command> = None;
     let mut failing = false;
+    // Whether a connection was lost with subscribers on it, so the next one marks a gap.
+    let mut lost = false;
     loop {
         let idle = fanout.upgrade().is_none_or(|f| f.channels().is_empty());
         if idle && waiting.is_none() {
+            // Nobody subscribed through the lost connection is left to have missed anything.
+            lost = false;
             // Connected only while something is subscribed.
             match commands.recv().await {
                 None => return,
@@ -116,11 +122,12 @@ async fn run(
                     &fanout,
                     &namespace,
                     &mut commands,
-                    waiting.take(),
+                    (waiting.take(), lost),
                 );
                 match session.await {
                     Ended::Stop => return,
                     Ended::Lost => {
+                        lost = true;
                         tracing::warn!("Redis subscribing connection lost; reconnecting")
                     }
                 }
@@ -144,7 +151,7 @@ async fn session(
     fanout: &Weak<Fanout>,
     namespace: &str,
     commands: &mut mpsc::UnboundedReceiver<Command>,
-    waiting: Option<Command>,
+    (waiting, after_loss): (Option<Command>, bool),
 ) -> Ended {
     let Some(channels) = fanout.upgrade().map(|f| f.channels()) else {
         return Ended::Stop;
@@ -153,6 +160,9 @@ async fn session(
         if sink.subscribe(format!("{namespace}{c}")).await.is_err() {
             return Ended::Lost;
         }
+    }
+    if after_loss && let Some(f) = fanout.upgrade() {
+        f.gap();
     }
     if let Some(command) = waiting
         && handle(command, &mut sink, fanout, namespace).await.is_err()

@@ -75,6 +75,11 @@ async fn a_killed_subscribing_connection_is_remade_and_subscribed_again() {
         assert!(n < 100, "nothing delivered within 20 s of the kill");
     };
     assert!(got.starts_with(b"after-"), "{got:?}");
+    assert_eq!(
+        sub.missed(),
+        1,
+        "the reconnection is a gap the subscriber is told of"
+    );
     let now = subscribers_on_kill_db(&mut conn).await;
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now, ids, "a new connection");

@@ -10,8 +10,12 @@
 //! delivery per client; and the [`Retained`] messages, keyed by name and walked with a new
 //! subscription's filter. Both walk only the branches that can match and free their nodes
 //! as entries go. Nothing here does I/O or locks: the broker owns them.
+//!
+//! For access control, a filter also relates to one name or filter at a time
+//! ([`TopicFilter::matches`], [`TopicFilter::covers`], [`TopicFilter::overlaps`]).
 
 mod fanout;
+pub(crate) mod relate;
 mod retained;
 mod shared;
 mod syntax;

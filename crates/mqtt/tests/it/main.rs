@@ -1,14 +1,19 @@
 //! The mqtt crate's integration tests, one binary: the codec's fuzz targets (round trip on
 //! random and mutated packets, and the differential against rumqttc's decoders), the
 //! topic index fuzzer, which holds the subscription tree, the per-client fan-out and the
-//! retained store to a matcher written from the specification's text, and the broker
-//! started in-process and driven over TCP by raw packets and by rumqttc.
+//! retained store to a matcher written from the specification's text, the ACL's fuzzers
+//! (filter relations and the ACL's decisions against brute force); the broker started
+//! in-process and driven over TCP by raw packets, by rumqttc and by third-party clients
+//! (paho-mqtt, mosquitto_pub/mosquitto_sub); and the cluster route table on Redis.
 
+mod acl_fuzz;
+mod cluster_routes;
 mod codec_fuzz;
 mod flow;
 mod harness;
 mod retained;
 mod sessions;
 mod shared;
+mod thirdparty;
 mod topic_fuzz;
 mod v5;

@@ -25,15 +25,15 @@ use rand::rngs::StdRng;
 use testkit::fuzz::Fuzz;
 
 /// Deep enough for every generated topic.
-const MAX_LEVELS: usize = 8;
+pub(crate) const MAX_LEVELS: usize = 8;
 
 /// Levels topics are made of: few, so that random topics collide.
-const LEVELS: [&str; 6] = ["", "a", "b", "$x", "+", "#"];
+pub(crate) const LEVELS: [&str; 6] = ["", "a", "b", "$x", "+", "#"];
 
 /// Whether `filter` matches `name`, straight from MQTT 5.0 §4.7: levels compare one by one,
 /// `+` matches any one level, `#` the parent level and any number of levels below it, and
 /// a filter starting with a wildcard matches no name starting with `$` (§4.7.2).
-fn filter_matches(filter: &str, name: &str) -> bool {
+pub(crate) fn filter_matches(filter: &str, name: &str) -> bool {
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
@@ -51,7 +51,7 @@ fn filter_matches(filter: &str, name: &str) -> bool {
 }
 
 /// Whether §4.7.1 allows `filter`: wildcards only as whole levels, `#` only last.
-fn valid_filter(filter: &str) -> bool {
+pub(crate) fn valid_filter(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();
     levels.iter().enumerate().all(|(i, level)| match *level {
         "+" => true,
@@ -81,7 +81,7 @@ impl Combine for Opts {
 }
 
 /// 1 to 4 levels from `alphabet`, joined.
-fn topic(rng: &mut StdRng, alphabet: &[&str]) -> String {
+pub(crate) fn topic(rng: &mut StdRng, alphabet: &[&str]) -> String {
     let levels: Vec<&str> = (0..rng.random_range(1..=4))
         .map(|_| alphabet[rng.random_range(0..alphabet.len())])
         .collect();
@@ -89,7 +89,7 @@ fn topic(rng: &mut StdRng, alphabet: &[&str]) -> String {
 }
 
 /// A random filter, checked against [`valid_filter`]; `None` if invalid.
-fn filter(rng: &mut StdRng, at: &str) -> Option<TopicFilter> {
+pub(crate) fn filter(rng: &mut StdRng, at: &str) -> Option<TopicFilter> {
     let text = topic(rng, &LEVELS);
     let parsed = TopicFilter::parse(&text, MAX_LEVELS);
     assert_eq!(

@@ -217,6 +217,12 @@ async fn a_refused_record_is_dead_lettered_and_replayed_after_a_fix() {
         .unwrap()
         .clone();
     assert_eq!(pg_delivery["status"], "replayed");
+    let (status, raw) = node.admin_text(Method::GET, "/api/relay/records/1").await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(
+        raw.contains(r#""data_sent":{"name": "b", "price": -2.00000000000000000001, "qty": 2}"#),
+        "{raw}"
+    );
     node.stop().await;
 }
 

@@ -127,7 +127,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("relay start: {}: {}", e.at, e.message));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = format!("http://{}", listener.local_addr().unwrap());
-        let router = relay::admin::router(relay.clone());
+        let router = service::Service::routes(&relay);
         let stop = shutdown.clone();
         tracker.spawn(async move {
             axum::serve(listener, router)

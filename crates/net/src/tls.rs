@@ -1,16 +1,29 @@
-//! TLS termination: a rustls acceptor from PEM files, offering h2 and HTTP/1.1 by ALPN.
+//! TLS termination from PEM files: one acceptor builder for every listener that speaks
+//! TLS (the proxy's listeners, the MQTT broker's), so certificate errors read the same
+//! everywhere.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+/// `tls = { cert = "...", key = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
 
-/// Builds the acceptor; the error says which file is wrong and why.
-pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+/// Builds an acceptor offering `alpn` (most preferred first; empty for none); the error
+/// says which file is wrong and why.
+pub fn acceptor(cfg: &TlsConfig, alpn: &[&[u8]]) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("cannot read certificates from {}: {e}", cfg.cert.display()))?;
@@ -32,6 +45,6 @@ pub(crate) fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
                 cfg.key.display()
             )
         })?;
-    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(sc)))
 }

@@ -1,0 +1,6 @@
+//! What makes several nodes one broker, on the backplane they share (see docs/MQTT.md,
+//! "Cluster"): [`routes`], the table of which nodes subscribe to what.
+
+pub mod routes;
+
+pub use routes::{NodeId, RouteError, RouteTable};
