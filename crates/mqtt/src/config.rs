@@ -24,6 +24,7 @@ use std::time::Duration;
 use configkit::{Issues, KeyPath};
 use serde::Deserialize;
 
+use crate::auth::{AclRule, AuthConfig, User};
 use crate::topic::{DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING};
 
 /// `[mqtt]`.
@@ -71,6 +72,14 @@ pub struct MqttConfig {
     /// How often `$SYS/broker/...` topics are published; 0 turns them off.
     #[serde(with = "configkit::duration")]
     pub sys_interval: Duration,
+    /// Whether a client without a user name may connect (see [`crate::auth`]); off, so a
+    /// broker is closed until someone opens it.
+    pub allow_anonymous: bool,
+    /// The user names clients may connect with, each with its password's argon2 hash.
+    pub users: Vec<User>,
+    /// Access rules (Mosquitto's `topic` and `pattern` lines); none: a client that
+    /// connected may do anything.
+    pub acl: Vec<AclRule>,
 }
 
 /// How one member of a shared subscription group is picked for a message.
@@ -101,6 +110,9 @@ impl Default for MqttConfig {
             max_retained: 100_000,
             shared_strategy: SharedStrategy::RoundRobin,
             sys_interval: Duration::from_secs(10),
+            allow_anonymous: false,
+            users: Vec::new(),
+            acl: Vec::new(),
         }
     }
 }
@@ -110,6 +122,15 @@ impl Default for MqttConfig {
 const MIN_PACKET_SIZE: u32 = 128;
 
 impl MqttConfig {
+    /// Who may connect and what they may do, as the `auth` module reads it.
+    pub fn auth(&self) -> AuthConfig {
+        AuthConfig {
+            allow_anonymous: self.allow_anonymous,
+            users: self.users.clone(),
+            acl: self.acl.clone(),
+        }
+    }
+
     /// Reports every problem of the section under `at`, without I/O.
     pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
         if self.max_connections == 0 {
@@ -153,6 +174,7 @@ impl MqttConfig {
                 );
             }
         }
+        self.auth().validate(at, issues);
     }
 
     /// `session_expiry_max` in the seconds MQTT counts in.
@@ -192,7 +214,15 @@ mod tests {
         assert_eq!(cfg, MqttConfig::default());
         assert_eq!(cfg.listen, "127.0.0.1:1883".parse().expect("address"));
         assert_eq!(cfg.persistent_session_secs(), 86_400);
-        assert!(issues("").is_empty());
+        assert_eq!(
+            issues(""),
+            [
+                "mqtt.allow_anonymous: no client can connect: declare [[mqtt.users]] (name, \
+              password_hash), or set allow_anonymous = true"
+            ],
+            "closed by default"
+        );
+        assert!(issues("allow_anonymous = true").is_empty());
     }
 
     #[test]
@@ -207,7 +237,8 @@ mod tests {
     fn every_bad_limit_is_reported_at_its_key() {
         assert_eq!(
             issues(
-                "max_connections = 0\nconnect_timeout = \"0s\"\nmax_packet_size = 10\n\
+                "allow_anonymous = true\nmax_connections = 0\nconnect_timeout = \"0s\"\n\
+                 max_packet_size = 10\n\
                  receive_maximum = 0\nmax_topic_levels = 5000\n\
                  session_expiry_max = \"200years\""
             ),

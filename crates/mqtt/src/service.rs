@@ -52,8 +52,16 @@ impl service::Service for Broker {
             .first()
             .and_then(|(s, _)| s.local_addr().ok())
             .ok_or_else(|| StartError::new(at.key("listen"), "no listening socket"))?;
+        let access = cfg.auth().build(&at).map_err(|issues| {
+            let first = issues.0.into_iter().next();
+            first.map_or_else(
+                || StartError::new(at.clone(), "invalid authentication settings"),
+                |issue| StartError::new(issue.path, issue.message),
+            )
+        })?;
         let broker = Arc::new(Broker::new(
             cfg.clone(),
+            access,
             addr,
             deps.tasks.clone(),
             shutdown.clone(),

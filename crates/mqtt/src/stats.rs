@@ -3,8 +3,8 @@
 //!
 //! Counted as they happen: connections (now and since start), messages received from
 //! clients and sent to them by QoS, messages dropped by cause (a full session queue, a
-//! client's Maximum Packet Size, expiry, the retained store's cap) and connections closed
-//! for a protocol violation. The number of subscriptions and of retained messages is not
+//! client's Maximum Packet Size, expiry, the retained store's cap), connections closed
+//! for a protocol violation, and what the ACL refused. The number of subscriptions and of retained messages is not
 //! counted here but read from the broker's indexes when asked, so it is never out of step.
 //! In `/metrics` the families are `lintas_mqtt_*` (registered by [`register`]); the `$SYS`
 //! topics use Mosquitto's names for the same numbers (`$SYS/broker/clients/connected`,
@@ -47,6 +47,7 @@ pub struct Stats {
     dropped_expired: AtomicU64,
     retained_refused: AtomicU64,
     protocol_errors: AtomicU64,
+    denied: AtomicU64,
 }
 
 /// The counters at one moment, as the admin API shows them.
@@ -70,6 +71,8 @@ pub struct Snapshot {
     pub retained_refused: u64,
     /// Connections closed for a malformed packet or a protocol violation.
     pub protocol_errors: u64,
+    /// PUBLISH packets and SUBSCRIBE filters the ACL refused.
+    pub denied: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -117,6 +120,11 @@ impl Stats {
         bump(&self.protocol_errors);
     }
 
+    /// The ACL refused a PUBLISH or a SUBSCRIBE filter.
+    pub fn denied(&self) {
+        bump(&self.denied);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -130,6 +138,7 @@ impl Stats {
             dropped_expired: get(&self.dropped_expired),
             retained_refused: get(&self.retained_refused),
             protocol_errors: get(&self.protocol_errors),
+            denied: get(&self.denied),
         }
     }
 }
@@ -213,6 +222,12 @@ impl Collector for Scrape {
             "lintas_mqtt_protocol_errors",
             "Connections closed for a malformed packet or a protocol violation",
             [(NO_LABELS, ConstCounter::new(s.protocol_errors))],
+        )?;
+        encode_family(
+            &mut encoder,
+            "lintas_mqtt_denied",
+            "PUBLISH packets and SUBSCRIBE filters the ACL refused",
+            [(NO_LABELS, ConstCounter::new(s.denied))],
         )?;
         let (subscriptions, retained) = broker.index_sizes();
         encode_family(

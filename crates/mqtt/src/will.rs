@@ -85,6 +85,7 @@ mod tests {
     fn broker() -> Arc<Broker> {
         Arc::new(Broker::new(
             MqttConfig::default(),
+            crate::auth::tests::open(),
             "127.0.0.1:1883".parse().expect("address"),
             TaskTracker::new(),
             CancellationToken::new(),

@@ -102,7 +102,19 @@ pub use config::{AclRule, AuthConfig, RuleAccess, User};
 pub use login::{Auth, Identity, Refusal};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::{Acl, Auth, AuthConfig};
+
+    /// Anonymous clients allowed, no rules: for unit tests of the broker's other parts.
+    pub(crate) fn open() -> (Auth, Acl) {
+        let cfg = AuthConfig {
+            allow_anonymous: true,
+            ..AuthConfig::default()
+        };
+        cfg.build(&configkit::KeyPath::root("mqtt"))
+            .expect("an open configuration is valid")
+    }
+
     /// Cheap argon2id hashes (64 KiB, one pass; `argon2 SALT -id -m 6 -t 1 -e`), so tests do
     /// not wait for argon2: of "pw", and of "pw" with another salt.
     pub(crate) const PW_HASH: &str = "$argon2id$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$Hgsbc6FDwl/qbUWxDrr+ZjetYYKE+7fDe5btmNdDfm0";

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Acl, Auth};
 use crate::codec::{QoS, Version};
 use crate::config::MqttConfig;
 use crate::message::Message;
@@ -101,6 +102,10 @@ pub struct Broker {
     tasks: TaskTracker,
     /// The node's shutdown: connections say goodbye and timers stop.
     shutdown: CancellationToken,
+    /// Who may connect.
+    auth: Auth,
+    /// What each client may publish and subscribe to.
+    acl: Acl,
 }
 
 /// Read-locks `lock`, ignoring poisoning: every writer leaves the maps consistent between
@@ -115,15 +120,19 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Broker {
-    /// A broker for `cfg` whose clients connect to `addr`, running its timers on `tasks`
+    /// A broker for `cfg` whose clients connect to `addr` and are let in and checked by
+    /// `access` (built from `cfg` by [`MqttConfig::auth`]), running its timers on `tasks`
     /// until `shutdown`.
     pub fn new(
         cfg: MqttConfig,
+        (auth, acl): (Auth, Acl),
         addr: SocketAddr,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            auth,
+            acl,
             cfg,
             addr,
             index: RwLock::default(),
@@ -141,6 +150,16 @@ impl Broker {
     /// The settings in force.
     pub fn config(&self) -> &MqttConfig {
         &self.cfg
+    }
+
+    /// Who may connect.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// What each client may publish and subscribe to.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// Where clients connect.

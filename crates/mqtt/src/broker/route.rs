@@ -135,6 +135,7 @@ mod tests {
         };
         Arc::new(Broker::new(
             cfg,
+            crate::auth::tests::open(),
             "127.0.0.1:1883".parse().expect("address"),
             TaskTracker::new(),
             CancellationToken::new(),

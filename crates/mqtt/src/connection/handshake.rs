@@ -11,16 +11,21 @@
 //! 0x85; a 5.0 client with an empty identifier is given one (Assigned Client Identifier),
 //! a 3.1.1 one too (it cannot be told, and with a clean session it needs none). A will
 //! whose topic is not a valid topic name gets 0x90 in 5.0 and a closed connection in 3.1.1.
+//! Then [`admit`] checks the user name and password and the will's topic against the ACL,
+//! with the codes of [`crate::auth`].
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::auth::{Access, Identity};
 use crate::broker::Broker;
-use crate::codec::{self, ConnAck, Connect, DecodeError, Problem, Properties, ReasonCode, Version};
+use crate::codec::{
+    self, ByteString, ConnAck, Connect, DecodeError, Problem, Properties, ReasonCode, Version,
+};
 use crate::session::{ClientId, WillSpec};
 use crate::topic::TopicName;
 
@@ -114,11 +119,7 @@ pub(super) struct Accepted {
 
 /// Checks `connect` against the broker's rules; `Err` is the code to refuse it with
 /// (`None`: close without answering).
-pub(super) fn accept(
-    broker: &Broker,
-    connect: Connect,
-    peer: SocketAddr,
-) -> Result<Accepted, Option<ReasonCode>> {
+pub(super) fn accept(broker: &Broker, connect: Connect) -> Result<Accepted, Option<ReasonCode>> {
     let cfg = broker.config();
     let v5 = connect.version == Version::V5;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -152,7 +153,6 @@ pub(super) fn accept(
     {
         return Err(v5.then_some(ReasonCode::TopicNameInvalid));
     }
-    admit(&connect, peer)?;
     let props = &connect.properties;
     Ok(Accepted {
         client_id,
@@ -172,11 +172,33 @@ pub(super) fn accept(
     })
 }
 
-/// Authentication and authorization of the CONNECT: the one place that decides whether a
-/// client may connect at all. Every client is admitted until the `auth` module is wired
-/// here (`Auth::connect`), which answers with the refusal's reason code.
-fn admit(_connect: &Connect, _peer: SocketAddr) -> Result<(), Option<ReasonCode>> {
-    Ok(())
+/// Who the client is, if `accepted` may connect as it asked: its user name and password
+/// checked ([`crate::auth::Auth::connect`]), and its will's topic allowed by the ACL.
+/// `Err` is the CONNACK code refusing it.
+pub(super) async fn admit(
+    broker: &Broker,
+    accepted: &Accepted,
+    (username, password): (Option<ByteString>, Option<Bytes>),
+    peer: SocketAddr,
+) -> Result<Identity, ReasonCode> {
+    let identity = broker
+        .auth()
+        .connect(
+            username.as_deref(),
+            password.as_deref(),
+            &accepted.client_id,
+            peer.ip(),
+        )
+        .await
+        .map_err(|refusal| refusal.reason_code(accepted.version))?;
+    if let Some(will) = &accepted.will {
+        let name = TopicName::parse(&will.will.topic, broker.config().max_topic_levels)
+            .map_err(|_| ReasonCode::TopicNameInvalid)?;
+        if !broker.acl().allows(&identity, Access::Publish(name)) {
+            return Err(ReasonCode::NotAuthorized);
+        }
+    }
+    Ok(identity)
 }
 
 /// The CONNACK for an accepted connection.

@@ -8,12 +8,15 @@
 //! then the retained messages its Retain Handling asks for (after the SUBACK, as the write
 //! buffer keeps the order); UNSUBSCRIBE with one code per filter. Acknowledgements of our
 //! own messages release their packet identifiers, which lets the session's queue move.
+//! The ACL is asked about every PUBLISH and every SUBSCRIBE filter (see [`crate::auth`]
+//! for the answers a refusal gets).
 
 use std::num::NonZeroU16;
 
 use tokio::time::Instant;
 
 use super::{Close, Connection, Handled, Violation};
+use crate::auth::Access;
 use crate::codec::{
     Ack, ByteString, Disconnect, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Version,
@@ -80,11 +83,15 @@ impl Connection {
         };
         let broker = self.broker.clone();
         let cfg = broker.config();
-        if TopicName::parse(&topic, cfg.max_topic_levels).is_err() {
+        let Ok(name) = TopicName::parse(&topic, cfg.max_topic_levels) else {
             return Err(Violation(ReasonCode::TopicNameInvalid).into());
-        }
+        };
         let id = p.packet_id;
         let qos = p.qos;
+        if !broker.acl().allows(&self.identity, Access::Publish(name)) {
+            self.refuse_publish(qos, id);
+            return Ok(());
+        }
         let repeated = match (qos, id) {
             (QoS::ExactlyOnce, Some(id)) => {
                 let state = self.session.lock();
@@ -116,6 +123,29 @@ impl Connection {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Answers a PUBLISH the ACL refused, which is dropped: 5.0 says Not authorized on
+    /// its acknowledgement; 3.1.1 has no way to say it, so it is acknowledged as usual
+    /// (as Mosquitto does), its QoS 2 identifier kept until PUBREL like any other.
+    fn refuse_publish(&mut self, qos: QoS, id: Option<PacketId>) {
+        self.broker.stats().denied();
+        let v5 = self.version == Version::V5;
+        let code = if v5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(reply(id, code))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !v5 {
+                    self.session.lock().inbound_qos2.insert(id);
+                }
+                self.send(&Packet::PubRec(reply(id, code)));
+            }
+            _ => {}
+        }
     }
 
     /// The topic a PUBLISH with Topic Alias `alias` goes to: `topic` itself (which the alias
@@ -171,6 +201,15 @@ impl Connection {
                 codes.push(ReasonCode::TopicFilterInvalid);
                 continue;
             };
+            if !self
+                .broker
+                .acl()
+                .allows(&self.identity, Access::Subscribe(target.filter()))
+            {
+                self.broker.stats().denied();
+                codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
             let shared = matches!(target, SubscriptionTarget::Shared { .. });
             if shared && options.no_local {
                 return Err(Violation(ReasonCode::ProtocolError).into());

@@ -29,6 +29,7 @@ use tracing::debug;
 
 pub use handshake::MAX_CLIENT_ID_BYTES;
 
+use crate::auth::Identity;
 use crate::broker::Broker;
 use crate::codec::{self, ByteString, Disconnect, Packet, Properties, ReasonCode, Version};
 use crate::session::{ClientId, Session, WillSpec};
@@ -89,6 +90,8 @@ struct Connection {
     broker: Arc<Broker>,
     session: Arc<Session>,
     client_id: ClientId,
+    /// Who the client is, for the ACL.
+    identity: Identity,
     /// This connection's attachment to the session.
     generation: u64,
     version: Version,
@@ -123,7 +126,15 @@ where
         }
     };
     let version = connect.version;
-    let accepted = match handshake::accept(&broker, *connect, peer) {
+    let credentials = (connect.username.clone(), connect.password.clone());
+    let admitted = match handshake::accept(&broker, *connect) {
+        Ok(accepted) => handshake::admit(&broker, &accepted, credentials, peer)
+            .await
+            .map(|identity| (accepted, identity))
+            .map_err(Some),
+        Err(code) => Err(code),
+    };
+    let (accepted, identity) = match admitted {
         Ok(a) => a,
         Err(code) => {
             if let Some(code) = code {
@@ -142,6 +153,7 @@ where
         broker: broker.clone(),
         session: attached.session.clone(),
         client_id: accepted.client_id.clone(),
+        identity,
         generation: attached.generation,
         version,
         out_max: accepted.max_packet_size,

@@ -29,9 +29,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral).
+    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral;
+    /// anonymous clients are allowed unless `text` says otherwise).
     pub async fn start(text: &str) -> Self {
-        let text = format!("listen = \"127.0.0.1:0\"\nsys_interval = \"0s\"\n{text}");
+        let open = if text.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous = true\n"
+        };
+        let text = format!("listen = \"127.0.0.1:0\"\nsys_interval = \"0s\"\n{open}{text}");
         let cfg: MqttConfig = toml::from_str(&text).expect("the test section parses");
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("mqtt"), &mut issues);

@@ -6,6 +6,7 @@
 //! in-process and driven over TCP by raw packets, by rumqttc and by third-party clients
 //! (paho-mqtt, mosquitto_pub/mosquitto_sub); and the cluster route table on Redis.
 
+mod access;
 mod acl_fuzz;
 mod cluster_routes;
 mod codec_fuzz;
