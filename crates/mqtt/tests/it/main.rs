@@ -10,5 +10,6 @@ mod harness;
 mod retained;
 mod sessions;
 mod shared;
+mod third_party;
 mod topic_fuzz;
 mod v5;
