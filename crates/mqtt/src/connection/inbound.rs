@@ -74,13 +74,15 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Handled {
         self.broker.stats().received(p.qos);
+        let (max_levels, receive_maximum) = {
+            let cfg = self.broker.config();
+            (cfg.max_topic_levels, usize::from(cfg.receive_maximum))
+        };
         let topic = match p.properties.topic_alias.take() {
             Some(alias) => self.resolve_alias(alias, &p.topic)?,
             None => p.topic.clone(),
         };
-        let broker = self.broker.clone();
-        let cfg = broker.config();
-        if TopicName::parse(&topic, cfg.max_topic_levels).is_err() {
+        if TopicName::parse(&topic, max_levels).is_err() {
             return Err(Violation(ReasonCode::TopicNameInvalid).into());
         }
         let id = p.packet_id;
@@ -89,7 +91,7 @@ impl Connection {
             (QoS::ExactlyOnce, Some(id)) => {
                 let state = self.session.lock();
                 let known = state.inbound_qos2.contains(&id);
-                if !known && state.inbound_qos2.len() >= usize::from(cfg.receive_maximum) {
+                if !known && state.inbound_qos2.len() >= receive_maximum {
                     return Err(Violation(ReasonCode::ReceiveMaximumExceeded).into());
                 }
                 known

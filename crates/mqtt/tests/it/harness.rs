@@ -29,9 +29,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral).
+    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral, and
+    /// `$SYS` is off unless `text` sets `sys_interval`).
     pub async fn start(text: &str) -> Self {
-        let text = format!("listen = \"127.0.0.1:0\"\nsys_interval = \"0s\"\n{text}");
+        let sys = if text.contains("sys_interval") {
+            ""
+        } else {
+            "sys_interval = \"0s\"\n"
+        };
+        let text = format!("listen = \"127.0.0.1:0\"\n{sys}{text}");
         let cfg: MqttConfig = toml::from_str(&text).expect("the test section parses");
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("mqtt"), &mut issues);
