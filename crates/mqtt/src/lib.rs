@@ -17,6 +17,8 @@
 //! - [`will`]: wills, with their delay and cancellation.
 //! - [`stats`]: counters, `/metrics` families and the `$SYS` numbers.
 //! - [`service`]: the broker as a lintas service (listener, admin routes).
+//!
+//! `docs/mqtt.md` follows a message from a publisher to its subscribers through these.
 
 pub mod broker;
 pub mod codec;
