@@ -4,6 +4,7 @@
 //! retained store to a matcher written from the specification's text, and the broker
 //! started in-process and driven over TCP by raw packets and by rumqttc.
 
+mod broker_fuzz;
 mod codec_fuzz;
 mod flow;
 mod harness;
