@@ -417,43 +417,63 @@ impl Broker {
     }
 }
 
+/// What the unit tests of the broker, routing and wills build brokers and sessions with.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::codec::SubscriptionOptions;
     use crate::topic::DEFAULT_MAX_LEVELS;
 
-    fn broker() -> Arc<Broker> {
+    /// A broker with `cfg` and timers on a tracker nobody waits for.
+    pub(crate) fn broker(cfg: MqttConfig) -> Arc<Broker> {
         Arc::new(Broker::new(
-            MqttConfig::default(),
+            cfg,
             "127.0.0.1:1883".parse().expect("address"),
             TaskTracker::new(),
             CancellationToken::new(),
         ))
     }
 
-    /// Connects `client`, subscribes it to `t` and disconnects it with `expiry` seconds.
-    fn leave(b: &Arc<Broker>, client: &str, expiry: u32) -> Arc<Session> {
-        let a = b.attach(
+    /// A 5.0 connection of `client`, resuming its session if it has one.
+    pub(crate) fn attach(b: &Broker, client: &str) -> Attached {
+        b.attach(
             &client.into(),
             false,
             Version::V5,
             "127.0.0.1:1".parse().expect("address"),
-        );
-        let target = SubscriptionTarget::parse("t", DEFAULT_MAX_LEVELS).expect("filter");
+        )
+    }
+
+    /// Subscribes `session` to `filter` at `qos`.
+    pub(crate) fn subscribe(b: &Broker, session: &Session, filter: &str, qos: QoS) {
+        let target = SubscriptionTarget::parse(filter, DEFAULT_MAX_LEVELS).expect("filter");
         let options = SubOptions {
-            options: SubscriptionOptions::default(),
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
             identifier: None,
         };
-        b.subscribe(&a.session, target, options);
+        b.subscribe(session, target, options);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{attach, broker, subscribe};
+    use super::*;
+
+    /// Connects `client`, subscribes it to `t` and disconnects it with `expiry` seconds.
+    fn leave(b: &Arc<Broker>, client: &str, expiry: u32) -> Arc<Session> {
+        let a = attach(b, client);
+        subscribe(b, &a.session, "t", QoS::AtMostOnce);
         a.session.lock().expiry_interval = expiry;
         b.detach(&a.session, a.generation);
         a.session
     }
-
     #[tokio::test(start_paused = true)]
     async fn a_detached_session_ends_when_its_expiry_has_passed() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         leave(&b, "c", 60);
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(b.index_sizes().0, 1);
@@ -470,7 +490,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reconnection_keeps_the_session_past_its_first_expiry() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         leave(&b, "c", 60);
         tokio::time::sleep(Duration::from_secs(30)).await;
         let again = b.attach(
@@ -486,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_session_with_expiry_0_ends_with_its_connection() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         leave(&b, "c", 0);
         assert_eq!(b.index_sizes().0, 0);
         assert!(b.clients().is_empty());
