@@ -112,7 +112,11 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = BytesMut::with_capacity(4096);
-    let connect = match handshake::read_connect(&broker, &mut reader, &mut input).await {
+    let opening = tokio::select! {
+        opening = handshake::read_connect(&broker, &mut reader, &mut input) => opening,
+        () = broker.shutdown().cancelled() => Opening::Refuse(None),
+    };
+    let connect = match opening {
         Opening::Connect(connect) => connect,
         Opening::Refuse(answer) => {
             if let Some((version, code)) = answer {
