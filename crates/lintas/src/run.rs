@@ -9,6 +9,7 @@ use std::time::Duration;
 use admin::{AdminState, Auth, Control};
 use anyhow::Context;
 use configkit::KeyPath;
+use mqtt::Broker;
 use net::Workers;
 use proxy::{Proxy, ReloadSummary};
 use relay::Relay;
@@ -36,6 +37,8 @@ pub struct Node {
     pub relay: Option<Arc<Relay>>,
     /// The watch service, when `[watch]` is configured.
     pub watch: Option<Arc<Watch>>,
+    /// The MQTT broker, when `[mqtt]` is configured.
+    pub mqtt: Option<Arc<Broker>>,
     /// The configuration file, re-read on reload.
     path: PathBuf,
     /// The configuration in force, so a reload can tell what changed outside `[proxy]`.
@@ -75,6 +78,9 @@ impl Node {
         let watch = start::<Watch>(config.watch.as_ref(), &deps, &shutdown)
             .await
             .map_err(located)?;
+        let mqtt = start::<Broker>(config.mqtt.as_ref(), &deps, &shutdown)
+            .await
+            .map_err(located)?;
         if let Some(watch) = &watch {
             watch.attach_pools(Arc::new(crate::watched::ProxyPools(proxy.clone())));
             tracker.spawn(crate::watched::pools(
@@ -107,6 +113,7 @@ impl Node {
             admin_addr: admin.as_ref().and_then(|(_, l)| l.local_addr().ok()),
             relay,
             watch,
+            mqtt,
             path: loaded.path.clone(),
             current: Mutex::new(loaded),
         });
@@ -119,7 +126,8 @@ impl Node {
                     .proxy
                     .routes()
                     .merge(node.relay.as_ref().map(Service::routes).unwrap_or_default())
-                    .merge(node.watch.as_ref().map(Service::routes).unwrap_or_default()),
+                    .merge(node.watch.as_ref().map(Service::routes).unwrap_or_default())
+                    .merge(node.mqtt.as_ref().map(Service::routes).unwrap_or_default()),
             };
             info!(addr = ?node.admin_addr, "admin listening");
             tracker.spawn(async move {
@@ -159,6 +167,9 @@ impl Node {
         )
         .await
         .map_err(located)?;
+        let mqtt = reload(&self.mqtt, loaded.config.mqtt.as_ref(), &mut restart_needed)
+            .await
+            .map_err(located)?;
         let proxy = self
             .proxy
             .reload(&loaded.config.proxy.clone().unwrap_or_default())
@@ -168,6 +179,7 @@ impl Node {
             proxy,
             relay,
             watch,
+            mqtt,
             restart_needed: restart_needed.iter().map(ToString::to_string).collect(),
         };
         if !summary.restart_needed.is_empty() {
@@ -190,6 +202,8 @@ pub struct NodeReload {
     pub relay: Option<relay::Reloaded>,
     /// What watch has in force, when it runs.
     pub watch: Option<watch::Reloaded>,
+    /// What the MQTT broker applied, when it runs.
+    pub mqtt: Option<mqtt::service::Reloaded>,
     /// Settings that changed but that only a restart applies (a service added or removed
     /// counts as its whole section).
     pub restart_needed: Vec<String>,

@@ -1,6 +1,6 @@
 //! lintas's MQTT broker: MQTT 3.1.1 and 5.0 on one port, nodes forming one cluster through
 //! the backplane (the route table is built; carrying messages and sessions between nodes
-//! is next). The design, a message's path and the cluster plan: docs/MQTT.md.
+//! is next). The design, a message's path and the cluster plan: docs/mqtt.md.
 //!
 //! # Layout
 //!
@@ -22,6 +22,8 @@
 //! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
 //! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table.
 //! - [`service`]: the broker as a lintas service (listeners, admin routes).
+//!
+//! `docs/mqtt.md` follows a message from a publisher to its subscribers through these.
 
 pub mod auth;
 pub mod broker;

@@ -190,3 +190,28 @@ fn sys(broker: &Broker, topic: &str, value: String) {
     );
     broker.publish(&message, None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service::Service;
+    use tokio_util::task::TaskTracker;
+
+    #[test]
+    fn any_change_to_the_section_needs_a_restart() {
+        let cfg = MqttConfig::default();
+        let broker = Broker::new(
+            cfg.clone(),
+            crate::auth::tests::open(),
+            cfg.listen,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        assert!(broker.restart_needed(&cfg).is_empty());
+        let changed = MqttConfig {
+            max_queued: 5,
+            ..cfg
+        };
+        assert_eq!(broker.restart_needed(&changed), [KeyPath::root("mqtt")]);
+    }
+}

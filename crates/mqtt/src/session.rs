@@ -7,7 +7,7 @@
 //! the outbound messages in flight by packet identifier (QoS 1 awaiting PUBACK, QoS 2
 //! awaiting PUBREC then PUBCOMP), the inbound QoS 2 identifiers awaiting PUBREL (a
 //! PUBLISH re-sent with one of them is acknowledged but not routed again: exactly once),
-//! the next packet identifier, the expiry interval and the will. Only the
+//! the next packet identifier, the expiry interval and a will waiting for its delay. Only the
 //! [`Attachment`] — which connection of this node holds the session now — is node-local.
 //!
 //! The state sits behind a plain mutex held for a few field updates, never across an
@@ -135,7 +135,8 @@ pub struct SessionState {
     last_id: u16,
     /// Session Expiry Interval in seconds: how long the session outlives its connection.
     pub expiry_interval: u32,
-    /// The will of the connection attached (or just closed).
+    /// A will waiting out its Will Delay Interval after its connection ended; a connection
+    /// attaching clears it (`crate::will`).
     pub will: Option<WillSpec>,
     /// The connection attached now, if any.
     pub attached: Option<Attachment>,
@@ -187,16 +188,6 @@ impl SessionState {
             }
             _ => false,
         }
-    }
-
-    /// Forgets everything but the attachment bookkeeping: what a clean start does.
-    pub fn clear(&mut self) {
-        self.subscriptions.clear();
-        self.queue.clear();
-        self.inflight.clear();
-        self.inbound_qos2.clear();
-        self.last_id = 0;
-        self.will = None;
     }
 }
 

@@ -74,32 +74,10 @@ pub fn publish(broker: &Broker, will: WillSpec) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Properties, QoS, SubscriptionOptions, Version, Will};
+    use crate::broker::testing::{attach, broker, subscribe};
+    use crate::codec::{Properties, QoS, Will};
     use crate::config::MqttConfig;
-    use crate::session::SubOptions;
-    use crate::topic::{DEFAULT_MAX_LEVELS, SubscriptionTarget};
     use bytes::Bytes;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
-
-    fn broker() -> Arc<Broker> {
-        Arc::new(Broker::new(
-            MqttConfig::default(),
-            crate::auth::tests::open(),
-            "127.0.0.1:1883".parse().expect("address"),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        ))
-    }
-
-    fn attach(b: &Broker, client: &str) -> crate::broker::Attached {
-        b.attach(
-            &client.into(),
-            false,
-            Version::V5,
-            "127.0.0.1:1".parse().expect("address"),
-        )
-    }
 
     fn will(delay: u32) -> WillSpec {
         WillSpec {
@@ -118,15 +96,7 @@ mod tests {
     /// will of `delay` seconds while its session lasts an hour.
     async fn lose(b: &Arc<Broker>, delay: u32) -> (Arc<Session>, Arc<Session>) {
         let watcher = attach(b, "watcher").session;
-        let options = SubOptions {
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-            identifier: None,
-        };
-        let target = SubscriptionTarget::parse("wills/#", DEFAULT_MAX_LEVELS).expect("filter");
-        b.subscribe(&watcher, target, options);
+        subscribe(b, &watcher, "wills/#", QoS::AtLeastOnce);
         let gone = attach(b, "gone");
         gone.session.lock().expiry_interval = 3600;
         on_abnormal_close(b, &gone.session, gone.generation, will(delay));
@@ -136,7 +106,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_delayed_will_is_published_when_its_delay_has_passed() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         let (watcher, _) = lose(&b, 5).await;
         tokio::time::sleep(Duration::from_millis(4_900)).await;
         assert!(watcher.lock().queue.is_empty());
@@ -146,7 +116,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reconnection_within_the_delay_cancels_the_will() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         let (watcher, _) = lose(&b, 5).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let again = attach(&b, "gone");
@@ -157,7 +127,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_will_without_delay_is_published_at_once() {
-        let b = broker();
+        let b = broker(MqttConfig::default());
         let (watcher, _) = lose(&b, 0).await;
         assert_eq!(watcher.lock().queue.len(), 1);
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use admin::AdminConfig;
 use backplane::BackplaneConfig;
 use configkit::{Issues, KeyPath};
+use mqtt::MqttConfig;
 use proxy::config::ProxyConfig;
 use relay::RelayConfig;
 use serde::Deserialize;
@@ -31,6 +32,8 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// `[relay]`: HTTP ingest delivered to SQL databases.
     pub relay: Option<RelayConfig>,
+    /// `[mqtt]`: the MQTT 3.1.1 and 5.0 broker.
+    pub mqtt: Option<MqttConfig>,
     /// `[backplane]`: what the nodes of a cluster share (Redis); absent, the node is alone.
     pub backplane: Option<BackplaneConfig>,
     /// `[watch]`: health monitoring and alerts.
@@ -200,6 +203,11 @@ fn validate(config: &Config) -> Issues {
         r.validate(&at, &mut issues);
         binds.push((r.listen, at.key("listen")));
     }
+    if let Some(m) = &config.mqtt {
+        let at = KeyPath::root("mqtt");
+        m.validate(&at, &mut issues);
+        binds.push((m.listen, at.key("listen")));
+    }
     for (i, (addr, key)) in binds.iter().enumerate() {
         if addr.port() == 0 {
             continue;
@@ -280,6 +288,30 @@ pool = "nope"
             errors(text),
             "lintas.toml:12:10: proxy.listeners[0].listen: 127.0.0.1:9000 is also used by admin.listen; every listener needs its own address\n\
              lintas.toml:13:8: proxy.listeners[0].pool: no pool named `nope`; defined pools: web"
+        );
+    }
+
+    #[test]
+    fn mqtt_problems_name_the_field_and_a_shared_port() {
+        let text = r#"
+[relay]
+listen = "127.0.0.1:8088"
+
+[mqtt]
+listen = "127.0.0.1:8088"
+max_inflight = 0
+connect_timeout = "soon"
+allow_anonymous = true
+"#;
+        assert_eq!(
+            errors(text),
+            "lintas.toml:8:19: mqtt.connect_timeout: invalid value: string \"soon\", expected a duration"
+        );
+        let text = text.replace("connect_timeout = \"soon\"\n", "");
+        assert_eq!(
+            errors(&text),
+            "lintas.toml:6:10: mqtt.listen: 127.0.0.1:8088 is also used by relay.listen; every listener needs its own address\n\
+             lintas.toml:7:16: mqtt.max_inflight: must be at least 1"
         );
     }
 

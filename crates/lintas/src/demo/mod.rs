@@ -1,9 +1,11 @@
 //! `lintas demo`: the load balancer in front of three demo backends, and the relay
-//! delivering one application's records to two SQLite databases — nothing else needed.
+//! delivering one application's records to two SQLite databases, and an MQTT broker —
+//! nothing else needed.
 //!
 //! The demo builds an ordinary configuration and runs it through the same validation and
 //! wiring as `lintas run`, so what it shows is what a user's file gets. Ports 8080 (HTTP),
-//! 8081 (TCP), 8088 (relay) and 9000 (admin) are used when free, any free port otherwise.
+//! 8081 (TCP), 8088 (relay), 1883 (MQTT) and 9000 (admin) are used when free, any free port
+//! otherwise (1883 is often Mosquitto's).
 //! The relay's data and the two databases live in a temporary directory removed at exit.
 //! Watch follows the backends and prints its alerts on the console.
 
@@ -51,19 +53,25 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
         data.display(),
         demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
         relay_config(&dbs, &key)
-    ) + WATCH_CONFIG
+    ) + &mqtt_config()
+        + WATCH_CONFIG
         + &telegram_config();
     let loaded = config::parse(Path::new("<demo>"), text)?;
     let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
     let tcp = node.proxy.local_addr("demo-tcp").await;
-    let (Some(http), Some(tcp), Some(admin), Some(relay)) =
-        (http, tcp, node.admin_addr, node.relay.as_ref())
-    else {
+    let (Some(http), Some(tcp), Some(admin), Some(relay), Some(mqtt)) = (
+        http,
+        tcp,
+        node.admin_addr,
+        node.relay.as_ref(),
+        node.mqtt.as_ref(),
+    ) else {
         anyhow::bail!("the demo listeners did not start");
     };
     print_banner(http, tcp, admin, &backend_addrs, &password);
     print_relay_banner(relay.local_addr(), admin, &password, &key, &dbs);
+    print_mqtt_banner(mqtt.local_addr(), admin, &password);
     print_watch_banner(admin);
     wait_for_signals(&node, &shutdown).await?;
     drain(tracker).await;
@@ -77,6 +85,27 @@ const WATCH_CONFIG: &str = r#"
 repeat = "10s"
 console = true
 "#;
+
+/// `[mqtt]` on 1883 when it is free, open to anonymous clients: the demo listens on
+/// 127.0.0.1 only, and its banner shows `mosquitto_pub` without a password.
+fn mqtt_config() -> String {
+    format!(
+        "\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
+        port_or_any(1883)
+    )
+}
+
+fn print_mqtt_banner(mqtt: SocketAddr, admin: SocketAddr, password: &str) {
+    let (host, port) = (mqtt.ip(), mqtt.port());
+    println!(
+        r#"MQTT: a broker for MQTT 3.1.1 and 5.0 clients on {mqtt}.
+
+  mosquitto_sub -h {host} -p {port} -t 'demo/#' -v &
+  mosquitto_pub -h {host} -p {port} -t demo/hello -m 'hi' -q 1
+  curl -s -u admin:{password} http://{admin}/api/mqtt/clients
+"#
+    );
+}
 
 /// The variable that, when set, also sends the demo's alerts to a real Telegram bot.
 const TELEGRAM_TOKEN_ENV: &str = "LINTAS_TELEGRAM_TOKEN";

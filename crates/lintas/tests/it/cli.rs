@@ -185,6 +185,30 @@ async fn run_refuses_a_port_in_use_and_exits_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_listen_address_in_use_is_blamed_on_mqtt_listen_at_its_line() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let dir = TempDir::new();
+    let file = dir.write(
+        "mqtt.toml",
+        &format!("[mqtt]\nsys_interval = \"0s\"\nlisten = \"{addr}\"\nallow_anonymous = true\n"),
+    );
+
+    let out = lintas(&["run", "-c", path_str(&file)]).await;
+
+    assert_eq!(out.code, Some(1), "stderr:\n{}", out.stderr);
+    let expected = format!(
+        "{}:3:10: mqtt.listen: cannot listen on {addr}: ",
+        file.display()
+    );
+    assert!(
+        out.stderr.contains(&expected),
+        "stderr lacks {expected:?}:\n{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_prints_name_and_version() {
     let out = lintas(&["--version"]).await;
 

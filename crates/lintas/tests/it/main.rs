@@ -14,6 +14,7 @@
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
+//! - `mqtt`: the MQTT broker in a node — its clients on the admin API, its metrics.
 //! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
 //! - `store_upgrade`: a store of the globally numbered schema upgraded to per-service
 //!   versions in place.
@@ -36,6 +37,7 @@ mod h1_differential;
 mod harness;
 mod http;
 mod http1;
+mod mqtt;
 mod relay;
 mod reload;
 mod slow_clients;

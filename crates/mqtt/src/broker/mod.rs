@@ -213,6 +213,7 @@ impl Broker {
         peer: SocketAddr,
     ) -> Attached {
         let mut index = write(&self.index);
+        let mut ended_will = None;
         let (session, present) = match index.sessions.get(client_id) {
             Some(session) if !clean_start => (session.clone(), true),
             found => {
@@ -222,12 +223,13 @@ impl Broker {
                 let session = Arc::new(Session::new(client_id.clone()));
                 let old = index.sessions.insert(client_id.clone(), session.clone());
                 if let Some(old) = old {
+                    // The old session ends here: a will waiting for its delay is due now,
+                    // and its connection, if any, finds another generation when it closes.
                     let mut state = old.lock();
                     if let Some(a) = state.attached.take() {
                         a.kick.cancel();
                     }
-                    // The old state ends here: a will it held stays with its connection's
-                    // close, which finds another generation and only publishes the will.
+                    ended_will = state.will.take();
                     state.generation += 1;
                     old.set_online(false);
                 }
@@ -256,6 +258,10 @@ impl Broker {
         });
         session.set_online(true);
         drop(state);
+        drop(index);
+        if let Some(will) = ended_will {
+            crate::will::publish(self, will);
+        }
         attached
     }
 
@@ -427,5 +433,102 @@ impl Broker {
     /// The most a subscription may be granted.
     pub fn maximum_qos(&self) -> QoS {
         QoS::ExactlyOnce
+    }
+}
+
+/// What the unit tests of the broker, routing and wills build brokers and sessions with.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::codec::SubscriptionOptions;
+    use crate::topic::DEFAULT_MAX_LEVELS;
+
+    /// A broker with `cfg` and timers on a tracker nobody waits for.
+    pub(crate) fn broker(cfg: MqttConfig) -> Arc<Broker> {
+        Arc::new(Broker::new(
+            cfg,
+            crate::auth::tests::open(),
+            "127.0.0.1:1883".parse().expect("address"),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ))
+    }
+
+    /// A 5.0 connection of `client`, resuming its session if it has one.
+    pub(crate) fn attach(b: &Broker, client: &str) -> Attached {
+        b.attach(
+            &client.into(),
+            false,
+            Version::V5,
+            "127.0.0.1:1".parse().expect("address"),
+        )
+    }
+
+    /// Subscribes `session` to `filter` at `qos`.
+    pub(crate) fn subscribe(b: &Broker, session: &Session, filter: &str, qos: QoS) {
+        let target = SubscriptionTarget::parse(filter, DEFAULT_MAX_LEVELS).expect("filter");
+        let options = SubOptions {
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+            identifier: None,
+        };
+        b.subscribe(session, target, options);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{attach, broker, subscribe};
+    use super::*;
+
+    /// Connects `client`, subscribes it to `t` and disconnects it with `expiry` seconds.
+    fn leave(b: &Arc<Broker>, client: &str, expiry: u32) -> Arc<Session> {
+        let a = attach(b, client);
+        subscribe(b, &a.session, "t", QoS::AtMostOnce);
+        a.session.lock().expiry_interval = expiry;
+        b.detach(&a.session, a.generation);
+        a.session
+    }
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_session_ends_when_its_expiry_has_passed() {
+        let b = broker(MqttConfig::default());
+        leave(&b, "c", 60);
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(b.index_sizes().0, 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(b.index_sizes().0, 0);
+        let again = b.attach(
+            &"c".into(),
+            false,
+            Version::V5,
+            "127.0.0.1:1".parse().expect("address"),
+        );
+        assert!(!again.present);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnection_keeps_the_session_past_its_first_expiry() {
+        let b = broker(MqttConfig::default());
+        leave(&b, "c", 60);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let again = b.attach(
+            &"c".into(),
+            false,
+            Version::V5,
+            "127.0.0.1:1".parse().expect("address"),
+        );
+        assert!(again.present);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(b.index_sizes().0, 1);
+    }
+
+    #[test]
+    fn a_session_with_expiry_0_ends_with_its_connection() {
+        let b = broker(MqttConfig::default());
+        leave(&b, "c", 0);
+        assert_eq!(b.index_sizes().0, 0);
+        assert!(b.clients().is_empty());
     }
 }

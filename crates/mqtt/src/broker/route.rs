@@ -120,48 +120,23 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{attach, broker};
     use super::*;
-    use crate::codec::{QoS, SubscriptionOptions, Version};
+    use crate::codec::QoS;
     use crate::config::MqttConfig;
-    use crate::topic::{DEFAULT_MAX_LEVELS, SubscriptionTarget};
     use bytes::Bytes;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
-    fn broker(strategy: SharedStrategy) -> Arc<Broker> {
-        let cfg = MqttConfig {
+    fn with(strategy: SharedStrategy) -> Arc<Broker> {
+        broker(MqttConfig {
             shared_strategy: strategy,
             ..MqttConfig::default()
-        };
-        Arc::new(Broker::new(
-            cfg,
-            crate::auth::tests::open(),
-            "127.0.0.1:1883".parse().expect("address"),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        ))
-    }
-
-    fn options(qos: QoS) -> SubOptions {
-        SubOptions {
-            options: SubscriptionOptions {
-                qos,
-                ..SubscriptionOptions::default()
-            },
-            identifier: None,
-        }
+        })
     }
 
     fn subscribe(b: &Broker, client: &str, filter: &str, qos: QoS) -> Arc<Session> {
-        let a = b.attach(
-            &client.into(),
-            false,
-            Version::V5,
-            "127.0.0.1:1".parse().expect("address"),
-        );
-        let target = SubscriptionTarget::parse(filter, DEFAULT_MAX_LEVELS).expect("filter");
-        b.subscribe(&a.session, target, options(qos));
-        a.session
+        let session = attach(b, client).session;
+        super::super::testing::subscribe(b, &session, filter, qos);
+        session
     }
 
     fn message(topic: &str, qos: QoS) -> Message {
@@ -170,7 +145,7 @@ mod tests {
 
     #[test]
     fn each_client_gets_one_copy_at_the_lower_qos() {
-        let b = broker(SharedStrategy::RoundRobin);
+        let b = with(SharedStrategy::RoundRobin);
         let one = subscribe(&b, "one", "a/#", QoS::AtMostOnce);
         subscribe(&b, "one", "a/b", QoS::AtLeastOnce);
         let two = subscribe(&b, "two", "a/+", QoS::ExactlyOnce);
@@ -189,7 +164,7 @@ mod tests {
     #[tokio::test]
     async fn shared_groups_take_turns_and_skip_offline_members() {
         for strategy in [SharedStrategy::RoundRobin, SharedStrategy::LeastInflight] {
-            let b = broker(strategy);
+            let b = with(strategy);
             let members: Vec<_> = ["m1", "m2", "m3"]
                 .iter()
                 .map(|c| subscribe(&b, c, "$share/g/jobs", QoS::AtLeastOnce))

@@ -77,18 +77,24 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Handled {
         self.broker.stats().received(p.qos);
+        let (max_levels, receive_maximum) = {
+            let cfg = self.broker.config();
+            (cfg.max_topic_levels, usize::from(cfg.receive_maximum))
+        };
         let topic = match p.properties.topic_alias.take() {
             Some(alias) => self.resolve_alias(alias, &p.topic)?,
             None => p.topic.clone(),
         };
-        let broker = self.broker.clone();
-        let cfg = broker.config();
-        let Ok(name) = TopicName::parse(&topic, cfg.max_topic_levels) else {
+        let Ok(name) = TopicName::parse(&topic, max_levels) else {
             return Err(Violation(ReasonCode::TopicNameInvalid).into());
         };
         let id = p.packet_id;
         let qos = p.qos;
-        if !broker.acl().allows(&self.identity, Access::Publish(name)) {
+        if !self
+            .broker
+            .acl()
+            .allows(&self.identity, Access::Publish(name))
+        {
             self.refuse_publish(qos, id);
             return Ok(());
         }
@@ -96,7 +102,7 @@ impl Connection {
             (QoS::ExactlyOnce, Some(id)) => {
                 let state = self.session.lock();
                 let known = state.inbound_qos2.contains(&id);
-                if !known && state.inbound_qos2.len() >= usize::from(cfg.receive_maximum) {
+                if !known && state.inbound_qos2.len() >= receive_maximum {
                     return Err(Violation(ReasonCode::ReceiveMaximumExceeded).into());
                 }
                 known

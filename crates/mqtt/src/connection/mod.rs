@@ -8,7 +8,8 @@
 //! buffer, concurrently with reading so neither side can block the other; the keep-alive
 //! deadline; being taken over by another connection; and the node's shutdown. The write
 //! buffer is refilled only below [`HIGH_WATER`], so a client that reads slowly leaves its
-//! messages in the session's bounded queue rather than in an unbounded buffer here.
+//! messages in the session's bounded queue rather than in an unbounded buffer here, and the
+//! client is not read from while more than [`PAUSE_READING`] bytes wait for it.
 //!
 //! A protocol violation closes the connection after a DISCONNECT with its reason code (5.0)
 //! and is counted; the will is published when the connection ends other than by a normal
@@ -38,6 +39,11 @@ use handshake::{Opening, keep_alive_limit};
 /// Bytes waiting to be written beyond which no more messages are taken from the session's
 /// queue until the client has read some.
 const HIGH_WATER: usize = 64 * 1024;
+
+/// Bytes waiting to be written beyond which the client is not read from until it has read
+/// some: its answers (PUBACK, SUBACK, PINGRESP) are bounded like its messages, and a client
+/// that sends without reading is held back by TCP rather than by our memory.
+const PAUSE_READING: usize = 4 * HIGH_WATER;
 
 /// How long a goodbye (a refusing CONNACK, a DISCONNECT) may take to write before the
 /// connection is closed anyway.
@@ -115,7 +121,11 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = BytesMut::with_capacity(4096);
-    let connect = match handshake::read_connect(&broker, &mut reader, &mut input).await {
+    let opening = tokio::select! {
+        opening = handshake::read_connect(&broker, &mut reader, &mut input) => opening,
+        () = broker.shutdown().cancelled() => Opening::Refuse(None),
+    };
+    let connect = match opening {
         Opening::Connect(connect) => connect,
         Opening::Refuse(answer) => {
             if let Some((version, code)) = answer {
@@ -253,7 +263,7 @@ impl Connection {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 () = kick.cancelled() => return End::TakenOver,
-                read = reader.read_buf(input) => {
+                read = reader.read_buf(input), if self.out.len() < PAUSE_READING => {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal(None),
                         Ok(_) => {}

@@ -6,7 +6,8 @@
 //! ones and the ones larger than the client's Maximum Packet Size (both counted), gives the
 //! rest a packet identifier and encodes them. [`Connection::resend`] writes, after a
 //! resumed session's CONNACK, every message still in flight again with DUP (or its PUBREL,
-//! for a QoS 2 message the client already received), in the order they were first sent.
+//! for a QoS 2 message the client already received), in the order they were first sent;
+//! one too large for the new connection's Maximum Packet Size is dropped and counted.
 
 use bytes::BytesMut;
 use tokio::time::Instant;
@@ -72,11 +73,16 @@ impl Connection {
     pub(super) fn resend(&mut self) {
         let now = Instant::now();
         let (version, max) = (self.version, self.out_max);
+        let stats = self.broker.stats();
         let mut state = self.session.lock();
         let buf = &mut self.out;
         state.inflight.retain(|f| match f.phase {
             Phase::AwaitingPubAck | Phase::AwaitingPubRec => {
-                encode_publish(buf, version, max, &f.out, Some(f.id), true, now).is_ok()
+                let sent = encode_publish(buf, version, max, &f.out, Some(f.id), true, now);
+                if sent.is_err() {
+                    stats.dropped(Drop::TooLarge);
+                }
+                sent.is_ok()
             }
             Phase::AwaitingPubComp => {
                 let pubrel = Packet::PubRel(Ack::success(f.id));

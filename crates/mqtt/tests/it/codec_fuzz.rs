@@ -384,7 +384,7 @@ fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) {
 }
 
 /// Bytes for one case: valid packets, mutated or not, or noise.
-fn input(rng: &mut StdRng, version: Version, most: usize) -> Vec<u8> {
+pub(crate) fn input(rng: &mut StdRng, version: Version, most: usize) -> Vec<u8> {
     if rng.random_bool(0.05) {
         return binary(rng, 64).to_vec();
     }
@@ -400,7 +400,7 @@ fn input(rng: &mut StdRng, version: Version, most: usize) -> Vec<u8> {
     bytes
 }
 
-fn version(rng: &mut StdRng) -> Version {
+pub(crate) fn version(rng: &mut StdRng) -> Version {
     if rng.random() {
         Version::V5
     } else {

@@ -189,3 +189,71 @@ async fn metrics_count_messages_by_qos_and_read_the_indexes() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_shows_counters_and_clients() {
+    use service::Service;
+    let node = Node::start("").await;
+    let mut sub = node.client(Version::V5, "sub").await;
+    sub.subscribe(subscribe(1, "a/#", QoS::AtLeastOnce)).await;
+    let _other = node.client(Version::V311, "other").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the admin test listener");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let routes = node.broker.routes();
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    let http = testkit::HttpClient::new();
+
+    let overview: serde_json::Value =
+        serde_json::from_str(&http.get(&format!("{base}/api/mqtt")).await.body).expect("JSON");
+    assert_eq!(overview["listen"], node.addr.to_string());
+    assert_eq!(overview["connections"], 2);
+    assert_eq!(overview["subscriptions"], 1);
+
+    let clients: serde_json::Value =
+        serde_json::from_str(&http.get(&format!("{base}/api/mqtt/clients")).await.body)
+            .expect("JSON");
+    let summary: Vec<(String, String, u64)> = clients
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            (
+                c["client_id"].as_str().expect("id").to_owned(),
+                c["version"].as_str().expect("version").to_owned(),
+                c["subscriptions"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("other".into(), "3.1.1".into(), 0),
+            ("sub".into(), "5.0".into(), 1)
+        ]
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_under_mosquitto_s_names() {
+    let node = Node::start("sys_interval = \"50ms\"").await;
+    let mut sub = node.client(Version::V311, "sys").await;
+    sub.subscribe(subscribe(
+        1,
+        "$SYS/broker/clients/connected",
+        QoS::AtMostOnce,
+    ))
+    .await;
+    // The first value may predate this client (retained); the next ones count it.
+    loop {
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.topic[..], "$SYS/broker/clients/connected");
+        if &p.payload[..] == b"1" {
+            break;
+        }
+        assert_eq!(&p.payload[..], b"0", "only 0 before this client counts");
+    }
+    node.stop().await;
+}

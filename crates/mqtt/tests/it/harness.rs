@@ -29,15 +29,26 @@ pub struct Node {
 }
 
 impl Node {
-    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral;
-    /// anonymous clients are allowed unless `text` says otherwise).
+    /// A broker with `[mqtt]` set to `text` (the listen address is always ephemeral,
+    /// `$SYS` is off unless `text` sets `sys_interval`, and anonymous clients are allowed
+    /// unless `text` says otherwise).
     pub async fn start(text: &str) -> Self {
+        let sys = if text.contains("sys_interval") {
+            ""
+        } else {
+            "sys_interval = \"0s\"
+"
+        };
         let open = if text.contains("allow_anonymous") {
             ""
         } else {
-            "allow_anonymous = true\n"
+            "allow_anonymous = true
+"
         };
-        let text = format!("listen = \"127.0.0.1:0\"\nsys_interval = \"0s\"\n{open}{text}");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"
+{sys}{open}{text}"
+        );
         let cfg: MqttConfig = toml::from_str(&text).expect("the test section parses");
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("mqtt"), &mut issues);

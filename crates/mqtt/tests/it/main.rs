@@ -4,15 +4,18 @@
 //! retained store to a matcher written from the specification's text, the ACL's fuzzers
 //! (filter relations and the ACL's decisions against brute force); the broker started
 //! in-process and driven over TCP by raw packets, by rumqttc and by third-party clients
-//! (paho-mqtt, mosquitto_pub/mosquitto_sub); and the cluster route table on Redis.
+//! (paho-mqtt, mosquitto_pub/mosquitto_sub), and fuzzed with packet streams; and the
+//! cluster route table on Redis.
 
 mod access;
 mod acl_fuzz;
+mod broker_fuzz;
 mod cluster_routes;
 mod codec_fuzz;
 mod flow;
 mod harness;
 mod retained;
+mod rumqttc_clients;
 mod sessions;
 mod shared;
 mod thirdparty;

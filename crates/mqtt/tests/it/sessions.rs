@@ -231,3 +231,26 @@ async fn the_node_shutting_down_says_so_to_5_0_clients() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_session_queue_drops_new_messages_and_counts_them() {
+    let node = Node::start("max_queued = 2").await;
+    let mut persistent = connect(Version::V311, "away");
+    persistent.clean_start = false;
+    let (mut c, _) = node.raw(persistent.clone()).await;
+    c.subscribe(subscribe(1, "q", QoS::AtLeastOnce)).await;
+    c.send(&Packet::Disconnect(Disconnect::default())).await;
+    c.closed().await;
+    let mut publisher = node.client(Version::V311, "pub").await;
+    for (id, payload) in [(1, "one"), (2, "two"), (3, "three")] {
+        publisher
+            .publish(publish("q", payload, QoS::AtLeastOnce, id))
+            .await;
+    }
+    assert_eq!(node.broker.stats().snapshot().dropped_queue_full, 1);
+    let (mut c, _) = node.raw(persistent).await;
+    assert_eq!(&c.recv_publish().await.payload[..], b"one");
+    assert_eq!(&c.recv_publish().await.payload[..], b"two");
+    c.ping().await;
+    node.stop().await;
+}

@@ -352,3 +352,24 @@ async fn packet_sizes_are_enforced_both_ways() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn disconnect_may_not_give_a_session_without_expiry_one() {
+    let node = Node::start("").await;
+    let mut c = node.client(Version::V5, "zero").await;
+    c.send(&Packet::Disconnect(mqtt::codec::Disconnect {
+        reason_code: ReasonCode::Success,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+    }))
+    .await;
+    let got = c.closed().await;
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError),
+        "{got:?}"
+    );
+
+    node.stop().await;
+}
