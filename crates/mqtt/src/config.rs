@@ -33,6 +33,16 @@ use crate::topic::{DEFAULT_MAX_LEVELS, MAX_LEVELS_CEILING};
 pub struct MqttConfig {
     /// Where clients connect (MQTT 3.1.1 and 5.0 on one port).
     pub listen: SocketAddr,
+    /// Where clients connect over TLS (`tls` holds the certificate), e.g. `0.0.0.0:8883`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where browsers connect with MQTT over WebSocket, e.g. `127.0.0.1:8083`.
+    pub ws_listen: Option<SocketAddr>,
+    /// Where browsers connect with MQTT over secure WebSocket (`tls`).
+    pub wss_listen: Option<SocketAddr>,
+    /// The HTTP path of the WebSocket upgrade.
+    pub ws_path: String,
+    /// The certificate and key of `tls_listen` and `wss_listen`.
+    pub tls: Option<net::TlsConfig>,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
     /// CONNECT must arrive whole within this after the connection is accepted.
@@ -96,6 +106,11 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls_listen: None,
+            ws_listen: None,
+            wss_listen: None,
+            ws_path: "/mqtt".into(),
+            tls: None,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1024 * 1024,
@@ -174,7 +189,43 @@ impl MqttConfig {
                 );
             }
         }
+        for (key, addr) in [
+            ("tls_listen", self.tls_listen),
+            ("wss_listen", self.wss_listen),
+        ] {
+            if addr.is_some() && self.tls.is_none() {
+                issues.push(
+                    at.key(key),
+                    "needs a certificate: add tls = { cert = \"...\", key = \"...\" } to [mqtt]",
+                );
+            }
+        }
+        if !self.ws_path.starts_with('/') {
+            issues.push(at.key("ws_path"), "must start with /");
+        }
+        let mut bound: Vec<(&str, SocketAddr)> = vec![("listen", self.listen)];
+        for (key, addr) in self.listeners().skip(1) {
+            if let Some((first, _)) = bound.iter().find(|(_, a)| *a == addr && addr.port() != 0) {
+                issues.push(
+                    at.key(key),
+                    format!("{addr} is already mqtt.{first}; give each listener its own port"),
+                );
+            }
+            bound.push((key, addr));
+        }
         self.auth().validate(at, issues);
+    }
+
+    /// Every listener's key and address, `listen` first.
+    pub fn listeners(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [
+            ("listen", Some(self.listen)),
+            ("tls_listen", self.tls_listen),
+            ("ws_listen", self.ws_listen),
+            ("wss_listen", self.wss_listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, addr)| addr.map(|a| (key, a)))
     }
 
     /// `session_expiry_max` in the seconds MQTT counts in.
@@ -249,6 +300,24 @@ mod tests {
                 "mqtt.receive_maximum: must be at least 1",
                 "mqtt.max_topic_levels: must be between 1 and 1000",
                 "mqtt.session_expiry_max: must be at most 4294967295 seconds (MQTT's largest interval)",
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_listeners_need_a_certificate_and_every_listener_its_own_port() {
+        assert_eq!(
+            issues(
+                "allow_anonymous = true\nlisten = \"127.0.0.1:1884\"\n\
+                 tls_listen = \"127.0.0.1:8883\"\nws_listen = \"127.0.0.1:1884\"\n\
+                 wss_listen = \"127.0.0.1:8883\"\nws_path = \"mqtt\""
+            ),
+            [
+                "mqtt.tls_listen: needs a certificate: add tls = { cert = \"...\", key = \"...\" } to [mqtt]",
+                "mqtt.wss_listen: needs a certificate: add tls = { cert = \"...\", key = \"...\" } to [mqtt]",
+                "mqtt.ws_path: must start with /",
+                "mqtt.ws_listen: 127.0.0.1:1884 is already mqtt.listen; give each listener its own port",
+                "mqtt.wss_listen: 127.0.0.1:8883 is already mqtt.tls_listen; give each listener its own port",
             ]
         );
     }

@@ -21,6 +21,7 @@
 //! - [`stats`]: counters, `/metrics` families and the `$SYS` numbers.
 //! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
 //! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table.
+//! - `listener`: TCP, TLS, WebSocket and secure WebSocket listeners, one connection task.
 //! - [`service`]: the broker as a lintas service (listeners, admin routes).
 //!
 //! `docs/mqtt.md` follows a message from a publisher to its subscribers through these.
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;
+mod listener;
 pub mod message;
 pub mod service;
 pub mod session;

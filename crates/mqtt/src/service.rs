@@ -1,9 +1,9 @@
 //! The broker as a lintas service: bound, served, published about and managed like the
 //! others.
 //!
-//! `start` binds `listen` on every worker thread (so a port already taken is an error
-//! naming `mqtt.listen`), accepts with a permit taken before each accept
-//! (`max_connections`), serves each connection as a task on the node's tracker, registers
+//! `start` binds every listener ([`crate::listener`]: `listen`, and `tls_listen`,
+//! `ws_listen`, `wss_listen` when set) on every worker thread, so a port already taken is
+//! an error naming its key, serves each connection as a task on the node's tracker, registers
 //! the `lintas_mqtt_*` metrics and starts the `$SYS` publisher. On shutdown the accept loops
 //! stop and every connection says goodbye (5.0: DISCONNECT 0x8B). Nothing in `[mqtt]` can
 //! change while running yet, so a reload reports the section as needing a restart when it
@@ -19,9 +19,7 @@ use bytes::Bytes;
 use configkit::KeyPath;
 use serde::Serialize;
 use service::{Deps, StartError};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::broker::{Broker, ClientInfo};
 use crate::codec::QoS;
@@ -44,14 +42,8 @@ impl service::Service for Broker {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
         let at = KeyPath::root(Self::SECTION);
-        let sockets = deps
-            .workers
-            .bind(cfg.listen)
-            .map_err(|e| StartError::bind(at.key("listen"), cfg.listen, &e))?;
-        let addr = sockets
-            .first()
-            .and_then(|(s, _)| s.local_addr().ok())
-            .ok_or_else(|| StartError::new(at.key("listen"), "no listening socket"))?;
+        let bound = crate::listener::bind(cfg, &deps, &at)?;
+        let addr = bound[0].addr;
         let access = cfg.auth().build(&at).map_err(|issues| {
             let first = issues.0.into_iter().next();
             first.map_or_else(
@@ -67,42 +59,11 @@ impl service::Service for Broker {
             shutdown.clone(),
         ));
         crate::stats::register(&deps.metrics, &broker);
-        let permits = net::Permits::new(cfg.max_connections);
-        for (socket, runtime) in sockets {
-            let (b, permits, stop) = (broker.clone(), permits.clone(), shutdown.clone());
-            let tracker = deps.tasks.clone();
-            let serve = deps.tasks.track_future(async move {
-                let listener = match TcpListener::from_std(socket) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        warn!(error = %e, "mqtt listener stopped");
-                        return;
-                    }
-                };
-                net::accept_loop(
-                    &listener,
-                    &permits,
-                    &stop,
-                    "mqtt",
-                    |stream, peer, permit| {
-                        let b = b.clone();
-                        tracker.spawn(async move {
-                            crate::connection::serve(b, stream, peer).await;
-                            drop(permit);
-                        });
-                    },
-                )
-                .await;
-            });
-            match runtime {
-                Some(handle) => drop(handle.spawn(serve)),
-                None => drop(tokio::spawn(serve)),
-            }
-        }
+        broker.listening(bound.iter().map(|b| (b.key, b.addr)).collect());
+        crate::listener::serve(&broker, bound, &deps, &shutdown);
         if !cfg.sys_interval.is_zero() {
             deps.tasks.spawn(publish_sys(broker.clone()));
         }
-        info!(%addr, "mqtt broker listening");
         Ok(broker)
     }
 

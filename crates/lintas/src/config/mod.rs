@@ -206,7 +206,7 @@ fn validate(config: &Config) -> Issues {
     if let Some(m) = &config.mqtt {
         let at = KeyPath::root("mqtt");
         m.validate(&at, &mut issues);
-        binds.push((m.listen, at.key("listen")));
+        binds.extend(m.listeners().map(|(key, addr)| (addr, at.key(key))));
     }
     for (i, (addr, key)) in binds.iter().enumerate() {
         if addr.port() == 0 {
@@ -225,7 +225,7 @@ fn validate(config: &Config) -> Issues {
     issues
 }
 
-/// Duplicates inside `[proxy]` are already reported by the proxy's own validation.
+/// Duplicates inside `[proxy]` and `[mqtt]` are already reported by their own validation.
 fn same_section_duplicate(a: &KeyPath, b: &KeyPath) -> bool {
     a.0.first() == b.0.first()
 }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::hash::RandomState;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -102,6 +102,8 @@ pub struct Broker {
     tasks: TaskTracker,
     /// The node's shutdown: connections say goodbye and timers stop.
     shutdown: CancellationToken,
+    /// Every listener's key and address, once bound.
+    listening: OnceLock<Vec<(&'static str, SocketAddr)>>,
     /// Who may connect.
     auth: Auth,
     /// What each client may publish and subscribe to.
@@ -131,6 +133,7 @@ impl Broker {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            listening: OnceLock::new(),
             auth,
             acl,
             cfg,
@@ -150,6 +153,21 @@ impl Broker {
     /// The settings in force.
     pub fn config(&self) -> &MqttConfig {
         &self.cfg
+    }
+
+    /// Records where the listeners are, once bound (set once, at start).
+    pub(crate) fn listening(&self, at: Vec<(&'static str, SocketAddr)>) {
+        let _ = self.listening.set(at);
+    }
+
+    /// Where the listener `key` of `[mqtt]` (`listen`, `tls_listen`, `ws_listen`,
+    /// `wss_listen`) accepts connections, if it is configured.
+    pub fn endpoint(&self, key: &str) -> Option<SocketAddr> {
+        self.listening
+            .get()?
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, a)| *a)
     }
 
     /// Who may connect.

@@ -49,10 +49,7 @@ where
     let check = Upgrade { path };
     let inner =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
-    Ok(WsStream {
-        inner,
-        read: Bytes::new(),
-    })
+    Ok(WsStream::new(inner))
 }
 
 /// The checks on an upgrade request, for the path the broker serves.
@@ -106,6 +103,17 @@ pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     /// What is left of the last binary message read.
     read: Bytes,
+}
+
+impl<S> WsStream<S> {
+    /// `inner`, an upgraded connection of either side, as a byte stream (a client's, for
+    /// tests and tools that speak MQTT over WebSocket themselves).
+    pub fn new(inner: WebSocketStream<S>) -> Self {
+        Self {
+            inner,
+            read: Bytes::new(),
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {

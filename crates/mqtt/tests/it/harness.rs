@@ -13,7 +13,7 @@ use mqtt::codec::{
 use mqtt::{Broker, MqttConfig};
 use service::Service;
 use testkit::{PATIENCE, TempDir};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -90,11 +90,8 @@ impl Node {
     /// A raw client, connected with `connect` and its CONNACK read.
     pub async fn raw(&self, connect: Connect) -> (Raw, ConnAck) {
         let mut raw = Raw::open(self.addr, connect.version).await;
-        raw.send(&Packet::Connect(Box::new(connect))).await;
-        match raw.recv().await {
-            Packet::ConnAck(c) => (raw, c),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
+        let ack = raw.connect(connect).await;
+        (raw, ack)
     }
 
     /// A raw client that connected successfully as `client_id`.
@@ -158,9 +155,14 @@ pub fn subscribe_with(id: u16, filter: &str, options: SubscriptionOptions) -> Su
     }
 }
 
+/// A byte stream to the broker: TCP, TLS or WebSocket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A client connection speaking packets.
 pub struct Raw {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     pub version: Version,
 }
@@ -168,12 +170,27 @@ pub struct Raw {
 impl Raw {
     /// A TCP connection to `addr`; nothing sent yet.
     pub async fn open(addr: SocketAddr, version: Version) -> Self {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .expect("connect to the broker");
+        Self::over(Box::new(tcp), version)
+    }
+
+    /// A client on an opened `stream` (a TLS session, a WebSocket); nothing sent yet.
+    pub fn over(stream: Box<dyn Io>, version: Version) -> Self {
         Self {
-            stream: TcpStream::connect(addr)
-                .await
-                .expect("connect to the broker"),
+            stream,
             buf: BytesMut::new(),
             version,
+        }
+    }
+
+    /// Sends CONNECT and returns the CONNACK.
+    pub async fn connect(&mut self, connect: Connect) -> ConnAck {
+        self.send(&Packet::Connect(Box::new(connect))).await;
+        match self.recv().await {
+            Packet::ConnAck(c) => c,
+            other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
@@ -190,6 +207,8 @@ impl Raw {
             .write_all(bytes)
             .await
             .expect("write to the broker");
+        // TLS and WebSocket hold what is written until flushed.
+        self.stream.flush().await.expect("flush to the broker");
     }
 
     /// The next packet, or `None` when the broker closed the connection.

@@ -20,4 +20,5 @@ mod sessions;
 mod shared;
 mod thirdparty;
 mod topic_fuzz;
+mod transports;
 mod v5;
