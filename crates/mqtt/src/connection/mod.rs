@@ -45,6 +45,10 @@ const HIGH_WATER: usize = 64 * 1024;
 /// that sends without reading is held back by TCP rather than by our memory.
 const PAUSE_READING: usize = 4 * HIGH_WATER;
 
+/// The read buffer of a connection with nothing pending: what one read of a quiet client
+/// takes.
+const IDLE_READ: usize = 256;
+
 /// How long a goodbye (a refusing CONNACK, a DISCONNECT) may take to write before the
 /// connection is closed anyway.
 const GOODBYE: Duration = Duration::from_secs(2);
@@ -120,7 +124,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut input = BytesMut::with_capacity(4096);
+    let mut input = BytesMut::with_capacity(IDLE_READ);
     let opening = tokio::select! {
         opening = handshake::read_connect(&broker, &mut reader, &mut input) => opening,
         () = broker.shutdown().cancelled() => Opening::Refuse(None),
@@ -170,7 +174,7 @@ where
         window: usize::from(cfg.max_inflight.min(accepted.receive_maximum)),
         aliases: Vec::new(),
         will: accepted.will.clone(),
-        out: BytesMut::with_capacity(4096),
+        out: BytesMut::new(),
     };
     let connack = handshake::connack(&broker, &accepted, attached.present);
     conn.send(&Packet::ConnAck(connack));
@@ -256,8 +260,13 @@ impl Connection {
             return end;
         }
         loop {
-            if input.capacity() - input.len() < 1024 {
-                input.reserve(4096);
+            // Room for what a quiet client sends (a PINGREQ, a small PUBLISH) without
+            // keeping 4 KiB per idle connection; a busy one grows it as it reads.
+            if input.is_empty() && input.capacity() > IDLE_READ {
+                *input = BytesMut::new();
+            }
+            if input.capacity() - input.len() < IDLE_READ / 2 {
+                input.reserve(if input.is_empty() { IDLE_READ } else { 4096 });
             }
             tokio::select! {
                 biased;
@@ -334,6 +343,8 @@ async fn write_some<W: AsyncWrite + Unpin>(
     writer.write_buf(out).await?;
     if out.is_empty() {
         writer.flush().await?;
+        // An idle client holds no write buffer; the next answer allocates one.
+        *out = BytesMut::new();
     }
     Ok(())
 }
