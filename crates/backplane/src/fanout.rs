@@ -35,6 +35,9 @@ struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Bytes>,
     missed: Arc<AtomicU64>,
+    /// Receiving: false until the backend knows no message published before the
+    /// subscriber came can still be on its way (see [`Fanout::arm`]).
+    armed: bool,
 }
 
 /// Messages of one channel, from when it was made until it is dropped (dropping it
@@ -89,8 +92,9 @@ impl Fanout {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new subscriber of `channel`, and whether it is the channel's first.
-    pub(crate) fn add(self: &Arc<Self>, channel: &str) -> (Subscription, bool) {
+    /// A new subscriber of `channel`, receiving at once if `armed` (else from
+    /// [`Fanout::arm`]), and whether it is the channel's first.
+    pub(crate) fn add(self: &Arc<Self>, channel: &str, armed: bool) -> (Subscription, bool) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let missed = Arc::new(AtomicU64::new(0));
@@ -101,6 +105,7 @@ impl Fanout {
             id,
             tx,
             missed: missed.clone(),
+            armed,
         });
         let sub = Subscription {
             rx,
@@ -117,10 +122,20 @@ impl Fanout {
     /// Hands `message` to every subscriber of `channel` that has room.
     pub(crate) fn deliver(&self, channel: &str, message: &Bytes) {
         if let Some(subscribers) = self.lock().get(channel) {
-            for s in subscribers {
+            for s in subscribers.iter().filter(|s| s.armed) {
                 if s.tx.try_send(message.clone()).is_err() {
                     s.missed.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// Lets the subscribers of `channel` that were waiting receive from now on: the backend
+    /// has delivered everything that reached it before their subscription was confirmed.
+    pub(crate) fn arm(&self, channel: &str) {
+        if let Some(subscribers) = self.lock().get_mut(channel) {
+            for s in subscribers {
+                s.armed = true;
             }
         }
     }

@@ -113,7 +113,7 @@ impl Backplane for Embedded {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackplaneError> {
-        Ok(self.fanout.add(channel).0)
+        Ok(self.fanout.add(channel, true).0)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, BackplaneError> {

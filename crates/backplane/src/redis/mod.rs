@@ -172,10 +172,11 @@ impl Backplane for RedisBackplane {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackplaneError> {
-        let (sub, first) = self.fanout.add(channel);
-        if first {
-            self.pubsub.subscribe(channel).await?;
-        }
+        // Waiting until the subscribing task has confirmed the channel and delivered what
+        // arrived before: a message published just before this call, still on its way over
+        // the node's shared connection, must not reach the new subscriber.
+        let (sub, _) = self.fanout.add(channel, false);
+        self.pubsub.subscribe(channel).await?;
         Ok(sub)
     }
 

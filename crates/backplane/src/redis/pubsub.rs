@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -165,7 +165,9 @@ async fn session(
         f.gap();
     }
     if let Some(command) = waiting
-        && handle(command, &mut sink, fanout, namespace).await.is_err()
+        && handle(command, (&mut sink, &mut stream), fanout, namespace)
+            .await
+            .is_err()
     {
         return Ended::Lost;
     }
@@ -173,26 +175,33 @@ async fn session(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return Ended::Stop };
-                if handle(command, &mut sink, fanout, namespace).await.is_err() {
+                if handle(command, (&mut sink, &mut stream), fanout, namespace).await.is_err() {
                     return Ended::Lost;
                 }
             }
             message = stream.next() => {
                 let Some(message) = message else { return Ended::Lost };
                 let Some(fanout) = fanout.upgrade() else { return Ended::Stop };
-                let name = message.get_channel_name();
-                if let Some(channel) = name.strip_prefix(namespace) {
-                    fanout.deliver(channel, &Bytes::copy_from_slice(message.get_payload_bytes()));
-                }
+                deliver(&fanout, namespace, &message);
             }
         }
+    }
+}
+
+/// Hands a message Redis sent to the subscribers of its channel.
+fn deliver(fanout: &Fanout, namespace: &str, message: &redis::Msg) {
+    if let Some(channel) = message.get_channel_name().strip_prefix(namespace) {
+        fanout.deliver(
+            channel,
+            &Bytes::copy_from_slice(message.get_payload_bytes()),
+        );
     }
 }
 
 /// Carries out `command` on the connection; an error means the connection is lost.
 async fn handle(
     command: Command,
-    sink: &mut PubSubSink,
+    (sink, stream): (&mut PubSubSink, &mut PubSubStream),
     fanout: &Weak<Fanout>,
     namespace: &str,
 ) -> Result<(), ()> {
@@ -200,6 +209,15 @@ async fn handle(
         Command::Subscribe(channel, reply) => {
             let done = sink.subscribe(format!("{namespace}{channel}")).await;
             let lost = done.is_err();
+            if let (false, Some(f)) = (lost, fanout.upgrade()) {
+                // Redis answered the SUBSCRIBE after every message it had sent this
+                // connection before, and the client has read them all by now: hand those to
+                // the subscribers that were already there, then let the new ones receive.
+                while let Some(Some(message)) = stream.next().now_or_never() {
+                    deliver(&f, namespace, &message);
+                }
+                f.arm(&channel);
+            }
             let _ = reply.send(done.map_err(BackplaneError::from));
             if lost { Err(()) } else { Ok(()) }
         }
