@@ -43,7 +43,6 @@ impl service::Service for Broker {
     ) -> Result<Arc<Self>, StartError> {
         let at = KeyPath::root(Self::SECTION);
         let bound = crate::listener::bind(cfg, &deps, &at)?;
-        let addr = bound[0].addr;
         let access = cfg.auth().build(&at).map_err(|issues| {
             let first = issues.0.into_iter().next();
             first.map_or_else(
@@ -54,12 +53,11 @@ impl service::Service for Broker {
         let broker = Arc::new(Broker::new(
             cfg.clone(),
             access,
-            addr,
+            bound.iter().map(|b| (b.key, b.addr)).collect(),
             deps.tasks.clone(),
             shutdown.clone(),
         ));
         crate::stats::register(&deps.metrics, &broker);
-        broker.listening(bound.iter().map(|b| (b.key, b.addr)).collect());
         crate::listener::serve(&broker, bound, &deps, &shutdown);
         if !cfg.sys_interval.is_zero() {
             deps.tasks.spawn(publish_sys(broker.clone()));
@@ -164,7 +162,7 @@ mod tests {
         let broker = Broker::new(
             cfg.clone(),
             crate::auth::tests::open(),
-            cfg.listen,
+            vec![("listen", cfg.listen)],
             TaskTracker::new(),
             CancellationToken::new(),
         );

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::hash::RandomState;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -85,8 +85,8 @@ pub struct ClientInfo {
 pub struct Broker {
     /// The `[mqtt]` settings it was started with.
     cfg: MqttConfig,
-    /// Where clients connect.
-    addr: SocketAddr,
+    /// Every listener's key in `[mqtt]` and where it accepts connections, `listen` first.
+    endpoints: Vec<(&'static str, SocketAddr)>,
     index: RwLock<Index>,
     retained: RwLock<Retained<Message>>,
     stats: Stats,
@@ -102,8 +102,6 @@ pub struct Broker {
     tasks: TaskTracker,
     /// The node's shutdown: connections say goodbye and timers stop.
     shutdown: CancellationToken,
-    /// Every listener's key and address, once bound.
-    listening: OnceLock<Vec<(&'static str, SocketAddr)>>,
     /// Who may connect.
     auth: Auth,
     /// What each client may publish and subscribe to.
@@ -122,22 +120,21 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Broker {
-    /// A broker for `cfg` whose clients connect to `addr` and are let in and checked by
-    /// `access` (built from `cfg` by [`MqttConfig::auth`]), running its timers on `tasks`
-    /// until `shutdown`.
+    /// A broker for `cfg` whose clients connect to `endpoints` (each listener's key and
+    /// bound address, `listen` first) and are let in and checked by `access` (built from
+    /// `cfg` by [`MqttConfig::auth`]), running its timers on `tasks` until `shutdown`.
     pub fn new(
         cfg: MqttConfig,
         (auth, acl): (Auth, Acl),
-        addr: SocketAddr,
+        endpoints: Vec<(&'static str, SocketAddr)>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            listening: OnceLock::new(),
+            endpoints,
             auth,
             acl,
             cfg,
-            addr,
             index: RwLock::default(),
             retained: RwLock::new(Retained::new()),
             stats: Stats::default(),
@@ -155,16 +152,10 @@ impl Broker {
         &self.cfg
     }
 
-    /// Records where the listeners are, once bound (set once, at start).
-    pub(crate) fn listening(&self, at: Vec<(&'static str, SocketAddr)>) {
-        let _ = self.listening.set(at);
-    }
-
     /// Where the listener `key` of `[mqtt]` (`listen`, `tls_listen`, `ws_listen`,
     /// `wss_listen`) accepts connections, if it is configured.
     pub fn endpoint(&self, key: &str) -> Option<SocketAddr> {
-        self.listening
-            .get()?
+        self.endpoints
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, a)| *a)
@@ -180,9 +171,9 @@ impl Broker {
         &self.acl
     }
 
-    /// Where clients connect.
+    /// Where clients connect (`listen`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.endpoints[0].1
     }
 
     /// The counters.
@@ -217,7 +208,7 @@ impl Broker {
     /// and, through the listening address, across nodes of a cluster.
     pub fn assign_client_id(&self) -> ClientId {
         let n = self.assigned.fetch_add(1, Ordering::Relaxed);
-        format!("lintas-{}-{n}", self.addr.port()).into()
+        format!("lintas-{}-{n}", self.local_addr().port()).into()
     }
 
     /// Attaches a new connection to the session of `client_id`: a session that exists is
@@ -466,7 +457,7 @@ pub(crate) mod testing {
         Arc::new(Broker::new(
             cfg,
             crate::auth::tests::open(),
-            "127.0.0.1:1883".parse().expect("address"),
+            vec![("listen", "127.0.0.1:1883".parse().expect("address"))],
             TaskTracker::new(),
             CancellationToken::new(),
         ))

@@ -53,8 +53,16 @@ const NODES: &str = "mqtt:node:";
 
 /// Why the route table could not be written or read.
 #[derive(Debug, thiserror::Error)]
-#[error("the MQTT route table on the backplane: {0}")]
-pub struct RouteError(#[from] BackplaneError);
+pub enum RouteError {
+    /// The backplane failed.
+    #[error("the MQTT route table on the backplane: {0}")]
+    Backplane(#[from] BackplaneError),
+    /// A node name the keys and channel messages could not be read back with.
+    #[error(
+        "node name `{0}`: it must be non-empty, without `:` or tabs (they separate the route table's fields)"
+    )]
+    NodeName(String),
+}
 
 /// This node's view of where subscriptions are.
 #[derive(Debug)]
@@ -82,6 +90,9 @@ impl RouteTable {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RouteError> {
+        if node.is_empty() || node.contains([':', '\t']) {
+            return Err(RouteError::NodeName(node.to_string()));
+        }
         let table = Arc::new(Self {
             backplane,
             node,

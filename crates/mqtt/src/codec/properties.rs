@@ -52,6 +52,26 @@ pub enum Scope {
     Auth,
 }
 
+impl Scope {
+    /// Every place a property list can be: where User Property is allowed.
+    const ALL: [Scope; 14] = [
+        Scope::Connect,
+        Scope::ConnAck,
+        Scope::Publish,
+        Scope::Will,
+        Scope::PubAck,
+        Scope::PubRec,
+        Scope::PubRel,
+        Scope::PubComp,
+        Scope::Subscribe,
+        Scope::SubAck,
+        Scope::Unsubscribe,
+        Scope::UnsubAck,
+        Scope::Disconnect,
+        Scope::Auth,
+    ];
+}
+
 /// The property identifiers of §2.2.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -211,22 +231,7 @@ impl PropertyId {
             TopicAlias => &[Publish],
             MaximumQos => &[ConnAck],
             RetainAvailable => &[ConnAck],
-            UserProperty => &[
-                Connect,
-                ConnAck,
-                Publish,
-                Will,
-                PubAck,
-                PubRec,
-                PubRel,
-                PubComp,
-                Subscribe,
-                SubAck,
-                Unsubscribe,
-                UnsubAck,
-                Disconnect,
-                Auth,
-            ],
+            UserProperty => &Scope::ALL,
             MaximumPacketSize => &[Connect, ConnAck],
             WildcardSubscriptionAvailable => &[ConnAck],
             SubscriptionIdentifierAvailable => &[ConnAck],

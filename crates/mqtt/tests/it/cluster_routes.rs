@@ -219,3 +219,21 @@ async fn a_change_missed_while_the_channel_was_down_is_read_after_it() {
     a.add(&target("late/+")).await.unwrap();
     wait_for_nodes(&b, "late/x", &["a"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_the_keys_could_not_be_read_back_with_is_refused() {
+    let cluster = Cluster::new(&redis_url(), "names");
+    for name in ["", "a:b", "a\tb"] {
+        let started = RouteTable::start(
+            cluster.backplane().await,
+            name.into(),
+            &cluster.tasks,
+            cluster.stop.clone(),
+        )
+        .await;
+        assert!(
+            matches!(started, Err(mqtt::cluster::RouteError::NodeName(ref n)) if n == name),
+            "{name:?}: {started:?}"
+        );
+    }
+}
