@@ -1,6 +1,6 @@
 //! lintas's MQTT broker: MQTT 3.1.1 and 5.0 on one port, nodes forming one cluster through
-//! the backplane (the route table is built; carrying messages and sessions between nodes
-//! is next). The design, a message's path and the cluster plan: docs/mqtt.md.
+//! the backplane (messages cross nodes; sessions moving between nodes is next). The
+//! design, a message's path and the cluster: docs/mqtt.md.
 //!
 //! # Layout
 //!
@@ -20,7 +20,8 @@
 //! - [`will`]: wills, with their delay and cancellation.
 //! - [`stats`]: counters, `/metrics` families and the `$SYS` numbers.
 //! - [`transport`]: MQTT over WebSocket for browsers (and TLS through `net::tls`).
-//! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table.
+//! - [`cluster`]: what makes nodes sharing a backplane one broker — the route table, and
+//!   messages forwarded to the nodes whose clients need them.
 //! - `listener`: TCP, TLS, WebSocket and secure WebSocket listeners, one connection task.
 //! - [`service`]: the broker as a lintas service (listeners, admin routes).
 //!

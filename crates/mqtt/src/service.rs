@@ -22,10 +22,12 @@ use service::{Deps, StartError};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, ClientInfo};
+use crate::cluster::Cluster;
 use crate::codec::QoS;
 use crate::config::MqttConfig;
 use crate::message::Message;
 use crate::stats::Snapshot;
+use backplane::Kind;
 
 /// What a reload of `[mqtt]` did: nothing yet (every setting needs a restart).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -50,13 +52,33 @@ impl service::Service for Broker {
                 |issue| StartError::new(issue.path, issue.message),
             )
         })?;
+        let cluster = match deps.backplane.kind() {
+            Kind::Redis => {
+                let started = Cluster::start(
+                    deps.backplane.clone(),
+                    deps.node.clone(),
+                    &deps.tasks,
+                    shutdown.clone(),
+                )
+                .await;
+                Some(
+                    started
+                        .map_err(|e| StartError::new(KeyPath::root("backplane"), e.to_string()))?,
+                )
+            }
+            Kind::Embedded => None,
+        };
         let broker = Arc::new(Broker::new(
             cfg.clone(),
             access,
             bound.iter().map(|b| (b.key, b.addr)).collect(),
-            deps.tasks.clone(),
-            shutdown.clone(),
+            cluster,
+            (deps.tasks.clone(), shutdown.clone()),
         ));
+        broker
+            .join()
+            .await
+            .map_err(|e| StartError::new(KeyPath::root("backplane"), e.to_string()))?;
         crate::stats::register(&deps.metrics, &broker);
         crate::listener::serve(&broker, bound, &deps, &shutdown);
         if !cfg.sys_interval.is_zero() {
@@ -163,8 +185,8 @@ mod tests {
             cfg.clone(),
             crate::auth::tests::open(),
             vec![("listen", cfg.listen)],
-            TaskTracker::new(),
-            CancellationToken::new(),
+            None,
+            (TaskTracker::new(), CancellationToken::new()),
         );
         assert!(broker.restart_needed(&cfg).is_empty());
         let changed = MqttConfig {

@@ -117,7 +117,7 @@ impl ::service::Service for Relay {
             board,
             telemetry,
             pace: Pace::of(&cfg),
-            node_id: deliver::node_id(),
+            node_id: deps.node.to_string(),
             skips: deliver::Skips::default(),
             runtimes: listeners.iter().filter_map(|(_, h)| h.clone()).collect(),
         });

@@ -76,6 +76,11 @@ pub struct Deps {
     /// What nodes share (streams, pub/sub, key/value, leases): embedded, or on the Redis of
     /// `[backplane]`; opened once by the node with [`backplane::open`].
     pub backplane: Arc<dyn backplane::Backplane>,
+    /// This node's name among the nodes sharing the backplane: host, process and a random
+    /// part, so a restarted process is a new node (a stream consumer, lease holder and MQTT
+    /// cluster member whose predecessor's leftovers are claimed, not resumed by mistake).
+    /// Never holds `:` or tabs (other names are built with them).
+    pub node: Arc<str>,
     /// The node's one metrics registry: a service registers its metrics here in `start`,
     /// and the admin listener's `GET /metrics` encodes them all.
     pub metrics: admin::Metrics,
@@ -97,6 +102,7 @@ impl Deps {
             tasks,
             data_dir,
             backplane,
+            node: node_name().into(),
             metrics: admin::Metrics::default(),
             store: Arc::new(OnceCell::new()),
         }
@@ -111,6 +117,22 @@ impl Deps {
             .cloned()
             .map_err(StartError::from)
     }
+}
+
+/// A new node's name: see [`Deps::node`].
+fn node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .collect();
+    // RandomState is seeded from the OS's randomness for every new instance.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{host}-{}-{:08x}", std::process::id(), random as u32)
 }
 
 /// One service of a node: started from its configuration section, reloaded in place,

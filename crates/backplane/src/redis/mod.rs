@@ -69,6 +69,8 @@ fn px(ttl: Duration) -> u64 {
 /// The backplane on one Redis.
 pub(crate) struct RedisBackplane {
     conn: ConnectionManager,
+    /// Opens the connections streams' feeds read on.
+    client: redis::Client,
     prefix: String,
     lease: Duration,
     /// Streams opened so far, so a name opened twice is one stream.
@@ -92,9 +94,10 @@ impl RedisBackplane {
         let client = cfg.client()?;
         let conn = ConnectionManager::new_with_config(client.clone(), connection_config()).await?;
         let prefix = cfg.prefix.clone();
-        let (fanout, pubsub) = pubsub::start(client, format!("{prefix}:ps:"));
+        let (fanout, pubsub) = pubsub::start(client.clone(), format!("{prefix}:ps:"));
         Ok(Self {
             conn,
+            client,
             prefix,
             lease: cfg.lease,
             streams: Named::default(),
@@ -154,6 +157,7 @@ impl Backplane for RedisBackplane {
             .get_or_open(name, || {
                 stream::RedisStream::open(
                     self.conn.clone(),
+                    self.client.clone(),
                     &self.prefix,
                     name,
                     options.idempotency_window,

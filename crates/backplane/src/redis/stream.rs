@@ -51,6 +51,10 @@ return {0, string.format('%d', first)}
 #[derive(Clone)]
 pub(crate) struct RedisStream {
     conn: ConnectionManager,
+    /// Opens each feed's own connection: a blocking `XREADGROUP` holds its connection
+    /// until it returns, and on the node's shared one it would hold back every other
+    /// command of every service for as long as it waits.
+    client: redis::Client,
     id: String,
     stream: String,
     counter: String,
@@ -81,6 +85,7 @@ impl RedisStream {
     /// The stream `name` under `prefix` on `conn`, its identity made if it is new.
     pub(crate) async fn open(
         conn: ConnectionManager,
+        client: redis::Client,
         prefix: &str,
         name: &str,
         window: Duration,
@@ -92,6 +97,7 @@ impl RedisStream {
         let id: String = c.get(&id_key).await?;
         Ok(Self {
             conn,
+            client,
             id,
             stream: format!("{base}:stream"),
             counter: format!("{base}:next"),
@@ -162,12 +168,12 @@ impl RedisStream {
     /// Reads up to `max` new entries for `consumer` in `group`, waiting up to `wait`.
     async fn read_group(
         &self,
+        mut conn: ConnectionManager,
         group: &str,
         consumer: &str,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Entry>, BackplaneError> {
-        let mut conn = self.conn.clone();
         let v: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(group)
@@ -290,8 +296,12 @@ impl Stream for RedisStream {
         from: u64,
     ) -> Result<Box<dyn Feed>, BackplaneError> {
         self.create_group(group, from).await?;
+        let reader =
+            ConnectionManager::new_with_config(self.client.clone(), super::connection_config())
+                .await?;
         Ok(Box::new(RedisFeed {
             stream: self.clone(),
+            reader,
             group: group.to_owned(),
             consumer: consumer.to_owned(),
             cursor: Some("0-0".into()),
@@ -362,6 +372,8 @@ impl Stream for RedisStream {
 /// included), then new entries.
 struct RedisFeed {
     stream: RedisStream,
+    /// This feed's own connection for blocking reads (see [`RedisStream::client`]).
+    reader: ConnectionManager,
     group: String,
     consumer: String,
     /// Where the sweep of pending entries stands; `None` once done.
@@ -382,7 +394,7 @@ impl Feed for RedisFeed {
             }
         }
         self.stream
-            .read_group(&self.group, &self.consumer, max, wait)
+            .read_group(self.reader.clone(), &self.group, &self.consumer, max, wait)
             .await
     }
 

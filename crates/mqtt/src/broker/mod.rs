@@ -18,6 +18,8 @@
 
 mod route;
 
+pub(crate) use route::Reach;
+
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, Auth};
+use crate::cluster::{Cluster, Envelope, Forwarded};
 use crate::codec::{QoS, Version};
 use crate::config::MqttConfig;
 use crate::message::Message;
@@ -61,6 +64,16 @@ pub struct Attached {
     pub wake: Arc<Notify>,
     /// Cancelled when another connection takes the session over.
     pub kick: CancellationToken,
+}
+
+/// What [`Broker::publish`] did with a message.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// How many sessions of this node, and other nodes, it went to.
+    pub matched: usize,
+    /// The appends to other nodes' inboxes a QoS 1 or 2 message's acknowledgement waits
+    /// for.
+    pub forwarded: Forwarded,
 }
 
 /// One connected client, as `GET /api/mqtt/clients` lists it.
@@ -102,6 +115,8 @@ pub struct Broker {
     tasks: TaskTracker,
     /// The node's shutdown: connections say goodbye and timers stop.
     shutdown: CancellationToken,
+    /// This node's part of the cluster; none when it runs alone.
+    cluster: Option<Arc<Cluster>>,
     /// Who may connect.
     auth: Auth,
     /// What each client may publish and subscribe to.
@@ -122,16 +137,19 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Broker {
     /// A broker for `cfg` whose clients connect to `endpoints` (each listener's key and
     /// bound address, `listen` first) and are let in and checked by `access` (built from
-    /// `cfg` by [`MqttConfig::auth`]), running its timers on `tasks` until `shutdown`.
+    /// `cfg` by [`MqttConfig::auth`]), running its timers on `tasks` until `shutdown`; a
+    /// node of a cluster when `cluster` is given (its inbox is read once
+    /// [`Broker::join`] is called).
     pub fn new(
         cfg: MqttConfig,
         (auth, acl): (Auth, Acl),
         endpoints: Vec<(&'static str, SocketAddr)>,
-        tasks: TaskTracker,
-        shutdown: CancellationToken,
+        cluster: Option<Arc<Cluster>>,
+        (tasks, shutdown): (TaskTracker, CancellationToken),
     ) -> Self {
         Self {
             endpoints,
+            cluster,
             auth,
             acl,
             cfg,
@@ -205,10 +223,13 @@ impl Broker {
     }
 
     /// A client identifier for a 5.0 client that sent none (§3.1.3.1): unique on this node
-    /// and, through the listening address, across nodes of a cluster.
+    /// and, through the node's name in a cluster, across its nodes.
     pub fn assign_client_id(&self) -> ClientId {
         let n = self.assigned.fetch_add(1, Ordering::Relaxed);
-        format!("lintas-{}-{n}", self.local_addr().port()).into()
+        match &self.cluster {
+            Some(c) => format!("lintas-{}-{n}", c.node()).into(),
+            None => format!("lintas-{}-{n}", self.local_addr().port()).into(),
+        }
     }
 
     /// Attaches a new connection to the session of `client_id`: a session that exists is
@@ -235,6 +256,7 @@ impl Broker {
                     // The old session ends here: a will waiting for its delay is due now,
                     // and its connection, if any, finds another generation when it closes.
                     let mut state = old.lock();
+                    self.withdraw(&state);
                     if let Some(a) = state.attached.take() {
                         a.kick.cancel();
                     }
@@ -316,6 +338,7 @@ impl Broker {
             if !current || state.generation != generation {
                 return;
             }
+            self.withdraw(&state);
             state.will.take()
         };
         index.sessions.remove(&session.client_id);
@@ -338,28 +361,86 @@ impl Broker {
         index
             .subscriptions
             .insert(session.client_id.clone(), target.clone(), options);
-        session
+        let replaced = session
             .lock()
             .subscriptions
-            .insert(target, options)
-            .is_some()
+            .insert(target.clone(), options)
+            .is_some();
+        if let (false, Some(cluster)) = (replaced, &self.cluster) {
+            cluster.subscribed(&target);
+        }
+        replaced
     }
 
     /// Removes `session`'s subscription to `target`; returns whether it had one.
     pub fn unsubscribe(&self, session: &Session, target: &SubscriptionTarget) -> bool {
         let mut index = write(&self.index);
         index.subscriptions.remove(&session.client_id, target);
-        session.lock().subscriptions.remove(target).is_some()
+        let had = session.lock().subscriptions.remove(target).is_some();
+        if let (true, Some(cluster)) = (had, &self.cluster) {
+            cluster.unsubscribed(target);
+        }
+        had
+    }
+
+    /// Tells the cluster that the subscriptions of `state`, a session that ends, are gone.
+    fn withdraw(&self, state: &crate::session::SessionState) {
+        if let Some(cluster) = &self.cluster {
+            state
+                .subscriptions
+                .keys()
+                .for_each(|t| cluster.unsubscribed(t));
+        }
     }
 
     /// Publishes `message` from `from` (none: the broker itself): stores or clears it as
-    /// retained if its RETAIN flag is set, then routes it. Returns how many sessions of this
-    /// node it went to.
-    pub fn publish(&self, message: &Message, from: Option<&ClientId>) -> usize {
+    /// retained if its RETAIN flag is set, routes it to this node's sessions and forwards it
+    /// to the other nodes that need it (`$SYS` topics stay on this node).
+    pub fn publish(&self, message: &Message, from: Option<&ClientId>) -> Published {
         if message.retain {
             self.retain(message);
         }
-        self.route(message, from)
+        let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
+            return Published::default();
+        };
+        let cluster = self
+            .cluster
+            .as_ref()
+            .filter(|_| !message.topic.starts_with("$SYS/"));
+        let Some(cluster) = cluster else {
+            return Published {
+                matched: self.route_to(message, name, from, Reach::All),
+                forwarded: Forwarded::default(),
+            };
+        };
+        let mut planner = cluster.planner(message, name);
+        let matched = self.route_to(message, name, from, Reach::Planned(&mut planner));
+        let plan = planner.finish();
+        Published {
+            matched: matched + plan.nodes.len(),
+            forwarded: cluster.forward(plan),
+        }
+    }
+
+    /// Routes a message another node sent this one to the subscriptions it is for here.
+    pub fn receive(&self, envelope: &Envelope) -> usize {
+        let Ok(name) = TopicName::parse(&envelope.message.topic, self.cfg.max_topic_levels) else {
+            return 0;
+        };
+        self.route_to(&envelope.message, name, None, Reach::Received(envelope))
+    }
+
+    /// Starts reading what other nodes send this one, when it is in a cluster.
+    pub async fn join(self: &Arc<Self>) -> Result<(), backplane::BackplaneError> {
+        match &self.cluster {
+            Some(cluster) => crate::cluster::inbox::serve(self, cluster).await,
+            None => Ok(()),
+        }
+    }
+
+    /// This node's part of the cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Stores `message` as the retained message of its topic, or clears the topic when the
@@ -458,8 +539,8 @@ pub(crate) mod testing {
             cfg,
             crate::auth::tests::open(),
             vec![("listen", "127.0.0.1:1883".parse().expect("address"))],
-            TaskTracker::new(),
-            CancellationToken::new(),
+            None,
+            (TaskTracker::new(), CancellationToken::new()),
         ))
     }
 

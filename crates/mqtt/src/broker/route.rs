@@ -27,6 +27,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::{Broker, read};
+use crate::cluster::{Envelope, Planner};
 use crate::config::SharedStrategy;
 use crate::message::Message;
 use crate::session::{ClientId, Outgoing, Session, SubOptions};
@@ -37,6 +38,52 @@ thread_local! {
     static FANOUT: RefCell<Fanout<ClientId, SubOptions>> = RefCell::new(Fanout::new());
 }
 
+/// Which of this node's subscriptions a message is routed to.
+pub(crate) enum Reach<'a, 'p> {
+    /// All of them: a single node, or a message that stays on this node (`$SYS`).
+    All,
+    /// A message published here in a cluster: the plain subscriptions, and the shared
+    /// groups whose turn the planner gives this node (the others go elsewhere).
+    Planned(&'a mut Planner<'p>),
+    /// A message from another node: its plain subscriptions if it says so, and the
+    /// groups it was handed for.
+    Received(&'a Envelope),
+}
+
+impl Reach<'_, '_> {
+    /// Whether the message goes to this node's plain subscriptions.
+    fn plain(&self) -> bool {
+        match self {
+            Self::All | Self::Planned(_) => true,
+            Self::Received(e) => e.plain,
+        }
+    }
+
+    /// Whether this node delivers the message to shared group `group`.
+    fn group(&mut self, group: &SharedGroup<'_, ClientId, SubOptions>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Planned(planner) => {
+                let key = format!("$share/{}/{}", group.name, group.filter);
+                let members = u32::try_from(group.members.len()).unwrap_or(u32::MAX);
+                planner.keep_local(&key, members)
+            }
+            Self::Received(e) => e
+                .groups
+                .iter()
+                .any(|key| is_group_key(key, group.name, group.filter.as_str())),
+        }
+    }
+}
+
+/// Whether `key` is `$share/{name}/{filter}`.
+fn is_group_key(key: &str, name: &str, filter: &str) -> bool {
+    key.strip_prefix("$share/")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('/'))
+        == Some(filter)
+}
+
 impl Broker {
     /// Hands `message` to every session of this node with a matching subscription, `from`
     /// being the publishing client (none for the broker's own and other nodes' messages).
@@ -45,17 +92,34 @@ impl Broker {
         let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
             return 0;
         };
+        self.route_to(message, name, from, Reach::All)
+    }
+
+    /// [`Broker::route`] to the subscriptions `reach` allows.
+    pub(crate) fn route_to(
+        &self,
+        message: &Message,
+        name: TopicName<'_>,
+        from: Option<&ClientId>,
+        mut reach: Reach<'_, '_>,
+    ) -> usize {
         let index = read(&self.index);
         let sessions = &index.sessions;
         let mut matched = 0;
         FANOUT.with_borrow_mut(|fanout| {
             fanout.collect(&index.subscriptions, name, from, |group| {
+                if !reach.group(&group) {
+                    return;
+                }
                 if let Some((session, options)) = self.pick(sessions, &group) {
                     let ids = options.identifier.as_slice();
                     self.deliver(session, options, ids, message);
                     matched += 1;
                 }
             });
+            if !reach.plain() {
+                return;
+            }
             for d in fanout.deliveries() {
                 if let Some(session) = sessions.get(d.key) {
                     self.deliver(session, d.options, d.identifiers, message);

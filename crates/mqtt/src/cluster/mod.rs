@@ -1,6 +1,264 @@
 //! What makes several nodes one broker, on the backplane they share (see docs/mqtt.md,
-//! "Cluster"): [`routes`], the table of which nodes subscribe to what.
+//! "Cluster"): [`routes`], the table of which nodes subscribe to what; [`envelope`], a
+//! message as it travels between nodes; [`link`], the sending side towards one node; and
+//! [`inbox`], the receiving side.
+//!
+//! [`Cluster`] is what the broker holds. On publish it answers which other nodes need the
+//! message and for which shared groups ([`Cluster::plan`]), and sends it there
+//! ([`Cluster::forward`]): QoS 0 over pub/sub, QoS 1 and 2 appended to the node's inbox
+//! stream, the publisher's acknowledgement waiting for the append ([`Forwarded`]). On
+//! subscribe and unsubscribe it updates the route table in the order they happened,
+//! without making the client's SUBACK wait for the backplane.
 
+pub mod envelope;
+pub mod inbox;
+pub mod link;
 pub mod routes;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use backplane::Backplane;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+pub use envelope::Envelope;
 pub use routes::{NodeId, RouteError, RouteTable};
+
+use crate::message::Message;
+use crate::topic::{SubscriptionTarget, TopicName};
+use link::Link;
+
+/// A change of this node's subscriptions, for the route table.
+#[derive(Debug)]
+enum Change {
+    Add(SubscriptionTarget),
+    Remove(SubscriptionTarget),
+}
+
+/// This node's part of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    backplane: Arc<dyn Backplane>,
+    routes: Arc<RouteTable>,
+    /// The sending side towards each node a message has gone to.
+    links: Mutex<HashMap<NodeId, Link>>,
+    /// Subscription changes on their way to the route table, in order.
+    changes: mpsc::UnboundedSender<Change>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Where a message published on this node goes in the rest of the cluster.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Other nodes and what each gets: plain subscriptions, and shared groups.
+    pub nodes: Vec<(NodeId, Envelope)>,
+}
+
+/// A [`Plan`] being made while the message is routed locally.
+#[derive(Debug)]
+pub struct Planner<'a> {
+    cluster: &'a Cluster,
+    message: &'a Message,
+    to: Vec<(NodeId, Envelope)>,
+    /// Matching groups with members on other nodes, with those members, not handed yet.
+    groups: Vec<(String, Vec<(NodeId, u32)>)>,
+}
+
+impl Planner<'_> {
+    /// Whether this node delivers the message to shared group `key`, which has `local`
+    /// members here: the group's turn goes to one node in proportion to its members.
+    pub fn keep_local(&mut self, key: &str, local: u32) -> bool {
+        let members = self
+            .groups
+            .iter()
+            .position(|(k, _)| k == key)
+            .map(|at| self.groups.swap_remove(at).1)
+            .unwrap_or_default();
+        members.is_empty() || self.hand(key, &members, local)
+    }
+
+    /// Hands the groups without members here to one of their nodes; the plan is complete.
+    pub fn finish(mut self) -> Plan {
+        for (key, members) in std::mem::take(&mut self.groups) {
+            self.hand(&key, &members, 0);
+        }
+        Plan { nodes: self.to }
+    }
+
+    /// Picks the node for group `key`; true if it is this one.
+    fn hand(&mut self, key: &str, members: &[(NodeId, u32)], local: u32) -> bool {
+        let Some(node) = self.cluster.routes.pick_node(key, members, local) else {
+            return false;
+        };
+        if node == *self.cluster.node() {
+            return true;
+        }
+        match self.to.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, e)) => e.groups.push(key.to_owned()),
+            None => {
+                let mut e = envelope(self.message, false);
+                e.groups.push(key.to_owned());
+                self.to.push((node, e));
+            }
+        }
+        false
+    }
+}
+
+/// The acknowledgements of a QoS 1 or 2 message's appends to other nodes' inboxes; the
+/// publisher's PUBACK or PUBREC waits for them.
+#[derive(Debug, Default)]
+pub struct Forwarded(Vec<oneshot::Receiver<()>>);
+
+impl Forwarded {
+    /// Whether there is nothing to wait for.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits until every append is durable; false if one was abandoned (the node shuts
+    /// down): the publisher must not be told the message was taken.
+    pub async fn durable(self) -> bool {
+        for done in self.0 {
+            if done.await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster as `node`: starts the route table; the inbox is read once the
+    /// broker exists ([`inbox::serve`]).
+    pub async fn start(
+        backplane: Arc<dyn Backplane>,
+        node: NodeId,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, RouteError> {
+        let routes = RouteTable::start(backplane.clone(), node, tasks, shutdown.clone()).await?;
+        let (changes, pending) = mpsc::unbounded_channel();
+        tasks.spawn(apply_changes(routes.clone(), pending, shutdown.clone()));
+        Ok(Arc::new(Self {
+            backplane,
+            routes,
+            links: Mutex::default(),
+            changes,
+            tasks: tasks.clone(),
+            shutdown,
+        }))
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &NodeId {
+        self.routes.node()
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The backplane the cluster runs on.
+    pub fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
+    /// A local session subscribed to `target` (a new subscription, not a replacement).
+    pub fn subscribed(&self, target: &SubscriptionTarget) {
+        let _ = self.changes.send(Change::Add(target.clone()));
+    }
+
+    /// A local session's subscription to `target` is gone.
+    pub fn unsubscribed(&self, target: &SubscriptionTarget) {
+        let _ = self.changes.send(Change::Remove(target.clone()));
+    }
+
+    /// Starts planning where `message`, on topic `name`, goes in the rest of the cluster:
+    /// the nodes with plain subscriptions it matches, and the shared groups it matches on
+    /// other nodes. Routing it locally then asks [`Planner::keep_local`] about each group
+    /// with members here; [`Planner::finish`] hands the remaining groups out.
+    pub fn planner<'a>(&'a self, message: &'a Message, name: TopicName<'_>) -> Planner<'a> {
+        let mut to: Vec<(NodeId, Envelope)> = Vec::new();
+        let mut groups: Vec<(String, Vec<(NodeId, u32)>)> = Vec::new();
+        self.routes.matching(
+            name,
+            |node| to.push((node.clone(), envelope(message, true))),
+            |key, members| groups.push((key.to_owned(), members.to_vec())),
+        );
+        Planner {
+            cluster: self,
+            message,
+            to,
+            groups,
+        }
+    }
+
+    /// Sends what `plan` says to the other nodes.
+    pub fn forward(&self, plan: Plan) -> Forwarded {
+        let mut waits = Vec::new();
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, envelope) in plan.nodes {
+            let link = links.entry(node.clone()).or_insert_with(|| {
+                Link::start(
+                    self.backplane.clone(),
+                    self.node().clone(),
+                    node,
+                    &self.tasks,
+                    self.shutdown.clone(),
+                )
+            });
+            if let Some(wait) = link.send(&envelope) {
+                waits.push(wait);
+            }
+        }
+        Forwarded(waits)
+    }
+}
+
+/// An envelope of `message` for a node's plain subscriptions (`plain`) and no group yet.
+fn envelope(message: &Message, plain: bool) -> Envelope {
+    Envelope {
+        message: message.clone(),
+        plain,
+        groups: Vec::new(),
+    }
+}
+
+/// Applies subscription changes to the route table in the order they happened.
+async fn apply_changes(
+    routes: Arc<RouteTable>,
+    mut pending: mpsc::UnboundedReceiver<Change>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            () = shutdown.cancelled() => return,
+            change = pending.recv() => match change {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        loop {
+            let done = match &change {
+                Change::Add(t) => routes.add(t).await,
+                Change::Remove(t) => routes.remove(t).await,
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot update the MQTT route table; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+    }
+}

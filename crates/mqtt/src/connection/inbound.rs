@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 use super::{Close, Connection, Handled, Violation};
 use crate::auth::Access;
+use crate::broker::Published;
+use crate::cluster::Forwarded;
 use crate::codec::{
     Ack, ByteString, Disconnect, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Version,
@@ -109,25 +111,29 @@ impl Connection {
             }
             _ => false,
         };
-        let matched = if repeated {
-            1
+        let published = if repeated {
+            Published {
+                matched: 1,
+                forwarded: Forwarded::default(),
+            }
         } else {
             let message = Message::from_publish(p, topic, Instant::now());
             self.broker.publish(&message, Some(&self.client_id))
         };
-        let code = if matched == 0 {
+        let code = if published.matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
-        match (qos, id) {
-            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(reply(id, code))),
+        let ack = match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => Packet::PubAck(reply(id, code)),
             (QoS::ExactlyOnce, Some(id)) => {
                 self.session.lock().inbound_qos2.insert(id);
-                self.send(&Packet::PubRec(reply(id, code)));
+                Packet::PubRec(reply(id, code))
             }
-            _ => {}
-        }
+            _ => return Ok(()),
+        };
+        self.acknowledge(ack, published.forwarded);
         Ok(())
     }
 
@@ -142,16 +148,17 @@ impl Connection {
         } else {
             ReasonCode::Success
         };
-        match (qos, id) {
-            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(reply(id, code))),
+        let ack = match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => Packet::PubAck(reply(id, code)),
             (QoS::ExactlyOnce, Some(id)) => {
                 if !v5 {
                     self.session.lock().inbound_qos2.insert(id);
                 }
-                self.send(&Packet::PubRec(reply(id, code)));
+                Packet::PubRec(reply(id, code))
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        self.acknowledge(ack, Forwarded::default());
     }
 
     /// The topic a PUBLISH with Topic Alias `alias` goes to: `topic` itself (which the alias

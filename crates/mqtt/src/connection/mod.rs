@@ -15,6 +15,7 @@
 //! and is counted; the will is published when the connection ends other than by a normal
 //! DISCONNECT or the node's shutdown.
 
+mod acks;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -116,6 +117,8 @@ struct Connection {
     will: Option<WillSpec>,
     /// Encoded packets not yet written.
     out: BytesMut,
+    /// Acknowledgements waiting for their messages to be durable on other nodes.
+    acks: acks::Acks,
 }
 
 /// Serves one client on `stream` until it goes, is taken over or the node shuts down.
@@ -175,6 +178,7 @@ where
         aliases: Vec::new(),
         will: accepted.will.clone(),
         out: BytesMut::new(),
+        acks: acks::Acks::default(),
     };
     let connack = handshake::connack(&broker, &accepted, attached.present);
     conn.send(&Packet::ConnAck(connack));
@@ -272,7 +276,9 @@ impl Connection {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 () = kick.cancelled() => return End::TakenOver,
-                read = reader.read_buf(input), if self.out.len() < PAUSE_READING => {
+                read = reader.read_buf(input),
+                    if self.out.len() < PAUSE_READING && self.acks.len() < acks::MAX_WAITING =>
+                {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal(None),
                         Ok(_) => {}
@@ -289,6 +295,11 @@ impl Connection {
                     self.fill();
                 }
                 () = wake.notified() => self.fill(),
+                durable = self.acks.ready() => {
+                    if let Err(end) = self.release_acks(durable) {
+                        return end;
+                    }
+                }
                 written = write_some(writer, &mut self.out), if !self.out.is_empty() => {
                     if written.is_err() {
                         return End::Abnormal(None);
@@ -323,6 +334,36 @@ impl Connection {
                     return Err(End::Abnormal(Some(code)));
                 }
             }
+        }
+    }
+
+    /// Sends the acknowledgements whose messages are durable now; a message that could not
+    /// be made durable ends the connection without its acknowledgement (the client sends it
+    /// again), its QoS 2 identifier forgotten so the new attempt is routed.
+    fn release_acks(&mut self, durable: bool) -> Result<(), End> {
+        let mut failed = None;
+        let mut acks = std::mem::take(&mut self.acks);
+        acks.release(durable, |ack| match ack {
+            Ok(ack) => self.send(&ack),
+            Err(ack) => failed = Some(ack),
+        });
+        self.acks = acks;
+        match failed {
+            None => Ok(()),
+            Some(ack) => {
+                if let Packet::PubRec(rec) = ack {
+                    self.session.lock().inbound_qos2.remove(&rec.packet_id);
+                }
+                Err(End::Abnormal(Some(ReasonCode::UnspecifiedError)))
+            }
+        }
+    }
+
+    /// Sends `ack` for a message whose appends to other nodes are `forwarded`, after them
+    /// and after every acknowledgement already waiting.
+    fn acknowledge(&mut self, ack: Packet, forwarded: crate::cluster::Forwarded) {
+        if let Some(ack) = self.acks.push(ack, forwarded) {
+            self.send(&ack);
         }
     }
 

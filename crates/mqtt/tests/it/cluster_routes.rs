@@ -16,12 +16,12 @@ use tokio_util::task::TaskTracker;
 /// `CLIENT LIST`; no other test uses it.
 const KILL_DB: u8 = 10;
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A cluster of nodes under a prefix of its own.
-struct Cluster {
+pub(crate) struct Cluster {
     cfg: BackplaneConfig,
     dir: TempDir,
     tasks: TaskTracker,
@@ -29,7 +29,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(url: &str, tag: &str) -> Self {
+    pub(crate) fn new(url: &str, tag: &str) -> Self {
         Self {
             cfg: BackplaneConfig {
                 redis: url.to_owned(),
@@ -48,7 +48,7 @@ impl Cluster {
         }
     }
 
-    async fn backplane(&self) -> Arc<dyn Backplane> {
+    pub(crate) async fn backplane(&self) -> Arc<dyn Backplane> {
         backplane::open(Some(&self.cfg), self.dir.path())
             .await
             .expect("Redis is reachable")

@@ -33,6 +33,12 @@ impl Node {
     /// `$SYS` is off unless `text` sets `sys_interval`, and anonymous clients are allowed
     /// unless `text` says otherwise).
     pub async fn start(text: &str) -> Self {
+        Self::start_on(text, None).await
+    }
+
+    /// [`Node::start`] on `backplane` (a cluster node when it is Redis), or on an embedded
+    /// one of its own.
+    pub async fn start_on(text: &str, backplane: Option<Arc<dyn backplane::Backplane>>) -> Self {
         let sys = if text.contains("sys_interval") {
             ""
         } else {
@@ -60,9 +66,12 @@ impl Node {
             net::Workers::default(),
             tracker.clone(),
             dir.path().to_owned(),
-            backplane::open(None, dir.path())
-                .await
-                .expect("embedded backplane"),
+            match backplane {
+                Some(b) => b,
+                None => backplane::open(None, dir.path())
+                    .await
+                    .expect("embedded backplane"),
+            },
         );
         let metrics = deps.metrics.clone();
         let broker = Broker::start(&cfg, deps, shutdown.clone())

@@ -135,25 +135,6 @@ impl Skips {
     }
 }
 
-/// 16 random bytes in hex.
-fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// This process's name on a shared stream: host, pid and a random part (a restarted
-/// process is a new consumer; the old one's pending records are claimed from it).
-pub(crate) fn node_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        host.trim(),
-        std::process::id(),
-        &random_id()[..8]
-    )
-}
-
 /// Keeps one worker per destination: starts workers for new destinations and stops those
 /// of removed ones.
 pub(crate) async fn supervise(
