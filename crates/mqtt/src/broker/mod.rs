@@ -34,11 +34,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, Auth};
+use crate::cluster::sessions::Carried;
 use crate::cluster::{Cluster, Envelope, Forwarded};
 use crate::codec::{QoS, Version};
 use crate::config::MqttConfig;
 use crate::message::Message;
-use crate::session::{Attachment, ClientId, Outgoing, Session, SubOptions};
+use crate::session::{Attachment, ClientId, Outgoing, Session, SessionState, SubOptions};
 use crate::stats::Stats;
 use crate::topic::{Retained, SubscriptionTarget, TopicFilter, TopicName, Tree};
 
@@ -344,6 +345,9 @@ impl Broker {
         index.sessions.remove(&session.client_id);
         index.subscriptions.remove_key(&session.client_id);
         drop(index);
+        if let Some(cluster) = &self.cluster {
+            cluster.session_ended(&session.client_id);
+        }
         if let Some(will) = will {
             crate::will::publish(self, will);
         }
@@ -361,30 +365,44 @@ impl Broker {
         index
             .subscriptions
             .insert(session.client_id.clone(), target.clone(), options);
-        let replaced = session
-            .lock()
+        let mut state = session.lock();
+        let replaced = state
             .subscriptions
             .insert(target.clone(), options)
             .is_some();
-        if let (false, Some(cluster)) = (replaced, &self.cluster) {
-            cluster.subscribed(&target);
+        if let Some(cluster) = &self.cluster {
+            if !replaced {
+                cluster.subscribed(&target);
+            }
+            self.save_subscriptions(cluster, &session.client_id, &state);
         }
         replaced
+    }
+
+    /// Keeps the subscriptions of a session with an expiry on the backplane, for another
+    /// node to resume if this one dies.
+    fn save_subscriptions(&self, cluster: &Cluster, client: &str, state: &SessionState) {
+        if state.expiry_interval > 0 {
+            let bytes = Carried::of(state, false).encode(Instant::now());
+            cluster.save_subscriptions(client, bytes);
+        }
     }
 
     /// Removes `session`'s subscription to `target`; returns whether it had one.
     pub fn unsubscribe(&self, session: &Session, target: &SubscriptionTarget) -> bool {
         let mut index = write(&self.index);
         index.subscriptions.remove(&session.client_id, target);
-        let had = session.lock().subscriptions.remove(target).is_some();
+        let mut state = session.lock();
+        let had = state.subscriptions.remove(target).is_some();
         if let (true, Some(cluster)) = (had, &self.cluster) {
             cluster.unsubscribed(target);
+            self.save_subscriptions(cluster, &session.client_id, &state);
         }
         had
     }
 
     /// Tells the cluster that the subscriptions of `state`, a session that ends, are gone.
-    fn withdraw(&self, state: &crate::session::SessionState) {
+    fn withdraw(&self, state: &SessionState) {
         if let Some(cluster) = &self.cluster {
             state
                 .subscriptions
@@ -430,12 +448,64 @@ impl Broker {
         self.route_to(&envelope.message, name, None, Reach::Received(envelope))
     }
 
-    /// Starts reading what other nodes send this one, when it is in a cluster.
+    /// Starts reading what other nodes send this one and the sessions they take over, when
+    /// it is in a cluster.
     pub async fn join(self: &Arc<Self>) -> Result<(), backplane::BackplaneError> {
         match &self.cluster {
-            Some(cluster) => crate::cluster::inbox::serve(self, cluster).await,
+            Some(cluster) => {
+                crate::cluster::inbox::serve(self, cluster).await?;
+                crate::cluster::sessions::start(self, cluster).await
+            }
             None => Ok(()),
         }
+    }
+
+    /// In a cluster, claims `client`'s session for this node before a connection attaches
+    /// to it (see [`crate::cluster::sessions`]); with `resume`, returns its state from the
+    /// node that held it. Without the backplane, the client connects with what this node
+    /// has.
+    pub async fn claim(&self, client: &ClientId, resume: bool) -> Option<Carried> {
+        let cluster = self.cluster.as_ref()?;
+        let wait = crate::cluster::sessions::HANDOFF_WAIT * 2;
+        match tokio::time::timeout(wait, cluster.claim(client, resume)).await {
+            Ok(Ok(carried)) => carried,
+            Ok(Err(e)) => {
+                tracing::warn!(%client, error = %e, "cannot claim the session in the cluster");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%client, "claiming the session in the cluster timed out");
+                None
+            }
+        }
+    }
+
+    /// Gives `session`, just attached, the state `carried` from another node: its
+    /// subscriptions, then its messages after whatever it holds (up to `max_queued`).
+    pub fn install(&self, session: &Session, carried: Carried) {
+        for (target, options) in carried.subscriptions {
+            self.subscribe(session, target, options);
+        }
+        let mut state = session.lock();
+        let room = self.cfg.max_queued.saturating_sub(state.queue.len());
+        state.queue.extend(carried.messages.into_iter().take(room));
+    }
+
+    /// Another node took `client`'s session over: its connection here is closed (0x8E)
+    /// and the session ends here; with `resume`, its state is returned for that node.
+    pub fn give_away(&self, client: &str, resume: bool) -> Option<Carried> {
+        let mut index = write(&self.index);
+        let session = index.sessions.remove(client)?;
+        index.subscriptions.remove_key(&session.client_id);
+        let mut state = session.lock();
+        self.withdraw(&state);
+        if let Some(a) = state.attached.take() {
+            a.kick.cancel();
+        }
+        state.generation += 1;
+        state.will = None;
+        session.set_online(false);
+        resume.then(|| Carried::of(&state, true))
     }
 
     /// This node's part of the cluster, if it is in one.

@@ -14,11 +14,13 @@ pub mod envelope;
 pub mod inbox;
 pub mod link;
 pub mod routes;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use backplane::Backplane;
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,11 +33,17 @@ use crate::message::Message;
 use crate::topic::{SubscriptionTarget, TopicName};
 use link::Link;
 
-/// A change of this node's subscriptions, for the route table.
+/// A change of this node's subscriptions or sessions, for the backplane.
 #[derive(Debug)]
 enum Change {
+    /// One more local subscription to a target.
     Add(SubscriptionTarget),
+    /// One fewer.
     Remove(SubscriptionTarget),
+    /// A session's subscriptions, as [`sessions::Carried`] bytes, for a node's death.
+    Saved(String, Bytes),
+    /// A session of this node ended: its keys go, if this node still holds it.
+    Ended(String),
 }
 
 /// This node's part of the cluster.
@@ -143,7 +151,12 @@ impl Cluster {
     ) -> Result<Arc<Self>, RouteError> {
         let routes = RouteTable::start(backplane.clone(), node, tasks, shutdown.clone()).await?;
         let (changes, pending) = mpsc::unbounded_channel();
-        tasks.spawn(apply_changes(routes.clone(), pending, shutdown.clone()));
+        tasks.spawn(apply_changes(
+            routes.clone(),
+            backplane.clone(),
+            pending,
+            shutdown.clone(),
+        ));
         Ok(Arc::new(Self {
             backplane,
             routes,
@@ -177,6 +190,19 @@ impl Cluster {
     /// A local session's subscription to `target` is gone.
     pub fn unsubscribed(&self, target: &SubscriptionTarget) {
         let _ = self.changes.send(Change::Remove(target.clone()));
+    }
+
+    /// `client`'s session, which has an expiry, has `subscriptions` now (encoded
+    /// [`sessions::Carried`]): kept so another node can resume them if this one dies.
+    pub fn save_subscriptions(&self, client: &str, subscriptions: Bytes) {
+        let _ = self
+            .changes
+            .send(Change::Saved(client.to_owned(), subscriptions));
+    }
+
+    /// `client`'s session ended on this node.
+    pub fn session_ended(&self, client: &str) {
+        let _ = self.changes.send(Change::Ended(client.to_owned()));
     }
 
     /// Starts planning where `message`, on topic `name`, goes in the rest of the cluster:
@@ -230,9 +256,28 @@ fn envelope(message: &Message, plain: bool) -> Envelope {
     }
 }
 
-/// Applies subscription changes to the route table in the order they happened.
+/// Deletes the keys of `client`'s session if `node` still holds it.
+async fn end_session(
+    backplane: &dyn Backplane,
+    node: &str,
+    client: &str,
+) -> Result<(), backplane::BackplaneError> {
+    let holder = sessions::holder_key(client);
+    if backplane
+        .compare_and_set(&holder, node.as_bytes(), None, None)
+        .await?
+    {
+        backplane
+            .delete(&sessions::subscriptions_key(client))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies subscription and session changes to the backplane in the order they happened.
 async fn apply_changes(
     routes: Arc<RouteTable>,
+    backplane: Arc<dyn Backplane>,
     mut pending: mpsc::UnboundedReceiver<Change>,
     shutdown: CancellationToken,
 ) {
@@ -248,6 +293,13 @@ async fn apply_changes(
             let done = match &change {
                 Change::Add(t) => routes.add(t).await,
                 Change::Remove(t) => routes.remove(t).await,
+                Change::Saved(client, subs) => backplane
+                    .set(&sessions::subscriptions_key(client), subs.clone(), None)
+                    .await
+                    .map_err(RouteError::from),
+                Change::Ended(client) => end_session(&*backplane, routes.node(), client)
+                    .await
+                    .map_err(RouteError::from),
             };
             match done {
                 Ok(()) => break,

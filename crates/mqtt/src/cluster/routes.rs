@@ -276,6 +276,15 @@ impl RouteTable {
         Ok(())
     }
 
+    /// Whether `node`'s liveness key is there: it renewed it within the lease TTL.
+    pub async fn is_alive(&self, node: &str) -> Result<bool, BackplaneError> {
+        Ok(self
+            .backplane
+            .get(&format!("{NODES}{node}"))
+            .await?
+            .is_some())
+    }
+
     /// Rebuilds the remote tree from the backplane, dropping (and deleting) the targets of
     /// nodes that are no longer alive.
     pub async fn sync(&self) -> Result<(), RouteError> {

@@ -161,8 +161,15 @@ where
             return;
         }
     };
-    let attached = broker.attach(&accepted.client_id, accepted.clean_start, version, peer);
+    let carried = broker
+        .claim(&accepted.client_id, !accepted.clean_start)
+        .await;
+    let mut attached = broker.attach(&accepted.client_id, accepted.clean_start, version, peer);
     attached.session.lock().expiry_interval = accepted.expiry;
+    if let Some(carried) = carried {
+        broker.install(&attached.session, carried);
+        attached.present = true;
+    }
     broker.stats().connected();
     debug!(client = %accepted.client_id, %peer, %version, present = attached.present, "connected");
     let cfg = broker.config();

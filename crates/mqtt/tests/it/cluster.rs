@@ -11,7 +11,7 @@ use mqtt::topic::TopicName;
 use testkit::{PATIENCE, wait_until};
 
 use super::cluster_routes::{Cluster, redis_url};
-use super::harness::{Node, Raw, publish, subscribe};
+use super::harness::{Node, Raw, connect, publish, subscribe};
 
 /// `n` broker nodes of one cluster.
 async fn nodes(tag: &str, n: usize) -> (Cluster, Vec<Node>) {
@@ -168,6 +168,99 @@ async fn a_shared_group_spans_nodes_each_member_taking_its_turn() {
         counts.insert(client, until_marker(raw, "end").await.len());
     }
     assert_eq!(counts, BTreeMap::from([("w1", 10), ("w2", 10), ("w3", 10)]));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A 5.0 CONNECT of `client` resuming its session, which lasts an hour.
+fn resuming(client: &str) -> mqtt::codec::Connect {
+    let mut c = connect(Version::V5, client);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    c
+}
+
+/// Publishes `count` QoS 1 messages `0..count` on `topic` from `publisher`.
+async fn send(publisher: &mut Raw, topic: &str, count: u16) {
+    for i in 0..count {
+        let text: &'static str = ["0", "1", "2", "3", "4"][usize::from(i)];
+        publisher
+            .publish(publish(topic, text, QoS::AtLeastOnce, i + 1))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moves_with_its_queued_messages_to_the_node_its_client_reconnects_to() {
+    let (_cluster, nodes) = nodes("move", 3).await;
+    let (mut client, ack) = nodes[0].raw(resuming("mover")).await;
+    assert!(!ack.session_present);
+    client
+        .subscribe(subscribe(1, "m/#", QoS::AtLeastOnce))
+        .await;
+    client
+        .send(&Packet::Disconnect(mqtt::codec::Disconnect::default()))
+        .await;
+    routed(&nodes[2], "m/x", (1, 0)).await;
+    let mut publisher = nodes[2].client(Version::V5, "publisher").await;
+    send(&mut publisher, "m/x", 3).await;
+
+    let (mut client, ack) = nodes[1].raw(resuming("mover")).await;
+    assert!(ack.session_present, "the session came from node 1");
+    for want in ["0", "1", "2"] {
+        assert_eq!(client.recv_publish().await.payload, want.as_bytes());
+    }
+    // Its subscription is routed to node 2 now, and node 1 holds nothing of it.
+    routed(&nodes[2], "m/x", (1, 0)).await;
+    wait_until("node 1 to drop the session", PATIENCE, || async {
+        nodes[0].broker.index_sizes().0 == 0
+    })
+    .await;
+    publisher
+        .publish(publish("m/x", "3", QoS::AtLeastOnce, 9))
+        .await;
+    assert_eq!(client.recv_publish().await.payload, &b"3"[..]);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_connected_on_two_nodes_keeps_only_its_newest_connection() {
+    let (_cluster, nodes) = nodes("twice", 2).await;
+    let mut first = nodes[0].client(Version::V5, "twice").await;
+    let _second = nodes[1].client(Version::V5, "twice").await;
+    let goodbye = tokio::time::timeout(PATIENCE, first.closed())
+        .await
+        .expect("the first connection is closed");
+    assert!(
+        matches!(&goodbye[..], [Packet::Disconnect(d)] if d.reason_code == mqtt::codec::ReasonCode::SessionTakenOver),
+        "{goodbye:?}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_a_node_that_is_gone_resumes_its_subscriptions_elsewhere() {
+    let (_cluster, mut nodes) = nodes("gone", 3).await;
+    let (mut client, _) = nodes[0].raw(resuming("orphan")).await;
+    client
+        .subscribe(subscribe(1, "o/+", QoS::AtLeastOnce))
+        .await;
+    client.subscribe(subscribe(2, "p", QoS::AtMostOnce)).await;
+    routed(&nodes[2], "o/1", (1, 0)).await;
+    nodes.remove(0).stop().await;
+    drop(client);
+
+    let (mut client, ack) = nodes[0].raw(resuming("orphan")).await;
+    assert!(ack.session_present);
+    routed(&nodes[1], "o/1", (1, 0)).await;
+    let mut publisher = nodes[1].client(Version::V5, "publisher").await;
+    send(&mut publisher, "o/1", 1).await;
+    assert_eq!(client.recv_publish().await.payload, &b"0"[..]);
     for node in nodes {
         node.stop().await;
     }
