@@ -454,7 +454,8 @@ impl Broker {
         match &self.cluster {
             Some(cluster) => {
                 crate::cluster::inbox::serve(self, cluster).await?;
-                crate::cluster::sessions::start(self, cluster).await
+                crate::cluster::sessions::start(self, cluster).await?;
+                crate::cluster::retained::start(self, cluster).await
             }
             None => Ok(()),
         }
@@ -514,8 +515,20 @@ impl Broker {
     }
 
     /// Stores `message` as the retained message of its topic, or clears the topic when the
-    /// payload is empty (§3.3.1.3). A new topic beyond `max_retained` is not stored.
+    /// payload is empty (§3.3.1.3), here and, in a cluster, on every node (`$SYS` topics
+    /// stay here).
     fn retain(&self, message: &Message) {
+        self.store_retained(message);
+        if let Some(cluster) = &self.cluster
+            && !message.topic.starts_with("$SYS/")
+        {
+            cluster.retained(message);
+        }
+    }
+
+    /// [`Broker::retain`] on this node only: a new topic beyond `max_retained` is not
+    /// stored.
+    pub(crate) fn store_retained(&self, message: &Message) {
         let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
             return;
         };
@@ -527,6 +540,26 @@ impl Broker {
         } else {
             drop(retained);
             self.stats.retained_refused();
+        }
+    }
+
+    /// Replaces the retained messages, but `$SYS` ones, with `messages` (the cluster's,
+    /// read again after this node may have missed changes).
+    pub(crate) fn replace_retained(&self, messages: Vec<Message>) {
+        let mut fresh = Retained::new();
+        let sys = TopicFilter::parse("$SYS/#", self.cfg.max_topic_levels);
+        let mut retained = write(&self.retained);
+        if let Ok(sys) = sys {
+            retained.matching(&sys, |m| {
+                if let Ok(name) = TopicName::parse(&m.topic, self.cfg.max_topic_levels) {
+                    fresh.set(name, m.clone());
+                }
+            });
+        }
+        *retained = fresh;
+        drop(retained);
+        for message in &messages {
+            self.store_retained(message);
         }
     }
 

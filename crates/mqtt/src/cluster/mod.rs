@@ -13,6 +13,7 @@
 pub mod envelope;
 pub mod inbox;
 pub mod link;
+pub mod retained;
 pub mod routes;
 pub mod sessions;
 
@@ -32,6 +33,7 @@ pub use routes::{NodeId, RouteError, RouteTable};
 use crate::message::Message;
 use crate::topic::{SubscriptionTarget, TopicName};
 use link::Link;
+use retained::CHANNEL as RETAINED_CHANNEL;
 
 /// A change of this node's subscriptions or sessions, for the backplane.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ enum Change {
     Saved(String, Bytes),
     /// A session of this node ended: its keys go, if this node still holds it.
     Ended(String),
+    /// A retained message set or cleared here.
+    Retained(retained::Write),
 }
 
 /// This node's part of the cluster.
@@ -200,6 +204,13 @@ impl Cluster {
             .send(Change::Saved(client.to_owned(), subscriptions));
     }
 
+    /// `message` was retained (or its topic cleared) on this node: the other nodes keep it
+    /// too.
+    pub fn retained(&self, message: &Message) {
+        let write = retained::write(self.node(), message, tokio::time::Instant::now());
+        let _ = self.changes.send(Change::Retained(write));
+    }
+
     /// `client`'s session ended on this node.
     pub fn session_ended(&self, client: &str) {
         let _ = self.changes.send(Change::Ended(client.to_owned()));
@@ -274,6 +285,22 @@ async fn end_session(
     Ok(())
 }
 
+/// Writes a retained message (or its clearing) and tells the other nodes.
+async fn retain(
+    backplane: &dyn Backplane,
+    write: &retained::Write,
+) -> Result<(), backplane::BackplaneError> {
+    match &write.value {
+        Some((value, ttl)) => backplane.set(&write.key, value.clone(), *ttl).await?,
+        None => {
+            backplane.delete(&write.key).await?;
+        }
+    }
+    backplane
+        .publish(RETAINED_CHANNEL, write.announce.clone())
+        .await
+}
+
 /// Applies subscription and session changes to the backplane in the order they happened.
 async fn apply_changes(
     routes: Arc<RouteTable>,
@@ -300,6 +327,9 @@ async fn apply_changes(
                 Change::Ended(client) => end_session(&*backplane, routes.node(), client)
                     .await
                     .map_err(RouteError::from),
+                Change::Retained(write) => {
+                    retain(&*backplane, write).await.map_err(RouteError::from)
+                }
             };
             match done {
                 Ok(()) => break,

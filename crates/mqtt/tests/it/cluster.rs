@@ -265,3 +265,46 @@ async fn a_session_of_a_node_that_is_gone_resumes_its_subscriptions_elsewhere() 
         node.stop().await;
     }
 }
+
+/// A retained QoS 1 message `payload` on `topic`.
+fn retained(topic: &str, payload: &'static str, id: u16) -> Publish {
+    let mut p = publish(topic, payload, QoS::AtLeastOnce, id);
+    p.retain = true;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_the_clusters() {
+    let (cluster, mut nodes) = nodes("retained", 2).await;
+    let mut publisher = nodes[0].client(Version::V5, "publisher").await;
+    publisher.publish(retained("r/a", "kept", 1)).await;
+    publisher.publish(retained("r/b", "cleared", 2)).await;
+    publisher.publish(retained("r/b", "", 3)).await;
+    wait_until("node 2 to hold r/a", PATIENCE, || async {
+        nodes[1].broker.index_sizes().1 == 1
+    })
+    .await;
+    // A node started later reads them from the backplane.
+    nodes.push(Node::start_on("", Some(cluster.backplane().await)).await);
+    for node in &nodes[1..] {
+        let mut sub = node.client(Version::V5, "reader").await;
+        sub.subscribe(subscribe(1, "r/#", QoS::AtLeastOnce)).await;
+        let p = sub.recv_publish().await;
+        assert_eq!(
+            (&p.topic[..], &p.payload[..], p.retain),
+            ("r/a", &b"kept"[..], true)
+        );
+        sub.subscribe(subscribe(2, "end", QoS::AtLeastOnce)).await;
+        routed(&nodes[0], "end", (1, 0)).await;
+        publisher
+            .publish(publish("end", "end", QoS::AtLeastOnce, 9))
+            .await;
+        assert_eq!(until_marker(&mut sub, "end").await, Vec::<String>::new());
+        sub.send(&Packet::Disconnect(mqtt::codec::Disconnect::default()))
+            .await;
+        routed(&nodes[0], "end", (0, 0)).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
