@@ -223,6 +223,11 @@ pub trait Stream: Send + Sync + std::fmt::Debug {
     /// trimmed. The embedded backend deletes whole segments, and keeps those holding
     /// idempotency keys still in their window.
     async fn trim(&self, groups: &[String], below: u64) -> Result<Option<u64>, BackplaneError>;
+
+    /// Deletes records below `below`, whoever read them: for a stream its writer reads
+    /// back itself, without consumer groups (the MQTT journal). The embedded backend
+    /// deletes whole segments below it.
+    async fn truncate(&self, below: u64) -> Result<(), BackplaneError>;
 }
 
 /// One consumer's view of a consumer group.

@@ -71,6 +71,9 @@ pub struct Outgoing {
     pub retain: bool,
     /// The Subscription Identifiers of the subscriptions it matched (empty: no allocation).
     pub identifiers: Vec<NonZeroU32>,
+    /// Its number in the node's journal (`crate::cluster::journal`); 0 when it is not
+    /// journaled (single node, QoS 0, a session without expiry).
+    pub journal: u64,
 }
 
 /// Where an outbound QoS 1 or 2 message stands.
@@ -264,6 +267,7 @@ mod tests {
             qos,
             retain: false,
             identifiers: Vec::new(),
+            journal: 0,
         }
     }
 

@@ -286,6 +286,16 @@ impl Stream for LogStream {
             .map_err(|e| BackplaneError::Stopped(e.to_string()))??;
         Ok(Some(floor))
     }
+
+    async fn truncate(&self, below: u64) -> Result<(), BackplaneError> {
+        self.keys.prune();
+        let log = self.log.clone();
+        let cutoff = self.keys.cutoff_ms();
+        tokio::task::spawn_blocking(move || log.trim_before(below, cutoff))
+            .await
+            .map_err(|e| BackplaneError::Stopped(e.to_string()))??;
+        Ok(())
+    }
 }
 
 /// A group's feed on the embedded log: a position, woken when appends become durable.

@@ -366,6 +366,19 @@ impl Stream for RedisStream {
             .await?;
         Ok(Some(min))
     }
+
+    async fn truncate(&self, below: u64) -> Result<(), BackplaneError> {
+        if below > 0 {
+            let mut conn = self.conn.clone();
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(&self.stream)
+                .arg("MINID")
+                .arg(id_of(below))
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// A consumer of a group: first what is pending (claimed from any consumer, dead ones'

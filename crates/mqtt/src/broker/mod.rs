@@ -18,7 +18,7 @@
 
 mod route;
 
-pub(crate) use route::Reach;
+pub(crate) use route::{Journaling, Reach};
 
 use std::collections::HashMap;
 use std::hash::RandomState;
@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, Auth};
+use crate::cluster::journal::{FLOORS_EVERY, message_record};
 use crate::cluster::sessions::Carried;
-use crate::cluster::{Cluster, Envelope, Forwarded};
+use crate::cluster::{Cluster, Envelope, Forwarded, MessageId};
 use crate::codec::{QoS, Version};
 use crate::config::MqttConfig;
 use crate::message::Message;
@@ -122,6 +123,52 @@ pub struct Broker {
     auth: Auth,
     /// What each client may publish and subscribe to.
     acl: Acl,
+}
+
+/// Writes the journal floors of `broker`'s sessions every [`FLOORS_EVERY`] when one moved.
+async fn write_floors(broker: Arc<Broker>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(FLOORS_EVERY);
+    let mut last = HashMap::new();
+    let stop = broker.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let upcoming = cluster.journal().upcoming();
+        let floors = broker.journal_floors(upcoming);
+        if floors != last {
+            let oldest = floors.values().min().copied().unwrap_or(upcoming);
+            cluster.journal().floors(floors.clone(), oldest);
+            last = floors;
+        }
+    }
+}
+
+/// A message's journaling, when its QoS can make it journaled.
+fn journaling(cluster: &Cluster, message: &Message) -> Option<Journaling> {
+    (message.qos != QoS::AtMostOnce).then(|| Journaling {
+        jseq: cluster.journal().next(),
+        copies: Vec::new(),
+    })
+}
+
+/// Writes `message`'s journal record when it was queued for sessions with an expiry.
+fn journal(
+    cluster: &Cluster,
+    journaling: Option<Journaling>,
+    id: MessageId,
+    message: &Message,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let j = journaling.filter(|j| !j.copies.is_empty())?;
+    let envelope = Envelope {
+        id,
+        message: message.clone(),
+        plain: true,
+        groups: Vec::new(),
+    };
+    let record = message_record(j.jseq, &j.copies, &envelope, Instant::now());
+    Some(cluster.journal().write(record))
 }
 
 /// Read-locks `lock`, ignoring poisoning: every writer leaves the maps consistent between
@@ -427,25 +474,40 @@ impl Broker {
             .filter(|_| !message.topic.starts_with("$SYS/"));
         let Some(cluster) = cluster else {
             return Published {
-                matched: self.route_to(message, name, from, Reach::All),
+                matched: self.route_to(message, name, from, Reach::All, None),
                 forwarded: Forwarded::default(),
             };
         };
         let mut planner = cluster.planner(message, name);
-        let matched = self.route_to(message, name, from, Reach::Planned(&mut planner));
+        let mut journaling = journaling(cluster, message);
+        let matched = self.route_to(
+            message,
+            name,
+            from,
+            Reach::Planned(&mut planner),
+            journaling.as_mut(),
+        );
+        let id = planner.id().clone();
         let plan = planner.finish();
-        Published {
+        let mut published = Published {
             matched: matched + plan.nodes.len(),
             forwarded: cluster.forward(plan),
+        };
+        if let Some(wait) = journal(cluster, journaling, id, message) {
+            published.forwarded.push(wait);
         }
+        published
     }
 
-    /// Routes a message another node sent this one to the subscriptions it is for here.
-    pub fn receive(&self, envelope: &Envelope) -> usize {
-        let Ok(name) = TopicName::parse(&envelope.message.topic, self.cfg.max_topic_levels) else {
-            return 0;
-        };
-        self.route_to(&envelope.message, name, None, Reach::Received(envelope))
+    /// Routes a message another node sent this one to the subscriptions it is for here;
+    /// returns, when it went to sessions with an expiry, when it is in the journal.
+    pub fn receive(&self, envelope: &Envelope) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let cluster = self.cluster.as_ref()?;
+        let name = TopicName::parse(&envelope.message.topic, self.cfg.max_topic_levels).ok()?;
+        let mut journaling = journaling(cluster, &envelope.message);
+        let reach = Reach::Received(envelope);
+        self.route_to(&envelope.message, name, None, reach, journaling.as_mut());
+        journal(cluster, journaling, envelope.id.clone(), &envelope.message)
     }
 
     /// Starts reading what other nodes send this one and the sessions they take over, when
@@ -455,6 +517,9 @@ impl Broker {
             Some(cluster) => {
                 crate::cluster::inbox::serve(self, cluster).await?;
                 crate::cluster::sessions::start(self, cluster).await?;
+                crate::cluster::adopt::follow(self, cluster);
+                self.tasks
+                    .spawn(write_floors(self.clone(), cluster.clone()));
                 crate::cluster::retained::start(self, cluster).await
             }
             None => Ok(()),
@@ -482,14 +547,68 @@ impl Broker {
     }
 
     /// Gives `session`, just attached, the state `carried` from another node: its
-    /// subscriptions, then its messages after whatever it holds (up to `max_queued`).
+    /// subscriptions, then its messages after whatever it holds (up to `max_queued`),
+    /// journaled here.
     pub fn install(&self, session: &Session, carried: Carried) {
         for (target, options) in carried.subscriptions {
             self.subscribe(session, target, options);
         }
-        let mut state = session.lock();
-        let room = self.cfg.max_queued.saturating_sub(state.queue.len());
-        state.queue.extend(carried.messages.into_iter().take(room));
+        for out in carried.messages {
+            self.queue_journaled(session, out);
+        }
+    }
+
+    /// Queues `out` for the session of `client`, if this node has it (a message from a
+    /// dead node's inbox for a session resumed here).
+    pub(crate) fn queue_for(&self, client: &str, out: Outgoing) {
+        let session = read(&self.index).sessions.get(client).cloned();
+        if let Some(session) = session {
+            self.queue_journaled(&session, out);
+        }
+    }
+
+    /// Queues `out` for `session`, journaled first when it is QoS 1 or 2 and the session
+    /// has an expiry (nobody waits for the journal: the message was already acknowledged
+    /// to its publisher, on another node).
+    fn queue_journaled(&self, session: &Session, mut out: Outgoing) {
+        if let Some(cluster) = &self.cluster
+            && out.qos != QoS::AtMostOnce
+            && session.lock().expiry_interval > 0
+        {
+            out.journal = cluster.journal().next();
+            let envelope = Envelope {
+                id: MessageId::default(),
+                message: out.message.clone(),
+                plain: true,
+                groups: Vec::new(),
+            };
+            let copy = crate::cluster::journal::copy_of(&session.client_id, &out);
+            let record = message_record(out.journal, &[copy], &envelope, Instant::now());
+            drop(cluster.journal().write(record));
+        }
+        self.enqueue(session, out);
+    }
+
+    /// Every session with an expiry and the number below which its journaled messages are
+    /// all acknowledged (`upcoming` when it waits for none).
+    pub(crate) fn journal_floors(&self, upcoming: u64) -> HashMap<String, u64> {
+        let index = read(&self.index);
+        index
+            .sessions
+            .values()
+            .filter_map(|s| {
+                let state = s.lock();
+                (state.expiry_interval > 0).then(|| {
+                    let inflight = state.inflight.iter().map(|f| f.out.journal);
+                    let floor = inflight
+                        .chain(state.queue.iter().map(|o| o.journal))
+                        .filter(|&j| j != 0)
+                        .min()
+                        .unwrap_or(upcoming);
+                    (s.client_id.to_string(), floor)
+                })
+            })
+            .collect()
     }
 
     /// Another node took `client`'s session over: its connection here is closed (0x8E)
@@ -580,6 +699,7 @@ impl Broker {
                 qos,
                 retain: true,
                 identifiers: options.identifier.into_iter().collect(),
+                journal: 0,
             };
             self.enqueue(session, out);
         }

@@ -27,7 +27,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::{Broker, read};
+use crate::cluster::journal::{Copy, copy_of};
 use crate::cluster::{Envelope, Planner};
+use crate::codec::QoS;
 use crate::config::SharedStrategy;
 use crate::message::Message;
 use crate::session::{ClientId, Outgoing, Session, SubOptions};
@@ -76,6 +78,15 @@ impl Reach<'_, '_> {
     }
 }
 
+/// The copies of one message queued for sessions with an expiry, to be journaled.
+#[derive(Debug)]
+pub(crate) struct Journaling {
+    /// The message's number in the journal.
+    pub jseq: u64,
+    /// The sessions it was queued for, and how.
+    pub copies: Vec<Copy>,
+}
+
 /// Whether `key` is `$share/{name}/{filter}`.
 fn is_group_key(key: &str, name: &str, filter: &str) -> bool {
     key.strip_prefix("$share/")
@@ -92,7 +103,7 @@ impl Broker {
         let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
             return 0;
         };
-        self.route_to(message, name, from, Reach::All)
+        self.route_to(message, name, from, Reach::All, None)
     }
 
     /// [`Broker::route`] to the subscriptions `reach` allows.
@@ -102,6 +113,7 @@ impl Broker {
         name: TopicName<'_>,
         from: Option<&ClientId>,
         mut reach: Reach<'_, '_>,
+        mut journaling: Option<&mut Journaling>,
     ) -> usize {
         let index = read(&self.index);
         let sessions = &index.sessions;
@@ -113,7 +125,7 @@ impl Broker {
                 }
                 if let Some((session, options)) = self.pick(sessions, &group) {
                     let ids = options.identifier.as_slice();
-                    self.deliver(session, options, ids, message);
+                    self.deliver(session, options, ids, message, journaling.as_deref_mut());
                     matched += 1;
                 }
             });
@@ -122,7 +134,8 @@ impl Broker {
             }
             for d in fanout.deliveries() {
                 if let Some(session) = sessions.get(d.key) {
-                    self.deliver(session, d.options, d.identifiers, message);
+                    let journaling = journaling.as_deref_mut();
+                    self.deliver(session, d.options, d.identifiers, message, journaling);
                     matched += 1;
                 }
             }
@@ -130,20 +143,30 @@ impl Broker {
         matched
     }
 
-    /// Queues one copy of `message` for `session` under the subscription `options`.
+    /// Queues one copy of `message` for `session` under the subscription `options`; a
+    /// QoS 1 or 2 copy for a session with an expiry is added to `journaling`.
     fn deliver(
         &self,
         session: &Session,
         options: &SubOptions,
         identifiers: &[NonZeroU32],
         message: &Message,
+        journaling: Option<&mut Journaling>,
     ) {
-        let out = Outgoing {
+        let mut out = Outgoing {
             qos: message.qos.min(options.options.qos),
             retain: message.retain && options.options.retain_as_published,
             identifiers: identifiers.to_vec(),
             message: message.clone(),
+            journal: 0,
         };
+        if let Some(j) = journaling
+            && out.qos != QoS::AtMostOnce
+            && session.lock().expiry_interval > 0
+        {
+            out.journal = j.jseq;
+            j.copies.push(copy_of(&session.client_id, &out));
+        }
         self.enqueue(session, out);
     }
 

@@ -9,9 +9,14 @@
 //! to those groups).
 //!
 //! ```text
-//! envelope: u8 FORMAT | u8 flags (bit 0: plain) | u16 n | n × (u16 len, group) | PUBLISH
+//! envelope: u8 FORMAT | u16 len, origin node | u64 seq | u8 flags (bit 0: plain)
+//!           | u16 n | n × (u16 len, group) | PUBLISH
 //! batch:    (u32 len, envelope)*            — QoS 0 envelopes in one pub/sub message
 //! ```
+//!
+//! The origin node and its sequence number name the message across the cluster: a node
+//! resuming the sessions of a dead one uses them to tell what that node already had from
+//! what it never read (`super::adopt`).
 //!
 //! The Message Expiry Interval is written as what is left of it at sending (whole seconds,
 //! rounded up), so a message that expires while it travels still expires.
@@ -31,12 +36,23 @@ const MAX_PACKET: u32 = 268_435_460;
 /// One message for another node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The node it was published on and its number there.
+    pub id: MessageId,
     /// The message.
     pub message: Message,
     /// Whether the node's plain (non-shared) subscriptions get it.
     pub plain: bool,
     /// The shared groups (`$share/{group}/{filter}`) whose member on that node gets it.
     pub groups: Vec<String>,
+}
+
+/// A message's name in the cluster: the node it was published on, and its number there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct MessageId {
+    /// The node.
+    pub origin: super::NodeId,
+    /// Its number on that node (from 1; 0 for messages without one).
+    pub seq: u64,
 }
 
 /// Why bytes from the backplane are not an envelope.
@@ -48,8 +64,8 @@ pub enum EnvelopeError {
     /// Another layout (a newer node in a rolling upgrade).
     #[error("unknown envelope format {0}")]
     Format(u8),
-    /// A group name is not UTF-8.
-    #[error("a group name is not UTF-8")]
+    /// A node or group name is not UTF-8.
+    #[error("a node or group name is not UTF-8")]
     Group,
     /// The message is not a PUBLISH the codec reads.
     #[error("the message: {0}")]
@@ -60,12 +76,12 @@ impl Envelope {
     /// Appends the envelope to `out`, with `message`'s expiry counted down to `now`.
     pub fn encode(&self, now: Instant, out: &mut BytesMut) {
         out.put_u8(FORMAT);
+        put_str(out, &self.id.origin);
+        out.put_u64(self.id.seq);
         out.put_u8(u8::from(self.plain));
         out.put_u16(u16::try_from(self.groups.len()).unwrap_or(u16::MAX));
         for group in self.groups.iter().take(usize::from(u16::MAX)) {
-            let bytes = &group.as_bytes()[..group.len().min(usize::from(u16::MAX))];
-            out.put_u16(bytes.len() as u16);
-            out.put_slice(bytes);
+            put_str(out, group);
         }
         let m = &self.message;
         let publish = Publish {
@@ -86,27 +102,23 @@ impl Envelope {
     /// Reads one envelope, the whole of `bytes`, received at `now`.
     pub fn decode(bytes: &[u8], now: Instant) -> Result<Self, EnvelopeError> {
         let mut r = bytes;
-        if r.remaining() < 4 {
+        if r.remaining() < 1 {
             return Err(EnvelopeError::Length);
         }
         let format = r.get_u8();
         if format != FORMAT {
             return Err(EnvelopeError::Format(format));
         }
+        let origin = get_str(&mut r)?;
+        if r.remaining() < 11 {
+            return Err(EnvelopeError::Length);
+        }
+        let seq = r.get_u64();
         let plain = r.get_u8() & 1 == 1;
         let n = r.get_u16();
         let mut groups = Vec::with_capacity(usize::from(n).min(16));
         for _ in 0..n {
-            if r.remaining() < 2 {
-                return Err(EnvelopeError::Length);
-            }
-            let len = usize::from(r.get_u16());
-            if r.remaining() < len {
-                return Err(EnvelopeError::Length);
-            }
-            let name = std::str::from_utf8(&r[..len]).map_err(|_| EnvelopeError::Group)?;
-            groups.push(name.to_owned());
-            r.advance(len);
+            groups.push(get_str(&mut r)?);
         }
         let mut packet = BytesMut::from(r);
         let publish = match codec::decode(&mut packet, Version::V5, MAX_PACKET) {
@@ -117,11 +129,40 @@ impl Envelope {
         };
         let topic = publish.topic.clone();
         Ok(Self {
+            id: MessageId {
+                origin: origin.into(),
+                seq,
+            },
             message: Message::from_publish(publish, topic, now),
             plain,
             groups,
         })
     }
+}
+
+/// Appends `s` with a u16 length (cut at 65,535 bytes, on a character boundary).
+pub(super) fn put_str(out: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16(end as u16);
+    out.put_slice(&s.as_bytes()[..end]);
+}
+
+/// Reads what [`put_str`] wrote.
+pub(super) fn get_str(r: &mut &[u8]) -> Result<String, EnvelopeError> {
+    if r.remaining() < 2 {
+        return Err(EnvelopeError::Length);
+    }
+    let len = usize::from(r.get_u16());
+    if r.remaining() < len {
+        return Err(EnvelopeError::Length);
+    }
+    let s = std::str::from_utf8(&r[..len]).map_err(|_| EnvelopeError::Group)?;
+    let s = s.to_owned();
+    r.advance(len);
+    Ok(s)
 }
 
 /// Appends `envelope` to a batch.
@@ -177,6 +218,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_envelope_reads_back_with_its_groups_properties_and_remaining_expiry() {
         let sent = Envelope {
+            id: MessageId {
+                origin: "node-1".into(),
+                seq: 42,
+            },
             message: message(QoS::ExactlyOnce),
             plain: true,
             groups: vec!["$share/g/a/+".into(), "$share/h/#".into()],
@@ -186,6 +231,7 @@ mod tests {
         sent.encode(Instant::now(), &mut out);
         let now = Instant::now();
         let got = Envelope::decode(&out, now).expect("reads back");
+        assert_eq!(got.id, sent.id);
         assert_eq!(got.plain, sent.plain);
         assert_eq!(got.groups, sent.groups);
         assert_eq!(got.message.properties, sent.message.properties);
@@ -203,6 +249,7 @@ mod tests {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
             let mut one = BytesMut::new();
             let e = Envelope {
+                id: MessageId::default(),
                 message: message(qos),
                 plain: true,
                 groups: Vec::new(),
@@ -225,7 +272,10 @@ mod tests {
             Err(EnvelopeError::Format(2))
         );
         assert_eq!(
-            Envelope::decode(&[1, 1, 0, 1, 0, 5, b'a'], Instant::now()),
+            Envelope::decode(
+                &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 5, b'a'],
+                Instant::now()
+            ),
             Err(EnvelopeError::Length)
         );
     }

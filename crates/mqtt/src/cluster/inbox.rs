@@ -84,7 +84,8 @@ async fn read_channel(broker: Arc<Broker>, mut fast: Subscription, stop: Cancell
         };
         let now = Instant::now();
         for part in framed(batch) {
-            receive(
+            // QoS 0: never journaled.
+            let _ = receive(
                 &broker,
                 part.and_then(|bytes| Envelope::decode(&bytes, now)),
             );
@@ -118,8 +119,16 @@ async fn read_inbox(
         };
         if let Some(last) = entries.last() {
             let now = Instant::now();
+            let mut journaled = Vec::new();
             for entry in &entries {
-                receive(&broker, Envelope::decode(&entry.payload, now));
+                journaled.extend(receive(&broker, Envelope::decode(&entry.payload, now)));
+            }
+            // What went to sessions with an expiry is acknowledged here only once it is in
+            // the journal: the inbox keeps it until then.
+            for wait in journaled {
+                if wait.await.is_err() {
+                    return;
+                }
             }
             let next = last.offset + 1;
             let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
@@ -140,15 +149,18 @@ async fn read_inbox(
     }
 }
 
-/// Routes one received envelope to this node's sessions; counts what cannot be read.
-fn receive(broker: &Broker, envelope: Result<Envelope, EnvelopeError>) {
+/// Routes one received envelope to this node's sessions, returning when its journal
+/// record is durable if it has one; counts what cannot be read.
+fn receive(
+    broker: &Broker,
+    envelope: Result<Envelope, EnvelopeError>,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
     match envelope {
-        Ok(envelope) => {
-            broker.receive(&envelope);
-        }
+        Ok(envelope) => broker.receive(&envelope),
         Err(e) => {
             broker.stats().protocol_error();
             warn!(error = %e, "a message from another node cannot be read; dropped");
+            None
         }
     }
 }

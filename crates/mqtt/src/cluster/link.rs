@@ -4,18 +4,14 @@
 //! QoS 0 messages go out as one pub/sub message per batch on the node's channel — at most
 //! once, as QoS 0 promises; while the backplane is unreachable they wait, up to
 //! [`MAX_FAST_WAITING`], and are dropped beyond. QoS 1 and 2 messages are appended to the
-//! node's inbox stream, one record each, one append per batch, with an idempotency key
-//! made of this node's name and the batch's number: an append retried after a lost reply
-//! (Redis restarted, the connection broke) stores once. Each publisher is told when its
-//! message is durable, and only then acknowledges it; an append is retried until it
-//! succeeds or the node shuts down.
+//! node's inbox stream, one record each, one append per batch ([`super::append`]: stored
+//! once, retried until the node shuts down). Each publisher is told when its message is
+//! durable, and only then acknowledges it.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use backplane::{Backplane, IdempotencyKey, Stream};
+use backplane::Backplane;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -23,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use super::append::{Appended, Appender};
 use super::envelope::{Envelope, push_framed};
 use super::inbox;
 use super::routes::NodeId;
@@ -64,12 +61,15 @@ impl Link {
         let fast_waiting = Arc::new(AtomicUsize::new(0));
         tasks.spawn(
             Writer {
+                inbox: Appender::new(
+                    backplane.clone(),
+                    from,
+                    inbox::stream(&to),
+                    inbox::options(),
+                ),
                 backplane,
-                from,
                 to,
                 fast_waiting: fast_waiting.clone(),
-                stream: None,
-                batches: 0,
             }
             .run(pending, shutdown),
         );
@@ -101,26 +101,13 @@ impl Link {
     }
 }
 
-/// What became of a batch of QoS 1 and 2 messages.
-enum Appended {
-    /// In the inbox.
-    Stored,
-    /// Not storable (too large, a key clash): dropped.
-    Refused,
-    /// The node shuts down.
-    Stopped,
-}
-
 /// The task behind a [`Link`].
 struct Writer {
     backplane: Arc<dyn Backplane>,
-    from: NodeId,
     to: NodeId,
     fast_waiting: Arc<AtomicUsize>,
-    /// The node's inbox, once opened.
-    stream: Option<Arc<dyn Stream>>,
-    /// Durable batches appended so far: the idempotency key's number.
-    batches: u64,
+    /// Appends to the node's inbox.
+    inbox: Appender,
 }
 
 impl Writer {
@@ -159,8 +146,8 @@ impl Writer {
                 self.fast_waiting.fetch_sub(fast_count, Ordering::Relaxed);
             }
             if !records.is_empty() {
-                match self.append(records, &stop).await {
-                    Appended::Stored => done.into_iter().for_each(|tell| {
+                match self.inbox.append(records, &stop).await {
+                    Appended::Stored(_) => done.into_iter().for_each(|tell| {
                         let _ = tell.send(());
                     }),
                     // The publishers see their message refused and close without an
@@ -170,54 +157,5 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// Appends `records` to the node's inbox, retrying while the backplane is unavailable.
-    async fn append(&mut self, records: Vec<Bytes>, stop: &CancellationToken) -> Appended {
-        let mut hasher = DefaultHasher::new();
-        records.hash(&mut hasher);
-        let key = IdempotencyKey {
-            key: format!("{}:{}", self.from, self.batches),
-            body_hash: hasher.finish(),
-        };
-        self.batches += 1;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.try_append(&records, &key).await {
-                Ok(()) => return Appended::Stored,
-                Err(e) if e.retryable() => {
-                    warn!(node = %self.to, error = %e, "cannot forward QoS 1/2 messages yet; retrying");
-                }
-                Err(e) => {
-                    tracing::error!(node = %self.to, error = %e, dropped = records.len(), "QoS 1/2 messages refused by the backplane");
-                    return Appended::Refused;
-                }
-            }
-            tokio::select! {
-                () = stop.cancelled() => return Appended::Stopped,
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
-    }
-
-    async fn try_append(
-        &mut self,
-        records: &[Bytes],
-        key: &IdempotencyKey,
-    ) -> Result<(), backplane::BackplaneError> {
-        let stream = match &self.stream {
-            Some(s) => s.clone(),
-            None => {
-                let s = self
-                    .backplane
-                    .stream(&inbox::stream(&self.to), inbox::options())
-                    .await?;
-                self.stream = Some(s.clone());
-                s
-            }
-        };
-        stream.append(records.to_vec(), Some(key.clone())).await?;
-        Ok(())
     }
 }

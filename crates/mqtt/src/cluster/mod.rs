@@ -10,8 +10,11 @@
 //! subscribe and unsubscribe it updates the route table in the order they happened,
 //! without making the client's SUBACK wait for the backplane.
 
+pub mod adopt;
+mod append;
 pub mod envelope;
 pub mod inbox;
+pub mod journal;
 pub mod link;
 pub mod retained;
 pub mod routes;
@@ -27,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-pub use envelope::Envelope;
+pub use envelope::{Envelope, MessageId};
 pub use routes::{NodeId, RouteError, RouteTable};
 
 use crate::message::Message;
@@ -59,6 +62,12 @@ pub struct Cluster {
     links: Mutex<HashMap<NodeId, Link>>,
     /// Subscription changes on their way to the route table, in order.
     changes: mpsc::UnboundedSender<Change>,
+    /// The journal of the messages queued for this node's sessions with an expiry.
+    journal: journal::Journal,
+    /// Numbers the messages published on this node ([`envelope::MessageId`]).
+    published: std::sync::atomic::AtomicU64,
+    /// What dead nodes left, for the sessions resumed here.
+    adoptions: adopt::Adoptions,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -75,12 +84,19 @@ pub struct Plan {
 pub struct Planner<'a> {
     cluster: &'a Cluster,
     message: &'a Message,
+    /// The message's name in the cluster.
+    id: MessageId,
     to: Vec<(NodeId, Envelope)>,
     /// Matching groups with members on other nodes, with those members, not handed yet.
     groups: Vec<(String, Vec<(NodeId, u32)>)>,
 }
 
 impl Planner<'_> {
+    /// The message's name in the cluster.
+    pub fn id(&self) -> &MessageId {
+        &self.id
+    }
+
     /// Whether this node delivers the message to shared group `key`, which has `local`
     /// members here: the group's turn goes to one node in proportion to its members.
     pub fn keep_local(&mut self, key: &str, local: u32) -> bool {
@@ -112,7 +128,7 @@ impl Planner<'_> {
         match self.to.iter_mut().find(|(n, _)| *n == node) {
             Some((_, e)) => e.groups.push(key.to_owned()),
             None => {
-                let mut e = envelope(self.message, false);
+                let mut e = envelope(&self.id, self.message, false);
                 e.groups.push(key.to_owned());
                 self.to.push((node, e));
             }
@@ -121,12 +137,17 @@ impl Planner<'_> {
     }
 }
 
-/// The acknowledgements of a QoS 1 or 2 message's appends to other nodes' inboxes; the
-/// publisher's PUBACK or PUBREC waits for them.
+/// The acknowledgements of a QoS 1 or 2 message's appends to other nodes' inboxes and to
+/// this node's journal; the publisher's PUBACK or PUBREC waits for them.
 #[derive(Debug, Default)]
 pub struct Forwarded(Vec<oneshot::Receiver<()>>);
 
 impl Forwarded {
+    /// Waits for `append` too.
+    pub fn push(&mut self, append: oneshot::Receiver<()>) {
+        self.0.push(append);
+    }
+
     /// Whether there is nothing to wait for.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -161,7 +182,12 @@ impl Cluster {
             pending,
             shutdown.clone(),
         ));
+        let journal =
+            journal::Journal::start(backplane.clone(), routes.node(), tasks, shutdown.clone());
         Ok(Arc::new(Self {
+            journal,
+            published: std::sync::atomic::AtomicU64::new(0),
+            adoptions: adopt::Adoptions::default(),
             backplane,
             routes,
             links: Mutex::default(),
@@ -174,6 +200,11 @@ impl Cluster {
     /// This node's name.
     pub fn node(&self) -> &NodeId {
         self.routes.node()
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &journal::Journal {
+        &self.journal
     }
 
     /// The route table.
@@ -221,16 +252,24 @@ impl Cluster {
     /// other nodes. Routing it locally then asks [`Planner::keep_local`] about each group
     /// with members here; [`Planner::finish`] hands the remaining groups out.
     pub fn planner<'a>(&'a self, message: &'a Message, name: TopicName<'_>) -> Planner<'a> {
+        let id = MessageId {
+            origin: self.node().clone(),
+            seq: self
+                .published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        };
         let mut to: Vec<(NodeId, Envelope)> = Vec::new();
         let mut groups: Vec<(String, Vec<(NodeId, u32)>)> = Vec::new();
         self.routes.matching(
             name,
-            |node| to.push((node.clone(), envelope(message, true))),
+            |node| to.push((node.clone(), envelope(&id, message, true))),
             |key, members| groups.push((key.to_owned(), members.to_vec())),
         );
         Planner {
             cluster: self,
             message,
+            id,
             to,
             groups,
         }
@@ -259,8 +298,9 @@ impl Cluster {
 }
 
 /// An envelope of `message` for a node's plain subscriptions (`plain`) and no group yet.
-fn envelope(message: &Message, plain: bool) -> Envelope {
+fn envelope(id: &MessageId, message: &Message, plain: bool) -> Envelope {
     Envelope {
+        id: id.clone(),
         message: message.clone(),
         plain,
         groups: Vec::new(),

@@ -47,6 +47,7 @@ pub(super) struct Write {
 pub(super) fn write(node: &str, message: &Message, now: Instant) -> Write {
     let mut envelope = BytesMut::new();
     Envelope {
+        id: super::MessageId::default(),
         message: message.clone(),
         plain: false,
         groups: Vec::new(),

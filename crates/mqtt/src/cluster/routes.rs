@@ -24,7 +24,7 @@
 //! its SUBACK. A message published on another node in that window does not reach it, as
 //! in other clusters that replicate routes asynchronously.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -78,6 +78,8 @@ pub struct RouteTable {
     /// Per shared group (`$share/{group}/{filter}`), how many messages it was handed, for
     /// the weighted round-robin over nodes.
     turns: Mutex<HashMap<String, u64>>,
+    /// The other nodes with routes in `remote`, whose liveness is checked at every renewal.
+    known: Mutex<HashSet<NodeId>>,
 }
 
 impl RouteTable {
@@ -99,6 +101,7 @@ impl RouteTable {
             local: tokio::sync::Mutex::default(),
             remote: RwLock::new(Tree::new()),
             turns: Mutex::default(),
+            known: Mutex::default(),
         });
         let changes = table.backplane.subscribe(CHANNEL).await?;
         table.alive().await?;
@@ -240,8 +243,10 @@ impl RouteTable {
                     if let Err(e) = self.alive().await {
                         warn!(error = %e, "cannot renew this node's MQTT liveness key");
                     }
-                    // A gap with nothing announced since is noticed here.
-                    changes.missed() != seen_missed
+                    // A gap with nothing announced since is noticed here, and so is a
+                    // node that died: its routes go within a third of the lease TTL of
+                    // its key's expiry, not at the next resync.
+                    changes.missed() != seen_missed || self.lost_a_node().await
                 }
                 _ = resync.tick() => true,
             };
@@ -276,6 +281,19 @@ impl RouteTable {
         Ok(())
     }
 
+    /// Whether a node with routes here has lost its liveness key.
+    async fn lost_a_node(&self) -> bool {
+        let Ok(alive) = self.backplane.scan(NODES).await else {
+            return false;
+        };
+        let alive: Vec<&str> = alive
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(NODES))
+            .collect();
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().any(|n| !alive.contains(&&**n))
+    }
+
     /// Whether `node`'s liveness key is there: it renewed it within the lease TTL.
     pub async fn is_alive(&self, node: &str) -> Result<bool, BackplaneError> {
         Ok(self
@@ -299,6 +317,7 @@ impl RouteTable {
             .filter_map(|(k, _)| k.strip_prefix(NODES).map(|n| (n.to_owned(), n.into())))
             .collect();
         let mut tree = Tree::new();
+        let mut known = HashSet::new();
         let mut dead = Vec::new();
         for (key, value) in routes {
             let Some((node, target)) = key
@@ -320,10 +339,12 @@ impl RouteTable {
             if let (Some(count), Ok(target)) =
                 (count, SubscriptionTarget::parse(target, MAX_LEVELS_CEILING))
             {
+                known.insert(node.clone());
                 tree.insert(node.clone(), target, count);
             }
         }
         *self.remote.write().unwrap_or_else(|e| e.into_inner()) = tree;
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
         for key in dead {
             self.backplane.delete(&key).await?;
         }
@@ -356,6 +377,10 @@ impl RouteTable {
                 count.parse::<u32>(),
                 SubscriptionTarget::parse(target, MAX_LEVELS_CEILING),
             ) {
+                self.known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.clone());
                 remote.insert(node, target, count);
             }
         } else if let Ok(target) = SubscriptionTarget::parse(rest, MAX_LEVELS_CEILING) {

@@ -100,7 +100,13 @@ impl Cluster {
             );
         }
         let saved = bp.get(&subscriptions_key(client)).await?;
-        Ok(saved.and_then(|b| Carried::decode(&b, now)))
+        let mut carried = saved
+            .and_then(|b| Carried::decode(&b, now))
+            .unwrap_or_default();
+        if !alive {
+            carried.messages = self.adopt(&holder, client, &carried.subscriptions).await?;
+        }
+        Ok(Some(carried))
     }
 }
 
@@ -260,6 +266,7 @@ impl Carried {
                         qos,
                         retain,
                         identifiers,
+                        journal: 0,
                     });
                 }
                 _ => return None,
@@ -320,12 +327,14 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: true,
                     identifiers: vec![NonZeroU32::new(7).expect("non-zero")],
+                    journal: 0,
                 },
                 Outgoing {
                     message: message("two"),
                     qos: QoS::AtMostOnce,
                     retain: false,
                     identifiers: Vec::new(),
+                    journal: 0,
                 },
             ],
         };

@@ -48,10 +48,9 @@ async fn routed(node: &Node, topic: &str, want: (usize, u32)) {
     .await;
 }
 
-/// The messages `raw` receives until `marker` arrives, as `topic:payload:QoS`; QoS 1 and 2
-/// acknowledged as they come (a QoS 2 message's PUBREL may come after later messages).
-async fn until_marker(raw: &mut Raw, marker: &str) -> Vec<String> {
-    let mut got = Vec::new();
+/// The next message `raw` receives, acknowledged as it comes (a QoS 2 message's PUBREL
+/// may come after later messages): its payload and `topic:payload:QoS`.
+async fn next_message(raw: &mut Raw) -> (String, String) {
     loop {
         let p: Publish = match raw.recv().await {
             Packet::Publish(p) => p,
@@ -68,10 +67,20 @@ async fn until_marker(raw: &mut Raw, marker: &str) -> Vec<String> {
             _ => {}
         }
         let text = String::from_utf8(p.payload.to_vec()).expect("UTF-8");
+        let label = format!("{}:{text}:{:?}", p.topic, p.qos);
+        return (text, label);
+    }
+}
+
+/// The messages `raw` receives until `marker` arrives, as `topic:payload:QoS`.
+async fn until_marker(raw: &mut Raw, marker: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let (text, label) = next_message(raw).await;
         if text == marker {
             return got;
         }
-        got.push(format!("{}:{text}:{:?}", p.topic, p.qos));
+        got.push(label);
     }
 }
 
@@ -307,4 +316,62 @@ async fn retained_messages_are_the_clusters() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queued_messages_of_a_node_that_is_gone_are_read_back_from_its_journal() {
+    let (_cluster, mut nodes) = nodes("journal", 3).await;
+    let (mut client, _) = nodes[0].raw(resuming("durable")).await;
+    client
+        .subscribe(subscribe(1, "d/+", QoS::ExactlyOnce))
+        .await;
+    client.subscribe(subscribe(2, "e", QoS::AtMostOnce)).await;
+    client
+        .send(&Packet::Disconnect(mqtt::codec::Disconnect::default()))
+        .await;
+    routed(&nodes[2], "d/x", (1, 0)).await;
+    // Three from another node (through node 1's inbox), two from node 1 itself, one QoS 0
+    // (not kept for an absent client) and one the subscription downgrades to QoS 0.
+    let mut remote = nodes[2].client(Version::V5, "remote").await;
+    send(&mut remote, "d/x", 3).await;
+    let mut local = nodes[0].client(Version::V5, "local").await;
+    local
+        .publish(publish("d/y", "3", QoS::ExactlyOnce, 1))
+        .await;
+    local
+        .publish(publish("d/y", "q0", QoS::AtMostOnce, 0))
+        .await;
+    local
+        .publish(publish("e", "downgraded", QoS::AtLeastOnce, 2))
+        .await;
+    local
+        .publish(publish("d/y", "4", QoS::AtLeastOnce, 3))
+        .await;
+    nodes.remove(0).stop().await;
+
+    let (mut client, ack) = nodes[0].raw(resuming("durable")).await;
+    assert!(ack.session_present);
+    let got: Vec<String> = next_messages(&mut client, 5).await;
+    assert_eq!(
+        got,
+        [
+            "d/x:0:AtLeastOnce",
+            "d/x:1:AtLeastOnce",
+            "d/x:2:AtLeastOnce",
+            "d/y:3:ExactlyOnce",
+            "d/y:4:AtLeastOnce"
+        ]
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The next `n` messages `raw` receives, as `topic:payload:QoS`.
+async fn next_messages(raw: &mut Raw, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.push(next_message(raw).await.1);
+    }
+    got
 }

@@ -1,0 +1,256 @@
+//! Resuming the sessions of a node that died: what its memory held is read back from what
+//! it left on the backplane.
+//!
+//! - **Its journal** (`super::journal`): every QoS 1 and 2 message it queued for a session
+//!   with an expiry, and the sessions' floors. A session resumed here gets its messages
+//!   from its last floor on.
+//! - **Its inbox**: what other nodes appended for it that it never read — appended after it
+//!   died and before their route tables dropped it, or read but not yet journaled. A
+//!   record whose message is not in the journal is matched against the resumed session's
+//!   subscriptions. Other nodes keep appending there until they notice the death (the
+//!   lease TTL, then at most a third of it), so the inbox is followed for [`FOLLOW`] after
+//!   the last session resumed here, and what arrives goes to the sessions resumed from
+//!   that node.
+//!
+//! Both are read once per dead node and kept in memory while it is followed. A message
+//! acknowledged by the client in the second before the death is sent again (the floors
+//! are written every second).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backplane::{Backplane, BackplaneError};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::envelope::{Envelope, MessageId};
+use super::journal::{self, Record};
+use super::{Cluster, NodeId, inbox};
+use crate::broker::Broker;
+use crate::codec::QoS;
+use crate::session::{Outgoing, SubOptions};
+use crate::topic::{SubscriptionTarget, TopicName};
+
+/// How long a dead node's inbox is followed after the last session resumed from it.
+pub const FOLLOW: Duration = Duration::from_secs(30);
+
+/// Records read at once.
+const READ: usize = 1024;
+
+/// What a dead node left, read back.
+#[derive(Debug, Default)]
+pub struct Remains {
+    /// The journaled messages each session had not had acknowledged, in order.
+    messages: HashMap<String, Vec<Outgoing>>,
+    /// Every message the journal holds, to tell them from the inbox's unread ones.
+    journaled: HashSet<MessageId>,
+    /// The inbox's messages the node never journaled, in order.
+    unread: Vec<Envelope>,
+    /// Where reading the inbox stopped.
+    inbox_next: u64,
+    /// The sessions resumed here from it, with their subscriptions.
+    adopted: HashMap<String, Vec<(SubscriptionTarget, SubOptions)>>,
+    /// Until when its inbox is followed.
+    until: Option<Instant>,
+}
+
+/// Each dead node's remains, read once.
+#[derive(Debug, Default)]
+pub struct Adoptions(tokio::sync::Mutex<HashMap<NodeId, Arc<Mutex<Remains>>>>);
+
+impl Cluster {
+    /// The messages `client`'s session, held by `dead` when it died and resumed here with
+    /// `subscriptions`, still had to receive.
+    pub(crate) async fn adopt(
+        &self,
+        dead: &str,
+        client: &str,
+        subscriptions: &[(SubscriptionTarget, SubOptions)],
+    ) -> Result<Vec<Outgoing>, BackplaneError> {
+        let remains = {
+            let mut all = self.adoptions.0.lock().await;
+            match all.get(dead) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Mutex::new(read_remains(&*self.backplane, dead).await?));
+                    all.insert(dead.into(), r.clone());
+                    r
+                }
+            }
+        };
+        let mut r = remains.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = r.messages.remove(client).unwrap_or_default();
+        for envelope in &r.unread {
+            out.extend(copy_for(envelope, subscriptions));
+        }
+        r.adopted.insert(client.to_owned(), subscriptions.to_vec());
+        r.until = Some(Instant::now() + FOLLOW);
+        Ok(out)
+    }
+}
+
+/// Starts following the inboxes of the dead nodes sessions were resumed from, handing new
+/// records to those sessions on `broker`.
+pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
+    let tasks = broker.tasks().clone();
+    let (broker, cluster) = (broker.clone(), cluster.clone());
+    let stop = broker.shutdown().clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let dead: Vec<(NodeId, Arc<Mutex<Remains>>)> = {
+                let all = cluster.adoptions.0.lock().await;
+                all.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
+            };
+            for (node, remains) in dead {
+                if let Err(e) = follow_one(&broker, &*cluster.backplane, &node, &remains).await {
+                    warn!(node = %node, error = %e, "cannot follow a dead node's MQTT inbox");
+                }
+            }
+        }
+    });
+}
+
+/// Reads what arrived in `dead`'s inbox since the last look and queues it for the sessions
+/// resumed from it.
+async fn follow_one(
+    broker: &Broker,
+    backplane: &dyn Backplane,
+    dead: &str,
+    remains: &Mutex<Remains>,
+) -> Result<(), BackplaneError> {
+    let (from, active) = {
+        let r = remains.lock().unwrap_or_else(|e| e.into_inner());
+        (r.inbox_next, r.until.is_some_and(|u| Instant::now() < u))
+    };
+    if !active {
+        return Ok(());
+    }
+    let stream = backplane
+        .stream(&inbox::stream(dead), inbox::options())
+        .await?;
+    let entries = stream.read(from, READ).await?;
+    let Some(last) = entries.last() else {
+        return Ok(());
+    };
+    let now = Instant::now();
+    let mut r = remains.lock().unwrap_or_else(|e| e.into_inner());
+    r.inbox_next = last.offset + 1;
+    for entry in &entries {
+        let Ok(envelope) = Envelope::decode(&entry.payload, now) else {
+            continue;
+        };
+        if r.journaled.contains(&envelope.id) {
+            continue;
+        }
+        for (client, subscriptions) in &r.adopted {
+            if let Some(out) = copy_for(&envelope, subscriptions) {
+                broker.queue_for(client, out);
+            }
+        }
+        r.unread.push(envelope);
+    }
+    Ok(())
+}
+
+/// Reads `dead`'s journal and inbox.
+async fn read_remains(backplane: &dyn Backplane, dead: &str) -> Result<Remains, BackplaneError> {
+    let now = Instant::now();
+    let mut remains = Remains::default();
+    let journal = backplane
+        .stream(&journal::stream(dead), journal::options())
+        .await?;
+    let mut copies: HashMap<String, Vec<(u64, Outgoing)>> = HashMap::new();
+    let mut floors: HashMap<String, u64> = HashMap::new();
+    let mut from = 0;
+    loop {
+        let entries = journal.read(from, READ).await?;
+        let Some(last) = entries.last() else { break };
+        from = last.offset + 1;
+        for entry in &entries {
+            match journal::read(&entry.payload, now) {
+                Ok(Record::Message {
+                    jseq,
+                    copies: to,
+                    envelope,
+                }) => {
+                    remains.journaled.insert(envelope.id.clone());
+                    for c in to {
+                        let out = Outgoing {
+                            message: envelope.message.clone(),
+                            qos: c.qos,
+                            retain: c.retain,
+                            identifiers: c.identifiers,
+                            journal: 0,
+                        };
+                        copies.entry(c.client).or_default().push((jseq, out));
+                    }
+                }
+                Ok(Record::Floors(f)) => floors = f.into_iter().collect(),
+                Err(e) => warn!(node = dead, error = %e, "a journal record cannot be read"),
+            }
+        }
+    }
+    for (client, list) in copies {
+        let floor = floors.get(&client).copied().unwrap_or(0);
+        let mut list: Vec<_> = list.into_iter().filter(|(j, _)| *j >= floor).collect();
+        list.sort_by_key(|(j, _)| *j);
+        remains
+            .messages
+            .insert(client, list.into_iter().map(|(_, o)| o).collect());
+    }
+    let inbox = backplane
+        .stream(&inbox::stream(dead), inbox::options())
+        .await?;
+    loop {
+        let entries = inbox.read(remains.inbox_next, READ).await?;
+        let Some(last) = entries.last() else { break };
+        remains.inbox_next = last.offset + 1;
+        for entry in &entries {
+            if let Ok(e) = Envelope::decode(&entry.payload, now)
+                && !remains.journaled.contains(&e.id)
+            {
+                remains.unread.push(e);
+            }
+        }
+    }
+    Ok(remains)
+}
+
+/// The copy of `envelope` a session with `subscriptions` gets, as the dead node would have
+/// queued it: one copy at the highest QoS of the matching subscriptions (plain ones when
+/// the envelope is for them, shared ones whose group it was handed for). QoS 0 copies are
+/// not kept for a session without a connection, so none is made.
+fn copy_for(
+    envelope: &Envelope,
+    subscriptions: &[(SubscriptionTarget, SubOptions)],
+) -> Option<Outgoing> {
+    let m = &envelope.message;
+    let name = TopicName::parse(&m.topic, crate::topic::MAX_LEVELS_CEILING).ok()?;
+    let mut best: Option<SubOptions> = None;
+    for (target, options) in subscriptions {
+        let wanted = match target {
+            SubscriptionTarget::Plain(filter) => envelope.plain && filter.matches(name),
+            SubscriptionTarget::Shared { filter, .. } => {
+                envelope.groups.iter().any(|g| *g == target.to_string()) && filter.matches(name)
+            }
+        };
+        if wanted && best.is_none_or(|b| b.options.qos < options.options.qos) {
+            best = Some(*options);
+        }
+    }
+    let options = best?;
+    let qos = m.qos.min(options.options.qos);
+    (qos != QoS::AtMostOnce).then(|| Outgoing {
+        message: m.clone(),
+        qos,
+        retain: m.retain && options.options.retain_as_published,
+        identifiers: options.identifier.into_iter().collect(),
+        journal: 0,
+    })
+}
