@@ -98,6 +98,11 @@ impl<'a> Lintas<'a> {
         self.child.id()
     }
 
+    /// Whether the process has not exited (a SIGKILLed one has, once reaped).
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub(crate) fn read(&self, kind: &str) -> String {
         let file = if self.name.is_empty() {
             kind.to_owned()
