@@ -727,10 +727,12 @@ impl Load {
         }
     }
 
-    /// Sends probes until every subscriber got one from every publisher of its topic: from
-    /// then on each subscription is known on every node a publisher is on.
+    /// Sends a round of probes a second until every subscriber got one from every publisher
+    /// of its topic: from then on each subscription is known on every node a publisher is
+    /// on.
     pub async fn probe(&mut self) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut next_probe = tokio::time::Instant::now();
         loop {
             let waiting: Vec<(usize, usize)> = self
                 .subscribers
@@ -746,8 +748,13 @@ impl Load {
                 "subscribers still without a probe from every publisher of their topic after \
                  {PATIENCE:?} (probed, subscribers per process): {waiting:?}"
             );
-            self.publishers.command("probe");
-            self.events(Duration::from_millis(200)).await;
+            // A round of probes is a delivery to every subscriber; one a second leaves
+            // the clients' time to the subscriptions still propagating.
+            if tokio::time::Instant::now() >= next_probe {
+                self.publishers.command("probe");
+                next_probe += Duration::from_secs(1);
+            }
+            self.events(Duration::from_millis(50)).await;
         }
     }
 
