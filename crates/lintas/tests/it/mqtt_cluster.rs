@@ -802,6 +802,13 @@ impl Load {
         }
     }
 
+    /// Waits until nothing arrived for a second, so that what is still on its way when the
+    /// count a test waited for is reached (messages from other nodes, once they forward,
+    /// count too) is in before its next step.
+    pub async fn settle(&mut self) {
+        self.wait_received(usize::MAX, Duration::from_secs(1)).await;
+    }
+
     /// Waits until the subscribers received `n` messages in all, or nothing arrived for
     /// `quiet`, or [`LOAD_PATIENCE`] passed (the audit then tells what is missing).
     pub async fn wait_received(&mut self, n: usize, quiet: Duration) {
@@ -932,6 +939,7 @@ async fn the_balancer_spreads_mqtt_clients_over_three_nodes() {
     load.publish();
     load.wait_acked(6 * 9).await;
     load.wait_received(round_one, PATIENCE).await;
+    load.settle().await;
 
     cluster.kill(1);
     cluster.wait_health("node2", "down").await;
@@ -953,6 +961,7 @@ async fn the_balancer_spreads_mqtt_clients_over_three_nodes() {
     load.wait_acked(2 * 6 * 9).await;
     load.wait_received(round_one + same_node(&second), PATIENCE)
         .await;
+    load.settle().await;
     cluster.restart(1).await;
     cluster.wait_health("node2", "up").await;
 
