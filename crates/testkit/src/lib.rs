@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod fuzz;
 pub mod link;
+pub mod paho;
 pub mod scratch;
 pub mod smtp;
 pub mod telegram;

@@ -12,7 +12,7 @@
 //!   `--hold` seconds (the caller reads the broker's memory meanwhile and then kills us).
 //!
 //! Every traffic mode connects and subscribes first, waits until a probe message reaches
-//! every subscriber, publishes for `--duration` seconds, then waits until every message
+//! every subscriber (at most `--probe` seconds, 20 by default), publishes for `--duration` seconds, then waits until every message
 //! arrived or nothing arrived for `--drain` seconds. It prints one JSON line: messages
 //! sent/received/missing/duplicated, sent/s, delivered/s (messages received ÷ time from the
 //! start to the last one received, over all subscribers) and publish-to-deliver latency
@@ -34,15 +34,15 @@ use tokio::time::Instant;
 
 use client::{Progress, PublishPlan};
 
-/// Longest the probe may take to reach every subscriber.
-const PROBE_LIMIT: Duration = Duration::from_secs(20);
+/// Longest the probe may take to reach every subscriber, unless `--probe` says otherwise.
+const PROBE_LIMIT: f64 = 20.0;
 /// Longest the drain may take in all, even while messages keep trickling in.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
 const USAGE: &str = "usage: mqtt-load --mode fanin|fanout|latency|cross|idle --addr HOST:PORT \
 [--sub-addr HOST:PORT] [--publishers N] [--subscribers M] [--qos 0|1] [--window W] \
-[--rate MSG_PER_S] [--inflight K] [--duration S] [--size BYTES] [--drain S] [--connections C] [--hold S] \
-[--label TEXT] [--threads T]";
+[--rate MSG_PER_S] [--inflight K] [--duration S] [--size BYTES] [--drain S] [--probe S] \
+[--connections C] [--hold S] [--label TEXT] [--threads T]";
 
 /// Command-line options as `--key value` pairs.
 struct Args(HashMap<String, String>);
@@ -92,6 +92,9 @@ struct Traffic {
     duration: Duration,
     size: usize,
     drain: Duration,
+    /// Longest the probe may take; the cross phase gives a cluster that does not forward
+    /// a few seconds rather than the default 20.
+    probe: Duration,
 }
 
 fn main() {
@@ -146,6 +149,7 @@ async fn run(mut args: Args) -> Result<()> {
         duration: Duration::from_secs_f64(args.take("duration", Some(10.0))?),
         size: args.take("size", Some(64))?,
         drain: Duration::from_secs_f64(args.take("drain", Some(3.0))?),
+        probe: Duration::from_secs_f64(args.take("probe", Some(PROBE_LIMIT))?),
         mode,
     };
     reject_rest(args)?;
@@ -225,7 +229,7 @@ async fn traffic(t: Traffic) -> Result<()> {
     for conn in client::open_many(&t.addr, "pub", t.publishers, None).await {
         publishers.push(conn.context("publisher setup")?.0);
     }
-    client::probe(&t.addr, t.subscribers, &progress, PROBE_LIMIT).await?;
+    client::probe(&t.addr, t.subscribers, &progress, t.probe).await?;
 
     let start = Instant::now();
     let start_ns = tally::now_ns();

@@ -98,6 +98,11 @@ impl<'a> Lintas<'a> {
         self.child.id()
     }
 
+    /// Whether the process has not exited (a SIGKILLed one has, once reaped).
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub(crate) fn read(&self, kind: &str) -> String {
         let file = if self.name.is_empty() {
             kind.to_owned()
@@ -125,17 +130,35 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `lintas.example.toml` and every file of `examples/mqtt-cluster` (three nodes and the
+/// balancer in front of them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_accepts_the_example_file() {
-    let example = std::fs::canonicalize(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lintas.example.toml"),
-    )
-    .unwrap();
+async fn check_accepts_the_example_files() {
+    let root = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap();
+    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples/mqtt-cluster"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    examples.sort();
+    let names: Vec<_> = examples.iter().map(|p| p.file_name().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["balancer.toml", "node1.toml", "node2.toml", "node3.toml"]
+    );
+    examples.insert(0, root.join("lintas.example.toml"));
 
-    let out = lintas(&["check", "-c", path_str(&example)]).await;
+    for example in examples {
+        let out = lintas(&["check", "-c", path_str(&example)]).await;
 
-    assert_eq!((out.code, out.stderr.as_str()), (Some(0), ""));
-    assert_eq!(out.stdout, format!("{}: ok\n", example.display()));
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (Some(0), ""),
+            "{}",
+            example.display()
+        );
+        assert_eq!(out.stdout, format!("{}: ok\n", example.display()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,8 @@
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `mqtt`: the MQTT broker in a node — its clients on the admin API, its metrics.
+//! - `mqtt_cluster`: three MQTT nodes on a Redis of their own behind a balancer, as
+//!   processes, driven by hundreds of paho-mqtt clients; nodes and Redis SIGKILLed.
 //! - `relay`: the relay in the real binary — SIGKILL mid-load, restart, exactly once.
 //! - `store_upgrade`: a store of the globally numbered schema upgraded to per-service
 //!   versions in place.
@@ -38,6 +40,7 @@ mod harness;
 mod http;
 mod http1;
 mod mqtt;
+mod mqtt_cluster;
 mod relay;
 mod reload;
 mod slow_clients;

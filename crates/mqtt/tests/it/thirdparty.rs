@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use testkit::TempDir;
 
-/// The paho-mqtt release the venv holds; `scripts/test` installs this one.
-const PAHO: &str = "2.2.0";
-
 /// How long one expected line or process may take before the case fails.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -109,7 +106,7 @@ pub async fn paho_suite(broker: &Broker, version: Version) -> Vec<CaseResult> {
 }
 
 fn run_paho(broker: &Broker, version: Version) -> Vec<CaseResult> {
-    let python = paho_python();
+    let python = testkit::paho::python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/conformance.py");
     let mut cmd = Command::new(&python);
     cmd.arg(&script)
@@ -171,47 +168,6 @@ fn parse_case(line: &str) -> Option<CaseResult> {
         ok: v.get("ok")?.as_bool()?,
         detail: v.get("detail")?.as_str()?.to_owned(),
     })
-}
-
-/// The venv's python, checked to import paho-mqtt 2.x; panics saying how to get it.
-fn paho_python() -> PathBuf {
-    let python = target_dir().join("pyenv/bin/python");
-    let fix = format!(
-        "run scripts/test, or: python3 -m venv {0} && {0}/bin/pip install paho-mqtt=={PAHO}",
-        python
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(&python)
-            .display()
-    );
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import paho.mqtt; assert paho.mqtt.__version__.startswith('2.')",
-        ])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => python,
-        Ok(out) => panic!(
-            "{} has no paho-mqtt 2.x ({}): {fix}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("cannot run {}: {e}: {fix}", python.display()),
-    }
-}
-
-/// `CARGO_TARGET_DIR`, else the directory three levels above this test binary
-/// (`<target>/debug/deps/it-...`), which is where `scripts/test` puts the venv.
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().expect("the test binary's own path");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| panic!("{} is not under <target>/<profile>/deps", exe.display()))
 }
 
 /// Runs a command to its end.
