@@ -82,6 +82,12 @@ pub struct MqttConfig {
     /// How often `$SYS/broker/...` topics are published; 0 turns them off.
     #[serde(with = "configkit::duration")]
     pub sys_interval: Duration,
+    /// In a cluster, how long the subscriptions of a node that died (or shut down) keep
+    /// drawing messages into its inbox, for its sessions' clients to find on the node they
+    /// reconnect to (`crate::cluster::adopt`). A client that comes back later gets its
+    /// subscriptions, not what was published after.
+    #[serde(with = "configkit::duration")]
+    pub dead_node_grace: Duration,
     /// Whether a client without a user name may connect (see [`crate::auth`]); off, so a
     /// broker is closed until someone opens it.
     pub allow_anonymous: bool,
@@ -125,6 +131,7 @@ impl Default for MqttConfig {
             max_retained: 100_000,
             shared_strategy: SharedStrategy::RoundRobin,
             sys_interval: Duration::from_secs(10),
+            dead_node_grace: Duration::from_secs(60),
             allow_anonymous: false,
             users: Vec::new(),
             acl: Vec::new(),
@@ -150,6 +157,9 @@ impl MqttConfig {
     pub fn validate(&self, at: &KeyPath, issues: &mut Issues) {
         if self.max_connections == 0 {
             issues.push(at.key("max_connections"), "needs at least 1 connection");
+        }
+        if self.dead_node_grace.is_zero() {
+            issues.push(at.key("dead_node_grace"), "must be above zero");
         }
         if self.connect_timeout.is_zero() {
             issues.push(at.key("connect_timeout"), "must be above zero");

@@ -56,7 +56,7 @@ impl service::Service for Broker {
             Kind::Redis => {
                 let started = Cluster::start(
                     deps.backplane.clone(),
-                    deps.node.clone(),
+                    (deps.node.clone(), cfg.dead_node_grace),
                     &deps.tasks,
                     shutdown.clone(),
                 )

@@ -202,6 +202,10 @@ pub struct Session {
     /// Whether a connection is attached, readable without the lock (shared subscriptions
     /// skip offline members on every message).
     online: AtomicBool,
+    /// Whether it was resumed from a node that died, whose inbox still brings it
+    /// messages: each message is then queued once, by whichever way comes first
+    /// (`crate::cluster::adopt`).
+    adopted: AtomicBool,
     state: Mutex<SessionState>,
 }
 
@@ -211,6 +215,7 @@ impl Session {
         Self {
             client_id,
             online: AtomicBool::new(false),
+            adopted: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
         }
     }
@@ -224,6 +229,16 @@ impl Session {
     /// Whether a connection is attached.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
+    }
+
+    /// Whether it was resumed from a node that died and that node's inbox is still read.
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.load(Ordering::Relaxed)
+    }
+
+    /// Records whether it was resumed from a node that died.
+    pub(crate) fn set_adopted(&self, adopted: bool) {
+        self.adopted.store(adopted, Ordering::Relaxed);
     }
 
     /// Records whether a connection is attached; called with the state locked.

@@ -23,6 +23,7 @@ Standard output, one JSON object a line:
   {"event": "ready"}                           every client connected (and SUBACKed) once,
                                                right after a progress line
   {"event": "progress", "received": N, "acked": N, "connected": N, "subscribed": N,
+   (received: distinct messages, a duplicate counted once)
    "probed": N, "clients": N, "reconnects": N} every 200 ms (subscribed: connected clients
                                                whose subscriptions are in place)
   {"event": "report", "received": {ID: [PAYLOAD, ...]}, "acked": {ID: [PAYLOAD, ...]},
@@ -53,6 +54,8 @@ class Driver:
         self.clients = {}
         self.spec = {}
         self.received = {}
+        self.distinct = 0  # payloads received, each counted once per subscriber
+        self.seen = {}
         self.probes = {}  # subscriber id -> publishers it got a probe from
         self.published = {}
         self.sessions_lost = set()
@@ -87,6 +90,7 @@ class Driver:
         self.clients[cid] = client
         if "subscribe" in spec:
             self.received[cid] = []
+            self.seen[cid] = set()
             self.probes[cid] = set()
         if "publish" in spec:
             self.published[cid] = []
@@ -147,6 +151,9 @@ class Driver:
             self.probes[cid].add(sender)
         else:
             self.received[cid].append(payload)
+            if payload not in self.seen[cid]:
+                self.seen[cid].add(payload)
+                self.distinct += 1
 
     def on_disconnect(self, client, cid, flags, reason, properties):
         self.connected.discard(cid)
@@ -248,7 +255,7 @@ class Driver:
     def progress(self):
         emit({
             "event": "progress",
-            "received": sum(len(r) for r in self.received.values()),
+            "received": self.distinct,
             "acked": sum(len(a) for a in self.acked().values()),
             "connected": len(self.connected),
             "subscribed": len(self.subscribed),

@@ -20,7 +20,7 @@ mod route;
 
 pub(crate) use route::{Journaling, Reach};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::RandomState;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, Auth};
-use crate::cluster::journal::{FLOORS_EVERY, message_record};
+use crate::cluster::journal::{FLOORS_EVERY, Journal, message_record};
 use crate::cluster::sessions::Carried;
 use crate::cluster::{Cluster, Envelope, Forwarded, MessageId};
 use crate::codec::{QoS, Version};
@@ -119,6 +119,9 @@ pub struct Broker {
     shutdown: CancellationToken,
     /// This node's part of the cluster; none when it runs alone.
     cluster: Option<Arc<Cluster>>,
+    /// For each session resumed from a dead node whose inbox is still read, the messages
+    /// queued for it since (`Broker::first_delivery`).
+    delivered: Mutex<HashMap<ClientId, HashSet<MessageId>>>,
     /// Who may connect.
     auth: Auth,
     /// What each client may publish and subscribe to.
@@ -135,8 +138,7 @@ async fn write_floors(broker: Arc<Broker>, cluster: Arc<Cluster>) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let upcoming = cluster.journal().upcoming();
-        let floors = broker.journal_floors(upcoming);
+        let (floors, upcoming) = broker.journal_floors(cluster.journal());
         if floors != last {
             let oldest = floors.values().min().copied().unwrap_or(upcoming);
             cluster.journal().floors(floors.clone(), oldest);
@@ -146,9 +148,10 @@ async fn write_floors(broker: Arc<Broker>, cluster: Arc<Cluster>) {
 }
 
 /// A message's journaling, when its QoS can make it journaled.
-fn journaling(cluster: &Cluster, message: &Message) -> Option<Journaling> {
+fn journaling<'c>(cluster: &'c Cluster, message: &Message) -> Option<Journaling<'c>> {
     (message.qos != QoS::AtMostOnce).then(|| Journaling {
-        jseq: cluster.journal().next(),
+        journal: cluster.journal(),
+        jseq: 0,
         copies: Vec::new(),
     })
 }
@@ -156,7 +159,7 @@ fn journaling(cluster: &Cluster, message: &Message) -> Option<Journaling> {
 /// Writes `message`'s journal record when it was queued for sessions with an expiry.
 fn journal(
     cluster: &Cluster,
-    journaling: Option<Journaling>,
+    journaling: Option<Journaling<'_>>,
     id: MessageId,
     message: &Message,
 ) -> Option<tokio::sync::oneshot::Receiver<()>> {
@@ -198,6 +201,7 @@ impl Broker {
         Self {
             endpoints,
             cluster,
+            delivered: Mutex::default(),
             auth,
             acl,
             cfg,
@@ -532,7 +536,9 @@ impl Broker {
     /// has.
     pub async fn claim(&self, client: &ClientId, resume: bool) -> Option<Carried> {
         let cluster = self.cluster.as_ref()?;
-        let wait = crate::cluster::sessions::HANDOFF_WAIT * 2;
+        let wait = crate::cluster::sessions::HANDOFF_WAIT
+            + cluster.backplane().lease_ttl()
+            + crate::cluster::sessions::LIVENESS_SLACK * 5;
         match tokio::time::timeout(wait, cluster.claim(client, resume)).await {
             Ok(Ok(carried)) => carried,
             Ok(Err(e)) => {
@@ -550,6 +556,13 @@ impl Broker {
     /// subscriptions, then its messages after whatever it holds (up to `max_queued`),
     /// journaled here.
     pub fn install(&self, session: &Session, carried: Carried) {
+        if carried.adopted {
+            self.delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(session.client_id.clone(), HashSet::new());
+            session.set_adopted(true);
+        }
         for (target, options) in carried.subscriptions {
             self.subscribe(session, target, options);
         }
@@ -558,12 +571,42 @@ impl Broker {
         }
     }
 
-    /// Queues `out` for the session of `client`, if this node has it (a message from a
-    /// dead node's inbox for a session resumed here).
-    pub(crate) fn queue_for(&self, client: &str, out: Outgoing) {
+    /// Queues `out`, message `id`, for the session of `client`, if this node has it (a
+    /// message from a dead node's inbox for a session resumed here) and did not queue that
+    /// message for it already.
+    pub(crate) fn queue_for(&self, client: &str, out: Outgoing, id: &MessageId) {
         let session = read(&self.index).sessions.get(client).cloned();
-        if let Some(session) = session {
+        if let Some(session) = session
+            && self.first_delivery(&session, Some(id))
+        {
             self.queue_journaled(&session, out);
+        }
+    }
+
+    /// Whether message `id` is new for `session`: always, unless the session was resumed
+    /// from a dead node whose inbox is still read — the same message may then come both
+    /// ways, and only the first is queued.
+    pub(crate) fn first_delivery(&self, session: &Session, id: Option<&MessageId>) -> bool {
+        let (true, Some(id)) = (session.is_adopted(), id) else {
+            return true;
+        };
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        delivered
+            .get_mut(&session.client_id)
+            .is_none_or(|ids| ids.insert(id.clone()))
+    }
+
+    /// The dead node's inbox is no longer read for `client`'s session.
+    pub(crate) fn adoption_ended(&self, client: &str) {
+        self.delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client);
+        if let Some(session) = read(&self.index).sessions.get(client) {
+            session.set_adopted(false);
         }
     }
 
@@ -571,6 +614,9 @@ impl Broker {
     /// has an expiry (nobody waits for the journal: the message was already acknowledged
     /// to its publisher, on another node).
     fn queue_journaled(&self, session: &Session, mut out: Outgoing) {
+        // Numbered and queued under the index's read lock, as routing does (see
+        // `Journaling`).
+        let _index = read(&self.index);
         if let Some(cluster) = &self.cluster
             && out.qos != QoS::AtMostOnce
             && session.lock().expiry_interval > 0
@@ -590,10 +636,12 @@ impl Broker {
     }
 
     /// Every session with an expiry and the number below which its journaled messages are
-    /// all acknowledged (`upcoming` when it waits for none).
-    pub(crate) fn journal_floors(&self, upcoming: u64) -> HashMap<String, u64> {
-        let index = read(&self.index);
-        index
+    /// all acknowledged (the journal's next number when it waits for none). Under the
+    /// index's write lock: every number handed out has its copies queued by then.
+    pub(crate) fn journal_floors(&self, journal: &Journal) -> (HashMap<String, u64>, u64) {
+        let index = write(&self.index);
+        let upcoming = journal.upcoming();
+        let floors = index
             .sessions
             .values()
             .filter_map(|s| {
@@ -608,7 +656,8 @@ impl Broker {
                     (s.client_id.to_string(), floor)
                 })
             })
-            .collect()
+            .collect();
+        (floors, upcoming)
     }
 
     /// Another node took `client`'s session over: its connection here is closed (0x8E)

@@ -27,7 +27,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::{Broker, read};
-use crate::cluster::journal::{Copy, copy_of};
+use crate::cluster::journal::{Copy, Journal, copy_of};
 use crate::cluster::{Envelope, Planner};
 use crate::codec::QoS;
 use crate::config::SharedStrategy;
@@ -80,8 +80,12 @@ impl Reach<'_, '_> {
 
 /// The copies of one message queued for sessions with an expiry, to be journaled.
 #[derive(Debug)]
-pub(crate) struct Journaling {
-    /// The message's number in the journal.
+pub(crate) struct Journaling<'j> {
+    /// Where its number comes from.
+    pub journal: &'j Journal,
+    /// The message's number in the journal, taken with its first copy — under the
+    /// index's read lock, so the floors, computed under its write lock, never pass a
+    /// number whose copies are not queued yet.
     pub jseq: u64,
     /// The sessions it was queued for, and how.
     pub copies: Vec<Copy>,
@@ -113,8 +117,14 @@ impl Broker {
         name: TopicName<'_>,
         from: Option<&ClientId>,
         mut reach: Reach<'_, '_>,
-        mut journaling: Option<&mut Journaling>,
+        mut journaling: Option<&mut Journaling<'_>>,
     ) -> usize {
+        let id = match &reach {
+            Reach::All => None,
+            Reach::Planned(p) => Some(p.id().clone()),
+            Reach::Received(e) => Some(e.id.clone()),
+        };
+        let id = id.as_ref();
         let index = read(&self.index);
         let sessions = &index.sessions;
         let mut matched = 0;
@@ -123,7 +133,9 @@ impl Broker {
                 if !reach.group(&group) {
                     return;
                 }
-                if let Some((session, options)) = self.pick(sessions, &group) {
+                if let Some((session, options)) = self.pick(sessions, &group)
+                    && self.first_delivery(session, id)
+                {
                     let ids = options.identifier.as_slice();
                     self.deliver(session, options, ids, message, journaling.as_deref_mut());
                     matched += 1;
@@ -133,7 +145,9 @@ impl Broker {
                 return;
             }
             for d in fanout.deliveries() {
-                if let Some(session) = sessions.get(d.key) {
+                if let Some(session) = sessions.get(d.key)
+                    && self.first_delivery(session, id)
+                {
                     let journaling = journaling.as_deref_mut();
                     self.deliver(session, d.options, d.identifiers, message, journaling);
                     matched += 1;
@@ -151,7 +165,7 @@ impl Broker {
         options: &SubOptions,
         identifiers: &[NonZeroU32],
         message: &Message,
-        journaling: Option<&mut Journaling>,
+        journaling: Option<&mut Journaling<'_>>,
     ) {
         let mut out = Outgoing {
             qos: message.qos.min(options.options.qos),
@@ -164,6 +178,9 @@ impl Broker {
             && out.qos != QoS::AtMostOnce
             && session.lock().expiry_interval > 0
         {
+            if j.jseq == 0 {
+                j.jseq = j.journal.next();
+            }
             out.journal = j.jseq;
             j.copies.push(copy_of(&session.client_id, &out));
         }

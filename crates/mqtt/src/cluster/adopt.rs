@@ -7,10 +7,10 @@
 //! - **Its inbox**: what other nodes appended for it that it never read — appended after it
 //!   died and before their route tables dropped it, or read but not yet journaled. A
 //!   record whose message is not in the journal is matched against the resumed session's
-//!   subscriptions. Other nodes keep appending there until they notice the death (the
-//!   lease TTL, then at most a third of it), so the inbox is followed for [`FOLLOW`] after
-//!   the last session resumed here, and what arrives goes to the sessions resumed from
-//!   that node.
+//!   subscriptions. Other nodes keep appending there while they keep the dead node's
+//!   routes (`dead_node_grace`), so the inbox is followed that long after the
+//!   last session resumed here, and what arrives goes to the sessions resumed from that
+//!   node.
 //!
 //! Both are read once per dead node and kept in memory while it is followed. A message
 //! acknowledged by the client in the second before the death is sent again (the floors
@@ -31,9 +31,6 @@ use crate::broker::Broker;
 use crate::codec::QoS;
 use crate::session::{Outgoing, SubOptions};
 use crate::topic::{SubscriptionTarget, TopicName};
-
-/// How long a dead node's inbox is followed after the last session resumed from it.
-pub const FOLLOW: Duration = Duration::from_secs(30);
 
 /// Records read at once.
 const READ: usize = 1024;
@@ -85,7 +82,8 @@ impl Cluster {
             out.extend(copy_for(envelope, subscriptions));
         }
         r.adopted.insert(client.to_owned(), subscriptions.to_vec());
-        r.until = Some(Instant::now() + FOLLOW);
+        let lease = self.backplane.lease_ttl();
+        r.until = Some(Instant::now() + self.routes.grace() + lease);
         Ok(out)
     }
 }
@@ -108,8 +106,14 @@ pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
                 all.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
             };
             for (node, remains) in dead {
-                if let Err(e) = follow_one(&broker, &*cluster.backplane, &node, &remains).await {
-                    warn!(node = %node, error = %e, "cannot follow a dead node's MQTT inbox");
+                match follow_one(&broker, &*cluster.backplane, &node, &remains).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        cluster.adoptions.0.lock().await.remove(&node);
+                    }
+                    Err(e) => {
+                        warn!(node = %node, error = %e, "cannot follow a dead node's MQTT inbox");
+                    }
                 }
             }
         }
@@ -117,26 +121,27 @@ pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
 }
 
 /// Reads what arrived in `dead`'s inbox since the last look and queues it for the sessions
-/// resumed from it.
+/// resumed from it; false once its time is over (the sessions are told).
 async fn follow_one(
     broker: &Broker,
     backplane: &dyn Backplane,
     dead: &str,
     remains: &Mutex<Remains>,
-) -> Result<(), BackplaneError> {
-    let (from, active) = {
+) -> Result<bool, BackplaneError> {
+    let from = {
         let r = remains.lock().unwrap_or_else(|e| e.into_inner());
-        (r.inbox_next, r.until.is_some_and(|u| Instant::now() < u))
+        if r.until.is_none_or(|u| Instant::now() >= u) {
+            r.adopted.keys().for_each(|c| broker.adoption_ended(c));
+            return Ok(false);
+        }
+        r.inbox_next
     };
-    if !active {
-        return Ok(());
-    }
     let stream = backplane
         .stream(&inbox::stream(dead), inbox::options())
         .await?;
     let entries = stream.read(from, READ).await?;
     let Some(last) = entries.last() else {
-        return Ok(());
+        return Ok(true);
     };
     let now = Instant::now();
     let mut r = remains.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,12 +155,12 @@ async fn follow_one(
         }
         for (client, subscriptions) in &r.adopted {
             if let Some(out) = copy_for(&envelope, subscriptions) {
-                broker.queue_for(client, out);
+                broker.queue_for(client, out, &envelope.id);
             }
         }
         r.unread.push(envelope);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Reads `dead`'s journal and inbox.

@@ -263,7 +263,9 @@ pub fn copy_of(client: &str, out: &Outgoing) -> Copy {
 /// The task behind a [`Journal`].
 struct Writer {
     journal: Appender,
-    /// (the first message number in a batch, the batch's first offset), oldest first.
+    /// (the highest message number in a batch, the batch's first offset), oldest first.
+    /// Numbers are taken by routing threads and written in the order they reach the
+    /// queue, so a batch may hold a number lower than an earlier batch's.
     marks: VecDeque<(u64, u64)>,
 }
 
@@ -277,13 +279,13 @@ impl Writer {
             }
             let mut records = Vec::new();
             let mut done = Vec::new();
-            let mut first_jseq = None;
+            let mut highest = None;
             let mut trim = None;
             for job in batch.drain(..) {
                 match job {
                     Job::Write(record, tell) => {
-                        if first_jseq.is_none() && record.len() > 9 {
-                            first_jseq = Some((&record[1..9]).get_u64());
+                        if let Some(mut jseq) = record.get(1..9) {
+                            highest = highest.max(Some(jseq.get_u64()));
                         }
                         records.push(record);
                         done.extend(tell);
@@ -300,7 +302,7 @@ impl Writer {
                 Appended::Refused => continue,
                 Appended::Stopped => return,
             };
-            if let Some(jseq) = first_jseq {
+            if let Some(jseq) = highest {
                 self.marks.push_back((jseq, first));
             }
             for tell in done {
@@ -312,10 +314,14 @@ impl Writer {
         }
     }
 
-    /// Trims below the batch holding message `oldest`, and never past `floors_at` (the
-    /// offset of the latest floors).
+    /// Trims the batches whose messages are all below `oldest`, and never past
+    /// `floors_at` (the offset of the latest floors).
     async fn trim(&mut self, oldest: u64, floors_at: u64) {
-        while self.marks.len() > 1 && self.marks[1].0 <= oldest {
+        while self
+            .marks
+            .front()
+            .is_some_and(|&(highest, _)| highest < oldest)
+        {
             self.marks.pop_front();
         }
         let below = self

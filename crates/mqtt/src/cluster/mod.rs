@@ -166,11 +166,11 @@ impl Forwarded {
 }
 
 impl Cluster {
-    /// Joins the cluster as `node`: starts the route table; the inbox is read once the
-    /// broker exists ([`inbox::serve`]).
+    /// Joins the cluster as `node`, keeping a dead node's routes for `grace`: starts the
+    /// route table; the inbox is read once the broker exists ([`inbox::serve`]).
     pub async fn start(
         backplane: Arc<dyn Backplane>,
-        node: NodeId,
+        node: (NodeId, std::time::Duration),
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RouteError> {

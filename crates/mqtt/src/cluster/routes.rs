@@ -12,8 +12,11 @@
 //! and setting a count or removing a target is idempotent, so the tree converges.
 //!
 //! A node proves it is alive with `mqtt:node:{node}`, renewed every third of the
-//! backplane's lease TTL; a scan ignores the targets of nodes without one and deletes them
-//! (a SIGKILLed node cannot clean up after itself).
+//! backplane's lease TTL (and deleted when it shuts down). A scan keeps the targets of a
+//! node without one for a grace (`dead_node_grace`) — its sessions' messages go on to its inbox, read by
+//! the nodes that resume them — then deletes them (a SIGKILLed node cannot clean up after
+//! itself). Every renewal checks that the nodes with routes here are still alive, so a
+//! death is noticed within a third of the lease TTL of the key's expiry.
 //!
 //! A plain target's key changes only when its first local subscription comes or its last
 //! goes; a shared group's count changes with every member, because a message for the group
@@ -26,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backplane::{Backplane, BackplaneError, Subscription};
 use bytes::Bytes;
@@ -80,15 +83,24 @@ pub struct RouteTable {
     turns: Mutex<HashMap<String, u64>>,
     /// The other nodes with routes in `remote`, whose liveness is checked at every renewal.
     known: Mutex<HashSet<NodeId>>,
+    /// Nodes whose liveness key went while their routes are kept, and since when.
+    dead_since: Mutex<HashMap<NodeId, Instant>>,
+    /// How long the routes of a node whose liveness key went are kept (`dead_node_grace`):
+    /// messages for its sessions go on to its inbox, which the nodes resuming those
+    /// sessions read (`super::adopt`), rather than nowhere while the sessions' clients
+    /// reconnect elsewhere (their reconnection backoff, then the lease TTL the takeover
+    /// waits for).
+    grace: Duration,
 }
 
 impl RouteTable {
-    /// The route table of `node` on `backplane`: marks the node alive, reads the other
-    /// nodes' targets, and keeps both current on `tasks` until `shutdown` (see
-    /// [`RouteTable::maintain`]). Subscriptions may be added once it returns.
+    /// The route table of `node` on `backplane`, keeping a dead node's routes for `grace`:
+    /// marks the node alive, reads the other nodes' targets, and keeps both current on
+    /// `tasks` until `shutdown` (see [`RouteTable::maintain`]). Subscriptions may be added
+    /// once it returns.
     pub async fn start(
         backplane: Arc<dyn Backplane>,
-        node: NodeId,
+        (node, grace): (NodeId, Duration),
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RouteError> {
@@ -102,6 +114,8 @@ impl RouteTable {
             remote: RwLock::new(Tree::new()),
             turns: Mutex::default(),
             known: Mutex::default(),
+            dead_since: Mutex::default(),
+            grace,
         });
         let changes = table.backplane.subscribe(CHANNEL).await?;
         table.alive().await?;
@@ -113,6 +127,11 @@ impl RouteTable {
     /// This node.
     pub fn node(&self) -> &NodeId {
         &self.node
+    }
+
+    /// How long a dead node's routes are kept.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     /// One more local session subscribes to `target`; announced to the other nodes before
@@ -318,6 +337,7 @@ impl RouteTable {
             .collect();
         let mut tree = Tree::new();
         let mut known = HashSet::new();
+        let mut dying = HashMap::new();
         let mut dead = Vec::new();
         for (key, value) in routes {
             let Some((node, target)) = key
@@ -329,9 +349,16 @@ impl RouteTable {
             if node == &*self.node {
                 continue;
             }
-            let Some(node) = nodes.get(node) else {
-                dead.push(key.clone());
-                continue;
+            let node = match nodes.get(node) {
+                Some(alive) => {
+                    known.insert(alive.clone());
+                    alive.clone()
+                }
+                None if self.in_grace(node, &mut dying) => node.into(),
+                None => {
+                    dead.push(key.clone());
+                    continue;
+                }
             };
             let count = std::str::from_utf8(&value)
                 .ok()
@@ -339,16 +366,34 @@ impl RouteTable {
             if let (Some(count), Ok(target)) =
                 (count, SubscriptionTarget::parse(target, MAX_LEVELS_CEILING))
             {
-                known.insert(node.clone());
-                tree.insert(node.clone(), target, count);
+                tree.insert(node, target, count);
             }
         }
+        *self.dead_since.lock().unwrap_or_else(|e| e.into_inner()) = dying;
         *self.remote.write().unwrap_or_else(|e| e.into_inner()) = tree;
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
         for key in dead {
             self.backplane.delete(&key).await?;
         }
         Ok(())
+    }
+
+    /// Whether the routes of `node`, whose liveness key is gone, are kept a while longer
+    /// (the grace); notes it in `dying` if so.
+    fn in_grace(&self, node: &str, dying: &mut HashMap<NodeId, Instant>) -> bool {
+        let since = self
+            .dead_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied()
+            .or_else(|| dying.get(node).copied())
+            .unwrap_or_else(Instant::now);
+        let keep = since.elapsed() < self.grace;
+        if keep {
+            dying.insert(node.into(), since);
+        }
+        keep
     }
 
     /// Applies one announced change of another node.
@@ -388,16 +433,11 @@ impl RouteTable {
         }
     }
 
-    /// Deletes this node's keys and tells the others (a clean shutdown).
+    /// Deletes this node's liveness key (a clean shutdown): the others treat it as gone at
+    /// once, and keep its routes for the grace as for a node that died, so that what
+    /// is published for its sessions meanwhile waits in its inbox for the nodes that
+    /// resume them.
     async fn forget(&self) {
-        let local: Vec<SubscriptionTarget> =
-            self.local.lock().await.drain().map(|(t, _)| t).collect();
-        for target in local {
-            if let Err(e) = self.announce(&target, None).await {
-                warn!(error = %e, "cannot withdraw this node's MQTT routes; they expire with its liveness key");
-                break;
-            }
-        }
         let _ = self
             .backplane
             .delete(&format!("{NODES}{}", self.node))

@@ -8,11 +8,12 @@
 //!   connection (5.0: DISCONNECT 0x8E), ends its copy of the session, and — when the new
 //!   connection resumes the session (`state` 1) — writes it to `mqtt:handoff:{client}`:
 //!   subscriptions, and the messages queued and in flight, in order.
-//! - **The new node** waits up to [`HANDOFF_WAIT`] for the handoff. If the old node is not
-//!   alive (its liveness key expired: SIGKILLed, cut off), or does not answer in time, it
-//!   resumes from `mqtt:subs:{client}`: the subscriptions of every session with an expiry,
-//!   rewritten after each change. The subscriptions survive the node; the messages that
-//!   were queued in its memory do not (see docs/mqtt.md, "What a node's death loses").
+//! - **The new node** waits for the handoff until the old node's liveness key expires (a
+//!   node SIGKILLed a moment ago still has it for up to the lease TTL). A node that is
+//!   gone is resumed from what it left: `mqtt:subs:{client}`, the subscriptions of every
+//!   session with an expiry, rewritten after each change, and the messages its journal and
+//!   inbox hold for the session ([`super::adopt`]). A node that is alive but does not
+//!   answer within [`HANDOFF_WAIT`] leaves the new node its subscriptions only.
 //!
 //! A session's state travels as MQTT 5.0 packets read and written by the crate's codec —
 //! one SUBSCRIBE per subscription (with its Subscription Identifier) and one PUBLISH per
@@ -83,28 +84,39 @@ impl Cluster {
         if !resume {
             return Ok(None);
         }
-        let now = Instant::now();
+        let mut alive = alive;
         if alive {
-            let deadline = now + HANDOFF_WAIT;
-            while Instant::now() < deadline {
+            // The holder answers within HANDOFF_WAIT, or it died: its liveness key goes
+            // within the lease TTL (SIGKILLed a moment ago, it is still there).
+            let deadline = Instant::now() + HANDOFF_WAIT.max(bp.lease_ttl() + LIVENESS_SLACK);
+            let mut checked = Instant::now();
+            while alive && Instant::now() < deadline {
                 if let Some(bytes) = bp.get(&handoff_key(client)).await? {
                     let _ = bp.delete(&handoff_key(client)).await?;
                     return Ok(Carried::decode(&bytes, Instant::now()));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                if checked.elapsed() >= Duration::from_millis(200) {
+                    checked = Instant::now();
+                    alive = self.routes.is_alive(&holder).await?;
+                }
             }
-            warn!(
-                client,
-                node = holder,
-                "the node holding the session did not hand it over in time; resuming its subscriptions"
-            );
+            if alive {
+                warn!(
+                    client,
+                    node = holder,
+                    "the node holding the session did not hand it over in time; resuming its subscriptions"
+                );
+            }
         }
+        let now = Instant::now();
         let saved = bp.get(&subscriptions_key(client)).await?;
         let mut carried = saved
             .and_then(|b| Carried::decode(&b, now))
             .unwrap_or_default();
         if !alive {
             carried.messages = self.adopt(&holder, client, &carried.subscriptions).await?;
+            carried.adopted = true;
         }
         Ok(Some(carried))
     }
@@ -166,8 +178,12 @@ async fn hand_over(
 /// The first byte of a session's state: its layout.
 const FORMAT: u8 = 1;
 
-/// How long a node taking a session over waits for the old node to hand it.
-pub const HANDOFF_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a node taking a session over waits for a live node to hand it.
+pub const HANDOFF_WAIT: Duration = Duration::from_secs(3);
+
+/// Beyond the lease TTL, how long a node taking a session over waits for the liveness key
+/// of a node that stopped answering to expire.
+pub const LIVENESS_SLACK: Duration = Duration::from_secs(1);
 
 /// A session's state as it moves between nodes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -178,6 +194,9 @@ pub struct Carried {
     pub subscriptions: Vec<(SubscriptionTarget, SubOptions)>,
     /// Messages in flight first (sent again), then the queue, in order.
     pub messages: Vec<Outgoing>,
+    /// Whether it comes from a node that died, whose inbox still brings it messages
+    /// (never encoded: it is how this node got it).
+    pub adopted: bool,
 }
 
 impl Carried {
@@ -199,6 +218,7 @@ impl Carried {
             expiry_interval: state.expiry_interval,
             subscriptions,
             messages,
+            adopted: false,
         }
     }
 
@@ -316,6 +336,7 @@ mod tests {
             )
         };
         let carried = Carried {
+            adopted: false,
             expiry_interval: 3600,
             subscriptions: vec![
                 sub("$share/g/jobs/#", QoS::AtLeastOnce, 0),

@@ -5,6 +5,7 @@
 //! groups are split across nodes by their members.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use mqtt::codec::{Ack, Packet, Publish, QoS, Version};
 use mqtt::topic::TopicName;
@@ -374,4 +375,64 @@ async fn next_messages(raw: &mut Raw, n: usize) -> Vec<String> {
         got.push(next_message(raw).await.1);
     }
     got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_a_gone_nodes_sessions_wait_in_its_inbox_for_their_clients() {
+    let (_cluster, mut nodes) = nodes("inbox", 3).await;
+    let (mut client, _) = nodes[0].raw(resuming("waiting")).await;
+    client
+        .subscribe(subscribe(1, "w/+", QoS::AtLeastOnce))
+        .await;
+    routed(&nodes[2], "w/x", (1, 0)).await;
+    let mut remote = nodes[2].client(Version::V5, "remote").await;
+    send(&mut remote, "w/x", 2).await;
+    // Delivered but not acknowledged: in flight when the node goes.
+    for want in ["0", "1"] {
+        let p = client.recv().await;
+        assert!(
+            matches!(&p, Packet::Publish(p) if p.payload == want.as_bytes()),
+            "{p:?}"
+        );
+    }
+    nodes.remove(0).stop().await;
+    drop(client);
+    // The gone node's routes are kept: these wait in its inbox.
+    routed(&nodes[1], "w/x", (1, 0)).await;
+    for (i, text) in ["2", "3"].into_iter().enumerate() {
+        let id = u16::try_from(i).expect("small") + 10;
+        remote
+            .publish(publish("w/x", text, QoS::AtLeastOnce, id))
+            .await;
+    }
+    let (mut client, ack) = nodes[0].raw(resuming("waiting")).await;
+    assert!(ack.session_present);
+    assert_eq!(
+        next_messages(&mut client, 4).await,
+        [
+            "w/x:0:AtLeastOnce",
+            "w/x:1:AtLeastOnce",
+            "w/x:2:AtLeastOnce",
+            "w/x:3:AtLeastOnce"
+        ]
+    );
+    // What is published after it resumed comes both ways while the gone node's routes are
+    // kept (directly, and through that node's inbox): queued once.
+    routed(&nodes[1], "w/x", (2, 0)).await;
+    remote
+        .publish(publish("w/x", "4", QoS::AtLeastOnce, 20))
+        .await;
+    remote
+        .publish(publish("w/x", "5", QoS::AtLeastOnce, 21))
+        .await;
+    assert_eq!(
+        next_messages(&mut client, 2).await,
+        ["w/x:4:AtLeastOnce", "w/x:5:AtLeastOnce"]
+    );
+    // The gone node's inbox is read every 500 ms: three reads bring no second copy.
+    let more = tokio::time::timeout(Duration::from_millis(1_500), client.recv()).await;
+    assert!(more.is_err(), "a second copy: {more:?}");
+    for node in nodes {
+        node.stop().await;
+    }
 }

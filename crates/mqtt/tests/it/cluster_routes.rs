@@ -20,6 +20,9 @@ pub(crate) fn redis_url() -> String {
     std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// How long the nodes here keep a dead node's routes.
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
+
 /// A cluster of nodes under a prefix of its own.
 pub(crate) struct Cluster {
     cfg: BackplaneConfig,
@@ -57,7 +60,7 @@ impl Cluster {
     async fn node(&self, name: &str) -> Arc<RouteTable> {
         RouteTable::start(
             self.backplane().await,
-            name.into(),
+            (name.into(), GRACE),
             &self.tasks,
             self.stop.clone(),
         )
@@ -124,8 +127,8 @@ async fn a_route_reaches_the_other_nodes_and_leaves_with_its_last_subscriber() {
     cluster.stop.cancel();
     cluster.tasks.close();
     cluster.tasks.wait().await;
-    let left = cluster.backplane().await.scan("mqtt:").await.unwrap();
-    assert_eq!(left, Vec::new(), "a clean shutdown withdraws every route");
+    let left = cluster.backplane().await.scan("mqtt:node:").await.unwrap();
+    assert_eq!(left, Vec::new(), "a clean shutdown says the nodes are gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,18 +170,32 @@ async fn the_routes_of_a_node_that_stopped_renewing_are_dropped_and_come_back_wi
     let (a, b) = (cluster.node("a").await, cluster.node("b").await);
     a.add(&target("t/#")).await.unwrap();
     wait_for_nodes(&b, "t/1", &["a"]).await;
-    // As if a's key expired while it could not reach Redis.
+    // As if a's key expired while it could not reach Redis: its routes are kept for the
+    // grace, and a renews, finds its key gone, and announces its routes again.
     let bp = cluster.backplane().await;
     assert!(bp.delete("mqtt:node:a").await.unwrap());
     b.sync().await.unwrap();
-    assert_eq!(nodes(&b, "t/1"), Vec::<String>::new());
-    assert_eq!(bp.get("mqtt:routes:a:t/#").await.unwrap(), None, "deleted");
-    // a renews, finds its key gone, and announces its routes again.
-    wait_for_nodes(&b, "t/1", &["a"]).await;
+    assert_eq!(nodes(&b, "t/1"), ["a"], "kept during the grace");
+    wait_until("a to renew its key", PATIENCE, || async {
+        bp.get("mqtt:node:a").await.unwrap().is_some()
+    })
+    .await;
     assert_eq!(
         bp.get("mqtt:routes:a:t/#").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
+    // A node that never comes back (routes without a liveness key): dropped and deleted
+    // once the grace (2 s here) has passed.
+    bp.set("mqtt:routes:z:z/#", "1".into(), None).await.unwrap();
+    b.sync().await.unwrap();
+    assert_eq!(nodes(&b, "z/1"), ["z"]);
+    wait_until("z's routes to go", PATIENCE, || async {
+        b.sync().await.unwrap();
+        nodes(&b, "z/1").is_empty()
+    })
+    .await;
+    assert_eq!(bp.get("mqtt:routes:z:z/#").await.unwrap(), None, "deleted");
+    assert_eq!(nodes(&b, "t/1"), ["a"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +243,7 @@ async fn a_node_name_the_keys_could_not_be_read_back_with_is_refused() {
     for name in ["", "a:b", "a\tb"] {
         let started = RouteTable::start(
             cluster.backplane().await,
-            name.into(),
+            (name.into(), GRACE),
             &cluster.tasks,
             cluster.stop.clone(),
         )
