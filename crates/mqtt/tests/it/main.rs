@@ -5,12 +5,14 @@
 //! (filter relations and the ACL's decisions against brute force); the broker started
 //! in-process and driven over TCP by raw packets, by rumqttc and by third-party clients
 //! (paho-mqtt, mosquitto_pub/mosquitto_sub), and fuzzed with packet streams; and the
-//! cluster on Redis: its route table, and messages crossing nodes.
+//! cluster on Redis: its route table, messages crossing nodes, sessions moving between them,
+//! and the decoders of what nodes read back from the backplane, fuzzed.
 
 mod access;
 mod acl_fuzz;
 mod broker_fuzz;
 mod cluster;
+mod cluster_fuzz;
 mod cluster_routes;
 mod codec_fuzz;
 mod flow;
