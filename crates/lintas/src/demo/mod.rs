@@ -10,6 +10,7 @@
 //! Watch follows the backends and prints its alerts on the console.
 
 pub mod backend;
+mod mqtt;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -47,33 +48,38 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("lintas-demo-{}", std::process::id()));
     let dbs = create_databases(&data).await?;
     let key = relay::keys::generate();
+    let mqtt = mqtt::Layout::choose(&data).await;
     // Top-level keys come before the first table.
     let text = format!(
         "data_dir = \"{}\"\n\n{}{}",
         data.display(),
         demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
         relay_config(&dbs, &key)
-    ) + &mqtt_config()
+    ) + &mqtt.main_config()
         + WATCH_CONFIG
         + &telegram_config();
     let loaded = config::parse(Path::new("<demo>"), text)?;
+    let brokers = mqtt
+        .start_nodes(&data, &tracker, &shutdown, &workers)
+        .await?;
     let node = Node::start(loaded, tracker.clone(), shutdown.clone(), workers).await?;
     let http = node.proxy.local_addr("demo-http").await;
     let tcp = node.proxy.local_addr("demo-tcp").await;
-    let (Some(http), Some(tcp), Some(admin), Some(relay), Some(mqtt)) = (
-        http,
-        tcp,
-        node.admin_addr,
-        node.relay.as_ref(),
-        node.mqtt.as_ref(),
-    ) else {
+    let mqtt_addr = match node.mqtt.as_ref() {
+        Some(broker) => Some(broker.local_addr()),
+        None => node.proxy.local_addr("demo-mqtt").await,
+    };
+    let (Some(http), Some(tcp), Some(admin), Some(relay), Some(mqtt_addr)) =
+        (http, tcp, node.admin_addr, node.relay.as_ref(), mqtt_addr)
+    else {
         anyhow::bail!("the demo listeners did not start");
     };
     print_banner(http, tcp, admin, &backend_addrs, &password);
     print_relay_banner(relay.local_addr(), admin, &password, &key, &dbs);
-    print_mqtt_banner(mqtt.local_addr(), admin, &password);
+    mqtt.print_banner(mqtt_addr, admin, &password);
     print_watch_banner(admin);
     wait_for_signals(&node, &shutdown).await?;
+    drop(brokers);
     drain(tracker).await;
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
@@ -85,27 +91,6 @@ const WATCH_CONFIG: &str = r#"
 repeat = "10s"
 console = true
 "#;
-
-/// `[mqtt]` on 1883 when it is free, open to anonymous clients: the demo listens on
-/// 127.0.0.1 only, and its banner shows `mosquitto_pub` without a password.
-fn mqtt_config() -> String {
-    format!(
-        "\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
-        port_or_any(1883)
-    )
-}
-
-fn print_mqtt_banner(mqtt: SocketAddr, admin: SocketAddr, password: &str) {
-    let (host, port) = (mqtt.ip(), mqtt.port());
-    println!(
-        r#"MQTT: a broker for MQTT 3.1.1 and 5.0 clients on {mqtt}.
-
-  mosquitto_sub -h {host} -p {port} -t 'demo/#' -v &
-  mosquitto_pub -h {host} -p {port} -t demo/hello -m 'hi' -q 1
-  curl -s -u admin:{password} http://{admin}/api/mqtt/clients
-"#
-    );
-}
 
 /// The variable that, when set, also sends the demo's alerts to a real Telegram bot.
 const TELEGRAM_TOKEN_ENV: &str = "LINTAS_TELEGRAM_TOKEN";

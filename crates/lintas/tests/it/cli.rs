@@ -340,13 +340,65 @@ async fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
     assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
 }
 
+/// The message a retained publish to `port` left on `topic`, read by `mosquitto_sub` on
+/// `port`, if there is one within a second.
+fn retained_on(port: u16, topic: &str) -> Option<String> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["-C", "1", "-W", "1"])
+        .output()
+        .expect("mosquitto_sub runs (scripts/test installs mosquitto-clients)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The demo's MQTT cluster (scripts/test runs Redis): a message retained on node 3 is
+/// read on node 1 and through the balancer.
+fn demo_mqtt_cluster_answers(banner: &str) {
+    let port_after = |prefix: &str| -> Vec<u16> {
+        banner
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix(prefix))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let subscribers = port_after("mosquitto_sub -h 127.0.0.1 -p ");
+    let publishers = port_after("mosquitto_pub -h 127.0.0.1 -p ");
+    assert!(
+        banner.contains("three broker nodes") && subscribers.len() == 3 && publishers.len() == 2,
+        "the demo runs the MQTT cluster when Redis answers:\n{banner}"
+    );
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &publishers[0].to_string()])
+        .args(["-t", "demo/check", "-m", "kept", "-q", "1", "-r"])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    for port in [subscribers[0], subscribers[2]] {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while retained_on(port, "demo/check").as_deref() != Some("kept") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port {port} never had the message"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_its_backends_and_stats_page_with_the_printed_password() {
     let dir = TempDir::new();
-    let node = Lintas::spawn(&dir, &["demo"]);
-    wait_until("the demo banner", PATIENCE, || async {
-        node.read("stdout").contains("Ctrl-C stops it")
-    })
+    let redis =
+        std::env::var("LINTAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let node = Lintas::spawn_env(&dir, "", &["demo"], &[("LINTAS_DEMO_REDIS", &redis)]);
+    wait_until(
+        "the demo banner, to its last part (Watch)",
+        PATIENCE,
+        || async {
+            let out = node.read("stdout");
+            out.contains("Ctrl-C stops it") && out.contains("Watch:")
+        },
+    )
     .await;
     let banner = node.read("stdout");
     let field = |label: &str| {
@@ -385,6 +437,9 @@ async fn demo_serves_its_backends_and_stats_page_with_the_printed_password() {
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("\"name\":\"demo\""), "{}", reply.body);
+    tokio::task::spawn_blocking(move || demo_mqtt_cluster_answers(&banner))
+        .await
+        .expect("the MQTT check");
 
     signal(&node, "-INT");
     let out = node.ended().await;
