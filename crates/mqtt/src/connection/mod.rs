@@ -34,7 +34,7 @@ pub use handshake::MAX_CLIENT_ID_BYTES;
 use crate::auth::Identity;
 use crate::broker::{Attached, Broker};
 use crate::codec::{self, ByteString, Disconnect, Packet, Properties, ReasonCode, Version};
-use crate::session::{ClientId, Session, WillSpec};
+use crate::session::{ClientId, Session, Wake, WillSpec};
 use handshake::{Opening, keep_alive_limit};
 
 /// Bytes waiting to be written beyond which no more messages are taken from the session's
@@ -132,14 +132,7 @@ where
     };
     let version = conn.version;
     let end = conn
-        .run(
-            &mut reader,
-            &mut writer,
-            &mut input,
-            &attached.wake,
-            &attached.kick,
-            limit,
-        )
+        .run(&mut reader, &mut writer, &mut input, &attached.wake, limit)
         .await;
     let reason = match end {
         End::Abnormal(reason) => reason,
@@ -265,8 +258,7 @@ impl Connection {
         reader: &mut R,
         writer: &mut W,
         input: &mut BytesMut,
-        wake: &tokio::sync::Notify,
-        kick: &tokio_util::sync::CancellationToken,
+        wake: &Wake,
         keep_alive: Option<Duration>,
     ) -> End
     where
@@ -289,7 +281,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
-                () = kick.cancelled() => return End::TakenOver,
+                () = wake.taken_over() => return End::TakenOver,
                 read = read::read_some(reader, input), if self.out.len() < PAUSE_READING => {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal(None),
