@@ -211,3 +211,25 @@ fn opened<T, E: std::fmt::Display>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task of a plain TCP connection is allocated whole for as long as the connection
+    /// lasts: most of what an idle connection costs (bench/mqtt's idle phase). tokio adds
+    /// 104 bytes and rounds the task up to 128, so up to 920 bytes it takes 1,024; an edit
+    /// that makes it larger than that costs 128 bytes more per connection, and should say
+    /// why (or box what it adds, as `connection::serve` boxes the handshake).
+    #[tokio::test]
+    async fn a_tcp_connection_task_fits_in_one_kib() {
+        let broker = crate::broker::testing::broker(MqttConfig::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let permit = net::Permits::new(1).acquire().await;
+        let task = open_and_serve(&Transport::Tcp, &broker, stream, addr, permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 920, "a TCP connection's future is {size} bytes");
+    }
+}
