@@ -11,22 +11,25 @@
 //! [`Attachment`] — which connection of this node holds the session now — is node-local.
 //!
 //! The state sits behind a plain mutex held for a few field updates, never across an
-//! `.await`. Routing pushes into [`Session::enqueue`] and wakes the attached connection's
-//! [`Notify`]; the connection then moves what the in-flight window allows from the queue
+//! `.await`. Routing pushes into [`Session::enqueue`] and wakes the attached connection
+//! ([`Wake`]); the connection then moves what the in-flight window allows from the queue
 //! into flight and writes it all with one flush, so a burst of messages costs one wake-up.
 //! A session without a connection keeps queueing QoS 1 and 2 messages (up to the same
 //! bound) and drops QoS 0 ones, as Mosquitto does by default (`queue_qos0_messages false`):
 //! a QoS 0 message promises nothing to an absent client.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::futures::Notified;
 
 use crate::codec::{PacketId, QoS, SubscriptionOptions, Version, Will};
 use crate::message::Message;
@@ -104,21 +107,72 @@ pub struct Attachment {
     /// Which attachment of the session this is: a connection that was taken over finds
     /// another number here and leaves the session alone when it closes.
     pub generation: u64,
-    /// Wakes the connection when messages are queued.
-    pub wake: Arc<Notify>,
-    /// Closes the connection when another takes the session over (0x8E).
-    pub kick: CancellationToken,
+    /// Wakes the connection when messages are queued, and closes it when another takes
+    /// the session over (0x8E).
+    pub wake: Arc<Wake>,
     /// The protocol version it speaks.
     pub version: Version,
     /// The client's address.
     pub peer: SocketAddr,
 }
 
+/// How a session reaches the connection attached to it: a wake-up when messages are queued,
+/// and the news that another connection has taken the session over.
+///
+/// One allocation for both, as every connection has one: a `CancellationToken` for the
+/// takeover cost 112 bytes per connection more, and its 72-byte future in the connection's
+/// task another 128 (tokio rounds a task up to 128 bytes).
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// Messages were queued.
+    queued: Notify,
+    /// Set once another connection has taken the session over; never cleared.
+    taken_over: AtomicBool,
+    /// The task waiting in [`Wake::taken_over`].
+    waiter: AtomicWaker,
+}
+
+impl Wake {
+    /// Wakes the connection: messages were queued (kept for its next wait if it is busy).
+    pub fn notify_one(&self) {
+        self.queued.notify_one();
+    }
+
+    /// Waits until [`notify_one`](Self::notify_one) is called (or was, since the last wait).
+    pub fn notified(&self) -> Notified<'_> {
+        self.queued.notified()
+    }
+
+    /// Tells the connection that another connection has taken the session over.
+    pub fn take_over(&self) {
+        self.taken_over.store(true, Ordering::Release);
+        self.waiter.wake();
+    }
+
+    /// Ready once [`take_over`](Self::take_over) has been called.
+    pub fn taken_over(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if self.taken_over.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waiter.register(cx.waker());
+            // Set between the load and the registration: that wake-up went nowhere.
+            if self.taken_over.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
 /// A will and when it is due, kept from the CONNECT that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WillSpec {
-    /// The will as CONNECT carried it; it becomes a message when it is published.
-    pub will: Will,
+    /// The will as CONNECT carried it; it becomes a message when it is published. Boxed:
+    /// most clients set none, and an unboxed `Will` (its 5.0 properties inline) would make
+    /// every session and connection task some 450 bytes larger.
+    pub will: Box<Will>,
     /// Will Delay Interval in seconds (5.0; 0 for 3.1.1).
     pub delay: u32,
 }
@@ -286,12 +340,11 @@ mod tests {
         }
     }
 
-    fn attach(session: &Session) -> Arc<Notify> {
-        let wake = Arc::new(Notify::new());
+    fn attach(session: &Session) -> Arc<Wake> {
+        let wake = Arc::new(Wake::default());
         session.lock().attached = Some(Attachment {
             generation: 1,
             wake: wake.clone(),
-            kick: CancellationToken::new(),
             version: Version::V5,
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
         });
@@ -317,6 +370,24 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), wake.notified())
             .await
             .expect("the enqueue left a wake-up");
+    }
+
+    #[tokio::test]
+    async fn a_takeover_ends_the_wait_of_the_connection_it_replaces() {
+        let wake = Wake::default();
+        let mut waiting = std::pin::pin!(wake.taken_over());
+        let first = poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "not taken over yet");
+        wake.notify_one();
+        let second = poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+        assert!(second.is_pending(), "queued messages are not a takeover");
+        wake.take_over();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the takeover woke the waiting connection");
+        tokio::time::timeout(std::time::Duration::from_secs(5), wake.taken_over())
+            .await
+            .expect("and stays visible to a new wait");
     }
 
     #[test]

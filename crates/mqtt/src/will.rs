@@ -68,7 +68,7 @@ pub fn on_abnormal_close(
 /// Publishes `will` as a message from the broker (its client is gone, so No Local does not
 /// apply).
 pub fn publish(broker: &Broker, will: WillSpec) {
-    broker.publish(&Message::from_will(will.will, Instant::now()), None);
+    broker.publish(&Message::from_will(*will.will, Instant::now()), None);
 }
 
 #[cfg(test)]
@@ -81,13 +81,13 @@ mod tests {
 
     fn will(delay: u32) -> WillSpec {
         WillSpec {
-            will: Will {
+            will: Box::new(Will {
                 properties: Properties::default(),
                 topic: "wills/x".into(),
                 payload: Bytes::from_static(b"bye"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-            },
+            }),
             delay,
         }
     }

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,7 +39,7 @@ use crate::cluster::{Cluster, Envelope, Forwarded, MessageId};
 use crate::codec::{QoS, Version};
 use crate::config::MqttConfig;
 use crate::message::Message;
-use crate::session::{Attachment, ClientId, Outgoing, Session, SessionState, SubOptions};
+use crate::session::{Attachment, ClientId, Outgoing, Session, SessionState, SubOptions, Wake};
 use crate::stats::Stats;
 use crate::topic::{Retained, SubscriptionTarget, TopicFilter, TopicName, Tree};
 
@@ -62,10 +61,8 @@ pub struct Attached {
     pub present: bool,
     /// This attachment's generation.
     pub generation: u64,
-    /// Woken when messages are queued.
-    pub wake: Arc<Notify>,
-    /// Cancelled when another connection takes the session over.
-    pub kick: CancellationToken,
+    /// Woken when messages are queued, and when another connection takes the session over.
+    pub wake: Arc<Wake>,
 }
 
 /// What [`Broker::publish`] did with a message.
@@ -286,7 +283,7 @@ impl Broker {
 
     /// Attaches a new connection to the session of `client_id`: a session that exists is
     /// resumed, unless `clean_start` asks for a new one; a connection holding it now is
-    /// told to go (its `kick` is cancelled) and leaves the session alone when it closes.
+    /// told to go ([`Wake::take_over`]) and leaves the session alone when it closes.
     pub fn attach(
         &self,
         client_id: &ClientId,
@@ -310,7 +307,7 @@ impl Broker {
                     let mut state = old.lock();
                     self.withdraw(&state);
                     if let Some(a) = state.attached.take() {
-                        a.kick.cancel();
+                        a.wake.take_over();
                     }
                     ended_will = state.will.take();
                     state.generation += 1;
@@ -321,7 +318,7 @@ impl Broker {
         };
         let mut state = session.lock();
         if let Some(old) = state.attached.take() {
-            old.kick.cancel();
+            old.wake.take_over();
         }
         state.will = None;
         state.generation += 1;
@@ -329,13 +326,11 @@ impl Broker {
             session: session.clone(),
             present,
             generation: state.generation,
-            wake: Arc::new(Notify::new()),
-            kick: CancellationToken::new(),
+            wake: Arc::default(),
         };
         state.attached = Some(Attachment {
             generation: attached.generation,
             wake: attached.wake.clone(),
-            kick: attached.kick.clone(),
             version,
             peer,
         });
@@ -669,7 +664,7 @@ impl Broker {
         let mut state = session.lock();
         self.withdraw(&state);
         if let Some(a) = state.attached.take() {
-            a.kick.cancel();
+            a.wake.take_over();
         }
         state.generation += 1;
         state.will = None;

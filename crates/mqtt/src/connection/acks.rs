@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::cluster::Forwarded;
 use crate::codec::Packet;
@@ -17,59 +18,82 @@ use crate::codec::Packet;
 /// Acknowledgements waiting at most before the connection stops reading.
 pub const MAX_WAITING: usize = 1024;
 
-/// The waiting acknowledgements of one connection.
+/// The waiting acknowledgements of one connection: nothing but a pointer while none wait
+/// (every connection's task holds one).
 #[derive(Default)]
-pub struct Acks {
-    /// In the order their messages came; the first one's wait is in `head`.
+pub struct Acks(Option<Box<Waiting>>);
+
+/// [`Acks::ready`]: a pointer, not an `async` block's state, because every connection's
+/// task holds it in its loop.
+pub struct Ready<'a>(&'a mut Acks);
+
+impl Future for Ready<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match &mut self.get_mut().0.0 {
+            Some(waiting) => waiting.head.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Acknowledgements waiting, the first one's appends in `head`.
+struct Waiting {
+    /// In the order their messages came.
     queue: VecDeque<(Packet, Forwarded)>,
-    /// The first waiting acknowledgement's appends; some exactly when `queue` is not empty.
-    head: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    /// The first one's appends.
+    head: Pin<Box<dyn Future<Output = bool> + Send>>,
 }
 
 impl Acks {
     /// `ack` for a message whose appends are `forwarded`: returned at once when nothing
     /// waits, else queued.
     pub fn push(&mut self, ack: Packet, forwarded: Forwarded) -> Option<Packet> {
-        if !self.queue.is_empty() {
-            self.queue.push_back((ack, forwarded));
-            return None;
+        match &mut self.0 {
+            Some(waiting) => {
+                waiting.queue.push_back((ack, forwarded));
+                None
+            }
+            None if forwarded.is_empty() => Some(ack),
+            None => {
+                self.0 = Some(Box::new(Waiting {
+                    queue: VecDeque::from([(ack, Forwarded::default())]),
+                    head: Box::pin(forwarded.durable()),
+                }));
+                None
+            }
         }
-        if forwarded.is_empty() {
-            return Some(ack);
-        }
-        self.head = Some(Box::pin(forwarded.durable()));
-        self.queue.push_back((ack, Forwarded::default()));
-        None
     }
 
     /// How many wait.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.0.as_ref().map_or(0, |w| w.queue.len())
     }
 
     /// Waits for the first acknowledgement's appends; pending forever when none waits.
     /// Then call [`Acks::release`] with the answer.
-    pub async fn ready(&mut self) -> bool {
-        match &mut self.head {
-            Some(head) => head.await,
-            None => std::future::pending().await,
-        }
+    pub fn ready(&mut self) -> Ready<'_> {
+        Ready(self)
     }
 
     /// After [`Acks::ready`]: the acknowledgements that can go now, in order — the first
     /// one and every one after it with nothing to wait for. `durable` false (the node shuts
     /// down) returns the first one as `Err`: it must not be sent.
     pub fn release(&mut self, durable: bool, mut send: impl FnMut(Result<Packet, Packet>)) {
-        self.head = None;
-        if let Some((ack, _)) = self.queue.pop_front() {
+        let Some(mut waiting) = self.0.take() else {
+            return;
+        };
+        if let Some((ack, _)) = waiting.queue.pop_front() {
             send(if durable { Ok(ack) } else { Err(ack) });
         }
-        while let Some((_, forwarded)) = self.queue.front_mut() {
+        while let Some((_, forwarded)) = waiting.queue.front_mut() {
             if !forwarded.is_empty() {
-                self.head = Some(Box::pin(std::mem::take(forwarded).durable()));
+                waiting.head = Box::pin(std::mem::take(forwarded).durable());
+                self.0 = Some(waiting);
                 return;
             }
-            if let Some((ack, _)) = self.queue.pop_front() {
+            if let Some((ack, _)) = waiting.queue.pop_front() {
                 send(Ok(ack));
             }
         }

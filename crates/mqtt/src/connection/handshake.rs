@@ -19,7 +19,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::auth::{Access, Identity};
 use crate::broker::Broker;
@@ -56,8 +56,7 @@ pub(super) async fn read_connect<R: AsyncRead + Unpin>(
                 Ok(None) => {}
                 Err(e) => return refusal(&e, buf),
             }
-            buf.reserve(1024);
-            match reader.read_buf(buf).await {
+            match super::read::read_some(reader, buf).await {
                 Ok(0) | Err(_) => return Opening::Refuse(None),
                 Ok(_) => {}
             }
@@ -118,8 +117,13 @@ pub(super) struct Accepted {
 }
 
 /// Checks `connect` against the broker's rules; `Err` is the code to refuse it with
-/// (`None`: close without answering).
-pub(super) fn accept(broker: &Broker, connect: Connect) -> Result<Accepted, Option<ReasonCode>> {
+/// (`None`: close without answering). Takes the box so that it is freed here: a box moved
+/// out of in the connection task would stay allocated as long as the connection.
+pub(super) fn accept(
+    broker: &Broker,
+    connect: Box<Connect>,
+) -> Result<Accepted, Option<ReasonCode>> {
+    let connect = *connect;
     let cfg = broker.config();
     let v5 = connect.version == Version::V5;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -130,7 +134,8 @@ pub(super) fn accept(broker: &Broker, connect: Connect) -> Result<Accepted, Opti
     } else if connect.client_id.len() > MAX_CLIENT_ID_BYTES {
         return Err(Some(ReasonCode::ClientIdentifierNotValid));
     } else {
-        (connect.client_id.clone(), false)
+        // A copy: a slice would keep the whole first read alive as long as the session.
+        (ClientId::from(&*connect.client_id), false)
     };
     let (keep_alive, keep_alive_changed) = match connect.keep_alive {
         asked if asked > cfg.max_keep_alive && !v5 => {
@@ -167,7 +172,7 @@ pub(super) fn accept(broker: &Broker, connect: Connect) -> Result<Accepted, Opti
         max_packet_size: props.maximum_packet_size.map_or(u32::MAX, NonZeroU32::get),
         will: connect.will.map(|will| WillSpec {
             delay: will.properties.will_delay_interval.unwrap_or(0),
-            will,
+            will: Box::new(will),
         }),
     })
 }

@@ -19,22 +19,23 @@ mod acks;
 mod handshake;
 mod inbound;
 mod outbound;
+mod read;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::debug;
 
 pub use handshake::MAX_CLIENT_ID_BYTES;
 
 use crate::auth::Identity;
-use crate::broker::Broker;
+use crate::broker::{Attached, Broker};
 use crate::codec::{self, ByteString, Disconnect, Packet, Properties, ReasonCode, Version};
-use crate::session::{ClientId, Session, WillSpec};
+use crate::session::{ClientId, Session, Wake, WillSpec};
 use handshake::{Opening, keep_alive_limit};
 
 /// Bytes waiting to be written beyond which no more messages are taken from the session's
@@ -45,10 +46,6 @@ const HIGH_WATER: usize = 64 * 1024;
 /// some: its answers (PUBACK, SUBACK, PINGRESP) are bounded like its messages, and a client
 /// that sends without reading is held back by TCP rather than by our memory.
 const PAUSE_READING: usize = 4 * HIGH_WATER;
-
-/// The read buffer of a connection with nothing pending: what one read of a quiet client
-/// takes.
-const IDLE_READ: usize = 256;
 
 /// How long a goodbye (a refusing CONNACK, a DISCONNECT) may take to write before the
 /// connection is closed anyway.
@@ -127,82 +124,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut input = BytesMut::with_capacity(IDLE_READ);
-    let opening = tokio::select! {
-        opening = handshake::read_connect(&broker, &mut reader, &mut input) => opening,
-        () = broker.shutdown().cancelled() => Opening::Refuse(None),
+    let mut input = BytesMut::new();
+    // Boxed: the handshake's futures (authentication, a refusal's goodbye) are needed once,
+    // and inline they would make the task of every connection larger for as long as it
+    // lasts (by some 400 bytes).
+    let Some((mut conn, attached, limit)) =
+        Box::pin(open(&broker, &mut reader, &mut writer, &mut input, peer)).await
+    else {
+        return;
     };
-    let connect = match opening {
-        Opening::Connect(connect) => connect,
-        Opening::Refuse(answer) => {
-            if let Some((version, code)) = answer {
-                let packet = Packet::ConnAck(handshake::refused(code));
-                goodbye(&mut writer, &packet, version).await;
-            }
-            return;
-        }
-    };
-    let version = connect.version;
-    let credentials = (connect.username.clone(), connect.password.clone());
-    let admitted = match handshake::accept(&broker, *connect) {
-        Ok(accepted) => handshake::admit(&broker, &accepted, credentials, peer)
-            .await
-            .map(|identity| (accepted, identity))
-            .map_err(Some),
-        Err(code) => Err(code),
-    };
-    let (accepted, identity) = match admitted {
-        Ok(a) => a,
-        Err(code) => {
-            if let Some(code) = code {
-                let packet = Packet::ConnAck(handshake::refused(code));
-                goodbye(&mut writer, &packet, version).await;
-            }
-            return;
-        }
-    };
-    let carried = broker
-        .claim(&accepted.client_id, !accepted.clean_start)
-        .await;
-    let mut attached = broker.attach(&accepted.client_id, accepted.clean_start, version, peer);
-    attached.session.lock().expiry_interval = accepted.expiry;
-    if let Some(carried) = carried {
-        broker.install(&attached.session, carried);
-        attached.present = true;
-    }
-    broker.stats().connected();
-    debug!(client = %accepted.client_id, %peer, %version, present = attached.present, "connected");
-    let cfg = broker.config();
-    let mut conn = Connection {
-        broker: broker.clone(),
-        session: attached.session.clone(),
-        client_id: accepted.client_id.clone(),
-        identity,
-        generation: attached.generation,
-        version,
-        out_max: accepted.max_packet_size,
-        window: usize::from(cfg.max_inflight.min(accepted.receive_maximum)),
-        aliases: Vec::new(),
-        will: accepted.will.clone(),
-        out: BytesMut::new(),
-        acks: acks::Acks::default(),
-    };
-    let connack = handshake::connack(&broker, &accepted, attached.present);
-    conn.send(&Packet::ConnAck(connack));
-    if attached.present {
-        conn.resend();
-    }
-    conn.fill();
-    let limit = keep_alive_limit(accepted.keep_alive);
+    let version = conn.version;
     let end = conn
-        .run(
-            &mut reader,
-            &mut writer,
-            &mut input,
-            &attached.wake,
-            &attached.kick,
-            limit,
-        )
+        .run(&mut reader, &mut writer, &mut input, &attached.wake, limit)
         .await;
     let reason = match end {
         End::Abnormal(reason) => reason,
@@ -235,6 +168,88 @@ where
     debug!(client = %conn.client_id, ?end, "closed");
 }
 
+/// CONNECT to CONNACK: the connection attached to its session, with the CONNACK (and
+/// what the session had waiting) in its write buffer, and its keep-alive limit; `None`
+/// when the client was refused or went (a refusal's CONNACK is written here).
+async fn open<R, W>(
+    broker: &Arc<Broker>,
+    reader: &mut R,
+    writer: &mut W,
+    input: &mut BytesMut,
+    peer: SocketAddr,
+) -> Option<(Connection, Attached, Option<Duration>)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let opening = tokio::select! {
+        opening = handshake::read_connect(broker, reader, input) => opening,
+        () = broker.shutdown().cancelled() => Opening::Refuse(None),
+    };
+    let connect = match opening {
+        Opening::Connect(connect) => connect,
+        Opening::Refuse(answer) => {
+            if let Some((version, code)) = answer {
+                let packet = Packet::ConnAck(handshake::refused(code));
+                goodbye(writer, &packet, version).await;
+            }
+            return None;
+        }
+    };
+    let version = connect.version;
+    let credentials = (connect.username.clone(), connect.password.clone());
+    let admitted = match handshake::accept(broker, connect) {
+        Ok(accepted) => handshake::admit(broker, &accepted, credentials, peer)
+            .await
+            .map(|identity| (accepted, identity))
+            .map_err(Some),
+        Err(code) => Err(code),
+    };
+    let (accepted, identity) = match admitted {
+        Ok(a) => a,
+        Err(code) => {
+            if let Some(code) = code {
+                let packet = Packet::ConnAck(handshake::refused(code));
+                goodbye(writer, &packet, version).await;
+            }
+            return None;
+        }
+    };
+    let carried = broker
+        .claim(&accepted.client_id, !accepted.clean_start)
+        .await;
+    let mut attached = broker.attach(&accepted.client_id, accepted.clean_start, version, peer);
+    attached.session.lock().expiry_interval = accepted.expiry;
+    if let Some(carried) = carried {
+        broker.install(&attached.session, carried);
+        attached.present = true;
+    }
+    broker.stats().connected();
+    debug!(client = %accepted.client_id, %peer, %version, present = attached.present, "connected");
+    let cfg = broker.config();
+    let connack = handshake::connack(broker, &accepted, attached.present);
+    let mut conn = Connection {
+        broker: broker.clone(),
+        session: attached.session.clone(),
+        client_id: accepted.client_id,
+        identity,
+        generation: attached.generation,
+        version,
+        out_max: accepted.max_packet_size,
+        window: usize::from(cfg.max_inflight.min(accepted.receive_maximum)),
+        aliases: Vec::new(),
+        will: accepted.will,
+        out: BytesMut::new(),
+        acks: acks::Acks::default(),
+    };
+    conn.send(&Packet::ConnAck(connack));
+    if attached.present {
+        conn.resend();
+    }
+    conn.fill();
+    Some((conn, attached, keep_alive_limit(accepted.keep_alive)))
+}
+
 /// Writes `packet` and closes, within [`GOODBYE`].
 async fn goodbye<W: AsyncWrite + Unpin>(writer: &mut W, packet: &Packet, version: Version) {
     let mut buf = BytesMut::new();
@@ -254,8 +269,7 @@ impl Connection {
         reader: &mut R,
         writer: &mut W,
         input: &mut BytesMut,
-        wake: &tokio::sync::Notify,
-        kick: &tokio_util::sync::CancellationToken,
+        wake: &Wake,
         keep_alive: Option<Duration>,
     ) -> End
     where
@@ -271,19 +285,15 @@ impl Connection {
             return end;
         }
         loop {
-            // Room for what a quiet client sends (a PINGREQ, a small PUBLISH) without
-            // keeping 4 KiB per idle connection; a busy one grows it as it reads.
-            if input.is_empty() && input.capacity() > IDLE_READ {
+            // Nothing pending: hold no buffer while the client is quiet (`read.rs`).
+            if input.is_empty() {
                 *input = BytesMut::new();
-            }
-            if input.capacity() - input.len() < IDLE_READ / 2 {
-                input.reserve(if input.is_empty() { IDLE_READ } else { 4096 });
             }
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
-                () = kick.cancelled() => return End::TakenOver,
-                read = reader.read_buf(input),
+                () = wake.taken_over() => return End::TakenOver,
+                read = read::read_some(reader, input),
                     if self.out.len() < PAUSE_READING && self.acks.len() < acks::MAX_WAITING =>
                 {
                     match read {
