@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -116,6 +117,8 @@ pub struct Broker {
     shutdown: CancellationToken,
     /// This node's part of the cluster; none when it runs alone.
     cluster: Option<Arc<Cluster>>,
+    /// Woken whenever a connection closes (see [`Broker::settle`]).
+    released: Notify,
     /// For each session resumed from a dead node whose inbox is still read, the messages
     /// queued for it since (`Broker::first_delivery`).
     delivered: Mutex<HashMap<ClientId, HashSet<MessageId>>>,
@@ -171,6 +174,9 @@ fn journal(
     Some(cluster.journal().write(record))
 }
 
+/// How long a new connection waits for the one holding its session to let go.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// Read-locks `lock`, ignoring poisoning: every writer leaves the maps consistent between
 /// statements, and a broker that stops routing after one panicked task helps nobody.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -198,6 +204,7 @@ impl Broker {
         Self {
             endpoints,
             cluster,
+            released: Notify::new(),
             delivered: Mutex::default(),
             auth,
             acl,
@@ -341,6 +348,53 @@ impl Broker {
             crate::will::publish(self, will);
         }
         attached
+    }
+
+    /// Before a connection of `client` attaches: the connection holding the session now,
+    /// if any, is told to go, reads what it has received already — a DISCONNECT among it
+    /// ends the session as that client asked, rather than the new connection resuming it
+    /// — and lets go; this waits for that (at most [`SETTLE`]).
+    pub async fn settle(&self, client: &ClientId) {
+        let held = {
+            let index = read(&self.index);
+            index.sessions.get(client).cloned().and_then(|s| {
+                let state = s.lock();
+                let a = state.attached.as_ref()?;
+                a.wake.take_over();
+                Some((s.clone(), state.generation))
+            })
+        };
+        let Some((session, generation)) = held else {
+            return;
+        };
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let holding = {
+                let state = session.lock();
+                state.generation == generation && state.attached.is_some()
+            };
+            if !holding || tokio::time::timeout_at(deadline, released).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The connection of `generation` was taken over: it lets go of the session, which
+    /// lives on for the connection taking it.
+    pub fn release(&self, session: &Session, generation: u64) {
+        let mut state = session.lock();
+        if state.generation == generation {
+            state.attached = None;
+            session.set_online(false);
+        }
+    }
+
+    /// A connection closed: whoever waits in [`Broker::settle`] looks again.
+    pub fn closed(&self) {
+        self.released.notify_waiters();
     }
 
     /// The connection of `generation` has closed: the session is detached and ends now if

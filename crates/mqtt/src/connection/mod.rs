@@ -150,11 +150,6 @@ where
         });
         conn.send(&packet);
     }
-    let _ = tokio::time::timeout(GOODBYE, async {
-        writer.write_all(&conn.out).await?;
-        writer.shutdown().await
-    })
-    .await;
     let will = match end {
         End::Client { will } => will,
         End::Abnormal(_) | End::TakenOver => true,
@@ -163,7 +158,19 @@ where
     if let Some(spec) = conn.will.take().filter(|_| will) {
         crate::will::on_abnormal_close(&broker, &conn.session, conn.generation, spec);
     }
-    broker.detach(&conn.session, conn.generation);
+    // Let go first, so a connection taking the session over waits no longer than this;
+    // then the goodbye, which a slow client may take its time to read.
+    if end == End::TakenOver {
+        broker.release(&conn.session, conn.generation);
+    } else {
+        broker.detach(&conn.session, conn.generation);
+    }
+    broker.closed();
+    let _ = tokio::time::timeout(GOODBYE, async {
+        writer.write_all(&conn.out).await?;
+        writer.shutdown().await
+    })
+    .await;
     broker.stats().disconnected();
     debug!(client = %conn.client_id, ?end, "closed");
 }
@@ -215,6 +222,7 @@ where
             return None;
         }
     };
+    broker.settle(&accepted.client_id).await;
     let carried = broker
         .claim(&accepted.client_id, !accepted.clean_start)
         .await;
@@ -292,7 +300,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
-                () = wake.taken_over() => return End::TakenOver,
+                () = wake.taken_over() => return self.last_words(reader, input, max_packet_size),
                 read = read::read_some(reader, input),
                     if self.out.len() < PAUSE_READING && self.acks.len() < acks::MAX_WAITING =>
                 {
@@ -328,6 +336,23 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Taken over: what the client sent before it connected again is handled first — a
+    /// DISCONNECT there is its goodbye, not a connection to take over.
+    fn last_words<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        input: &mut BytesMut,
+        max_packet_size: u32,
+    ) -> End {
+        use futures_util::FutureExt;
+        if let Some(Ok(1..)) = read::read_some(reader, input).now_or_never()
+            && let Err(end) = self.handle_input(input, max_packet_size)
+        {
+            return end;
+        }
+        End::TakenOver
     }
 
     /// Decodes and handles every whole packet in `input`.

@@ -267,7 +267,8 @@ async fn a_session_of_a_node_that_is_gone_resumes_its_subscriptions_elsewhere() 
 
     let (mut client, ack) = nodes[0].raw(resuming("orphan")).await;
     assert!(ack.session_present);
-    routed(&nodes[1], "o/1", (1, 0)).await;
+    // Its new node, and the gone one, whose routes are kept for the grace.
+    routed(&nodes[1], "o/1", (2, 0)).await;
     let mut publisher = nodes[1].client(Version::V5, "publisher").await;
     send(&mut publisher, "o/1", 1).await;
     assert_eq!(client.recv_publish().await.payload, &b"0"[..]);
