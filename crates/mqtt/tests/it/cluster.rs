@@ -212,9 +212,12 @@ async fn a_session_moves_with_its_queued_messages_to_the_node_its_client_reconne
     client
         .send(&Packet::Disconnect(mqtt::codec::Disconnect::default()))
         .await;
-    routed(&nodes[2], "m/x", (1, 0)).await;
+    // Published on the session's own node, so they are in its queue when the client moves
+    // (a message still on its way to that node's inbox at the moment of a takeover is the
+    // gap docs/mqtt.md lists).
+    let mut local = nodes[0].client(Version::V5, "local").await;
+    send(&mut local, "m/x", 3).await;
     let mut publisher = nodes[2].client(Version::V5, "publisher").await;
-    send(&mut publisher, "m/x", 3).await;
 
     let (mut client, ack) = nodes[1].raw(resuming("mover")).await;
     assert!(ack.session_present, "the session came from node 1");
