@@ -77,10 +77,11 @@ impl Cluster {
         let holder = String::from_utf8_lossy(&holder).into_owned();
         let _ = bp.delete(&handoff_key(client)).await?;
         let alive = self.routes.is_alive(&holder).await?;
-        if alive {
-            let take = format!("take\t{client}\t{}\t{}", self.node(), u8::from(resume));
-            bp.publish(CHANNEL, Bytes::from(take)).await?;
-        }
+        // Told even when its liveness key is gone: a node that only missed a renewal (a
+        // stall longer than the lease) still ends its copy and withdraws its routes, rather
+        // than two nodes holding the session.
+        let take = format!("take\t{client}\t{}\t{}", self.node(), u8::from(resume));
+        bp.publish(CHANNEL, Bytes::from(take)).await?;
         if !resume {
             return Ok(None);
         }
