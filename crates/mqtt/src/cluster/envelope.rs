@@ -84,15 +84,7 @@ impl Envelope {
             put_str(out, group);
         }
         let m = &self.message;
-        let publish = Publish {
-            dup: false,
-            qos: m.qos,
-            retain: m.retain,
-            topic: m.topic.clone(),
-            packet_id: (m.qos != codec::QoS::AtMostOnce).then_some(PacketId::MIN),
-            properties: m.properties_at(now, &[]),
-            payload: m.payload.clone(),
-        };
+        let publish = stored_publish(m, (m.qos, m.retain), &[], now);
         // A message the broker accepted always encodes: it was read by the same codec.
         if let Err(e) = codec::encode(&Packet::Publish(publish), Version::V5, u32::MAX, out) {
             tracing::error!(error = %e, "a forwarded message did not encode");
@@ -137,6 +129,26 @@ impl Envelope {
             plain,
             groups,
         })
+    }
+}
+
+/// `message` as a PUBLISH kept on the backplane rather than sent on a connection: sent with
+/// `qos` and `retain`, its Subscription Identifiers `identifiers`, its expiry counted down
+/// to `now`, and a placeholder packet identifier for QoS 1 and 2.
+pub(super) fn stored_publish(
+    message: &Message,
+    (qos, retain): (codec::QoS, bool),
+    identifiers: &[std::num::NonZeroU32],
+    now: Instant,
+) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: message.topic.clone(),
+        packet_id: (qos != codec::QoS::AtMostOnce).then_some(PacketId::MIN),
+        properties: message.properties_at(now, identifiers),
+        payload: message.payload.clone(),
     }
 }
 

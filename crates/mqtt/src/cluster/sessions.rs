@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Cluster;
+use super::envelope::stored_publish;
 use crate::broker::Broker;
-use crate::codec::{self, Packet, PacketId, Properties, Publish, Subscribe, Version};
+use crate::codec::{self, Packet, PacketId, Properties, Subscribe, Version};
 use crate::message::Message;
 use crate::session::{Outgoing, SessionState, SubOptions};
 use crate::topic::{MAX_LEVELS_CEILING, SubscriptionTarget};
@@ -239,17 +240,8 @@ impl Carried {
             };
             encode(&Packet::Subscribe(subscribe), &mut out);
         }
-        for out_msg in &self.messages {
-            let m = &out_msg.message;
-            let publish = Publish {
-                dup: false,
-                qos: out_msg.qos,
-                retain: out_msg.retain,
-                topic: m.topic.clone(),
-                packet_id: (out_msg.qos != codec::QoS::AtMostOnce).then_some(PacketId::MIN),
-                properties: m.properties_at(now, &out_msg.identifiers),
-                payload: m.payload.clone(),
-            };
+        for o in &self.messages {
+            let publish = stored_publish(&o.message, (o.qos, o.retain), &o.identifiers, now);
             encode(&Packet::Publish(publish), &mut out);
         }
         out.freeze()
@@ -364,31 +356,20 @@ mod tests {
         let back = Carried::decode(&bytes, now).expect("reads back");
         assert_eq!(back.expiry_interval, 3600);
         assert_eq!(back.subscriptions, carried.subscriptions);
-        let got: Vec<_> = back
-            .messages
-            .iter()
-            .map(|o| {
-                (
-                    o.message.payload.clone(),
-                    o.qos,
-                    o.retain,
-                    o.identifiers.clone(),
-                )
-            })
-            .collect();
-        let want: Vec<_> = carried
-            .messages
-            .iter()
-            .map(|o| {
-                (
-                    o.message.payload.clone(),
-                    o.qos,
-                    o.retain,
-                    o.identifiers.clone(),
-                )
-            })
-            .collect();
-        assert_eq!(got, want);
+        let shape = |c: &Carried| -> Vec<_> {
+            c.messages
+                .iter()
+                .map(|o| {
+                    (
+                        o.message.payload.clone(),
+                        o.qos,
+                        o.retain,
+                        o.identifiers.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(&back), shape(&carried));
         assert_eq!(Carried::decode(&bytes[..bytes.len() - 1], now), None);
         assert_eq!(Carried::decode(&[2, 0, 0, 0, 0], now), None);
     }
