@@ -52,7 +52,7 @@ impl service::Service for Broker {
                 |issue| StartError::new(issue.path, issue.message),
             )
         })?;
-        let cluster = match deps.backplane.kind() {
+        let (cluster, blame) = match deps.backplane.kind() {
             Kind::Redis => {
                 let started = Cluster::start(
                     deps.backplane.clone(),
@@ -61,24 +61,34 @@ impl service::Service for Broker {
                     shutdown.clone(),
                 )
                 .await;
-                Some(
-                    started
-                        .map_err(|e| StartError::new(KeyPath::root("backplane"), e.to_string()))?,
-                )
+                let blame = KeyPath::root("backplane").key("redis");
+                let started = started.map_err(|e| StartError::new(blame.clone(), e.to_string()))?;
+                (started, blame)
             }
-            Kind::Embedded => None,
+            Kind::Embedded => {
+                let started = Cluster::alone(
+                    deps.backplane.clone(),
+                    deps.node.clone(),
+                    &deps.tasks,
+                    shutdown.clone(),
+                )
+                .await;
+                let blame = KeyPath::root("data_dir");
+                let started = started.map_err(|e| StartError::new(blame.clone(), e.to_string()))?;
+                (started, blame)
+            }
         };
         let broker = Arc::new(Broker::new(
             cfg.clone(),
             access,
             bound.iter().map(|b| (b.key, b.addr)).collect(),
-            cluster,
+            Some(cluster),
             (deps.tasks.clone(), shutdown.clone()),
         ));
         broker
             .join()
             .await
-            .map_err(|e| StartError::new(KeyPath::root("backplane"), e.to_string()))?;
+            .map_err(|e| StartError::new(blame, e.to_string()))?;
         crate::stats::register(&deps.metrics, &broker);
         crate::listener::serve(&broker, bound, &deps, &shutdown);
         if !cfg.sys_interval.is_zero() {

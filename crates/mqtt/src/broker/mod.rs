@@ -60,6 +60,8 @@ pub struct Attached {
     pub session: Arc<Session>,
     /// Whether the session existed (CONNACK's Session Present).
     pub present: bool,
+    /// Whether it replaced a session of this node (clean start).
+    pub replaced: bool,
     /// This attachment's generation.
     pub generation: u64,
     /// Woken when messages are queued, and when another connection takes the session over.
@@ -128,21 +130,27 @@ pub struct Broker {
     acl: Acl,
 }
 
-/// Writes the journal floors of `broker`'s sessions every [`FLOORS_EVERY`] when one moved.
+/// Writes the journal floors of `broker`'s sessions every [`FLOORS_EVERY`] when one moved,
+/// and once more when the node stops (then closes the journal), so that what clients
+/// acknowledged before a clean stop is not sent again.
 async fn write_floors(broker: Arc<Broker>, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(FLOORS_EVERY);
     let mut last = HashMap::new();
     let stop = broker.shutdown.clone();
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
         let (floors, upcoming) = broker.journal_floors(cluster.journal());
-        if floors != last {
+        if stopping || floors != last {
             let oldest = floors.values().min().copied().unwrap_or(upcoming);
             cluster.journal().floors(floors.clone(), oldest);
             last = floors;
+        }
+        if stopping {
+            cluster.journal().close();
+            return;
         }
     }
 }
@@ -300,6 +308,7 @@ impl Broker {
     ) -> Attached {
         let mut index = write(&self.index);
         let mut ended_will = None;
+        let mut replaced = false;
         let (session, present) = match index.sessions.get(client_id) {
             Some(session) if !clean_start => (session.clone(), true),
             found => {
@@ -309,6 +318,7 @@ impl Broker {
                 let session = Arc::new(Session::new(client_id.clone()));
                 let old = index.sessions.insert(client_id.clone(), session.clone());
                 if let Some(old) = old {
+                    replaced = true;
                     // The old session ends here: a will waiting for its delay is due now,
                     // and its connection, if any, finds another generation when it closes.
                     let mut state = old.lock();
@@ -332,6 +342,7 @@ impl Broker {
         let attached = Attached {
             session: session.clone(),
             present,
+            replaced,
             generation: state.generation,
             wake: Arc::default(),
         };
@@ -454,7 +465,8 @@ impl Broker {
     }
 
     /// Subscribes `session` to `target`; returns whether it already had that subscription
-    /// (its options are replaced, §3.8.4).
+    /// (its options are replaced, §3.8.4). The caller saves the session's subscriptions
+    /// once for the whole SUBSCRIBE ([`Broker::keep`]).
     pub fn subscribe(
         &self,
         session: &Session,
@@ -470,22 +482,31 @@ impl Broker {
             .subscriptions
             .insert(target.clone(), options)
             .is_some();
-        if let Some(cluster) = &self.cluster {
-            if !replaced {
-                cluster.subscribed(&target);
-            }
-            self.save_subscriptions(cluster, &session.client_id, &state);
+        if let (false, Some(cluster)) = (replaced, &self.cluster) {
+            cluster.subscribed(&target);
         }
         replaced
     }
 
-    /// Keeps the subscriptions of a session with an expiry on the backplane, for another
-    /// node to resume if this one dies.
-    fn save_subscriptions(&self, cluster: &Cluster, client: &str, state: &SessionState) {
+    /// Keeps on the backplane what a restart of this node (or its death, in a cluster)
+    /// needs of `session`, after its subscriptions or expiry interval changed: its
+    /// subscriptions and expiry when it has one — the returned wait ends once they are
+    /// saved, and a persistent session's SUBACK waits for it; when it has none, whatever was
+    /// kept for the session of the same client it `replaced` goes (in a cluster, that
+    /// session may have been another node's).
+    pub fn keep(&self, session: &Session, replaced: bool) -> Forwarded {
+        let mut saved = Forwarded::default();
+        let Some(cluster) = &self.cluster else {
+            return saved;
+        };
+        let state = session.lock();
         if state.expiry_interval > 0 {
-            let bytes = Carried::of(state, false).encode(Instant::now());
-            cluster.save_subscriptions(client, bytes);
+            let bytes = Carried::of(&state, false).encode(Instant::now());
+            saved.push(cluster.save_subscriptions(&session.client_id, bytes));
+        } else if replaced || !cluster.is_alone() {
+            cluster.forget_subscriptions(&session.client_id);
         }
+        saved
     }
 
     /// Removes `session`'s subscription to `target`; returns whether it had one.
@@ -496,7 +517,6 @@ impl Broker {
         let had = state.subscriptions.remove(target).is_some();
         if let (true, Some(cluster)) = (had, &self.cluster) {
             cluster.unsubscribed(target);
-            self.save_subscriptions(cluster, &session.client_id, &state);
         }
         had
     }
@@ -567,6 +587,12 @@ impl Broker {
     /// it is in a cluster.
     pub async fn join(self: &Arc<Self>) -> Result<(), backplane::BackplaneError> {
         match &self.cluster {
+            Some(cluster) if cluster.is_alone() => {
+                crate::cluster::restore::restore(self, cluster).await?;
+                self.tasks
+                    .spawn(write_floors(self.clone(), cluster.clone()));
+                crate::cluster::retained::start(self, cluster).await
+            }
             Some(cluster) => {
                 crate::cluster::inbox::serve(self, cluster).await?;
                 crate::cluster::sessions::start(self, cluster).await?;
@@ -584,7 +610,7 @@ impl Broker {
     /// node that held it. Without the backplane, the client connects with what this node
     /// has.
     pub async fn claim(&self, client: &ClientId, resume: bool) -> Option<Carried> {
-        let cluster = self.cluster.as_ref()?;
+        let cluster = self.cluster.as_ref().filter(|c| !c.is_alone())?;
         let wait = crate::cluster::sessions::HANDOFF_WAIT
             + cluster.backplane().lease_ttl()
             + crate::cluster::sessions::LIVENESS_SLACK * 5;
@@ -603,7 +629,7 @@ impl Broker {
 
     /// Gives `session`, just attached, the state `carried` from another node: its
     /// subscriptions, then its messages after whatever it holds (up to `max_queued`),
-    /// journaled here.
+    /// journaled here. The caller saves the session ([`Broker::keep`]).
     pub fn install(&self, session: &Session, carried: Carried) {
         if carried.adopted {
             self.delivered
@@ -618,6 +644,28 @@ impl Broker {
         for out in carried.messages {
             self.queue_journaled(session, out);
         }
+    }
+
+    /// Restores `client`'s session as an earlier run of this node left it
+    /// ([`crate::cluster::restore`]): without a connection, its expiry counting from now.
+    pub(crate) fn restore(self: &Arc<Self>, client: &str, carried: Carried) {
+        let session = Arc::new(Session::new(client.into()));
+        {
+            let mut index = write(&self.index);
+            if index.sessions.contains_key(client) {
+                return;
+            }
+            index
+                .sessions
+                .insert(session.client_id.clone(), session.clone());
+        }
+        let generation = {
+            let mut state = session.lock();
+            state.expiry_interval = carried.expiry_interval;
+            state.generation
+        };
+        self.install(&session, carried);
+        self.detach(&session, generation);
     }
 
     /// Queues `out`, message `id`, for the session of `client`, if this node has it (a

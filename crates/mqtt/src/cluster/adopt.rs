@@ -167,48 +167,8 @@ async fn follow_one(
 async fn read_remains(backplane: &dyn Backplane, dead: &str) -> Result<Remains, BackplaneError> {
     let now = Instant::now();
     let mut remains = Remains::default();
-    let journal = backplane
-        .stream(&journal::stream(dead), journal::options())
-        .await?;
-    let mut copies: HashMap<String, Vec<(u64, Outgoing)>> = HashMap::new();
-    let mut floors: HashMap<String, u64> = HashMap::new();
-    let mut from = 0;
-    loop {
-        let entries = journal.read(from, READ).await?;
-        let Some(last) = entries.last() else { break };
-        from = last.offset + 1;
-        for entry in &entries {
-            match journal::read(&entry.payload, now) {
-                Ok(Record::Message {
-                    jseq,
-                    copies: to,
-                    envelope,
-                }) => {
-                    remains.journaled.insert(envelope.id.clone());
-                    for c in to {
-                        let out = Outgoing {
-                            message: envelope.message.clone(),
-                            qos: c.qos,
-                            retain: c.retain,
-                            identifiers: c.identifiers,
-                            journal: 0,
-                        };
-                        copies.entry(c.client).or_default().push((jseq, out));
-                    }
-                }
-                Ok(Record::Floors(f)) => floors = f.into_iter().collect(),
-                Err(e) => warn!(node = dead, error = %e, "a journal record cannot be read"),
-            }
-        }
-    }
-    for (client, list) in copies {
-        let floor = floors.get(&client).copied().unwrap_or(0);
-        let mut list: Vec<_> = list.into_iter().filter(|(j, _)| *j >= floor).collect();
-        list.sort_by_key(|(j, _)| *j);
-        remains
-            .messages
-            .insert(client, list.into_iter().map(|(_, o)| o).collect());
-    }
+    let journal = read_journal(backplane, &journal::stream(dead)).await?;
+    (remains.messages, remains.journaled) = (journal.messages, journal.ids);
     let inbox = backplane
         .stream(&inbox::stream(dead), inbox::options())
         .await?;
@@ -225,6 +185,64 @@ async fn read_remains(backplane: &dyn Backplane, dead: &str) -> Result<Remains, 
         }
     }
     Ok(remains)
+}
+
+/// What a journal holds for the sessions it was written for.
+#[derive(Debug, Default)]
+pub(super) struct Journaled {
+    /// Each session's messages from its last floor on, in order.
+    pub(super) messages: HashMap<String, Vec<Outgoing>>,
+    /// Every message in it.
+    pub(super) ids: HashSet<MessageId>,
+}
+
+/// Reads the journal stream `name` from its start.
+pub(super) async fn read_journal(
+    backplane: &dyn Backplane,
+    name: &str,
+) -> Result<Journaled, BackplaneError> {
+    let now = Instant::now();
+    let journal = backplane.stream(name, journal::options()).await?;
+    let mut read = Journaled::default();
+    let mut copies: HashMap<String, Vec<(u64, Outgoing)>> = HashMap::new();
+    let mut floors: HashMap<String, u64> = HashMap::new();
+    let mut from = 0;
+    loop {
+        let entries = journal.read(from, READ).await?;
+        let Some(last) = entries.last() else { break };
+        from = last.offset + 1;
+        for entry in &entries {
+            match journal::read(&entry.payload, now) {
+                Ok(Record::Message {
+                    jseq,
+                    copies: to,
+                    envelope,
+                }) => {
+                    read.ids.insert(envelope.id.clone());
+                    for c in to {
+                        let out = Outgoing {
+                            message: envelope.message.clone(),
+                            qos: c.qos,
+                            retain: c.retain,
+                            identifiers: c.identifiers,
+                            journal: 0,
+                        };
+                        copies.entry(c.client).or_default().push((jseq, out));
+                    }
+                }
+                Ok(Record::Floors(f)) => floors = f.into_iter().collect(),
+                Err(e) => warn!(journal = name, error = %e, "a journal record cannot be read"),
+            }
+        }
+    }
+    for (client, list) in copies {
+        let floor = floors.get(&client).copied().unwrap_or(0);
+        let mut list: Vec<_> = list.into_iter().filter(|(j, _)| *j >= floor).collect();
+        list.sort_by_key(|(j, _)| *j);
+        read.messages
+            .insert(client, list.into_iter().map(|(_, o)| o).collect());
+    }
+    Ok(read)
 }
 
 /// The copy of `envelope` a session with `subscriptions` gets, as the dead node would have

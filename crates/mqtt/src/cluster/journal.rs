@@ -42,10 +42,14 @@ use crate::session::Outgoing;
 /// How often the sessions' floors are written (when one moved) and the journal trimmed.
 pub const FLOORS_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the writer goes on after the node's shutdown, for the last floors.
+pub const CLOSING: Duration = Duration::from_secs(2);
+
 /// Records written in one append at most.
 const BATCH: usize = 512;
 
-/// The journal stream of `node`.
+/// The journal stream of `node` in a cluster (a node alone names its journals otherwise:
+/// `super::restore`).
 pub fn stream(node: &str) -> String {
     format!("mqtt:journal:{node}")
 }
@@ -185,6 +189,10 @@ enum Job {
     /// Append the floors, then trim below what neither they nor `oldest` (the oldest
     /// number still needed) need.
     Floors(HashMap<String, u64>, u64),
+    /// Tell once everything asked before is durable.
+    Flush(oneshot::Sender<()>),
+    /// The node stops: the writer ends after the jobs before this one.
+    Close,
 }
 
 /// This node's journal.
@@ -200,22 +208,25 @@ impl std::fmt::Debug for Job {
         f.write_str(match self {
             Self::Write(..) => "Write",
             Self::Floors(..) => "Floors",
+            Self::Flush(..) => "Flush",
+            Self::Close => "Close",
         })
     }
 }
 
 impl Journal {
-    /// The journal of `node`, written by a task on `tasks` until `shutdown`.
+    /// The journal of `node` in stream `name`, written by a task on `tasks` until
+    /// `shutdown`.
     pub fn start(
         backplane: Arc<dyn Backplane>,
-        node: &str,
+        (node, name): (&str, String),
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         let (jobs, pending) = mpsc::unbounded_channel();
         tasks.spawn(
             Writer {
-                journal: Appender::new(backplane, node.into(), stream(node), options()),
+                journal: Appender::new(backplane, node.into(), name, options()),
                 marks: VecDeque::new(),
             }
             .run(pending, shutdown),
@@ -248,6 +259,19 @@ impl Journal {
     pub fn floors(&self, floors: HashMap<String, u64>, oldest: u64) {
         let _ = self.jobs.send(Job::Floors(floors, oldest));
     }
+
+    /// The node stops cleanly: the floors just asked for are the last job; the writer
+    /// ends after them (or [`CLOSING`] after the node's shutdown, whichever is first).
+    pub fn close(&self) {
+        let _ = self.jobs.send(Job::Close);
+    }
+
+    /// Waits until every record written before is durable; false if the node stops first.
+    pub async fn flush(&self) -> bool {
+        let (done, wait) = oneshot::channel();
+        let _ = self.jobs.send(Job::Flush(done));
+        wait.await.is_ok()
+    }
 }
 
 /// The copies of `out` for journaling: the session `client` and how `out` is sent.
@@ -272,9 +296,15 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
+        let mut closing = None;
+        let mut closed = false;
+        while !closed {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled(), if closing.is_none() => {
+                    closing = Some(Instant::now() + CLOSING);
+                    continue;
+                }
+                () = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)), if closing.is_some() => return,
                 n = jobs.recv_many(&mut batch, BATCH) => if n == 0 { return },
             }
             let mut records = Vec::new();
@@ -294,19 +324,26 @@ impl Writer {
                         records.push(floors_record(&floors));
                         trim = Some(oldest);
                     }
+                    Job::Flush(tell) => done.push(tell),
+                    Job::Close => closed = true,
                 }
             }
-            let first = match self.journal.append(records, &stop).await {
-                Appended::Stored(first) => first,
-                // Nobody is told: their messages stay unacknowledged.
-                Appended::Refused => continue,
-                Appended::Stopped => return,
+            let first = if records.is_empty() {
+                None
+            } else {
+                match self.journal.append(records, &stop).await {
+                    Appended::Stored(first) => Some(first),
+                    // Nobody is told: their messages stay unacknowledged.
+                    Appended::Refused => continue,
+                    Appended::Stopped => return,
+                }
             };
-            if let Some(jseq) = highest {
-                self.marks.push_back((jseq, first));
-            }
             for tell in done {
                 let _ = tell.send(());
+            }
+            let Some(first) = first else { continue };
+            if let Some(jseq) = highest {
+                self.marks.push_back((jseq, first));
             }
             if let Some(oldest) = trim {
                 self.trim(oldest, first).await;

@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod inbox;
 pub mod journal;
 pub mod link;
+pub mod restore;
 pub mod retained;
 pub mod routes;
 pub mod sessions;
@@ -45,8 +46,10 @@ enum Change {
     Add(SubscriptionTarget),
     /// One fewer.
     Remove(SubscriptionTarget),
-    /// A session's subscriptions, as [`sessions::Carried`] bytes, for a node's death.
-    Saved(String, Bytes),
+    /// A session's subscriptions, as [`sessions::Carried`] bytes, for a node's death or
+    /// restart (told once written); none: the session no longer has an expiry, nothing is
+    /// kept.
+    Saved(String, Option<(Bytes, oneshot::Sender<()>)>),
     /// A session of this node ended: its keys go, if this node still holds it.
     Ended(String),
     /// A retained message set or cleared here.
@@ -64,6 +67,8 @@ pub struct Cluster {
     changes: mpsc::UnboundedSender<Change>,
     /// The journal of the messages queued for this node's sessions with an expiry.
     journal: journal::Journal,
+    /// Its stream's name.
+    journal_name: String,
     /// Numbers the messages published on this node ([`envelope::MessageId`]).
     published: std::sync::atomic::AtomicU64,
     /// What dead nodes left, for the sessions resumed here.
@@ -175,6 +180,33 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RouteError> {
         let routes = RouteTable::start(backplane.clone(), node, tasks, shutdown.clone()).await?;
+        let journal = journal::stream(routes.node());
+        Ok(Self::assemble(backplane, routes, journal, tasks, shutdown))
+    }
+
+    /// A node alone on the embedded backplane: a cluster of one, without route table,
+    /// links or inbox, whose journal, saved subscriptions and retained messages are kept on
+    /// the node's disk, so that its persistent sessions and retained messages survive a
+    /// restart ([`restore`]).
+    pub async fn alone(
+        backplane: Arc<dyn Backplane>,
+        node: NodeId,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, backplane::BackplaneError> {
+        let journal = restore::new_journal(&*backplane).await?;
+        let routes = RouteTable::alone(backplane.clone(), node);
+        Ok(Self::assemble(backplane, routes, journal, tasks, shutdown))
+    }
+
+    /// The cluster of `routes`, journaling to stream `journal`.
+    fn assemble(
+        backplane: Arc<dyn Backplane>,
+        routes: Arc<RouteTable>,
+        journal: String,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let (changes, pending) = mpsc::unbounded_channel();
         tasks.spawn(apply_changes(
             routes.clone(),
@@ -182,9 +214,14 @@ impl Cluster {
             pending,
             shutdown.clone(),
         ));
-        let journal =
-            journal::Journal::start(backplane.clone(), routes.node(), tasks, shutdown.clone());
-        Ok(Arc::new(Self {
+        let journal_name = journal;
+        let journal = journal::Journal::start(
+            backplane.clone(),
+            (routes.node(), journal_name.clone()),
+            tasks,
+            shutdown.clone(),
+        );
+        Arc::new(Self {
             journal,
             published: std::sync::atomic::AtomicU64::new(0),
             adoptions: adopt::Adoptions::default(),
@@ -192,9 +229,10 @@ impl Cluster {
             routes,
             links: Mutex::default(),
             changes,
+            journal_name,
             tasks: tasks.clone(),
             shutdown,
-        }))
+        })
     }
 
     /// This node's name.
@@ -205,6 +243,17 @@ impl Cluster {
     /// The journal.
     pub fn journal(&self) -> &journal::Journal {
         &self.journal
+    }
+
+    /// The name of the journal's stream.
+    pub fn journal_name(&self) -> &str {
+        &self.journal_name
+    }
+
+    /// Whether this node is alone (the embedded backplane): sessions stay on it, across
+    /// its restarts.
+    pub fn is_alone(&self) -> bool {
+        self.routes.is_alone()
     }
 
     /// The route table.
@@ -228,11 +277,21 @@ impl Cluster {
     }
 
     /// `client`'s session, which has an expiry, has `subscriptions` now (encoded
-    /// [`sessions::Carried`]): kept so another node can resume them if this one dies.
-    pub fn save_subscriptions(&self, client: &str, subscriptions: Bytes) {
-        let _ = self
-            .changes
-            .send(Change::Saved(client.to_owned(), subscriptions));
+    /// [`sessions::Carried`]): kept so another node can resume them if this one dies, or
+    /// this one after a restart; the receiver is told once they are written.
+    pub fn save_subscriptions(&self, client: &str, subscriptions: Bytes) -> oneshot::Receiver<()> {
+        let (done, wait) = oneshot::channel();
+        let _ = self.changes.send(Change::Saved(
+            client.to_owned(),
+            Some((subscriptions, done)),
+        ));
+        wait
+    }
+
+    /// `client`'s session was replaced by one without an expiry: what was saved for the
+    /// old one goes.
+    pub fn forget_subscriptions(&self, client: &str) {
+        let _ = self.changes.send(Change::Saved(client.to_owned(), None));
     }
 
     /// `message` was retained (or its topic cleared) on this node: the other nodes keep it
@@ -307,16 +366,18 @@ fn envelope(id: &MessageId, message: &Message, plain: bool) -> Envelope {
     }
 }
 
-/// Deletes the keys of `client`'s session if `node` still holds it.
+/// Deletes the keys of `client`'s session if `routes`'s node still holds it (a node
+/// alone always does).
 async fn end_session(
     backplane: &dyn Backplane,
-    node: &str,
+    routes: &RouteTable,
     client: &str,
 ) -> Result<(), backplane::BackplaneError> {
     let holder = sessions::holder_key(client);
-    if backplane
-        .compare_and_set(&holder, node.as_bytes(), None, None)
-        .await?
+    if routes.is_alone()
+        || backplane
+            .compare_and_set(&holder, routes.node().as_bytes(), None, None)
+            .await?
     {
         backplane
             .delete(&sessions::subscriptions_key(client))
@@ -341,7 +402,9 @@ async fn retain(
         .await
 }
 
-/// Applies subscription and session changes to the backplane in the order they happened.
+/// Applies subscription and session changes to the backplane in the order they happened,
+/// retrying each until it is written; at shutdown, what is still queued is tried once
+/// (within [`DRAIN`]), so a node stopped cleanly keeps what its sessions changed last.
 async fn apply_changes(
     routes: Arc<RouteTable>,
     backplane: Arc<dyn Backplane>,
@@ -350,37 +413,71 @@ async fn apply_changes(
 ) {
     loop {
         let change = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             change = pending.recv() => match change {
                 Some(c) => c,
                 None => return,
             },
         };
-        loop {
-            let done = match &change {
-                Change::Add(t) => routes.add(t).await,
-                Change::Remove(t) => routes.remove(t).await,
-                Change::Saved(client, subs) => backplane
-                    .set(&sessions::subscriptions_key(client), subs.clone(), None)
-                    .await
-                    .map_err(RouteError::from),
-                Change::Ended(client) => end_session(&*backplane, routes.node(), client)
-                    .await
-                    .map_err(RouteError::from),
-                Change::Retained(write) => {
-                    retain(&*backplane, write).await.map_err(RouteError::from)
-                }
-            };
-            match done {
-                Ok(()) => break,
+        let written = loop {
+            match apply(&routes, &*backplane, &change).await {
+                Ok(()) => break true,
                 Err(e) => {
                     warn!(error = %e, "cannot update the MQTT route table; retrying");
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => break false,
                         () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                     }
                 }
             }
+        };
+        if !written {
+            break;
         }
+        done(change);
+    }
+    pending.close();
+    let drain = async {
+        while let Some(change) = pending.recv().await {
+            if apply(&routes, &*backplane, &change).await.is_ok() {
+                done(change);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN, drain).await;
+}
+
+/// How long a node shutting down tries to write the changes still queued.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes one change.
+async fn apply(
+    routes: &RouteTable,
+    backplane: &dyn Backplane,
+    change: &Change,
+) -> Result<(), RouteError> {
+    match change {
+        Change::Add(t) => routes.add(t).await,
+        Change::Remove(t) => routes.remove(t).await,
+        Change::Saved(client, Some((subs, _))) => backplane
+            .set(&sessions::subscriptions_key(client), subs.clone(), None)
+            .await
+            .map_err(RouteError::from),
+        Change::Saved(client, None) => backplane
+            .delete(&sessions::subscriptions_key(client))
+            .await
+            .map(drop)
+            .map_err(RouteError::from),
+        Change::Ended(client) => end_session(backplane, routes, client)
+            .await
+            .map_err(RouteError::from),
+        Change::Retained(write) => retain(backplane, write).await.map_err(RouteError::from),
+    }
+}
+
+/// Tells whoever waits for `change`, which was written.
+fn done(change: Change) {
+    if let Change::Saved(_, Some((_, written))) = change {
+        let _ = written.send(());
     }
 }

@@ -91,9 +91,32 @@ pub struct RouteTable {
     /// reconnect elsewhere (their reconnection backoff, then the lease TTL the takeover
     /// waits for).
     grace: Duration,
+    /// A node on the embedded backplane: no other node exists, so nothing is written or
+    /// read (see [`RouteTable::alone`]).
+    alone: bool,
 }
 
 impl RouteTable {
+    /// The route table of a node that is alone (the embedded backplane): it stays empty,
+    /// writes nothing and runs no task.
+    pub fn alone(backplane: Arc<dyn Backplane>, node: NodeId) -> Arc<Self> {
+        Arc::new(Self::new(backplane, node, Duration::ZERO, true))
+    }
+
+    fn new(backplane: Arc<dyn Backplane>, node: NodeId, grace: Duration, alone: bool) -> Self {
+        Self {
+            backplane,
+            node,
+            local: tokio::sync::Mutex::default(),
+            remote: RwLock::new(Tree::new()),
+            turns: Mutex::default(),
+            known: Mutex::default(),
+            dead_since: Mutex::default(),
+            grace,
+            alone,
+        }
+    }
+
     /// The route table of `node` on `backplane`, keeping a dead node's routes for `grace`:
     /// marks the node alive, reads the other nodes' targets, and keeps both current on
     /// `tasks` until `shutdown` (see [`RouteTable::maintain`]). Subscriptions may be added
@@ -107,16 +130,7 @@ impl RouteTable {
         if node.is_empty() || node.contains([':', '\t']) {
             return Err(RouteError::NodeName(node.to_string()));
         }
-        let table = Arc::new(Self {
-            backplane,
-            node,
-            local: tokio::sync::Mutex::default(),
-            remote: RwLock::new(Tree::new()),
-            turns: Mutex::default(),
-            known: Mutex::default(),
-            dead_since: Mutex::default(),
-            grace,
-        });
+        let table = Arc::new(Self::new(backplane, node, grace, false));
         let changes = table.backplane.subscribe(CHANNEL).await?;
         table.alive().await?;
         table.sync().await?;
@@ -134,9 +148,17 @@ impl RouteTable {
         self.grace
     }
 
+    /// Whether this node is alone (the embedded backplane).
+    pub fn is_alone(&self) -> bool {
+        self.alone
+    }
+
     /// One more local session subscribes to `target`; announced to the other nodes before
     /// it returns when it changes what they see.
     pub async fn add(&self, target: &SubscriptionTarget) -> Result<(), RouteError> {
+        if self.alone {
+            return Ok(());
+        }
         let mut local = self.local.lock().await;
         let count = local.get(target).copied().unwrap_or(0) + 1;
         if count == 1 || matches!(target, SubscriptionTarget::Shared { .. }) {
@@ -148,6 +170,9 @@ impl RouteTable {
 
     /// One local session fewer subscribes to `target`.
     pub async fn remove(&self, target: &SubscriptionTarget) -> Result<(), RouteError> {
+        if self.alone {
+            return Ok(());
+        }
         let mut local = self.local.lock().await;
         let Some(&count) = local.get(target) else {
             return Ok(());

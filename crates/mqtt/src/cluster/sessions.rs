@@ -48,9 +48,12 @@ pub(super) fn holder_key(client: &str) -> String {
     format!("mqtt:session:{client}")
 }
 
-/// The key of `client`'s subscriptions, kept for a node's death.
+/// The prefix of the keys of sessions' subscriptions.
+pub(super) const SUBSCRIPTIONS: &str = "mqtt:subs:";
+
+/// The key of `client`'s subscriptions, kept for a node's death or restart.
 pub(super) fn subscriptions_key(client: &str) -> String {
-    format!("mqtt:subs:{client}")
+    format!("{SUBSCRIPTIONS}{client}")
 }
 
 /// The key a session handed over waits under.

@@ -248,11 +248,13 @@ impl Connection {
                 retained.push((target, sub));
             }
         }
-        self.send(&Packet::SubAck(SubAck {
+        let saved = self.broker.keep(&self.session, false);
+        let suback = Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Properties::default(),
             reason_codes: codes,
-        }));
+        });
+        self.acknowledge(suback, saved);
         for (target, sub) in retained {
             self.broker
                 .send_retained(&self.session, target.filter(), &sub);
@@ -275,11 +277,13 @@ impl Connection {
                 },
             )
             .collect();
-        self.send(&Packet::UnsubAck(UnsubAck {
+        let saved = self.broker.keep(&self.session, false);
+        let unsuback = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::default(),
             reason_codes: codes,
-        }));
+        });
+        self.acknowledge(unsuback, saved);
     }
 
     fn on_disconnect(&mut self, d: &Disconnect) -> Handled {
@@ -289,6 +293,8 @@ impl Connection {
                 return Err(Violation(ReasonCode::ProtocolError).into());
             }
             state.expiry_interval = asked.min(self.broker.config().session_expiry_max_secs());
+            drop(state);
+            drop(self.broker.keep(&self.session, false));
         }
         Err(Close::Client {
             will: d.reason_code == ReasonCode::DisconnectWithWillMessage,

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mqtt::codec::{Ack, Packet, Publish, QoS, Version};
+use mqtt::codec::{Packet, Publish, QoS, Version};
 use mqtt::topic::TopicName;
 use testkit::{PATIENCE, wait_until};
 
 use super::cluster_routes::{Cluster, redis_url};
-use super::harness::{Node, Raw, connect, publish, subscribe};
+use super::harness::{Node, Raw, next_message, next_messages, publish, resuming, subscribe};
 
 /// `n` broker nodes of one cluster.
 async fn nodes(tag: &str, n: usize) -> (Cluster, Vec<Node>) {
@@ -47,30 +47,6 @@ async fn routed(node: &Node, topic: &str, want: (usize, u32)) {
         || async { remote(node, topic) == want },
     )
     .await;
-}
-
-/// The next message `raw` receives, acknowledged as it comes (a QoS 2 message's PUBREL
-/// may come after later messages): its payload and `topic:payload:QoS`.
-async fn next_message(raw: &mut Raw) -> (String, String) {
-    loop {
-        let p: Publish = match raw.recv().await {
-            Packet::Publish(p) => p,
-            Packet::PubRel(rel) => {
-                raw.send(&Packet::PubComp(Ack::success(rel.packet_id)))
-                    .await;
-                continue;
-            }
-            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
-        };
-        match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => raw.send(&Packet::PubAck(Ack::success(id))).await,
-            (QoS::ExactlyOnce, Some(id)) => raw.send(&Packet::PubRec(Ack::success(id))).await,
-            _ => {}
-        }
-        let text = String::from_utf8(p.payload.to_vec()).expect("UTF-8");
-        let label = format!("{}:{text}:{:?}", p.topic, p.qos);
-        return (text, label);
-    }
 }
 
 /// The messages `raw` receives until `marker` arrives, as `topic:payload:QoS`.
@@ -181,14 +157,6 @@ async fn a_shared_group_spans_nodes_each_member_taking_its_turn() {
     for node in nodes {
         node.stop().await;
     }
-}
-
-/// A 5.0 CONNECT of `client` resuming its session, which lasts an hour.
-fn resuming(client: &str) -> mqtt::codec::Connect {
-    let mut c = connect(Version::V5, client);
-    c.clean_start = false;
-    c.properties.session_expiry_interval = Some(3600);
-    c
 }
 
 /// Publishes `count` QoS 1 messages `0..count` on `topic` from `publisher`.
@@ -370,15 +338,6 @@ async fn the_queued_messages_of_a_node_that_is_gone_are_read_back_from_its_journ
     for node in nodes {
         node.stop().await;
     }
-}
-
-/// The next `n` messages `raw` receives, as `topic:payload:QoS`.
-async fn next_messages(raw: &mut Raw, n: usize) -> Vec<String> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        got.push(next_message(raw).await.1);
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use mqtt::codec::{
-    self, ConnAck, Connect, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe,
+    self, Ack, ConnAck, Connect, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe,
     SubscriptionOptions, Version,
 };
 use mqtt::{Broker, MqttConfig};
@@ -25,7 +25,7 @@ pub struct Node {
     pub metrics: admin::Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Node {
@@ -59,7 +59,23 @@ impl Node {
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("mqtt"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
-        let dir = TempDir::new();
+        Self::boot(cfg, TempDir::new(), backplane).await
+    }
+
+    /// Stops the broker (cleanly, as `lintas` does on SIGTERM) and starts it again with the
+    /// same settings on the same data directory and embedded backplane, on a new port:
+    /// what a restart of a single node keeps.
+    pub async fn restart(self) -> Self {
+        let cfg = self.broker.config().clone();
+        let dir = self.stop_keeping_dir().await;
+        Self::boot(cfg, dir, None).await
+    }
+
+    async fn boot(
+        cfg: MqttConfig,
+        dir: TempDir,
+        backplane: Option<Arc<dyn backplane::Backplane>>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let deps = service::Deps::new(
@@ -83,17 +99,22 @@ impl Node {
             metrics,
             shutdown,
             tracker,
-            _dir: dir,
+            dir,
         }
     }
 
     /// Stops the broker and waits for every task.
     pub async fn stop(self) {
+        self.stop_keeping_dir().await;
+    }
+
+    async fn stop_keeping_dir(self) -> TempDir {
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(PATIENCE, self.tracker.wait())
             .await
             .expect("the broker stops");
+        self.dir
     }
 
     /// A raw client, connected with `connect` and its CONNACK read.
@@ -328,4 +349,45 @@ impl Raw {
         }
         got
     }
+}
+
+/// The next message `raw` receives, acknowledged as it comes (a QoS 2 message's PUBREL
+/// may come after later messages): its payload and `topic:payload:QoS`.
+pub async fn next_message(raw: &mut Raw) -> (String, String) {
+    loop {
+        let p: Publish = match raw.recv().await {
+            Packet::Publish(p) => p,
+            Packet::PubRel(rel) => {
+                raw.send(&Packet::PubComp(Ack::success(rel.packet_id)))
+                    .await;
+                continue;
+            }
+            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
+        };
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => raw.send(&Packet::PubAck(Ack::success(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => raw.send(&Packet::PubRec(Ack::success(id))).await,
+            _ => {}
+        }
+        let text = String::from_utf8(p.payload.to_vec()).expect("UTF-8");
+        let label = format!("{}:{text}:{:?}", p.topic, p.qos);
+        return (text, label);
+    }
+}
+
+/// The next `n` messages `raw` receives, as `topic:payload:QoS`.
+pub async fn next_messages(raw: &mut Raw, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.push(next_message(raw).await.1);
+    }
+    got
+}
+
+/// A 5.0 CONNECT of `client` resuming its session, which lasts an hour.
+pub fn resuming(client: &str) -> Connect {
+    let mut c = connect(Version::V5, client);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    c
 }

@@ -17,6 +17,7 @@ mod cluster_routes;
 mod codec_fuzz;
 mod flow;
 mod harness;
+mod restart;
 mod retained;
 mod rumqttc_clients;
 mod sessions;
