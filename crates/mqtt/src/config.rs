@@ -71,8 +71,10 @@ pub struct MqttConfig {
     /// Most levels a topic name or filter may have.
     pub max_topic_levels: usize,
     /// Longest keep alive a client may ask for, in seconds; a 5.0 client asking more (or 0)
-    /// is told this in Server Keep Alive, a 3.1.1 client asking more is refused (0x02), as
-    /// Mosquitto does: 3.1.1 has no way to tell it.
+    /// is told this in Server Keep Alive, a 3.1.1 client asking more (or 0: no keep alive)
+    /// is refused (0x02), as Mosquitto 2 does: 3.1.1 has no way to tell it. 0 lifts the cap
+    /// (Mosquitto's `max_keepalive 0`): every client keeps what it asks, 0 included, and a
+    /// silent one then holds its connection until it goes.
     pub max_keep_alive: u16,
     /// Topic aliases a 5.0 client may use towards us; announced in CONNACK.
     pub topic_alias_maximum: u16,
@@ -191,7 +193,6 @@ impl MqttConfig {
         for (key, value) in [
             ("receive_maximum", self.receive_maximum),
             ("max_inflight", self.max_inflight),
-            ("max_keep_alive", self.max_keep_alive),
         ] {
             if value == 0 {
                 issues.push(at.key(key), "must be at least 1");
@@ -327,6 +328,10 @@ mod tests {
                 "mqtt.max_topic_levels: must be between 1 and 1000",
                 "mqtt.session_expiry_max: must be at most 4294967295 seconds (MQTT's largest interval)",
             ]
+        );
+        assert!(
+            issues("allow_anonymous = true\nmax_keep_alive = 0").is_empty(),
+            "0 lifts the cap, as Mosquitto's max_keepalive 0 does"
         );
     }
 
