@@ -8,7 +8,10 @@
 //! unacknowledged wait in its queue, and beyond `max_queued` waiting they are dropped and
 //! counted — QoS 1 and 2 included, as Mosquitto does with `max_queued_messages`, because
 //! the alternative (blocking publishers, or unbounded memory) lets one slow subscriber hurt
-//! everyone else.
+//! everyone else. A session holds at most `max_subscriptions` filters; a SUBSCRIBE
+//! filter beyond them is refused alone (SUBACK 0x97), as EMQX does with its own
+//! `max_subscriptions`, so one client cannot grow the subscription tree (and every node's
+//! route table) without end.
 //!
 //! Sessions are capped in time too. A 5.0 client asks for a Session Expiry Interval and
 //! gets at most `session_expiry_max`; a 3.1.1 client with `clean_session = 0` cannot say
@@ -60,11 +63,18 @@ pub struct MqttConfig {
     /// Messages waiting per session beyond the in-flight window; when full, new ones are
     /// dropped and counted (QoS 1 and 2 too, as in Mosquitto).
     pub max_queued: usize,
+    /// Subscriptions one session may hold: each costs memory and, in a cluster, an entry in
+    /// every node's route table. A filter beyond it is refused with SUBACK 0x97 Quota
+    /// exceeded (3.1.1: 0x80); subscribing again to a filter held replaces it and is let
+    /// through.
+    pub max_subscriptions: usize,
     /// Most levels a topic name or filter may have.
     pub max_topic_levels: usize,
     /// Longest keep alive a client may ask for, in seconds; a 5.0 client asking more (or 0)
-    /// is told this in Server Keep Alive, a 3.1.1 client asking more is refused (0x02), as
-    /// Mosquitto does: 3.1.1 has no way to tell it.
+    /// is told this in Server Keep Alive, a 3.1.1 client asking more (or 0: no keep alive)
+    /// is refused (0x02), as Mosquitto 2 does: 3.1.1 has no way to tell it. 0 lifts the cap
+    /// (Mosquitto's `max_keepalive 0`): every client keeps what it asks, 0 included, and a
+    /// silent one then holds its connection until it goes.
     pub max_keep_alive: u16,
     /// Topic aliases a 5.0 client may use towards us; announced in CONNACK.
     pub topic_alias_maximum: u16,
@@ -123,6 +133,7 @@ impl Default for MqttConfig {
             receive_maximum: 100,
             max_inflight: 100,
             max_queued: 1000,
+            max_subscriptions: 1024,
             max_topic_levels: DEFAULT_MAX_LEVELS,
             max_keep_alive: u16::MAX,
             topic_alias_maximum: 10,
@@ -158,6 +169,12 @@ impl MqttConfig {
         if self.max_connections == 0 {
             issues.push(at.key("max_connections"), "needs at least 1 connection");
         }
+        if self.max_subscriptions == 0 {
+            issues.push(
+                at.key("max_subscriptions"),
+                "must be at least 1 (no client could subscribe)",
+            );
+        }
         if self.dead_node_grace.is_zero() {
             issues.push(at.key("dead_node_grace"), "must be above zero");
         }
@@ -176,7 +193,6 @@ impl MqttConfig {
         for (key, value) in [
             ("receive_maximum", self.receive_maximum),
             ("max_inflight", self.max_inflight),
-            ("max_keep_alive", self.max_keep_alive),
         ] {
             if value == 0 {
                 issues.push(at.key(key), "must be at least 1");
@@ -301,16 +317,21 @@ mod tests {
                 "allow_anonymous = true\nmax_connections = 0\nconnect_timeout = \"0s\"\n\
                  max_packet_size = 10\n\
                  receive_maximum = 0\nmax_topic_levels = 5000\n\
-                 session_expiry_max = \"200years\""
+                 session_expiry_max = \"200years\"\nmax_subscriptions = 0"
             ),
             [
                 "mqtt.max_connections: needs at least 1 connection",
+                "mqtt.max_subscriptions: must be at least 1 (no client could subscribe)",
                 "mqtt.connect_timeout: must be above zero",
                 "mqtt.max_packet_size: must be between 128 and 268435460 bytes",
                 "mqtt.receive_maximum: must be at least 1",
                 "mqtt.max_topic_levels: must be between 1 and 1000",
                 "mqtt.session_expiry_max: must be at most 4294967295 seconds (MQTT's largest interval)",
             ]
+        );
+        assert!(
+            issues("allow_anonymous = true\nmax_keep_alive = 0").is_empty(),
+            "0 lifts the cap, as Mosquitto's max_keepalive 0 does"
         );
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Counted as they happen: connections (now and since start), messages received from
 //! clients and sent to them by QoS, messages dropped by cause (a full session queue, a
-//! client's Maximum Packet Size, expiry, the retained store's cap), connections closed
-//! for a protocol violation, and what the ACL refused. The number of subscriptions and of retained messages is not
+//! client's Maximum Packet Size, expiry, the retained store's cap), SUBSCRIBE filters
+//! refused at a session's `max_subscriptions`, connections closed for a protocol
+//! violation, and what the ACL refused. The number of subscriptions and of retained messages is not
 //! counted here but read from the broker's indexes when asked, so it is never out of step.
 //! In `/metrics` the families are `lintas_mqtt_*` (registered by [`register`]); the `$SYS`
 //! topics use Mosquitto's names for the same numbers (`$SYS/broker/clients/connected`,
@@ -46,6 +47,7 @@ pub struct Stats {
     dropped_too_large: AtomicU64,
     dropped_expired: AtomicU64,
     retained_refused: AtomicU64,
+    subscriptions_refused: AtomicU64,
     protocol_errors: AtomicU64,
     denied: AtomicU64,
 }
@@ -69,6 +71,8 @@ pub struct Snapshot {
     pub dropped_expired: u64,
     /// Retained messages not stored because `max_retained` was reached.
     pub retained_refused: u64,
+    /// SUBSCRIBE filters refused because the session held `max_subscriptions`.
+    pub subscriptions_refused: u64,
     /// Connections closed for a malformed packet or a protocol violation.
     pub protocol_errors: u64,
     /// PUBLISH packets and SUBSCRIBE filters the ACL refused.
@@ -115,6 +119,11 @@ impl Stats {
         bump(&self.retained_refused);
     }
 
+    /// A SUBSCRIBE filter was refused at the session's `max_subscriptions`.
+    pub fn subscription_refused(&self) {
+        bump(&self.subscriptions_refused);
+    }
+
     /// A connection was closed for a protocol violation.
     pub fn protocol_error(&self) {
         bump(&self.protocol_errors);
@@ -137,6 +146,7 @@ impl Stats {
             dropped_too_large: get(&self.dropped_too_large),
             dropped_expired: get(&self.dropped_expired),
             retained_refused: get(&self.retained_refused),
+            subscriptions_refused: get(&self.subscriptions_refused),
             protocol_errors: get(&self.protocol_errors),
             denied: get(&self.denied),
         }
@@ -216,6 +226,12 @@ impl Collector for Scrape {
             "lintas_mqtt_retained_refused",
             "Retained messages not stored because max_retained was reached",
             [(NO_LABELS, ConstCounter::new(s.retained_refused))],
+        )?;
+        encode_family(
+            &mut encoder,
+            "lintas_mqtt_subscriptions_refused",
+            "SUBSCRIBE filters refused because the session held max_subscriptions",
+            [(NO_LABELS, ConstCounter::new(s.subscriptions_refused))],
         )?;
         encode_family(
             &mut encoder,

@@ -108,6 +108,14 @@ impl Template {
     }
 }
 
+/// Whether `name` is one of the broker's own statistics topics (`$SYS` and below), which
+/// only the broker publishes: a client's message there would fool whoever monitors it.
+/// Mosquitto refuses them the same way, in its ACL check, whatever the rules say.
+fn is_sys(name: &str) -> bool {
+    name.strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// A user name or client identifier that can stand in a rule.
 fn safe(value: Option<&str>) -> Result<&str, Unsubstitutable> {
     match value {
@@ -131,10 +139,16 @@ impl Acl {
         acl
     }
 
-    /// Whether `who` may do `access`: with no rules at all, yes; otherwise only if a rule for
-    /// its user or for everyone allows it and no such `deny` rule touches it (see the
-    /// [module](super) documentation for what "allows" and "touches" mean for each kind).
+    /// Whether `who` may do `access`: never a publish to `$SYS`; with no rules at all, yes;
+    /// otherwise only if a rule for its user or for everyone allows it and no such `deny`
+    /// rule touches it (see the [module](super) documentation for what "allows" and
+    /// "touches" mean for each kind).
     pub fn allows(&self, who: &Identity, access: Access<'_>) -> bool {
+        if let Access::Publish(name) = access
+            && is_sys(name.as_str())
+        {
+            return false;
+        }
         if self.everyone.is_empty() && self.by_user.is_empty() {
             return true;
         }
@@ -334,6 +348,19 @@ mod tests {
             subscribe(&denied, &who, "$SYS/x"),
             "the deny cannot touch $SYS"
         );
+    }
+
+    #[test]
+    fn no_rule_lets_a_client_publish_to_sys() {
+        let who = alice();
+        for acl in [acl(&[]), acl(&[(None, "$SYS/#", ReadWrite)])] {
+            assert!(!publish(&acl, &who, "$SYS"));
+            assert!(!publish(&acl, &who, "$SYS/broker/clients/connected"));
+            assert!(subscribe(&acl, &who, "$SYS/#"), "reading them is the point");
+        }
+        let open = acl(&[]);
+        assert!(publish(&open, &who, "$SYSTEM/x"), "only the $SYS level");
+        assert!(publish(&open, &who, "$other/x"));
     }
 
     #[test]

@@ -72,7 +72,9 @@
 //! allow.
 //!
 //! - A PUBLISH to a name is allowed if a `write` or `readwrite` rule's filter matches the
-//!   name and no `deny` rule's does. The broker drops a refused one; at QoS 1 or 2 it
+//!   name and no `deny` rule's does. A PUBLISH to `$SYS` or below (and a will there) is
+//!   refused whatever the rules, with no rules too, as Mosquitto does: those topics are the
+//!   broker's statistics, and a client's message there would fool monitoring. The broker drops a refused one; at QoS 1 or 2 it
 //!   answers PUBACK/PUBREC 0x87 Not authorized (5.0), or, for 3.1.1, which has no way to
 //!   say it, acknowledges it as usual, as Mosquitto does.
 //! - A SUBSCRIBE filter is allowed if a `read` or `readwrite` rule's filter covers it (matches

@@ -7,8 +7,9 @@
 //! every version reads; a malformed CONNECT that names level 5 gets a 5.0 CONNACK with the
 //! codec's reason code, one naming another level just a closed connection (3.1.1 has no
 //! code for it). A client identifier longer than [`MAX_CLIENT_ID_BYTES`], an empty one with
-//! `clean_session = 0` in 3.1.1, or a 3.1.1 keep alive above `max_keep_alive` gets 0x02 /
-//! 0x85; a 5.0 client with an empty identifier is given one (Assigned Client Identifier),
+//! `clean_session = 0` in 3.1.1, or a 3.1.1 keep alive of 0 or above `max_keep_alive` gets
+//! 0x02 / 0x85 (Mosquitto's answer since 2.0.12: keep alive 0 would let a silent client hold
+//! its connection and session forever, and 3.1.1 cannot be told another value); a 5.0 client with an empty identifier is given one (Assigned Client Identifier),
 //! a 3.1.1 one too (it cannot be told, and with a clean session it needs none). A will
 //! whose topic is not a valid topic name gets 0x90 in 5.0 and a closed connection in 3.1.1.
 //! Then [`admit`] checks the user name and password and the will's topic against the ACL,
@@ -137,12 +138,11 @@ pub(super) fn accept(
         // A copy: a slice would keep the whole first read alive as long as the session.
         (ClientId::from(&*connect.client_id), false)
     };
+    let max = cfg.max_keep_alive;
     let (keep_alive, keep_alive_changed) = match connect.keep_alive {
-        asked if asked > cfg.max_keep_alive && !v5 => {
-            return Err(Some(ReasonCode::ClientIdentifierNotValid));
-        }
-        asked if v5 && (asked == 0 || asked > cfg.max_keep_alive) => (cfg.max_keep_alive, true),
-        asked => (asked, false),
+        asked if max == 0 || (asked != 0 && asked <= max) => (asked, false),
+        _ if v5 => (max, true),
+        _ => return Err(Some(ReasonCode::ClientIdentifierNotValid)),
     };
     let (expiry, expiry_changed) = if v5 {
         let asked = connect.properties.session_expiry_interval.unwrap_or(0);

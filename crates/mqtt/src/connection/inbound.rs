@@ -6,7 +6,8 @@
 //! acknowledged again but not routed again. 5.0 acknowledgements say No Matching Subscribers
 //! (0x10) when nobody got the message. SUBSCRIBE is answered with one code per filter and
 //! then the retained messages its Retain Handling asks for (after the SUBACK, as the write
-//! buffer keeps the order); UNSUBSCRIBE with one code per filter. Acknowledgements of our
+//! buffer keeps the order), a filter beyond the session's `max_subscriptions` refused with
+//! Quota exceeded; UNSUBSCRIBE with one code per filter. Acknowledgements of our
 //! own messages release their packet identifiers, which lets the session's queue move.
 //! The ACL is asked about every PUBLISH and every SUBSCRIBE filter (see [`crate::auth`]
 //! for the answers a refusal gets).
@@ -227,6 +228,11 @@ impl Connection {
             if shared && options.no_local {
                 return Err(Violation(ReasonCode::ProtocolError).into());
             }
+            if self.subscriptions_full(&target, cfg.max_subscriptions) {
+                self.broker.stats().subscription_refused();
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
             let mut granted = options;
             granted.qos = options.qos.min(self.broker.maximum_qos());
             let sub = SubOptions {
@@ -260,6 +266,14 @@ impl Connection {
                 .send_retained(&self.session, target.filter(), &sub);
         }
         Ok(())
+    }
+
+    /// Whether subscribing to `target` would take the session past `max` subscriptions; one
+    /// it already holds is replaced, not added. Only this connection subscribes for its
+    /// session, so the answer holds until [`Broker::subscribe`](crate::Broker::subscribe).
+    fn subscriptions_full(&self, target: &SubscriptionTarget, max: usize) -> bool {
+        let state = self.session.lock();
+        state.subscriptions.len() >= max && !state.subscriptions.contains_key(target)
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {

@@ -1,6 +1,6 @@
 //! Who may connect and what they may do, through the broker: user names and passwords,
-//! anonymous clients, and the ACL's answers on CONNECT (the will), SUBSCRIBE and PUBLISH in
-//! each version.
+//! anonymous clients, the ACL's answers on CONNECT (the will), SUBSCRIBE and PUBLISH in
+//! each version, and `$SYS`, which no client may publish to.
 
 use bytes::Bytes;
 use mqtt::codec::{Connect, QoS, ReasonCode, Version, Will};
@@ -99,6 +99,70 @@ async fn a_will_to_a_topic_the_client_may_not_publish_to_refuses_the_connect() {
         });
         assert_eq!(refused_with(&node, c).await, ReasonCode::NotAuthorized);
     }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn no_client_may_publish_to_sys_and_monitoring_never_sees_it() {
+    // No rules at all: a connected client may do anything else.
+    let node = Node::start("").await;
+    let mut monitor = node.client(Version::V5, "monitor").await;
+    let mut probe = subscribe(1, "$SYS/#", QoS::AtLeastOnce);
+    probe
+        .filters
+        .push(subscribe(1, "probe", QoS::AtLeastOnce).filters.remove(0));
+    assert_eq!(
+        monitor.subscribe(probe.clone()).await,
+        [ReasonCode::GrantedQos1, ReasonCode::GrantedQos1]
+    );
+    for (version, refused) in [
+        (Version::V5, ReasonCode::NotAuthorized),
+        // 3.1.1 cannot say it: acknowledged as usual, as Mosquitto does.
+        (Version::V311, ReasonCode::Success),
+    ] {
+        let mut forger = node.client(version, &format!("forger-{version:?}")).await;
+        for (qos, id) in [
+            (QoS::AtMostOnce, 0),
+            (QoS::AtLeastOnce, 1),
+            (QoS::ExactlyOnce, 2),
+        ] {
+            let mut p = publish("$SYS/broker/clients/connected", "0", qos, id);
+            p.retain = true;
+            let want = if qos == QoS::AtMostOnce {
+                ReasonCode::Success
+            } else {
+                refused
+            };
+            assert_eq!(forger.publish(p).await, want, "{version:?} {qos:?}");
+        }
+        // The forger's next message is the monitor's next: the forged ones never came.
+        forger
+            .publish(publish("probe", "after", QoS::AtLeastOnce, 3))
+            .await;
+        assert_eq!(&monitor.recv_publish().await.topic[..], "probe");
+        let mut will = connect(version, &format!("will-{version:?}"));
+        will.will = Some(Will {
+            properties: Default::default(),
+            topic: "$SYS/broker/uptime".into(),
+            payload: Bytes::from_static(b"forged"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        });
+        assert_eq!(
+            refused_with(&node, will).await,
+            ReasonCode::NotAuthorized,
+            "{version:?}: a will to $SYS, like one the ACL refuses"
+        );
+    }
+    // Nothing was retained: a new subscriber's first message is the probe again.
+    let mut late = node.client(Version::V311, "late").await;
+    late.subscribe(probe).await;
+    let mut forger = node.client(Version::V311, "forger-last").await;
+    forger
+        .publish(publish("probe", "late", QoS::AtLeastOnce, 1))
+        .await;
+    assert_eq!(&late.recv_publish().await.topic[..], "probe");
+    assert_eq!(node.broker.stats().snapshot().denied, 6);
     node.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! Messages through the broker: every QoS both ways, counted exactly, wildcards, `$` topics,
-//! unsubscribing, and a malformed packet that closes only its own connection.
+//! unsubscribing, the cap on a session's subscriptions, and a malformed packet that closes
+//! only its own connection.
 
 use bytes::Bytes;
 use mqtt::codec::{Packet, QoS, ReasonCode, Unsubscribe, Version};
@@ -90,10 +91,10 @@ async fn wildcards_match_by_level_and_dollar_topics_only_by_name() {
     }
     let mut dollar = node.client(Version::V311, "dollar").await;
     dollar
-        .subscribe(subscribe(1, "$SYS/#", QoS::AtMostOnce))
+        .subscribe(subscribe(1, "$other/#", QoS::AtMostOnce))
         .await;
     let mut publisher = node.client(Version::V311, "pub").await;
-    for topic in ["a/b/c", "a", "b/x", "$SYS/x", "$other/x"] {
+    for topic in ["a/b/c", "a", "b/x", "$other/x"] {
         publisher
             .publish(publish(topic, "m", QoS::AtLeastOnce, 1))
             .await;
@@ -108,7 +109,7 @@ async fn wildcards_match_by_level_and_dollar_topics_only_by_name() {
         ["a/b/c", "a", "b/x"],
         "one copy each; `$` topics skip `#` and `+`"
     );
-    assert_eq!(&dollar.recv_publish().await.topic[..], "$SYS/x");
+    assert_eq!(&dollar.recv_publish().await.topic[..], "$other/x");
     dollar.ping().await;
     node.stop().await;
 }
@@ -137,6 +138,59 @@ async fn unsubscribing_stops_delivery_and_says_whether_it_existed() {
         .await;
     assert_eq!(code, ReasonCode::NoMatchingSubscribers);
     sub.ping().await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_beyond_the_session_s_cap_are_refused_per_filter_and_replacing_one_is_not() {
+    let node = Node::start("max_subscriptions = 2").await;
+    let mut publisher = node.client(Version::V5, "pub").await;
+    for (version, quota_exceeded) in [
+        (Version::V5, ReasonCode::QuotaExceeded),
+        // 3.1.1's SUBACK says 0x80 for any refusal.
+        (Version::V311, ReasonCode::UnspecifiedError),
+    ] {
+        let mut sub = node.client(version, &format!("capped-{version:?}")).await;
+        let mut s = subscribe(1, "a", QoS::AtLeastOnce);
+        for filter in ["b", "c"] {
+            s.filters
+                .push(subscribe(1, filter, QoS::AtLeastOnce).filters.remove(0));
+        }
+        assert_eq!(
+            sub.subscribe(s).await,
+            [
+                ReasonCode::GrantedQos1,
+                ReasonCode::GrantedQos1,
+                quota_exceeded
+            ],
+            "{version:?}: the third filter passes the cap, alone"
+        );
+        assert_eq!(
+            sub.subscribe(subscribe(2, "b", QoS::AtMostOnce)).await,
+            [ReasonCode::GRANTED_QOS_0],
+            "{version:?}: at the cap, a filter held is replaced"
+        );
+        assert_eq!(
+            publisher
+                .publish(publish("c", "m", QoS::AtLeastOnce, 1))
+                .await,
+            ReasonCode::NoMatchingSubscribers,
+            "{version:?}: the refused filter was not subscribed"
+        );
+        sub.send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(3),
+            properties: Default::default(),
+            filters: vec!["a".into(), "b".into()],
+        }))
+        .await;
+        assert!(matches!(sub.recv().await, Packet::UnsubAck(_)));
+        assert_eq!(
+            sub.subscribe(subscribe(4, "c", QoS::AtLeastOnce)).await,
+            [ReasonCode::GrantedQos1],
+            "{version:?}: room again after unsubscribing"
+        );
+    }
+    assert_eq!(node.broker.stats().snapshot().subscriptions_refused, 2);
     node.stop().await;
 }
 

@@ -132,12 +132,13 @@ impl Node {
     }
 }
 
-/// A CONNECT with a clean start, keep alive off.
+/// A CONNECT with a clean start and the longest keep alive: as good as none for a test's
+/// length, where 0 (none) would be refused to a 3.1.1 client (`max_keep_alive`).
 pub fn connect(version: Version, client_id: &str) -> Connect {
     Connect {
         version,
         clean_start: true,
-        keep_alive: 0,
+        keep_alive: u16::MAX,
         properties: Properties::default(),
         client_id: client_id.into(),
         will: None,

@@ -15,6 +15,7 @@ use crate::harness::{Node, Raw, connect, pid, publish, subscribe, subscribe_with
 async fn connack_announces_the_limits_and_assigns_an_identifier() {
     let node = Node::start("receive_maximum = 5\nmax_packet_size = 4096\nmax_keep_alive = 60\nsession_expiry_max = \"1h\"").await;
     let mut c = connect(Version::V5, "");
+    c.keep_alive = 0;
     c.properties.session_expiry_interval = Some(u32::MAX);
     let (_raw, ack) = node.raw(c).await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
@@ -84,6 +85,32 @@ async fn bad_connects_are_refused_with_each_version_s_code() {
     );
     assert_eq!(node.broker.stats().snapshot().connections_total, 0);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn a_3_1_1_keep_alive_of_0_is_refused_unless_max_keep_alive_is_0() {
+    for (section, want, told) in [
+        // The default cap, 65535: 3.1.1 cannot be told it, so no keep alive is refused (as
+        // Mosquitto 2 does); 5.0 is told the cap.
+        ("", ReasonCode::ClientIdentifierNotValid, Some(u16::MAX)),
+        // No cap (Mosquitto's max_keepalive 0): no keep alive, as asked.
+        ("max_keep_alive = 0", ReasonCode::Success, None),
+    ] {
+        let node = Node::start(section).await;
+        let mut c = connect(Version::V311, "silent");
+        c.keep_alive = 0;
+        let (mut raw, ack) = node.raw(c).await;
+        assert_eq!(ack.reason_code, want, "[mqtt] {section}");
+        if want != ReasonCode::Success {
+            assert!(raw.closed().await.is_empty(), "closed after the refusal");
+        }
+        let mut c = connect(Version::V5, "silent-5");
+        c.keep_alive = 0;
+        let (_raw, ack) = node.raw(c).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        assert_eq!(ack.properties.server_keep_alive, told, "[mqtt] {section}");
+        node.stop().await;
+    }
 }
 
 #[tokio::test]
