@@ -187,7 +187,7 @@ impl<'a> ClusterNode<'a> {
 
 /// Waits until `addr` accepts TCP connections; panics with the process's stderr when it
 /// exits or does not within [`PATIENCE`].
-async fn wait_listening(what: &str, process: &mut Lintas<'_>, addr: SocketAddr) {
+pub(crate) async fn wait_listening(what: &str, process: &mut Lintas<'_>, addr: SocketAddr) {
     let deadline = Instant::now() + PATIENCE;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         assert!(

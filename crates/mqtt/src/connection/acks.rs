@@ -1,11 +1,13 @@
-//! Acknowledgements of the client's QoS 1 and 2 messages that wait for those messages to be
-//! durable on other nodes.
+//! Acknowledgements that wait for what they acknowledge to be durable: the client's QoS 1
+//! and 2 messages, and a persistent session's subscriptions.
 //!
 //! A PUBACK (or PUBREC) tells the client the broker has its message; in a cluster a message
-//! for another node is only safe once it is in that node's inbox, so its acknowledgement
-//! waits for the append ([`Forwarded`]). Acknowledgements leave in the order the messages
-//! came (§4.6), so one that has nothing to wait for still waits behind those before it.
-//! While more than [`MAX_WAITING`] wait, the client is not read from.
+//! for another node is only safe once it is in that node's inbox, and one queued for a
+//! session with an expiry once it is in the journal, so its acknowledgement waits for the
+//! appends ([`Forwarded`]). The SUBACK and UNSUBACK of a session with an expiry wait until
+//! its subscriptions are saved. Acknowledgements leave in the order their packets came
+//! (§4.6), so one that has nothing to wait for still waits behind those before it. While
+//! more than [`MAX_WAITING`] wait, the client is not read from.
 
 use std::collections::VecDeque;
 use std::future::Future;
