@@ -783,8 +783,8 @@ impl Broker {
     /// payload is empty (§3.3.1.3), here and, in a cluster, on every node (`$SYS` topics
     /// stay here).
     fn retain(&self, message: &Message) {
-        self.store_retained(message);
-        if let Some(cluster) = &self.cluster
+        if self.store_retained(message)
+            && let Some(cluster) = &self.cluster
             && !message.topic.starts_with("$SYS/")
         {
             cluster.retained(message);
@@ -792,10 +792,10 @@ impl Broker {
     }
 
     /// [`Broker::retain`] on this node only: a new topic beyond `max_retained` is not
-    /// stored.
-    pub(crate) fn store_retained(&self, message: &Message) {
+    /// stored (nor written to the backplane); false then.
+    pub(crate) fn store_retained(&self, message: &Message) -> bool {
         let Ok(name) = TopicName::parse(&message.topic, self.cfg.max_topic_levels) else {
-            return;
+            return false;
         };
         let mut retained = write(&self.retained);
         if message.payload.is_empty() {
@@ -805,7 +805,9 @@ impl Broker {
         } else {
             drop(retained);
             self.stats.retained_refused();
+            return false;
         }
+        true
     }
 
     /// Replaces the retained messages, but `$SYS` ones, with `messages` (the cluster's,

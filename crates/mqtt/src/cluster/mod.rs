@@ -37,7 +37,6 @@ pub use routes::{NodeId, RouteError, RouteTable};
 use crate::message::Message;
 use crate::topic::{SubscriptionTarget, TopicName};
 use link::Link;
-use retained::CHANNEL as RETAINED_CHANNEL;
 
 /// A change of this node's subscriptions or sessions, for the backplane.
 #[derive(Debug)]
@@ -52,8 +51,6 @@ enum Change {
     Saved(String, Option<(Bytes, oneshot::Sender<()>)>),
     /// A session of this node ended: its keys go, if this node still holds it.
     Ended(String),
-    /// A retained message set or cleared here.
-    Retained(retained::Write),
 }
 
 /// This node's part of the cluster.
@@ -69,6 +66,8 @@ pub struct Cluster {
     journal: journal::Journal,
     /// Its stream's name.
     journal_name: String,
+    /// Retained messages set or cleared here, on their way to the backplane.
+    retained: Arc<retained::Writes>,
     /// Numbers the messages published on this node ([`envelope::MessageId`]).
     published: std::sync::atomic::AtomicU64,
     /// What dead nodes left, for the sessions resumed here.
@@ -214,6 +213,8 @@ impl Cluster {
             pending,
             shutdown.clone(),
         ));
+        let retained = Arc::new(retained::Writes::default());
+        tasks.spawn(retained.clone().run(backplane.clone(), shutdown.clone()));
         let journal_name = journal;
         let journal = journal::Journal::start(
             backplane.clone(),
@@ -230,6 +231,7 @@ impl Cluster {
             links: Mutex::default(),
             changes,
             journal_name,
+            retained,
             tasks: tasks.clone(),
             shutdown,
         })
@@ -298,7 +300,7 @@ impl Cluster {
     /// too.
     pub fn retained(&self, message: &Message) {
         let write = retained::write(self.node(), message, tokio::time::Instant::now());
-        let _ = self.changes.send(Change::Retained(write));
+        self.retained.push(write);
     }
 
     /// `client`'s session ended on this node.
@@ -386,22 +388,6 @@ async fn end_session(
     Ok(())
 }
 
-/// Writes a retained message (or its clearing) and tells the other nodes.
-async fn retain(
-    backplane: &dyn Backplane,
-    write: &retained::Write,
-) -> Result<(), backplane::BackplaneError> {
-    match &write.value {
-        Some((value, ttl)) => backplane.set(&write.key, value.clone(), *ttl).await?,
-        None => {
-            backplane.delete(&write.key).await?;
-        }
-    }
-    backplane
-        .publish(RETAINED_CHANNEL, write.announce.clone())
-        .await
-}
-
 /// Applies subscription and session changes to the backplane in the order they happened,
 /// retrying each until it is written; at shutdown, what is still queued is tried once
 /// (within [`DRAIN`]), so a node stopped cleanly keeps what its sessions changed last.
@@ -471,7 +457,6 @@ async fn apply(
         Change::Ended(client) => end_session(backplane, routes, client)
             .await
             .map_err(RouteError::from),
-        Change::Retained(write) => retain(backplane, write).await.map_err(RouteError::from),
     }
 }
 

@@ -7,12 +7,19 @@
 //! and announced on the `mqtt:retained` channel, which the other nodes apply. The channel
 //! is at most once, so a node reads every key again at start, after a gap in the channel
 //! and every [`RESYNC`]. `$SYS` topics stay each node's own.
+//!
+//! Writes wait in [`Writes`], the latest per topic: a client republishing a topic faster
+//! than the backplane takes writes (a disk sync each on the embedded backplane) costs one
+//! write per round, and what waits is bounded by the number of retained topics
+//! (`max_retained`), not by how fast clients publish.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backplane::{Backplane, BackplaneError, Subscription};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -23,7 +30,7 @@ use crate::broker::Broker;
 use crate::message::Message;
 
 /// The channel retained changes are announced on.
-pub(super) const CHANNEL: &str = "mqtt:retained";
+const CHANNEL: &str = "mqtt:retained";
 
 /// The key prefix of retained messages.
 const PREFIX: &str = "mqtt:retained:";
@@ -66,6 +73,68 @@ pub(super) fn write(node: &str, message: &Message, now: Instant) -> Write {
         value: (!message.payload.is_empty()).then_some((envelope, ttl)),
         announce: announce.freeze(),
     }
+}
+
+/// Retained writes of this node waiting for the backplane, the latest per key.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    pending: std::sync::Mutex<HashMap<String, Write>>,
+    wake: Notify,
+}
+
+impl Writes {
+    /// Queues `write`, replacing one of the same topic still waiting.
+    pub(super) fn push(&self, write: Write) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(write.key.clone(), write);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> HashMap<String, Write> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes what waits until `shutdown`, retrying each write until it is taken; at
+    /// shutdown, what still waits is tried once.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        backplane: Arc<dyn Backplane>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+            }
+            for write in self.take().into_values() {
+                while let Err(e) = retain(&*backplane, &write).await {
+                    warn!(error = %e, "cannot write a retained message to the backplane; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+        let last = async {
+            for write in self.take().into_values() {
+                let _ = retain(&*backplane, &write).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), last).await;
+    }
+}
+
+/// Writes a retained message (or its clearing) and tells the other nodes.
+async fn retain(backplane: &dyn Backplane, write: &Write) -> Result<(), BackplaneError> {
+    match &write.value {
+        Some((value, ttl)) => backplane.set(&write.key, value.clone(), *ttl).await?,
+        None => {
+            backplane.delete(&write.key).await?;
+        }
+    }
+    backplane.publish(CHANNEL, write.announce.clone()).await
 }
 
 /// Loads the cluster's retained messages into `broker` and follows the channel.
@@ -118,7 +187,9 @@ async fn follow(
                         if from == Some(false) {
                             m.advance(len);
                             match Envelope::decode(&m, Instant::now()) {
-                                Ok(e) => broker.store_retained(&e.message),
+                                Ok(e) => {
+                                    broker.store_retained(&e.message);
+                                }
                                 Err(e) => warn!(error = %e, "a retained message from another node cannot be read"),
                             }
                         }
