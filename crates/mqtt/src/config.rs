@@ -94,8 +94,8 @@ pub struct MqttConfig {
     pub sys_interval: Duration,
     /// In a cluster, how long the subscriptions of a node that died (or shut down) keep
     /// drawing messages into its inbox, for its sessions' clients to find on the node they
-    /// reconnect to (`crate::cluster::adopt`). A client that comes back later gets its
-    /// subscriptions, not what was published after.
+    /// reconnect to (`crate::cluster::adopt`). After it, the surviving nodes adopt the
+    /// sessions whose clients have not come back, so that those keep receiving.
     #[serde(with = "configkit::duration")]
     pub dead_node_grace: Duration,
     /// Whether a client without a user name may connect (see [`crate::auth`]); off, so a

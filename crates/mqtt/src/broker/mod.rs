@@ -597,6 +597,7 @@ impl Broker {
                 crate::cluster::inbox::serve(self, cluster).await?;
                 crate::cluster::sessions::start(self, cluster).await?;
                 crate::cluster::adopt::follow(self, cluster);
+                crate::cluster::adopt::adopt_orphans(self, cluster);
                 self.tasks
                     .spawn(write_floors(self.clone(), cluster.clone()));
                 crate::cluster::retained::start(self, cluster).await
@@ -647,7 +648,8 @@ impl Broker {
     }
 
     /// Restores `client`'s session as an earlier run of this node left it
-    /// ([`crate::cluster::restore`]): without a connection, its expiry counting from now.
+    /// ([`crate::cluster::restore`]), or as a dead node left it
+    /// ([`crate::cluster::adopt`]): without a connection, its expiry counting from now.
     pub(crate) fn restore(self: &Arc<Self>, client: &str, carried: Carried) {
         let session = Arc::new(Session::new(client.into()));
         {

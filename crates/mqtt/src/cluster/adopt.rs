@@ -15,6 +15,13 @@
 //! Both are read once per dead node and kept in memory while it is followed. A message
 //! acknowledged by the client in the second before the death is sent again (the floors
 //! are written every second).
+//!
+//! A session is resumed here when its client reconnects here ([`Cluster::claim`]), or,
+//! once the dead node's grace is over and its client has not come back anywhere, adopted
+//! by whichever surviving node claims it first ([`adopt_orphans`]): restored without a
+//! connection, so that what is published for it from then on is queued as for any absent
+//! client, and moved to the client's node by the usual takeover when it returns. Only
+//! then does a node drop the dead node's routes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +33,7 @@ use tracing::warn;
 
 use super::envelope::{Envelope, MessageId};
 use super::journal::{self, Record};
+use super::sessions::{self, Carried};
 use super::{Cluster, NodeId, inbox};
 use crate::broker::Broker;
 use crate::codec::QoS;
@@ -118,6 +126,77 @@ pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
             }
         }
     });
+}
+
+/// Starts adopting, every second, the sessions of the dead nodes whose grace is over
+/// (the route table's orphans) into `broker`.
+pub(crate) fn adopt_orphans(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
+    let tasks = broker.tasks().clone();
+    let (broker, cluster) = (broker.clone(), cluster.clone());
+    let stop = broker.shutdown().clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for dead in cluster.routes.orphans() {
+                match adopt_sessions(&broker, &cluster, &dead).await {
+                    Ok(adopted) => {
+                        if adopted > 0 {
+                            tracing::info!(node = %dead, sessions = adopted, "adopted the MQTT sessions of a dead node");
+                        }
+                        cluster.routes.adopted(&dead);
+                        if let Err(e) = cluster.routes.sync().await {
+                            warn!(error = %e, "cannot read the MQTT route table");
+                        }
+                    }
+                    Err(e) => warn!(node = %dead, error = %e, "cannot adopt a dead node's MQTT sessions"),
+                }
+            }
+        }
+    });
+}
+
+/// Claims for this node every session `dead` still holds and restores those with an
+/// expiry into `broker`; the keys of the others go. Returns how many were restored.
+async fn adopt_sessions(
+    broker: &Arc<Broker>,
+    cluster: &Cluster,
+    dead: &str,
+) -> Result<usize, BackplaneError> {
+    let backplane = &*cluster.backplane;
+    let me = bytes::Bytes::copy_from_slice(cluster.node().as_bytes());
+    let mut restored = 0;
+    for (key, holder) in backplane.scan(sessions::HOLDERS).await? {
+        let Some(client) = key.strip_prefix(sessions::HOLDERS) else {
+            continue;
+        };
+        if holder != dead.as_bytes() {
+            continue;
+        }
+        let saved = backplane.get(&sessions::subscriptions_key(client)).await?;
+        let Some(mut carried) = saved.and_then(|b| Carried::decode(&b, Instant::now())) else {
+            // A session without an expiry: it ended with its node.
+            backplane
+                .compare_and_set(&key, dead.as_bytes(), None, None)
+                .await?;
+            continue;
+        };
+        let messages = cluster.adopt(dead, client, &carried.subscriptions).await?;
+        if !backplane
+            .compare_and_set(&key, dead.as_bytes(), Some(me.clone()), None)
+            .await?
+        {
+            continue;
+        }
+        carried.messages = messages;
+        carried.adopted = true;
+        broker.restore(client, carried);
+        restored += 1;
+    }
+    Ok(restored)
 }
 
 /// Reads what arrived in `dead`'s inbox since the last look and queues it for the sessions

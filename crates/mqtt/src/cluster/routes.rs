@@ -85,6 +85,11 @@ pub struct RouteTable {
     known: Mutex<HashSet<NodeId>>,
     /// Nodes whose liveness key went while their routes are kept, and since when.
     dead_since: Mutex<HashMap<NodeId, Instant>>,
+    /// Dead nodes past their grace whose sessions this node has not yet tried to adopt
+    /// (`super::adopt::adopt_orphans`): their routes are kept until it has.
+    orphans: Mutex<HashSet<NodeId>>,
+    /// Dead nodes whose sessions this node has tried to adopt: their routes go.
+    adopted: Mutex<HashSet<NodeId>>,
     /// How long the routes of a node whose liveness key went are kept (`dead_node_grace`):
     /// messages for its sessions go on to its inbox, which the nodes resuming those
     /// sessions read (`super::adopt`), rather than nowhere while the sessions' clients
@@ -112,6 +117,8 @@ impl RouteTable {
             turns: Mutex::default(),
             known: Mutex::default(),
             dead_since: Mutex::default(),
+            orphans: Mutex::default(),
+            adopted: Mutex::default(),
             grace,
             alone,
         }
@@ -290,7 +297,7 @@ impl RouteTable {
                     // A gap with nothing announced since is noticed here, and so is a
                     // node that died: its routes go within a third of the lease TTL of
                     // its key's expiry, not at the next resync.
-                    changes.missed() != seen_missed || self.lost_a_node().await
+                    changes.missed() != seen_missed || self.grace_over() || self.lost_a_node().await
                 }
                 _ = resync.tick() => true,
             };
@@ -323,6 +330,14 @@ impl RouteTable {
             self.announce(target, Some(*count)).await?;
         }
         Ok(())
+    }
+
+    /// Whether a dead node's grace is over: its sessions are to be adopted (and its routes
+    /// dropped then).
+    fn grace_over(&self) -> bool {
+        lock(&self.dead_since)
+            .values()
+            .any(|since| since.elapsed() >= self.grace)
     }
 
     /// Whether a node with routes here has lost its liveness key.
@@ -363,6 +378,7 @@ impl RouteTable {
         let mut tree = Tree::new();
         let mut known = HashSet::new();
         let mut dying = HashMap::new();
+        let mut orphans = HashSet::new();
         let mut dead = Vec::new();
         for (key, value) in routes {
             let Some((node, target)) = key
@@ -380,6 +396,10 @@ impl RouteTable {
                     alive.clone()
                 }
                 None if self.in_grace(node, &mut dying) => node.into(),
+                None if !lock(&self.adopted).contains(node) => {
+                    orphans.insert(NodeId::from(node));
+                    node.into()
+                }
                 None => {
                     dead.push(key.clone());
                     continue;
@@ -395,6 +415,7 @@ impl RouteTable {
             }
         }
         *self.dead_since.lock().unwrap_or_else(|e| e.into_inner()) = dying;
+        *lock(&self.orphans) = orphans;
         *self.remote.write().unwrap_or_else(|e| e.into_inner()) = tree;
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
         for key in dead {
@@ -403,8 +424,20 @@ impl RouteTable {
         Ok(())
     }
 
+    /// The dead nodes past their grace whose sessions this node is to adopt.
+    pub fn orphans(&self) -> Vec<NodeId> {
+        lock(&self.orphans).iter().cloned().collect()
+    }
+
+    /// This node has adopted what it could of `node`'s sessions: `node`'s routes go at the
+    /// next [`RouteTable::sync`].
+    pub fn adopted(&self, node: &NodeId) {
+        lock(&self.orphans).remove(node);
+        lock(&self.adopted).insert(node.clone());
+    }
+
     /// Whether the routes of `node`, whose liveness key is gone, are kept a while longer
-    /// (the grace); notes it in `dying` if so.
+    /// (the grace); notes since when it is dead in `dying`.
     fn in_grace(&self, node: &str, dying: &mut HashMap<NodeId, Instant>) -> bool {
         let since = self
             .dead_since
@@ -414,11 +447,8 @@ impl RouteTable {
             .copied()
             .or_else(|| dying.get(node).copied())
             .unwrap_or_else(Instant::now);
-        let keep = since.elapsed() < self.grace;
-        if keep {
-            dying.insert(node.into(), since);
-        }
-        keep
+        dying.insert(node.into(), since);
+        since.elapsed() < self.grace
     }
 
     /// Applies one announced change of another node.
@@ -468,4 +498,9 @@ impl RouteTable {
             .delete(&format!("{NODES}{}", self.node))
             .await;
     }
+}
+
+/// Locks `m`, ignoring poisoning (the sets stay consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

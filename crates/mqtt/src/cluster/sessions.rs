@@ -43,9 +43,12 @@ const CHANNEL: &str = "mqtt:sessions";
 /// How long a handed-over session waits in the key/value space for its new node.
 const HANDOFF_TTL: Duration = Duration::from_secs(60);
 
+/// The prefix of the keys naming the node that holds each session.
+pub(super) const HOLDERS: &str = "mqtt:session:";
+
 /// The key naming the node that holds `client`'s session.
 pub(super) fn holder_key(client: &str) -> String {
-    format!("mqtt:session:{client}")
+    format!("{HOLDERS}{client}")
 }
 
 /// The prefix of the keys of sessions' subscriptions.

@@ -248,6 +248,60 @@ async fn a_session_of_a_node_that_is_gone_resumes_its_subscriptions_elsewhere() 
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_client_stays_away_past_the_grace_is_adopted_and_keeps_its_messages() {
+    let cluster = Cluster::new(&redis_url(), "adopt");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let backplane = Some(cluster.backplane().await);
+        nodes.push(Node::start_on("dead_node_grace = \"1s\"", backplane).await);
+    }
+    let (mut client, _) = nodes[0].raw(resuming("away")).await;
+    client
+        .subscribe(subscribe(1, "a/+", QoS::AtLeastOnce))
+        .await;
+    drop(client);
+    routed(&nodes[1], "a/1", (1, 0)).await;
+    let mut publisher = nodes[1].client(Version::V5, "publisher").await;
+    send(&mut publisher, "a/1", 1).await;
+    let gone = nodes[0]
+        .broker
+        .cluster()
+        .expect("a cluster node")
+        .node()
+        .clone();
+    nodes.remove(0).stop().await;
+    // Past the grace, one of the others adopts the session: it holds the subscription,
+    // and the publisher's node no longer routes to the gone node.
+    wait_until("the session to be adopted", PATIENCE, || async {
+        let held: usize = nodes.iter().map(|n| n.broker.index_sizes().0).sum();
+        let table = nodes[0].broker.cluster().expect("a cluster node").routes();
+        let mut to_gone = false;
+        let name = TopicName::parse("a/1", 32).expect("a valid name");
+        table.matching(name, |n| to_gone |= *n == gone, |_, _| {});
+        held == 1 && !to_gone
+    })
+    .await;
+    let adopter = usize::from(nodes[1].broker.index_sizes().0 == 1);
+    if adopter == 1 {
+        routed(&nodes[0], "a/1", (1, 0)).await;
+    }
+    // Published after the grace: without the adoption it would reach nobody.
+    publisher
+        .publish(publish("a/1", "1", QoS::AtLeastOnce, 9))
+        .await;
+    // The client comes back to the node that did not adopt it: the session moves again.
+    let (mut client, ack) = nodes[1 - adopter].raw(resuming("away")).await;
+    assert!(ack.session_present);
+    assert_eq!(
+        next_messages(&mut client, 2).await,
+        ["a/1:0:AtLeastOnce", "a/1:1:AtLeastOnce"]
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 /// A retained QoS 1 message `payload` on `topic`.
 fn retained(topic: &str, payload: &'static str, id: u16) -> Publish {
     let mut p = publish(topic, payload, QoS::AtLeastOnce, id);

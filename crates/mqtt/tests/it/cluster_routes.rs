@@ -184,16 +184,23 @@ async fn the_routes_of_a_node_that_stopped_renewing_are_dropped_and_come_back_wi
         bp.get("mqtt:routes:a:t/#").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
-    // A node that never comes back (routes without a liveness key): dropped and deleted
-    // once the grace (2 s here) has passed.
+    // A node that never comes back (routes without a liveness key): once the grace (2 s
+    // here) has passed, an orphan whose sessions the broker adopts; its routes are kept
+    // until then, and dropped and deleted after.
     bp.set("mqtt:routes:z:z/#", "1".into(), None).await.unwrap();
     b.sync().await.unwrap();
     assert_eq!(nodes(&b, "z/1"), ["z"]);
-    wait_until("z's routes to go", PATIENCE, || async {
+    assert!(b.orphans().is_empty(), "in its grace");
+    wait_until("z to be an orphan", PATIENCE, || async {
         b.sync().await.unwrap();
-        nodes(&b, "z/1").is_empty()
+        !b.orphans().is_empty()
     })
     .await;
+    assert_eq!(b.orphans(), [NodeId::from("z")]);
+    assert_eq!(nodes(&b, "z/1"), ["z"], "kept until adopted");
+    b.adopted(&NodeId::from("z"));
+    b.sync().await.unwrap();
+    assert!(nodes(&b, "z/1").is_empty());
     assert_eq!(bp.get("mqtt:routes:z:z/#").await.unwrap(), None, "deleted");
     assert_eq!(nodes(&b, "t/1"), ["a"]);
 }
