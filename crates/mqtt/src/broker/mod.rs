@@ -60,8 +60,6 @@ pub struct Attached {
     pub session: Arc<Session>,
     /// Whether the session existed (CONNACK's Session Present).
     pub present: bool,
-    /// Whether it replaced a session of this node (clean start).
-    pub replaced: bool,
     /// This attachment's generation.
     pub generation: u64,
     /// Woken when messages are queued, and when another connection takes the session over.
@@ -308,7 +306,6 @@ impl Broker {
     ) -> Attached {
         let mut index = write(&self.index);
         let mut ended_will = None;
-        let mut replaced = false;
         let (session, present) = match index.sessions.get(client_id) {
             Some(session) if !clean_start => (session.clone(), true),
             found => {
@@ -318,7 +315,6 @@ impl Broker {
                 let session = Arc::new(Session::new(client_id.clone()));
                 let old = index.sessions.insert(client_id.clone(), session.clone());
                 if let Some(old) = old {
-                    replaced = true;
                     // The old session ends here: a will waiting for its delay is due now,
                     // and its connection, if any, finds another generation when it closes.
                     let mut state = old.lock();
@@ -342,7 +338,6 @@ impl Broker {
         let attached = Attached {
             session: session.clone(),
             present,
-            replaced,
             generation: state.generation,
             wake: Arc::default(),
         };
@@ -492,9 +487,9 @@ impl Broker {
     /// needs of `session`, after its subscriptions or expiry interval changed: its
     /// subscriptions and expiry when it has one — the returned wait ends once they are
     /// saved, and a persistent session's SUBACK waits for it; when it has none, whatever was
-    /// kept for the session of the same client it `replaced` goes (in a cluster, that
-    /// session may have been another node's).
-    pub fn keep(&self, session: &Session, replaced: bool) -> Forwarded {
+    /// kept for an earlier session of the same client goes (one it replaced or resumed, on
+    /// this node or, in a cluster, another).
+    pub fn keep(&self, session: &Session) -> Forwarded {
         let mut saved = Forwarded::default();
         let Some(cluster) = &self.cluster else {
             return saved;
@@ -503,7 +498,7 @@ impl Broker {
         if state.expiry_interval > 0 {
             let bytes = Carried::of(&state, false).encode(Instant::now());
             saved.push(cluster.save_subscriptions(&session.client_id, bytes));
-        } else if replaced || !cluster.is_alone() {
+        } else {
             cluster.forget_subscriptions(&session.client_id);
         }
         saved

@@ -290,8 +290,7 @@ impl Cluster {
         wait
     }
 
-    /// `client`'s session was replaced by one without an expiry: what was saved for the
-    /// old one goes.
+    /// `client`'s session has no expiry (now): what was saved for an earlier one goes.
     pub fn forget_subscriptions(&self, client: &str) {
         let _ = self.changes.send(Change::Saved(client.to_owned(), None));
     }

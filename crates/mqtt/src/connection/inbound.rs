@@ -254,7 +254,7 @@ impl Connection {
                 retained.push((target, sub));
             }
         }
-        let saved = self.broker.keep(&self.session, false);
+        let saved = self.broker.keep(&self.session);
         let suback = Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Properties::default(),
@@ -291,7 +291,7 @@ impl Connection {
                 },
             )
             .collect();
-        let saved = self.broker.keep(&self.session, false);
+        let saved = self.broker.keep(&self.session);
         let unsuback = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::default(),
@@ -308,7 +308,7 @@ impl Connection {
             }
             state.expiry_interval = asked.min(self.broker.config().session_expiry_max_secs());
             drop(state);
-            drop(self.broker.keep(&self.session, false));
+            drop(self.broker.keep(&self.session));
         }
         Err(Close::Client {
             will: d.reason_code == ReasonCode::DisconnectWithWillMessage,

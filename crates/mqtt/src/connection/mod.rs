@@ -232,7 +232,7 @@ where
         broker.install(&attached.session, carried);
         attached.present = true;
     }
-    drop(broker.keep(&attached.session, attached.replaced));
+    drop(broker.keep(&attached.session));
     broker.stats().connected();
     debug!(client = %accepted.client_id, %peer, %version, present = attached.present, "connected");
     let cfg = broker.config();
