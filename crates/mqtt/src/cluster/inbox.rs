@@ -111,6 +111,10 @@ async fn read_inbox(
             Ok(entries) => entries,
             Err(e) => {
                 warn!(error = %e, "cannot read this node's MQTT inbox; retrying");
+                // A read whose answer was lost (Redis restarted, the connection broke) left
+                // its records pending under this node, where reading new records never
+                // finds them: the next read sweeps what is pending first.
+                feed.rewind(acked.unwrap_or(0));
                 if pause(&stop).await {
                     return;
                 }
