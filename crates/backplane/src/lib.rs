@@ -105,6 +105,12 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
         options: StreamOptions,
     ) -> Result<Arc<dyn Stream>, BackplaneError>;
 
+    /// Deletes the stream `name` with its records, groups and identity (a stream opened
+    /// by that name afterwards is a new one); false if there was none. For streams nobody
+    /// reads any more — a dead MQTT node's inbox and journal — which would otherwise stay
+    /// for good. A handle still open on it must not be used again.
+    async fn delete_stream(&self, name: &str) -> Result<bool, BackplaneError>;
+
     /// Sends `message` to every current subscriber of `channel`, on every node. At most
     /// once: a subscriber that is not keeping up, or whose connection is down at that
     /// moment, misses it.

@@ -37,4 +37,16 @@ impl<T> Named<T> {
         streams.insert(name.to_owned(), opened.clone());
         Ok(opened)
     }
+
+    /// Forgets the stream `name` while `delete` removes it (under the lock, so nobody
+    /// opens it meanwhile); returns what `delete` does.
+    pub(crate) async fn forget<F, Fut, R>(&self, name: &str, delete: F) -> R
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let mut streams = self.0.lock().await;
+        streams.remove(name);
+        delete().await
+    }
 }

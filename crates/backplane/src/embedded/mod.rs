@@ -107,6 +107,17 @@ impl Backplane for Embedded {
         Ok(opened)
     }
 
+    async fn delete_stream(&self, name: &str) -> Result<bool, BackplaneError> {
+        let dir = self.stream_dir(name)?;
+        self.streams
+            .forget(name, || async {
+                tokio::task::spawn_blocking(move || remove_dir(&dir))
+                    .await
+                    .map_err(|e| BackplaneError::Stopped(e.to_string()))?
+            })
+            .await
+    }
+
     async fn publish(&self, channel: &str, message: Bytes) -> Result<(), BackplaneError> {
         self.fanout.deliver(channel, &message);
         Ok(())
@@ -155,4 +166,24 @@ impl Backplane for Embedded {
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, BackplaneError> {
         self.kv.scan(prefix).await
     }
+}
+
+/// Removes the stream directory `dir` and makes its removal durable; false if it was not
+/// there.
+fn remove_dir(dir: &Path) -> Result<bool, BackplaneError> {
+    let io = |source| BackplaneError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(e)),
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(true)
 }

@@ -167,6 +167,18 @@ impl Backplane for RedisBackplane {
         Ok(opened)
     }
 
+    async fn delete_stream(&self, name: &str) -> Result<bool, BackplaneError> {
+        let keys = stream::keys(&self.prefix, name);
+        let conn = self.conn.clone();
+        self.streams
+            .forget(name, || async move {
+                let mut conn = conn;
+                let deleted: u64 = conn.del(&keys[..]).await?;
+                Ok(deleted > 0)
+            })
+            .await
+    }
+
     async fn publish(&self, channel: &str, message: Bytes) -> Result<(), BackplaneError> {
         let mut conn = self.conn.clone();
         let _: i64 = conn

@@ -47,6 +47,22 @@ end
 return {0, string.format('%d', first)}
 ";
 
+/// The keys of stream `name` share: `{prefix}:{name}` with the name as the hash tag.
+fn base(prefix: &str, name: &str) -> String {
+    format!("{prefix}:{{{name}}}")
+}
+
+/// Stream `name`'s keys but its idempotency keys (which expire on their own): the entries,
+/// the offset counter and the identity.
+pub(crate) fn keys(prefix: &str, name: &str) -> [String; 3] {
+    let base = base(prefix, name);
+    [
+        format!("{base}:stream"),
+        format!("{base}:next"),
+        format!("{base}:id"),
+    ]
+}
+
 /// A stream on Redis under `prefix`; clones share the connection.
 #[derive(Clone)]
 pub(crate) struct RedisStream {
@@ -90,18 +106,17 @@ impl RedisStream {
         name: &str,
         window: Duration,
     ) -> Result<Self, BackplaneError> {
-        let base = format!("{prefix}:{{{name}}}");
+        let [stream, counter, id_key] = keys(prefix, name);
         let mut c = conn.clone();
-        let id_key = format!("{base}:id");
         let _: bool = c.set_nx(&id_key, super::random_id()).await?;
         let id: String = c.get(&id_key).await?;
         Ok(Self {
             conn,
             client,
             id,
-            stream: format!("{base}:stream"),
-            counter: format!("{base}:next"),
-            prefix: base,
+            stream,
+            counter,
+            prefix: base(prefix, name),
             window,
             append: Script::new(APPEND),
         })

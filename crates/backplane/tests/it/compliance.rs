@@ -48,6 +48,7 @@ compliance!(
     nothing_is_delivered_after_unsubscribing,
     keys_expire_compare_and_set_and_scan_by_prefix,
     keys_survive_a_restart_until_they_expire,
+    a_deleted_stream_is_gone_and_its_name_starts_afresh,
 );
 
 fn offsets(entries: &[Entry]) -> Vec<u64> {
@@ -449,4 +450,33 @@ async fn all_keys(bp: &Arc<dyn backplane::Backplane>) -> Vec<String> {
         .into_iter()
         .map(|(k, _)| k)
         .collect()
+}
+
+async fn a_deleted_stream_is_gone_and_its_name_starts_afresh(b: &Backend) {
+    let id = {
+        let bp = b.open().await;
+        let gone = stream(&bp, "gone").await;
+        gone.append(vec![rec(0), rec(1)], None).await.unwrap();
+        let kept = stream(&bp, "kept").await;
+        kept.append(vec![rec(2)], None).await.unwrap();
+        let id = gone.id().to_owned();
+        assert!(bp.delete_stream("gone").await.unwrap());
+        assert!(!bp.delete_stream("gone").await.unwrap(), "already gone");
+        let again = stream(&bp, "gone").await;
+        assert_ne!(again.id(), id, "a new stream");
+        assert_eq!(again.end().await.unwrap(), 0);
+        assert!(again.read(0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            offsets(&kept.read(0, 10).await.unwrap()),
+            [0],
+            "the other stays"
+        );
+        assert!(bp.delete_stream("gone").await.unwrap());
+        id
+    };
+    // Gone for a node started after, too.
+    let bp = b.open().await;
+    let after = stream(&bp, "gone").await;
+    assert_ne!(after.id(), id);
+    assert_eq!(after.end().await.unwrap(), 0);
 }

@@ -52,6 +52,8 @@ pub struct Remains {
     journaled: HashSet<MessageId>,
     /// The inbox's messages the node never journaled, in order.
     unread: Vec<Envelope>,
+    /// Its inbox, opened once (opening a deleted stream again would create it anew).
+    inbox: Option<Arc<dyn backplane::Stream>>,
     /// Where reading the inbox stopped.
     inbox_next: u64,
     /// The sessions resumed here from it, with their subscriptions.
@@ -114,7 +116,7 @@ pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
                 all.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
             };
             for (node, remains) in dead {
-                match follow_one(&broker, &*cluster.backplane, &node, &remains).await {
+                match follow_one(&broker, &remains).await {
                     Ok(true) => {}
                     Ok(false) => {
                         cluster.adoptions.0.lock().await.remove(&node);
@@ -136,6 +138,9 @@ pub(crate) fn adopt_orphans(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
     let stop = broker.shutdown().clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Dead nodes whose sessions were adopted, and when their streams may go.
+        let mut leftovers: Vec<(NodeId, Instant)> = Vec::new();
+        let wait = cluster.routes.grace() + cluster.backplane.lease_ttl();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -151,12 +156,46 @@ pub(crate) fn adopt_orphans(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
                         if let Err(e) = cluster.routes.sync().await {
                             warn!(error = %e, "cannot read the MQTT route table");
                         }
+                        leftovers.push((dead, Instant::now() + wait));
                     }
                     Err(e) => warn!(node = %dead, error = %e, "cannot adopt a dead node's MQTT sessions"),
                 }
             }
+            let mut kept = Vec::new();
+            for (dead, due) in leftovers.drain(..) {
+                if Instant::now() < due {
+                    kept.push((dead, due));
+                    continue;
+                }
+                match delete_streams(&*cluster.backplane, &dead).await {
+                    Ok(true) => {}
+                    Ok(false) => kept.push((dead, Instant::now() + wait)),
+                    Err(e) => {
+                        warn!(node = %dead, error = %e, "cannot delete a dead node's MQTT streams");
+                        kept.push((dead, due));
+                    }
+                }
+            }
+            leftovers = kept;
         }
     });
+}
+
+/// Deletes `dead`'s inbox and journal once no session names it any more (every node has
+/// dropped its routes by then: they do after their adoption pass, and this runs a grace
+/// and a lease later); false if one still does.
+async fn delete_streams(backplane: &dyn Backplane, dead: &str) -> Result<bool, BackplaneError> {
+    let held = backplane
+        .scan(sessions::HOLDERS)
+        .await?
+        .iter()
+        .any(|(_, holder)| holder == dead.as_bytes());
+    if held {
+        return Ok(false);
+    }
+    backplane.delete_stream(&inbox::stream(dead)).await?;
+    backplane.delete_stream(&journal::stream(dead)).await?;
+    Ok(true)
 }
 
 /// Claims for this node every session `dead` still holds and restores those with an
@@ -201,23 +240,18 @@ async fn adopt_sessions(
 
 /// Reads what arrived in `dead`'s inbox since the last look and queues it for the sessions
 /// resumed from it; false once its time is over (the sessions are told).
-async fn follow_one(
-    broker: &Broker,
-    backplane: &dyn Backplane,
-    dead: &str,
-    remains: &Mutex<Remains>,
-) -> Result<bool, BackplaneError> {
-    let from = {
+async fn follow_one(broker: &Broker, remains: &Mutex<Remains>) -> Result<bool, BackplaneError> {
+    let (stream, from) = {
         let r = remains.lock().unwrap_or_else(|e| e.into_inner());
         if r.until.is_none_or(|u| Instant::now() >= u) {
             r.adopted.keys().for_each(|c| broker.adoption_ended(c));
             return Ok(false);
         }
-        r.inbox_next
+        let Some(stream) = r.inbox.clone() else {
+            return Ok(true);
+        };
+        (stream, r.inbox_next)
     };
-    let stream = backplane
-        .stream(&inbox::stream(dead), inbox::options())
-        .await?;
     let entries = stream.read(from, READ).await?;
     let Some(last) = entries.last() else {
         return Ok(true);
@@ -263,6 +297,7 @@ async fn read_remains(backplane: &dyn Backplane, dead: &str) -> Result<Remains, 
             }
         }
     }
+    remains.inbox = Some(inbox);
     Ok(remains)
 }
 

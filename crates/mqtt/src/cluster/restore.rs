@@ -11,7 +11,7 @@
 //!   oldest first and every saved session is restored without a connection: its
 //!   subscriptions, and the QoS 1 and 2 messages its client had not acknowledged, in order.
 //!   Its expiry counts from the restart. Those messages are journaled again in this run's
-//!   journal; once that is durable, the earlier journals are emptied and unregistered.
+//!   journal; once that is durable, the earlier journals are deleted and unregistered.
 //!
 //! What the journal promises a cluster it promises here: a message acknowledged to its
 //! publisher is not lost by a crash (SIGKILL, power loss once the disk has it); one
@@ -27,7 +27,6 @@ use tracing::{info, warn};
 
 use super::Cluster;
 use super::adopt::read_journal;
-use super::journal;
 use super::sessions::{Carried, SUBSCRIPTIONS};
 use crate::broker::Broker;
 use crate::session::Outgoing;
@@ -101,8 +100,7 @@ pub(crate) async fn restore(
         return Ok(restored);
     }
     for (key, name) in earlier {
-        let stream = backplane.stream(&name, journal::options()).await?;
-        stream.truncate(stream.end().await?).await?;
+        backplane.delete_stream(&name).await?;
         backplane.delete(&key).await?;
     }
     if restored > 0 {

@@ -297,6 +297,37 @@ async fn a_session_whose_client_stays_away_past_the_grace_is_adopted_and_keeps_i
         next_messages(&mut client, 2).await,
         ["a/1:0:AtLeastOnce", "a/1:1:AtLeastOnce"]
     );
+    // A grace and a lease after the adoption, the gone node's inbox and journal are deleted.
+    let keys: Vec<String> = ["inbox", "journal"]
+        .iter()
+        .flat_map(|s| {
+            let base = format!("{}:{{mqtt:{s}:{gone}}}", cluster.prefix());
+            [format!("{base}:stream"), format!("{base}:id")]
+        })
+        .collect();
+    let redis = redis::Client::open(redis_url())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let present = || {
+        let mut redis = redis.clone();
+        let keys = keys.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&keys)
+                .query_async::<u64>(&mut redis)
+                .await
+                .expect("EXISTS")
+        }
+    };
+    assert!(present().await > 0, "{keys:?} were there");
+    wait_until(
+        "the gone node's streams to be deleted",
+        PATIENCE,
+        || async { present().await == 0 },
+    )
+    .await;
     for node in nodes {
         node.stop().await;
     }

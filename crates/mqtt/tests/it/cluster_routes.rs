@@ -51,6 +51,11 @@ impl Cluster {
         }
     }
 
+    /// The Redis key prefix of this cluster.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.cfg.prefix
+    }
+
     pub(crate) async fn backplane(&self) -> Arc<dyn Backplane> {
         backplane::open(Some(&self.cfg), self.dir.path())
             .await

@@ -103,6 +103,11 @@ impl Node {
         }
     }
 
+    /// Where the node keeps its state (its embedded backplane's files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Stops the broker and waits for every task.
     pub async fn stop(self) {
         self.stop_keeping_dir().await;

@@ -119,6 +119,17 @@ async fn a_persistent_session_keeps_its_subscriptions_and_messages_across_a_rest
     );
     keeper.ack(&five).await;
     keeper.ping().await;
+    // The first run's journal is gone; this run's remains.
+    let streams: Vec<String> = std::fs::read_dir(node.data_dir().join("streams"))
+        .expect("the streams directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(streams, ["mqtt-journal-2"]);
     node.stop().await;
 }
 
