@@ -120,7 +120,9 @@ def render(d: Path) -> str:
         out.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios)
                    + f" | {goal} |")
     cross = results.get(("lintas", "cross"))
-    if cross is None or "skipped" in cross:
+    if cross is None:
+        state = "-"
+    elif "skipped" in cross:
         state = "skipped"
     elif "na" in cross:
         state = f"n/a ({cross['na']})"

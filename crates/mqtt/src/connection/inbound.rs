@@ -119,7 +119,9 @@ impl Connection {
             }
         } else {
             let message = Message::from_publish(p, topic, Instant::now());
-            self.broker.publish(&message, Some(&self.client_id))
+            let published = self.broker.publish(&message, Some(&self.client_id));
+            self.routed |= published.matched > 0;
+            published
         };
         let code = if published.matched == 0 {
             ReasonCode::NoMatchingSubscribers

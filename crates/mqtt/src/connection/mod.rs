@@ -11,6 +11,13 @@
 //! messages in the session's bounded queue rather than in an unbounded buffer here, and the
 //! client is not read from while more than [`PAUSE_READING`] bytes wait for it.
 //!
+//! Deliveries go out before the acknowledgements of the messages they carry: after a read
+//! whose PUBLISHes were routed, the write first yields once to the thread's scheduler, so the
+//! subscribers' connections on the same worker thread write first (as Mosquitto writes to the
+//! subscribers before it answers the publisher). Otherwise every delivery waited for the
+//! publisher's PUBACK write, a system call that on loopback also wakes the publisher to read
+//! it.
+//!
 //! A protocol violation closes the connection after a DISCONNECT with its reason code (5.0)
 //! and is counted; the will is published when the connection ends other than by a normal
 //! DISCONNECT or the node's shutdown.
@@ -20,6 +27,8 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod read;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,6 +125,9 @@ struct Connection {
     out: BytesMut,
     /// Acknowledgements waiting for their messages to be durable on other nodes.
     acks: acks::Acks,
+    /// A PUBLISH handled in the last read matched subscribers: their connections on this
+    /// thread write before this one's acknowledgement (see the module documentation).
+    routed: bool,
 }
 
 /// Serves one client on `stream` until it goes, is taken over or the node shuts down.
@@ -250,6 +262,7 @@ where
         will: accepted.will,
         out: BytesMut::new(),
         acks: acks::Acks::default(),
+        routed: false,
     };
     conn.send(&Packet::ConnAck(connack));
     if attached.present {
@@ -326,7 +339,9 @@ impl Connection {
                         return end;
                     }
                 }
-                written = write_some(writer, &mut self.out), if !self.out.is_empty() => {
+                written = write_some(writer, &mut self.out, std::mem::take(&mut self.routed)),
+                    if !self.out.is_empty() =>
+                {
                     if written.is_err() {
                         return End::Abnormal(None);
                     }
@@ -419,11 +434,16 @@ impl Connection {
     }
 }
 
-/// Writes what it can of `out`; flushes once it is all written.
+/// Writes what it can of `out`; flushes once it is all written. `after_deliveries`: first
+/// lets the tasks this one woke run (the connections its client's messages were queued for).
 async fn write_some<W: AsyncWrite + Unpin>(
     writer: &mut W,
     out: &mut BytesMut,
+    after_deliveries: bool,
 ) -> std::io::Result<()> {
+    if after_deliveries {
+        tokio::task::yield_now().await;
+    }
     writer.write_buf(out).await?;
     if out.is_empty() {
         writer.flush().await?;
