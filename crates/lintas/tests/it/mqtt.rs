@@ -16,9 +16,12 @@ const CONNECT: [u8; 16] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_serves_clients_and_shows_them_on_the_admin_listener() {
     let password_hash = admin::Auth::hash_password("pw");
+    // The broker keeps its sessions on disk: in a directory of the test's own.
+    let dir = crate::harness::TempDir::new();
     let node = TestNode::start(&format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"admin\"\npassword_hash = \"{password_hash}\"\n\n\
-         [mqtt]\nlisten = \"127.0.0.1:0\"\nsys_interval = \"0s\"\nallow_anonymous = true\n"
+        "data_dir = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"admin\"\npassword_hash = \"{password_hash}\"\n\n\
+         [mqtt]\nlisten = \"127.0.0.1:0\"\nsys_interval = \"0s\"\nallow_anonymous = true\n",
+        dir.path().display()
     ))
     .await;
     let broker = node.node.mqtt.as_ref().expect("[mqtt] starts the broker");
