@@ -591,8 +591,7 @@ impl Broker {
             Some(cluster) => {
                 crate::cluster::inbox::serve(self, cluster).await?;
                 crate::cluster::sessions::start(self, cluster).await?;
-                crate::cluster::adopt::follow(self, cluster);
-                crate::cluster::adopt::adopt_orphans(self, cluster);
+                crate::cluster::adopt::tend(self, cluster);
                 self.tasks
                     .spawn(write_floors(self.clone(), cluster.clone()));
                 crate::cluster::retained::start(self, cluster).await

@@ -98,87 +98,100 @@ impl Cluster {
     }
 }
 
-/// Starts following the inboxes of the dead nodes sessions were resumed from, handing new
-/// records to those sessions on `broker`.
-pub(crate) fn follow(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
+/// Tends what dead nodes left, every half second until the node stops: follows the
+/// inboxes of the dead nodes sessions were resumed from (handing new records to those
+/// sessions on `broker`), adopts the sessions of the dead nodes whose grace is over (the
+/// route table's orphans), and deletes the streams of those adopted a grace and a lease
+/// ago.
+pub(crate) fn tend(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
     let tasks = broker.tasks().clone();
     let (broker, cluster) = (broker.clone(), cluster.clone());
     let stop = broker.shutdown().clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Dead nodes whose sessions were adopted, and when their streams may go.
+        let mut leftovers: Vec<(NodeId, Instant)> = Vec::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let dead: Vec<(NodeId, Arc<Mutex<Remains>>)> = {
-                let all = cluster.adoptions.0.lock().await;
-                all.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
-            };
-            for (node, remains) in dead {
-                match follow_one(&broker, &remains).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        cluster.adoptions.0.lock().await.remove(&node);
-                    }
-                    Err(e) => {
-                        warn!(node = %node, error = %e, "cannot follow a dead node's MQTT inbox");
-                    }
-                }
-            }
+            follow_all(&broker, &cluster).await;
+            adopt_orphans(&broker, &cluster, &mut leftovers).await;
+            delete_leftovers(&cluster, &mut leftovers).await;
         }
     });
 }
 
-/// Starts adopting, every second, the sessions of the dead nodes whose grace is over
-/// (the route table's orphans) into `broker`.
-pub(crate) fn adopt_orphans(broker: &Arc<Broker>, cluster: &Arc<Cluster>) {
-    let tasks = broker.tasks().clone();
-    let (broker, cluster) = (broker.clone(), cluster.clone());
-    let stop = broker.shutdown().clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // Dead nodes whose sessions were adopted, and when their streams may go.
-        let mut leftovers: Vec<(NodeId, Instant)> = Vec::new();
-        let wait = cluster.routes.grace() + cluster.backplane.lease_ttl();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
+/// Reads what arrived in the inboxes of the dead nodes sessions were resumed from; a node
+/// whose time is over is no longer followed.
+async fn follow_all(broker: &Broker, cluster: &Cluster) {
+    let dead: Vec<(NodeId, Arc<Mutex<Remains>>)> = {
+        let all = cluster.adoptions.0.lock().await;
+        all.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
+    };
+    for (node, remains) in dead {
+        match follow_one(broker, &remains).await {
+            Ok(true) => {}
+            Ok(false) => {
+                cluster.adoptions.0.lock().await.remove(&node);
             }
-            for dead in cluster.routes.orphans() {
-                match adopt_sessions(&broker, &cluster, &dead).await {
-                    Ok(adopted) => {
-                        if adopted > 0 {
-                            tracing::info!(node = %dead, sessions = adopted, "adopted the MQTT sessions of a dead node");
-                        }
-                        cluster.routes.adopted(&dead);
-                        if let Err(e) = cluster.routes.sync().await {
-                            warn!(error = %e, "cannot read the MQTT route table");
-                        }
-                        leftovers.push((dead, Instant::now() + wait));
-                    }
-                    Err(e) => warn!(node = %dead, error = %e, "cannot adopt a dead node's MQTT sessions"),
-                }
+            Err(e) => {
+                warn!(node = %node, error = %e, "cannot follow a dead node's MQTT inbox");
             }
-            let mut kept = Vec::new();
-            for (dead, due) in leftovers.drain(..) {
-                if Instant::now() < due {
-                    kept.push((dead, due));
-                    continue;
-                }
-                match delete_streams(&*cluster.backplane, &dead).await {
-                    Ok(true) => {}
-                    Ok(false) => kept.push((dead, Instant::now() + wait)),
-                    Err(e) => {
-                        warn!(node = %dead, error = %e, "cannot delete a dead node's MQTT streams");
-                        kept.push((dead, due));
-                    }
-                }
-            }
-            leftovers = kept;
         }
-    });
+    }
+}
+
+/// Adopts into `broker` the sessions of the dead nodes whose grace is over, then lets the
+/// route table drop their routes; notes in `leftovers` when their streams may go.
+async fn adopt_orphans(
+    broker: &Arc<Broker>,
+    cluster: &Cluster,
+    leftovers: &mut Vec<(NodeId, Instant)>,
+) {
+    for dead in cluster.routes.orphans() {
+        match adopt_sessions(broker, cluster, &dead).await {
+            Ok(adopted) => {
+                if adopted > 0 {
+                    tracing::info!(node = %dead, sessions = adopted, "adopted the MQTT sessions of a dead node");
+                }
+                cluster.routes.adopted(&dead);
+                if let Err(e) = cluster.routes.sync().await {
+                    warn!(error = %e, "cannot read the MQTT route table");
+                }
+                leftovers.push((dead, Instant::now() + streams_wait(cluster)));
+            }
+            Err(e) => warn!(node = %dead, error = %e, "cannot adopt a dead node's MQTT sessions"),
+        }
+    }
+}
+
+/// How long after its adoption pass a dead node's streams are kept: every node has
+/// dropped its routes by then.
+fn streams_wait(cluster: &Cluster) -> Duration {
+    cluster.routes.grace() + cluster.backplane.lease_ttl()
+}
+
+/// Deletes the streams of the `leftovers` that are due; those a session still names wait
+/// another round.
+async fn delete_leftovers(cluster: &Cluster, leftovers: &mut Vec<(NodeId, Instant)>) {
+    let mut kept = Vec::new();
+    for (dead, due) in leftovers.drain(..) {
+        if Instant::now() < due {
+            kept.push((dead, due));
+            continue;
+        }
+        match delete_streams(&*cluster.backplane, &dead).await {
+            Ok(true) => {}
+            Ok(false) => kept.push((dead, Instant::now() + streams_wait(cluster))),
+            Err(e) => {
+                warn!(node = %dead, error = %e, "cannot delete a dead node's MQTT streams");
+                kept.push((dead, due));
+            }
+        }
+    }
+    *leftovers = kept;
 }
 
 /// Deletes `dead`'s inbox and journal once no session names it any more (every node has

@@ -252,7 +252,7 @@ impl RouteTable {
             return None;
         }
         let turn = {
-            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            let mut turns = lock(&self.turns);
             let t = turns.entry(group.to_owned()).or_default();
             *t += 1;
             (*t - 1) % total
@@ -349,7 +349,7 @@ impl RouteTable {
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(NODES))
             .collect();
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let known = lock(&self.known);
         known.iter().any(|n| !alive.contains(&&**n))
     }
 
@@ -414,10 +414,10 @@ impl RouteTable {
                 tree.insert(node, target, count);
             }
         }
-        *self.dead_since.lock().unwrap_or_else(|e| e.into_inner()) = dying;
+        *lock(&self.dead_since) = dying;
         *lock(&self.orphans) = orphans;
         *self.remote.write().unwrap_or_else(|e| e.into_inner()) = tree;
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
+        *lock(&self.known) = known;
         for key in dead {
             self.backplane.delete(&key).await?;
         }
@@ -439,10 +439,7 @@ impl RouteTable {
     /// Whether the routes of `node`, whose liveness key is gone, are kept a while longer
     /// (the grace); notes since when it is dead in `dying`.
     fn in_grace(&self, node: &str, dying: &mut HashMap<NodeId, Instant>) -> bool {
-        let since = self
-            .dead_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let since = lock(&self.dead_since)
             .get(node)
             .copied()
             .or_else(|| dying.get(node).copied())
@@ -477,10 +474,7 @@ impl RouteTable {
                 count.parse::<u32>(),
                 SubscriptionTarget::parse(target, MAX_LEVELS_CEILING),
             ) {
-                self.known
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(node.clone());
+                lock(&self.known).insert(node.clone());
                 remote.insert(node, target, count);
             }
         } else if let Ok(target) = SubscriptionTarget::parse(rest, MAX_LEVELS_CEILING) {
