@@ -50,12 +50,13 @@ impl Room {
     }
 }
 
-/// Where a client's last seen message was: the room history's epoch and the offset.
+/// Where a reconnecting client stands in a room: the history's epoch and the next offset it
+/// expects (its last message's offset + 1, or `joined`'s offset if it saw none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recover {
-    /// The history's identity when the client saw the message.
+    /// The history's identity when the client was last in the room.
     pub epoch: String,
-    /// The message's offset.
+    /// The first offset the client has not seen.
     pub offset: u64,
 }
 
