@@ -1,7 +1,8 @@
-//! The Python with paho-mqtt that MQTT tests drive third-party clients with.
+//! The Python with paho-mqtt and websockets that MQTT and hub tests drive third-party
+//! clients with.
 //!
-//! `scripts/test` makes a venv at `<target>/pyenv` holding paho-mqtt [`PAHO`], so the
-//! system's Python is left as it is. The broker's conformance suite and the cluster tests
+//! `scripts/test` makes a venv at `<target>/pyenv` holding paho-mqtt [`PAHO`] and
+//! websockets [`WEBSOCKETS`], so the system's Python is left as it is. The broker's conformance suite and the cluster tests
 //! both run their scripts with [`python`]; a missing venv is a failure that says how to
 //! make it, never a skip.
 
@@ -11,11 +12,16 @@ use std::process::Command;
 /// The paho-mqtt release the venv holds; `scripts/test` installs this one.
 pub const PAHO: &str = "2.2.0";
 
-/// The venv's python, checked to import paho-mqtt 2.x; panics saying how to get it.
+/// The websockets release the venv holds (the hub's tests' clients); `scripts/test`
+/// installs this one.
+pub const WEBSOCKETS: &str = "17.4";
+
+/// The venv's python, checked to import paho-mqtt 2.x and websockets; panics saying how to
+/// get them.
 pub fn python() -> PathBuf {
     let python = target_dir().join("pyenv/bin/python");
     let fix = format!(
-        "run scripts/test, or: python3 -m venv {0} && {0}/bin/pip install paho-mqtt=={PAHO}",
+        "run scripts/test, or: python3 -m venv {0} && {0}/bin/pip install paho-mqtt=={PAHO} websockets=={WEBSOCKETS}",
         python
             .parent()
             .and_then(Path::parent)
@@ -25,13 +31,13 @@ pub fn python() -> PathBuf {
     let probe = Command::new(&python)
         .args([
             "-c",
-            "import paho.mqtt; assert paho.mqtt.__version__.startswith('2.')",
+            "import paho.mqtt, websockets; assert paho.mqtt.__version__.startswith('2.')",
         ])
         .output();
     match probe {
         Ok(out) if out.status.success() => python,
         Ok(out) => panic!(
-            "{} has no paho-mqtt 2.x ({}): {fix}",
+            "{} has no paho-mqtt 2.x or no websockets ({}): {fix}",
             python.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ),

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use backplane::{Backplane, BackplaneError, Stream, StreamOptions, Subscription};
+use backplane::{Backplane, BackplaneError, IdempotencyKey, Stream, StreamOptions, Subscription};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -56,10 +56,16 @@ const READ_BATCH: usize = 512;
 /// How often, in appends, the publishing node trims a room's stream to `history_size`.
 const TRIM_EVERY: u64 = 64;
 
-/// Streams of rooms are read and trimmed by offset, never by consumer groups, and carry no
-/// idempotency keys.
+/// How long a publish keeps trying an append whose outcome it does not know.
+const APPEND_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Pause between two tries of an append.
+const APPEND_RETRY: Duration = Duration::from_millis(100);
+
+/// Streams of rooms are read and trimmed by offset, never by consumer groups; their
+/// idempotency keys outlive the tries of an append.
 const OPTIONS: StreamOptions = StreamOptions {
-    idempotency_window: Duration::from_secs(1),
+    idempotency_window: Duration::from_secs(10),
     legacy_keys: None,
 };
 
@@ -71,6 +77,8 @@ pub struct Cluster {
     views: Mutex<Views>,
     /// This node's presence version: bumped by every join or leave it announces.
     version: AtomicU64,
+    /// Appends made, numbering their idempotency keys.
+    appends: AtomicU64,
 }
 
 impl Cluster {
@@ -81,6 +89,7 @@ impl Cluster {
             node,
             views: Mutex::new(Views::default()),
             version: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
         }
     }
 
@@ -136,11 +145,7 @@ impl Cluster {
             .stream(room)
             .await
             .map_err(|e| Refused::unavailable(&e))?;
-        let appended = stream
-            .append(vec![envelope::encode_body(body)], None)
-            .await
-            .map_err(|e| Refused::unavailable(&e))?;
-        let offset = appended.offsets.start;
+        let offset = self.append(&*stream, body).await?;
         let epoch: Arc<str> = stream.id().into();
         hub.sequence(room, Arc::new(frames::message(room, &epoch, offset, body)));
         let envelope = Envelope::Message {
@@ -166,6 +171,34 @@ impl Cluster {
             });
         }
         Ok((epoch, offset))
+    }
+
+    /// Appends `body` to `stream`; its offset. An append whose answer was lost (Redis went
+    /// away mid-command) may have been stored: it is tried again under the same idempotency
+    /// key for [`APPEND_PATIENCE`], so that it is stored once whatever happened, and the
+    /// publisher is answered once that is known. Past it the answer is `unavailable`, and
+    /// the message may or may not have been stored.
+    async fn append(&self, stream: &dyn Stream, body: &Body) -> Result<u64, Refused> {
+        let key = IdempotencyKey {
+            key: format!(
+                "{}:{}",
+                self.node,
+                self.appends.fetch_add(1, Ordering::Relaxed)
+            ),
+            body_hash: 0,
+        };
+        let record = envelope::encode_body(body);
+        let deadline = Instant::now() + APPEND_PATIENCE;
+        loop {
+            match stream.append(vec![record.clone()], Some(key.clone())).await {
+                Ok(appended) => return Ok(appended.offsets.start),
+                Err(e) if e.retryable() && Instant::now() < deadline => {
+                    debug!(error = %e, "hub append failed; trying again");
+                    tokio::time::sleep(APPEND_RETRY).await;
+                }
+                Err(e) => return Err(Refused::unavailable(&e)),
+            }
+        }
     }
 
     /// Publishes a direct message to `to`'s channel; how many of `to`'s connections are on

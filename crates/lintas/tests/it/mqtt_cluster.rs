@@ -19,19 +19,19 @@
 //! SIGKILLed and Redis restarted under load.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use testkit::{AdminClient, PATIENCE, wait_until};
-use tokio::sync::mpsc;
 
 use crate::cli::Lintas;
 use crate::harness::{TempDir, unique, unused_addr};
+use crate::script::Script;
 
 /// The admin password of every process (given as `LINTAS_ADMIN_PASSWORD`).
 const PASSWORD: &str = "pw";
@@ -446,11 +446,7 @@ impl Report {
 
 /// One `mqtt_clients.py` process; killed when dropped.
 pub struct Paho {
-    name: String,
-    child: Child,
-    stdin: ChildStdin,
-    events: mpsc::UnboundedReceiver<Value>,
-    stderr: PathBuf,
+    script: Script,
     /// The last progress line, and whether it said "ready".
     pub progress: Progress,
 }
@@ -458,37 +454,8 @@ pub struct Paho {
 impl Paho {
     /// Starts the clients of `plan`; files named `NAME.*` in `dir`.
     pub fn start(dir: &TempDir, name: &str, clients: Vec<Value>) -> Self {
-        let plan = dir.write(
-            &format!("{name}.plan.json"),
-            &json!({ "clients": clients }).to_string(),
-        );
-        let stderr = dir.path().join(format!("{name}.stderr"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mqtt_clients.py");
-        let mut child = Command::new(testkit::paho::python())
-            .arg(script)
-            .arg(plan)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let event = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        });
         Self {
-            name: name.to_owned(),
-            child,
-            stdin,
-            events,
-            stderr,
+            script: Script::start(dir, name, "mqtt_clients.py", &json!({ "clients": clients })),
             progress: Progress::default(),
         }
     }
@@ -496,16 +463,7 @@ impl Paho {
     /// The next event within `within`, keeping [`Self::progress`] current; panics on an
     /// error event or when the process ended.
     async fn next_event(&mut self, within: Duration) -> Option<Value> {
-        let event = tokio::time::timeout(within, self.events.recv())
-            .await
-            .ok()?;
-        let Some(event) = event else {
-            panic!(
-                "{}: mqtt_clients.py ended; its stderr:\n{}",
-                self.name,
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            );
-        };
+        let event = self.script.next_event(within).await?;
         match event["event"].as_str() {
             Some("progress") => {
                 let ready = self.progress.ready;
@@ -514,7 +472,7 @@ impl Paho {
             }
             Some("ready") => self.progress.ready = true,
             Some("report") => {}
-            _ => panic!("{}: {event}", self.name),
+            _ => panic!("{}: {event}", self.script.name),
         }
         Some(event)
     }
@@ -527,15 +485,14 @@ impl Paho {
             if self.next_event(left).await.is_none() {
                 panic!(
                     "{}: timed out after {within:?} waiting for {what}; last progress {:?}",
-                    self.name, self.progress
+                    self.script.name, self.progress
                 );
             }
         }
     }
 
     fn command(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}")
-            .unwrap_or_else(|e| panic!("{}: cannot write {command:?}: {e}", self.name));
+        self.script.command(command);
     }
 
     /// Every publisher queues its next round of messages.
@@ -552,16 +509,9 @@ impl Paho {
                     return Report::deserialize(&event).unwrap();
                 }
                 Some(_) => {}
-                None => panic!("{}: no report within {PATIENCE:?}", self.name),
+                None => panic!("{}: no report within {PATIENCE:?}", self.script.name),
             }
         }
-    }
-}
-
-impl Drop for Paho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
