@@ -281,8 +281,8 @@ async fn a_killed_nodes_users_leave_presence_and_its_clients_recover_elsewhere()
         cluster.node_url(2),
     );
     let plan = vec![
-        client("watcher", &[n1.clone()], &["lobby"]),
-        client("publisher", &[n1.clone()], &["lobby"]),
+        client("watcher", std::slice::from_ref(&n1), &["lobby"]),
+        client("publisher", std::slice::from_ref(&n1), &["lobby"]),
         // On node 2; when it dies, on node 3 through its second address.
         client("victim", &[n2.clone(), n3], &["lobby"]),
         // On node 2 only: it stays away, so it leaves presence.
@@ -369,8 +369,8 @@ async fn redis_restarted_under_load_loses_no_acknowledged_message() {
     let mut plan: Vec<Value> = (0..12)
         .map(|i| client(&format!("m{i}"), &[urls[i % 3].clone()], &["busy"]))
         .collect();
-    for p in 0..3 {
-        plan.push(client(&format!("p{p}"), &[urls[p].clone()], &["busy"]));
+    for (p, url) in urls.iter().enumerate() {
+        plan.push(client(&format!("p{p}"), std::slice::from_ref(url), &["busy"]));
     }
     let mut clients = Clients::start(&dir, "redis", plan).await;
     for p in 0..3 {
