@@ -3,7 +3,7 @@
 Run by crates/lintas/tests/it/hub_chat.rs, which starts two hub nodes behind a lintas
 HTTP listener and passes its URL:
 
-    hub_chat.py URL ARTIFACTS_DIR
+    hub_chat.py URL ARTIFACTS_DIR CHROMIUM
 
 Pages A (alice) and B (bob) live in browser contexts of their own, so each has its own
 WebSocket. Both go through the balancer; B is opened again until the page says it is on
@@ -27,7 +27,6 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
 # Waits for what should happen at once on an idle machine; generous for a loaded CI.
 SOON_MS = 20_000
 # A dead node's users leave within the hub's presence_timeout (the test sets a short one).
@@ -192,13 +191,13 @@ def scenario(run: Run, browser) -> None:
 
 
 def main() -> int:
-    url, artifacts = sys.argv[1], Path(sys.argv[2])
+    url, artifacts, chromium = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     artifacts.mkdir(parents=True, exist_ok=True)
     for old in artifacts.glob("*.png"):
         old.unlink()
     run = Run(url, artifacts)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
+        browser = p.chromium.launch(executable_path=chromium)
         try:
             scenario(run, browser)
         except BaseException:
