@@ -65,11 +65,8 @@ async fn chat_pages_on_two_nodes_talk_and_one_recovers_after_its_node_is_killed(
             &format!("{backend}.toml"),
             &hub_config(&backend, listen, &redis.url(), &prefix),
         );
-        let mut process = Lintas::spawn_named(
-            &dir,
-            &backend,
-            &["run", "-c", config.to_str().unwrap()],
-        );
+        let mut process =
+            Lintas::spawn_named(&dir, &backend, &["run", "-c", config.to_str().unwrap()]);
         wait_listening(&backend, &mut process, listen).await;
         nodes.push(HubNode {
             name: node_name(listen).await,
@@ -133,7 +130,10 @@ async fn chat_pages_on_two_nodes_talk_and_one_recovers_after_its_node_is_killed(
         read(&script.stderr),
         logs(&nodes)
     );
-    assert!(killed.is_some(), "the script never asked for a node's death");
+    assert!(
+        killed.is_some(),
+        "the script never asked for a node's death"
+    );
 }
 
 /// A hub node of the cluster on `redis`, anonymous users allowed in every room; a dead
@@ -215,7 +215,10 @@ fn logs(nodes: &[HubNode<'_>]) -> String {
     let mut out = String::new();
     for node in nodes {
         let Some(process) = &node.process else {
-            out.push_str(&format!("--- {} ({}): killed ---\n", node.backend, node.name));
+            out.push_str(&format!(
+                "--- {} ({}): killed ---\n",
+                node.backend, node.name
+            ));
             continue;
         };
         let text = process.read("stderr");
