@@ -448,7 +448,10 @@ function onLogin(e) {
   e.preventDefault();
   const token = $("token").value.trim();
   const name = $("name").value.trim();
-  if (!token && !name) return;
+  if (!token && !name) {
+    showProblem("Pick a name, or sign in with a token.");
+    return;
+  }
   state.login = token ? { token } : { name };
   if (name) remember(name);
   hideProblem();
