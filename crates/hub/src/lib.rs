@@ -5,7 +5,8 @@
 //!
 //! - [`protocol`]: the frames clients send, read strictly; [`frames`]: those the hub sends.
 //! - [`config`]: `[hub]`; [`token`]: HS256 tokens and room patterns.
-//! - `listener`: HTTP, the WebSocket upgrade (origin check, permits), the publish API.
+//! - `listener`: HTTP, the WebSocket upgrade (origin check, permits), the publish API;
+//!   `page`: the chat page built into the binary (`assets/`).
 //! - `connection`: one connection's task — requests, queue, pings, closes.
 //! - [`outbox`]: a connection's bounded queue; a full one closes it (slow consumer).
 //! - [`hub`]: the node's rooms and users; `room`: one room's members, order and history.
@@ -19,6 +20,7 @@ pub mod frames;
 pub mod hub;
 mod listener;
 pub mod outbox;
+mod page;
 pub mod protocol;
 mod room;
 mod service;

@@ -1,5 +1,5 @@
-//! The hub's listener: HTTP/1.1 (hyper) with the WebSocket upgrade at `/ws` and the
-//! publish API at `/api/hub/publish`.
+//! The hub's listener: HTTP/1.1 (hyper) with the WebSocket upgrade at `/ws`, the
+//! publish API at `/api/hub/publish` and the chat page at `/chat`.
 //!
 //! Bound on every worker thread; `max_connections` permits shared by all of them, each
 //! taken before accepting and held for the connection's whole life — through the upgrade,
@@ -112,12 +112,13 @@ fn router(hub: &Arc<Hub>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
         .route("/api/hub/publish", post(publish_with_token))
+        .merge(crate::page::routes())
         .layer(DefaultBodyLimit::max(hub.config().max_message))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 axum::Json(Problem::new(
-                    "not found: the hub serves /ws (WebSocket) and POST /api/hub/publish",
+                    "not found: the hub serves /ws (WebSocket), the chat page at /chat and POST /api/hub/publish",
                 )),
             )
         })

@@ -4,9 +4,11 @@
 //! fixed time, so they are both fast on an idle machine and stable on a loaded CI runner.
 
 pub mod admin;
+pub mod browser;
 pub mod fuzz;
 pub mod link;
 pub mod paho;
+pub mod pyenv;
 pub mod scratch;
 pub mod smtp;
 pub mod telegram;

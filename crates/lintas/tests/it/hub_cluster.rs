@@ -370,7 +370,11 @@ async fn redis_restarted_under_load_loses_no_acknowledged_message() {
         .map(|i| client(&format!("m{i}"), &[urls[i % 3].clone()], &["busy"]))
         .collect();
     for (p, url) in urls.iter().enumerate() {
-        plan.push(client(&format!("p{p}"), std::slice::from_ref(url), &["busy"]));
+        plan.push(client(
+            &format!("p{p}"),
+            std::slice::from_ref(url),
+            &["busy"],
+        ));
     }
     let mut clients = Clients::start(&dir, "redis", plan).await;
     for p in 0..3 {

@@ -6,6 +6,8 @@
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
 //! - `h1_differential`: a differential fuzzer of the HTTP/1 path against hyper's parser.
+//! - `hub_chat`: the hub's chat page in headless Chromium (Playwright), two nodes behind a
+//!   balancer, one SIGKILLed while a page recovers.
 //! - `http`: layer-7 behaviour — headers, bodies, timeouts, WebSocket, h2c, TLS, bad input.
 //! - `http1`: the HTTP/1 path byte by byte against scripted backends — body framing,
 //!   keep-alive on both sides, HTTP/1.0, smuggling guards, broken backends.
@@ -39,6 +41,7 @@ mod h1_differential;
 mod harness;
 mod http;
 mod http1;
+mod hub_chat;
 mod hub_cluster;
 mod mqtt;
 mod mqtt_cluster;

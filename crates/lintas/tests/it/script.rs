@@ -31,7 +31,7 @@ impl Script {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/clients")
             .join(script);
-        let mut child = Command::new(testkit::paho::python())
+        let mut child = Command::new(testkit::paho::python_with_websockets())
             .arg(script)
             .arg(plan)
             .stdin(Stdio::piped())
