@@ -1,16 +1,17 @@
-//! `lintas demo`: the load balancer in front of three demo backends, and the relay
-//! delivering one application's records to two SQLite databases, and an MQTT broker —
-//! nothing else needed.
+//! `lintas demo`: the load balancer in front of three demo backends, the relay
+//! delivering one application's records to two SQLite databases, an MQTT broker and the
+//! hub with its chat page — nothing else needed (with a Redis, MQTT and the hub run as
+//! clusters, see `cluster`).
 //!
 //! The demo builds an ordinary configuration and runs it through the same validation and
 //! wiring as `lintas run`, so what it shows is what a user's file gets. Ports 8080 (HTTP),
-//! 8081 (TCP), 8088 (relay), 1883 (MQTT) and 9000 (admin) are used when free, any free port
-//! otherwise (1883 is often Mosquitto's).
+//! 8081 (TCP), 8088 (relay), 1883 (MQTT), 8090 (chat) and 9000 (admin) are used when free,
+//! any free port otherwise (1883 is often Mosquitto's).
 //! The relay's data and the two databases live in a temporary directory removed at exit.
 //! Watch follows the backends and prints its alerts on the console.
 
 pub mod backend;
-mod mqtt;
+mod cluster;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("lintas-demo-{}", std::process::id()));
     let dbs = create_databases(&data).await?;
     let key = relay::keys::generate();
-    let mqtt = mqtt::Layout::choose(&data).await;
+    let mqtt = cluster::Layout::choose(&data).await;
     // Top-level keys come before the first table.
     let text = format!(
         "data_dir = \"{}\"\n\n{}{}",
@@ -69,14 +70,24 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
         Some(broker) => Some(broker.local_addr()),
         None => node.proxy.local_addr("demo-mqtt").await,
     };
-    let (Some(http), Some(tcp), Some(admin), Some(relay), Some(mqtt_addr)) =
-        (http, tcp, node.admin_addr, node.relay.as_ref(), mqtt_addr)
-    else {
+    let chat = match node.hub.as_ref() {
+        Some(hub) => Some(hub.local_addr()),
+        None => node.proxy.local_addr("demo-chat").await,
+    };
+    let (Some(http), Some(tcp), Some(admin), Some(relay), Some(mqtt_addr), Some(chat)) = (
+        http,
+        tcp,
+        node.admin_addr,
+        node.relay.as_ref(),
+        mqtt_addr,
+        chat,
+    ) else {
         anyhow::bail!("the demo listeners did not start");
     };
     print_banner(http, tcp, admin, &backend_addrs, &password);
     print_relay_banner(relay.local_addr(), admin, &password, &key, &dbs);
     mqtt.print_banner(mqtt_addr, admin, &password);
+    mqtt.print_hub_banner(chat, admin, &password);
     print_watch_banner(admin);
     wait_for_signals(&node, &shutdown).await?;
     drop(brokers);

@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use testkit::{HttpClient, PATIENCE, wait_until};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{
     LINTAS, ProcessBackend, TempDir, backends_toml, single_config, single_config_on, unused_addr,
@@ -385,6 +387,40 @@ fn demo_mqtt_cluster_answers(banner: &str) {
     }
 }
 
+/// The demo's hub cluster (scripts/test runs Redis): the chat page through the balancer,
+/// and WebSocket clients through it landing on both nodes.
+async fn demo_hub_cluster_answers(client: &HttpClient, page: &str, ws: &str) {
+    let page = client.get(page).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<title>lintas chat</title>"),
+        "{}",
+        page.body
+    );
+    let mut nodes = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let (mut c, _) = tokio_tungstenite::connect_async(ws)
+            .await
+            .expect("the upgrade");
+        c.send(Message::text(format!(
+            r#"{{"type":"connect","name":"demo{i}"}}"#
+        )))
+        .await
+        .expect("sent");
+        let Some(Ok(Message::Text(t))) = c.next().await else {
+            panic!("no connected frame");
+        };
+        let connected: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(connected["user"], format!("~demo{i}"));
+        nodes.insert(connected["node"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        nodes.len(),
+        2,
+        "round-robin over the two hub nodes: {nodes:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_its_backends_and_stats_page_with_the_printed_password() {
     let dir = TempDir::new();
@@ -437,6 +473,7 @@ async fn demo_serves_its_backends_and_stats_page_with_the_printed_password() {
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("\"name\":\"demo\""), "{}", reply.body);
+    demo_hub_cluster_answers(&client, &field("chat page"), &field("WebSocket")).await;
     tokio::task::spawn_blocking(move || demo_mqtt_cluster_answers(&banner))
         .await
         .expect("the MQTT check");

@@ -1,7 +1,13 @@
-//! The demo's MQTT: three broker nodes forming one cluster on Redis behind a lintas TCP
-//! listener (round-robin, TCP health checks, on the stats page) — the users' topology —
-//! when a Redis answers at `LINTAS_DEMO_REDIS` (default `redis://127.0.0.1:6379`); one
-//! broker on its own otherwise (a cluster needs the Redis its nodes share).
+//! The demo's clustered services, the users' topologies, when a Redis answers at
+//! `LINTAS_DEMO_REDIS` (default `redis://127.0.0.1:6379`):
+//!
+//! - MQTT: three broker nodes forming one cluster behind a lintas TCP listener
+//!   (round-robin, TCP health checks, on the stats page);
+//! - the hub: two of those nodes also run a hub, behind a lintas HTTP listener (round-robin)
+//!   that serves the chat page, so two browser tabs can land on different nodes.
+//!
+//! Without Redis, one broker and one hub run in the main node (a cluster needs the Redis its
+//! nodes share).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,13 +25,15 @@ use crate::run::Node;
 /// Where the demo looks for Redis.
 const REDIS_ENV: &str = "LINTAS_DEMO_REDIS";
 
-/// How the demo's MQTT is laid out.
+/// How the demo's MQTT and hub are laid out.
 pub enum Layout {
-    /// Three nodes on Redis at `redis`, listening on `nodes`, under `prefix`.
+    /// Three nodes on Redis at `redis`, under `prefix`: brokers on `nodes`, the first two
+    /// with a hub on `hubs`.
     Cluster {
         redis: String,
         prefix: String,
         nodes: [u16; 3],
+        hubs: [u16; 2],
     },
     /// One broker, because no Redis answered at `tried`.
     Alone { tried: String },
@@ -45,20 +53,24 @@ impl Layout {
                 prefix,
                 nodes: [port_or_any(11883), port_or_any(11884), port_or_any(11885)]
                     .map(|p| if p == 0 { free_port() } else { p }),
+                hubs: [port_or_any(18091), port_or_any(18092)]
+                    .map(|p| if p == 0 { free_port() } else { p }),
             },
             _ => Self::Alone { tried: redis },
         }
     }
 
-    /// What the main node's file gets: the balancer in front of the nodes, or the one
-    /// broker.
+    /// What the main node's file gets: the balancers in front of the nodes, or the one
+    /// broker and the one hub.
     pub fn main_config(&self) -> String {
         match self {
             Self::Alone { .. } => format!(
-                "\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
-                port_or_any(1883)
+                "\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nallow_anonymous = true\n\n\
+                 [hub]\nlisten = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
+                port_or_any(1883),
+                port_or_any(8090)
             ),
-            Self::Cluster { nodes, .. } => format!(
+            Self::Cluster { nodes, hubs, .. } => format!(
                 r#"
 [proxy.pools.brokers]
 strategy = "round_robin"
@@ -75,11 +87,29 @@ mode = "tcp"
 listen = "127.0.0.1:{}"
 pool = "brokers"
 idle_timeout = "5m"
+
+[proxy.pools.hubs]
+strategy = "round_robin"
+backends = [
+  {{ name = "hub1", address = "127.0.0.1:{}" }},
+  {{ name = "hub2", address = "127.0.0.1:{}" }},
+]
+health = {{ kind = "tcp", interval = "1s", timeout = "500ms", rise = 2, fall = 2 }}
+
+[[proxy.listeners]]
+name = "demo-chat"
+mode = "http"
+listen = "127.0.0.1:{}"
+pool = "hubs"
+idle_timeout = "5m"
 "#,
                 nodes[0],
                 nodes[1],
                 nodes[2],
-                port_or_any(1883)
+                port_or_any(1883),
+                hubs[0],
+                hubs[1],
+                port_or_any(8090)
             ),
         }
     }
@@ -96,6 +126,7 @@ idle_timeout = "5m"
             redis,
             prefix,
             nodes,
+            hubs,
         } = self
         else {
             return Ok(Vec::new());
@@ -113,8 +144,11 @@ lease = "3s"
 [mqtt]
 listen = "127.0.0.1:{port}"
 allow_anonymous = true
-"#,
+{hub}"#,
                 dir = data.join(format!("mqtt{}", i + 1)).display(),
+                hub = hubs.get(i).map_or_else(String::new, |p| format!(
+                    "\n[hub]\nlisten = \"127.0.0.1:{p}\"\nallow_anonymous = true\n"
+                )),
             );
             let loaded = config::parse(Path::new(&format!("<demo mqtt{}>", i + 1)), text)?;
             started.push(
@@ -124,7 +158,7 @@ allow_anonymous = true
         Ok(started)
     }
 
-    /// Prints how to try it; `balancer` is the demo-mqtt listener or the lone broker.
+    /// Prints how to try MQTT; `balancer` is the demo-mqtt listener or the lone broker.
     pub fn print_banner(&self, balancer: SocketAddr, admin: SocketAddr, password: &str) {
         let port = balancer.port();
         match self {
@@ -154,6 +188,28 @@ stats page). Publish on one node, receive on all:
                 );
             }
         }
+    }
+
+    /// Prints how to try the hub; `chat` is the demo-chat listener or the lone hub.
+    pub fn print_hub_banner(&self, chat: SocketAddr, admin: SocketAddr, password: &str) {
+        let nodes = match self {
+            Self::Alone { tried } => format!(
+                "one hub node (with a Redis at {tried} the demo runs two, behind an HTTP balancer)"
+            ),
+            Self::Cluster { hubs, redis, .. } => format!(
+                "two hub nodes ({}, {}) linked through {redis}, behind an HTTP balancer\n  \
+                 (round-robin: open two tabs; each says which node it is on)",
+                hubs[0], hubs[1]
+            ),
+        };
+        println!(
+            r#"Hub (WebSocket rooms, direct messages, presence, history): {nodes}.
+
+  chat page     http://{chat}/chat
+  WebSocket     ws://{chat}/ws   (protocol: docs/hub-protocol.md)
+  rooms         curl -s -u admin:{password} http://{admin}/api/hub/rooms
+"#
+        );
     }
 }
 
