@@ -133,21 +133,31 @@ fn path_str(p: &Path) -> &str {
 }
 
 /// `lintas.example.toml` and every file of `examples/mqtt-cluster` (three nodes and the
-/// balancer in front of them).
+/// balancer in front of them) and `examples/hub-cluster` (two nodes and their balancer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_accepts_the_example_files() {
     let root = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap();
-    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples/mqtt-cluster"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    examples.sort();
-    let names: Vec<_> = examples.iter().map(|p| p.file_name().unwrap()).collect();
-    assert_eq!(
-        names,
-        ["balancer.toml", "node1.toml", "node2.toml", "node3.toml"]
-    );
+    let mut examples = Vec::new();
+    for (dir, files) in [
+        (
+            "examples/mqtt-cluster",
+            &["balancer.toml", "node1.toml", "node2.toml", "node3.toml"][..],
+        ),
+        (
+            "examples/hub-cluster",
+            &["balancer.toml", "node1.toml", "node2.toml"][..],
+        ),
+    ] {
+        let mut found: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap()).collect();
+        assert_eq!(names, files, "{dir}");
+        examples.extend(found);
+    }
     examples.insert(0, root.join("lintas.example.toml"));
 
     for example in examples {
