@@ -65,6 +65,11 @@ pub struct HubConfig {
     /// How long a message stays in its room's history.
     #[serde(with = "configkit::duration")]
     pub history_ttl: Duration,
+    /// Bytes of history all rooms of the node keep together; beyond it the oldest messages
+    /// of every room go first (a client that recovers further back is told it cannot). One
+    /// connection may publish `publish_rate × max_message` a second into `max_rooms` rooms:
+    /// without this bound, a few would fill the node's memory within `history_ttl`.
+    pub history_memory: usize,
     /// In a cluster, how soon a dead node's users leave presence; each node renews its
     /// presence a few times within it.
     #[serde(with = "configkit::duration")]
@@ -90,6 +95,7 @@ impl Default for HubConfig {
             pong_timeout: Duration::from_secs(10),
             history_size: 100,
             history_ttl: Duration::from_secs(600),
+            history_memory: 256 * 1024 * 1024,
             presence_timeout: Duration::from_secs(10),
         }
     }
@@ -151,6 +157,12 @@ impl HubConfig {
             if value.is_zero() {
                 issues.push(at.key(key), "must be above zero");
             }
+        }
+        if self.history_memory < self.max_message {
+            issues.push(
+                at.key("history_memory"),
+                "must be at least max_message (one message must fit)",
+            );
         }
         if self.presence_timeout < Duration::from_secs(1) {
             issues.push(

@@ -8,11 +8,11 @@
 //! listening to it — a node follows only the rooms and users its own clients need.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,6 +84,10 @@ pub struct Hub {
     rooms: Mutex<HashMap<RoomName, Slot>>,
     users: Mutex<HashMap<Arc<str>, UserHere>>,
     next_conn: AtomicU64,
+    /// Bytes of history the rooms hold together.
+    held: Arc<AtomicUsize>,
+    /// Woken when they hold more than `history_memory`.
+    over_budget: Notify,
     /// Counters for the admin API and `/metrics`.
     pub stats: Stats,
     pub(crate) tasks: TaskTracker,
@@ -132,6 +136,8 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            held: Arc::default(),
+            over_budget: Notify::new(),
             stats: Stats::default(),
             tasks,
             shutdown,
@@ -169,6 +175,7 @@ impl Hub {
         Keep {
             size: self.cfg.history_size,
             ttl: self.cfg.history_ttl,
+            held: self.held.clone(),
         }
     }
 
@@ -373,13 +380,17 @@ impl Hub {
             data,
         };
         self.stats.published();
-        match &self.cluster {
+        let published = match &self.cluster {
             Some(cluster) => cluster.publish(self, room, &body).await,
             None => {
                 let r = self.room(room).await?;
                 Ok((r.epoch.clone(), r.append(&body)))
             }
+        };
+        if self.history_bytes() > self.cfg.history_memory {
+            self.over_budget.notify_one();
         }
+        published
     }
 
     /// Hands `stored`, numbered by the cluster, to the room here if there is one.
@@ -468,6 +479,47 @@ impl Hub {
             .iter()
             .map(|(u, h)| (u.clone(), h.connections.len()))
             .collect()
+    }
+
+    /// Bytes of history the rooms hold together.
+    pub fn history_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the history within `history_memory` until shutdown: woken by a publish that
+    /// went over it, and every [`Self::SWEEP`] (when a single node also drops the rooms
+    /// nobody is in whose history expired).
+    pub(crate) async fn keep_history(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Self::SWEEP);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if self.cluster.is_none() {
+                        self.sweep();
+                    }
+                }
+                () = self.over_budget.notified() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            self.shed_history();
+        }
+    }
+
+    /// Drops the oldest messages of every room, a time cutoff at a time, until the rooms
+    /// hold at most `history_memory`: the oldest history goes first, wherever it is.
+    fn shed_history(&self) {
+        let budget = self.cfg.history_memory;
+        while self.history_bytes() > budget {
+            let rooms = self.room_handles();
+            let (Some(oldest), now) = (rooms.iter().filter_map(|r| r.oldest()).min(), now_ms())
+            else {
+                return;
+            };
+            // Halve the age of what is kept (at the least by a millisecond).
+            let cutoff = oldest + (now.saturating_sub(oldest) / 2).max(1);
+            let shed: usize = rooms.iter().map(|r| r.shed_before(cutoff)).sum();
+            self.stats.shed(shed);
+        }
     }
 
     /// Drops the rooms of a single node that nobody is in and whose history expired.

@@ -11,6 +11,7 @@
 //! in the reply (when recovering) or behind it, every later one comes after it, none twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,12 +26,15 @@ use crate::protocol::{Recover, Room as RoomName};
 pub(crate) const MAX_PENDING: usize = 4096;
 
 /// How much history a room keeps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Keep {
     /// Messages.
     pub size: usize,
     /// Age.
     pub ttl: Duration,
+    /// Bytes of history every room of the node holds together (`[hub] history_memory`
+    /// bounds it).
+    pub held: Arc<AtomicUsize>,
 }
 
 /// One room on this node.
@@ -138,6 +142,8 @@ impl Room {
             .into_iter()
             .skip_while(|m| m.offset + (keep.size as u64) < next)
             .collect();
+        let bytes: usize = recent.iter().map(|m| m.frame.len()).sum();
+        keep.held.fetch_add(bytes, Ordering::Relaxed);
         Self {
             name,
             epoch,
@@ -205,7 +211,9 @@ impl Room {
         let mut inner = self.lock();
         if to > inner.next {
             inner.next = to;
-            inner.recent.clear();
+            while !inner.recent.is_empty() {
+                self.pop_oldest(&mut inner);
+            }
             self.drain(&mut inner);
         }
     }
@@ -237,10 +245,35 @@ impl Room {
         for member in inner.members.values() {
             member.outbox.push(m.frame.clone());
         }
+        self.keep.held.fetch_add(m.frame.len(), Ordering::Relaxed);
         inner.recent.push_back(m);
         while inner.recent.len() > self.keep.size {
-            inner.recent.pop_front();
+            self.pop_oldest(inner);
         }
+    }
+
+    /// Drops the oldest message kept.
+    fn pop_oldest(&self, inner: &mut Inner) {
+        if let Some(old) = inner.recent.pop_front() {
+            self.keep.held.fetch_sub(old.frame.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the messages kept that were stored before `cutoff` (ms since the Unix
+    /// epoch); how many.
+    pub fn shed_before(&self, cutoff: u64) -> usize {
+        let mut inner = self.lock();
+        let mut shed = 0;
+        while inner.recent.front().is_some_and(|m| m.time < cutoff) {
+            self.pop_oldest(&mut inner);
+            shed += 1;
+        }
+        shed
+    }
+
+    /// When the oldest message kept was stored.
+    pub fn oldest(&self) -> Option<u64> {
+        self.lock().recent.front().map(|m| m.time)
     }
 
     /// The index in `recent` of the first message still within `history_ttl`.
@@ -418,22 +451,34 @@ impl Room {
     }
 }
 
+/// A dropped room gives its history's bytes back to the node's count.
+impl Drop for Room {
+    fn drop(&mut self) {
+        let inner = self.lock();
+        let bytes: usize = inner.recent.iter().map(|m| m.frame.len()).sum();
+        self.keep.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outbox::{Inbox, outbox};
     use crate::protocol::Data;
 
-    const KEEP: Keep = Keep {
-        size: 3,
-        ttl: Duration::from_secs(60),
-    };
+    fn keep() -> Keep {
+        Keep {
+            size: 3,
+            ttl: Duration::from_secs(60),
+            held: Arc::default(),
+        }
+    }
 
     fn room() -> Room {
         Room::new(
             RoomName::parse("r").expect("room"),
             "e".into(),
-            KEEP,
+            keep(),
             0,
             Vec::new(),
         )
@@ -529,6 +574,28 @@ mod tests {
                 .unwrap_or_default();
             assert_eq!(got, offsets, "{epoch} {offset}");
         }
+    }
+
+    #[test]
+    fn the_bytes_kept_are_counted_until_the_room_goes() {
+        let r = room();
+        let held = r.keep.held.clone();
+        r.append(&body(0, 1000));
+        let one = held.load(Ordering::Relaxed);
+        assert!(one > 0);
+        for n in 1..5 {
+            r.append(&body(n, 1000 + n));
+        }
+        assert_eq!(
+            held.load(Ordering::Relaxed),
+            3 * one,
+            "three kept, of one size"
+        );
+        assert_eq!(r.shed_before(1003), 1);
+        assert_eq!(r.oldest(), Some(1003));
+        assert_eq!(held.load(Ordering::Relaxed), 2 * one);
+        drop(r);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
     }
 
     #[test]

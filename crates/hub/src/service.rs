@@ -71,10 +71,10 @@ impl service::Service for Hub {
         ));
         crate::stats::register(&deps.metrics, &hub);
         crate::listener::serve(&hub, bound, &deps, &shutdown);
-        match hub.cluster() {
-            Some(cluster) => drop(deps.tasks.spawn(cluster.clone().keep_presence(hub.clone()))),
-            None => drop(deps.tasks.spawn(sweep(hub.clone()))),
+        if let Some(cluster) = hub.cluster() {
+            deps.tasks.spawn(cluster.clone().keep_presence(hub.clone()));
         }
+        deps.tasks.spawn(hub.clone().keep_history());
         Ok(hub)
     }
 
@@ -116,17 +116,6 @@ fn secret(var: &str, at: &KeyPath) -> Result<Tokens, StartError> {
     Ok(Tokens::new(value.as_bytes()))
 }
 
-/// Drops a single node's rooms that nobody is in and whose history expired.
-async fn sweep(hub: Arc<Hub>) {
-    let mut every = tokio::time::interval(Hub::SWEEP);
-    loop {
-        tokio::select! {
-            _ = every.tick() => hub.sweep(),
-            () = hub.shutdown.cancelled() => return,
-        }
-    }
-}
-
 /// `GET /api/hub`.
 #[derive(Debug, Serialize)]
 struct Overview {
@@ -134,6 +123,7 @@ struct Overview {
     node: String,
     nodes: Vec<String>,
     rooms: usize,
+    history_bytes: usize,
     #[serde(flatten)]
     stats: Snapshot,
 }
@@ -144,6 +134,7 @@ async fn overview(State(hub): State<Arc<Hub>>) -> axum::Json<Overview> {
         node: hub.node.to_string(),
         nodes: hub.cluster().map(|c| c.nodes()).unwrap_or_default(),
         rooms: hub.rooms_here().len(),
+        history_bytes: hub.history_bytes(),
         stats: hub.stats.snapshot(),
     })
 }

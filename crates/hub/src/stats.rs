@@ -37,6 +37,7 @@ pub struct Stats {
     published: AtomicU64,
     direct: AtomicU64,
     refused: AtomicU64,
+    shed: AtomicU64,
     slow_consumers: AtomicU64,
     no_pong: AtomicU64,
     unauthorized: AtomicU64,
@@ -56,6 +57,9 @@ pub struct Snapshot {
     pub direct: u64,
     /// Requests answered with an `error` frame.
     pub refused: u64,
+    /// Messages dropped from rooms' history before their time to keep within
+    /// `history_memory`.
+    pub history_shed: u64,
     /// Connections closed because their queue filled (4008).
     pub slow_consumers: u64,
     /// Connections closed for not answering a ping (4002).
@@ -92,6 +96,10 @@ impl Stats {
         bump(&self.refused);
     }
 
+    pub(crate) fn shed(&self, n: usize) {
+        self.shed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn closed(&self, why: Closed) {
         bump(match why {
             Closed::SlowConsumer => &self.slow_consumers,
@@ -110,6 +118,7 @@ impl Stats {
             published: get(&self.published),
             direct: get(&self.direct),
             refused: get(&self.refused),
+            history_shed: get(&self.shed),
             slow_consumers: get(&self.slow_consumers),
             no_pong: get(&self.no_pong),
             unauthorized: get(&self.unauthorized),
@@ -150,6 +159,12 @@ impl Collector for Scrape {
             "Rooms this node holds",
             [(NO_LABELS, gauge(hub.rooms_here().len() as u64))],
         )?;
+        encode_family(
+            &mut encoder,
+            "lintas_hub_history_bytes",
+            "Bytes of history the rooms of this node hold",
+            [(NO_LABELS, gauge(hub.history_bytes() as u64))],
+        )?;
         for (name, help, n) in [
             (
                 "lintas_hub_connections_accepted",
@@ -170,6 +185,11 @@ impl Collector for Scrape {
                 "lintas_hub_requests_refused",
                 "Requests answered with an error frame",
                 s.refused,
+            ),
+            (
+                "lintas_hub_history_shed",
+                "Messages dropped from history early to keep within history_memory",
+                s.history_shed,
             ),
         ] {
             encode_family(

@@ -282,3 +282,55 @@ async fn upgrades_from_other_sites_and_non_upgrades_are_refused() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn history_is_kept_within_its_memory_the_oldest_going_first() {
+    let node =
+        Node::start("max_message = 1024\nhistory_memory = 20000\npublish_rate = 100000").await;
+    let mut c = node.anonymous("c").await;
+    let pad = "z".repeat(400);
+    for room in ["a", "b", "c"] {
+        c.join(room).await;
+        for n in 0..50u64 {
+            let (reply, _) = c
+                .ask(
+                    n,
+                    json!({"type": "publish", "room": room, "data": {"n": n, "pad": pad}}),
+                )
+                .await;
+            assert_eq!(reply["type"], "published");
+        }
+    }
+    testkit::wait_until(
+        "the history shed to its budget",
+        testkit::PATIENCE,
+        || async { node.hub.history_bytes() <= 20_000 },
+    )
+    .await;
+    let shed = node.hub.stats.snapshot().history_shed;
+    assert!(shed > 0);
+    // What is left is each room's newest messages, contiguous up to the last; room a, the
+    // oldest, lost the most.
+    let mut kept = Vec::new();
+    for (id, room) in ["a", "b", "c"].into_iter().enumerate() {
+        let (h, _) = c
+            .ask(100 + id as u64, json!({"type": "history", "room": room}))
+            .await;
+        let offsets: Vec<u64> = h["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["offset"].as_u64().expect("offset"))
+            .collect();
+        if let Some(first) = offsets.first() {
+            assert_eq!(offsets, (*first..50).collect::<Vec<_>>(), "room {room}");
+        }
+        kept.push(offsets.len());
+    }
+    assert!(
+        kept[0] <= kept[1] && kept[1] <= kept[2] && kept[2] > 0,
+        "{kept:?}"
+    );
+    assert_eq!(kept.iter().sum::<usize>() as u64 + shed, 150);
+    node.stop().await;
+}
