@@ -145,4 +145,130 @@ mod tests {
             );
         }
     }
+
+    /// Fuzz target for what nodes read back from each other: random envelopes and records
+    /// read back as written; truncated and mutated ones never panic the readers, and what
+    /// they accept writes back to itself. Runs for `LINTAS_FUZZ_SECONDS` from
+    /// `LINTAS_FUZZ_SEED` ([`testkit::fuzz`]).
+    #[test]
+    fn envelopes_and_records_fuzzed() {
+        use rand::Rng;
+        use rand::rngs::StdRng;
+        use testkit::fuzz::Fuzz;
+        use testkit::fuzz::http1::pick;
+
+        fn text(rng: &mut StdRng) -> String {
+            let parts = ["a", "Z", "9", "-", ":", "é", "\"", "\\", "\u{7}", "🍵"];
+            (0..rng.random_range(0..6))
+                .map(|_| *pick(rng, &parts))
+                .collect()
+        }
+        fn body(rng: &mut StdRng) -> Body {
+            let data = match rng.random_range(0..3) {
+                0 => serde_json::json!(text(rng)).to_string(),
+                1 => format!("{}", rng.random::<i64>()),
+                _ => format!("{{\"k\":[{}, null]}}", rng.random::<u32>()),
+            };
+            Body {
+                from: text(rng),
+                name: text(rng),
+                time: rng.random(),
+                data: Data::parse(&data).expect("JSON"),
+            }
+        }
+        fn room(rng: &mut StdRng) -> Room {
+            Room::parse(&format!("r{}", rng.random::<u16>())).expect("room")
+        }
+        fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) {
+            if bytes.is_empty() {
+                return;
+            }
+            match rng.random_range(0..3) {
+                0 => bytes.truncate(rng.random_range(0..bytes.len())),
+                1 => {
+                    let at = rng.random_range(0..bytes.len());
+                    let extra = *pick(rng, &[&b",\"x\":1"[..], b"}", b"\"", b"-1", b"1e999"]);
+                    bytes.splice(at..at, extra.iter().copied());
+                }
+                _ => {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] = *pick(rng, b"\"{}:,0a ");
+                }
+            }
+        }
+
+        let mut fuzz = Fuzz::from_env("hub envelopes");
+        let mut rng = fuzz.rng();
+        while fuzz.next_case() {
+            let envelope = match rng.random_range(0..3) {
+                0 => Envelope::Message {
+                    node: text(&mut rng),
+                    offset: rng.random(),
+                    body: body(&mut rng),
+                },
+                1 => Envelope::Presence {
+                    node: text(&mut rng),
+                    version: rng.random(),
+                    user: text(&mut rng),
+                    name: text(&mut rng),
+                    joined: rng.random(),
+                },
+                _ => Envelope::Direct {
+                    node: text(&mut rng),
+                    body: body(&mut rng),
+                },
+            };
+            let mut bytes = envelope.encode().to_vec();
+            assert_eq!(
+                Envelope::decode(&bytes).ok(),
+                Some(envelope),
+                "{}",
+                fuzz.at()
+            );
+            mutate(&mut rng, &mut bytes);
+            if let Ok(read) = Envelope::decode(&bytes) {
+                assert_eq!(
+                    Envelope::decode(&read.encode()).ok(),
+                    Some(read),
+                    "{}",
+                    fuzz.at()
+                );
+            }
+
+            let mut record = Record {
+                version: rng.random(),
+                ..Record::default()
+            };
+            for _ in 0..rng.random_range(0..3) {
+                let users = (0..rng.random_range(0..3))
+                    .map(|_| (text(&mut rng), text(&mut rng)))
+                    .collect();
+                record.rooms.insert(room(&mut rng), users);
+                record.users.insert(text(&mut rng), rng.random());
+            }
+            let mut bytes = serde_json::to_vec(&record).expect("JSON");
+            let read: Record = serde_json::from_slice(&bytes).expect("reads back");
+            assert_eq!(read, record, "{}", fuzz.at());
+            mutate(&mut rng, &mut bytes);
+            if let Ok(read) = serde_json::from_slice::<Record>(&bytes) {
+                let again: Record =
+                    serde_json::from_slice(&serde_json::to_vec(&read).expect("JSON"))
+                        .expect("reads back");
+                assert_eq!(again, read, "{}", fuzz.at());
+            }
+
+            let stored = body(&mut rng);
+            let mut bytes = encode_body(&stored).to_vec();
+            assert_eq!(decode_body(&bytes).ok(), Some(stored), "{}", fuzz.at());
+            mutate(&mut rng, &mut bytes);
+            if let Ok(read) = decode_body(&bytes) {
+                assert_eq!(
+                    decode_body(&encode_body(&read)).ok(),
+                    Some(read),
+                    "{}",
+                    fuzz.at()
+                );
+            }
+        }
+    }
 }
