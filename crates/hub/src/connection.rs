@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout};
@@ -262,11 +262,15 @@ impl Connection {
         let pong = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(pong);
         let mut awaiting_pong = false;
-        let stop = self.hub.shutdown.clone();
+        // Made once: every connection waits on the one shutdown token, and each wait
+        // registers under its lock.
+        let shutdown = self.hub.shutdown.clone();
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => return Some(Close::new(1001, "the node shuts down")),
+                () = &mut stop => return Some(Close::new(1001, "the node shuts down")),
                 frame = inbox.next() => {
                     let Some(frame) = frame else { return Some(self.slow()) };
                     if let Err(close) = self.write(ws, inbox, frame).await {
@@ -346,14 +350,21 @@ impl Connection {
             }
             ws.flush().await
         };
-        let overflowed = inbox.overflowed();
-        tokio::select! {
-            r = timeout(deadline, send) => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(None),
-                Err(_) => Err(Some(self.slow())),
+        let send = timeout(deadline, send);
+        tokio::pin!(send);
+        // Most writes complete at once; only one the socket does not take waits on the
+        // queue's overflow too.
+        let written = match (&mut send).now_or_never() {
+            Some(r) => r,
+            None => tokio::select! {
+                r = &mut send => r,
+                () = inbox.overflowed() => return Err(Some(self.slow())),
             },
-            () = overflowed => Err(Some(self.slow())),
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some(self.slow())),
         }
     }
 

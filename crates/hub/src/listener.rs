@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use configkit::KeyPath;
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use service::{Deps, StartError};
@@ -39,8 +40,9 @@ use crate::hub::{Hub, Refused};
 use crate::protocol::{Credentials, Data, Room};
 
 /// What tungstenite reads from the socket at once: small, since ten thousand idle
-/// connections each hold one (tungstenite's default is 128 KiB).
-const READ_BUFFER: usize = 4 * 1024;
+/// connections each hold one, and tungstenite zeroes it before every read (its default is
+/// 128 KiB). A larger frame makes the buffer grow to hold it.
+const READ_BUFFER: usize = 1024;
 
 /// The least idle time allowed on a connection, whatever the ping settings.
 const MIN_IDLE: Duration = Duration::from_secs(60);
@@ -237,12 +239,24 @@ async fn upgrade(
         .max_frame_size(Some(hub.config().max_message));
     let tasks = hub.tasks.clone();
     tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        match on_upgrade
+            .await
+            .map(Upgraded::downcast::<TokioIo<net::Idle<TcpStream>>>)
+        {
+            // The socket itself, out of hyper's wrapper and the HTTP idle timer: from now on
+            // pings tell whether the client is there.
+            Ok(Ok(parts)) => {
+                let socket = parts.io.into_inner().into_inner();
+                let ws = WebSocketStream::from_partially_read(
+                    socket,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 crate::connection::serve(hub, ws, peer).await;
             }
+            Ok(Err(_)) => warn!(%peer, "hub upgrade: not the connection type served"),
             Err(e) => debug!(%peer, error = %e, "hub upgrade failed"),
         }
         drop(permit);

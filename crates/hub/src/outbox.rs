@@ -75,15 +75,19 @@ impl Outbox {
 
 impl Inbox {
     /// The next frame; `None` when the connection was kicked (its queue overflowed).
+    ///
+    /// Waits on the queue alone: a queue that overflows is full, so its task is woken
+    /// for the frames it holds and then finds the kick. Only a write that the client does
+    /// not take waits on [`Self::overflowed`] as well.
     pub async fn next(&mut self) -> Option<Text> {
         if self.kick.kicked.load(Ordering::Relaxed) {
             return None;
         }
-        tokio::select! {
-            biased;
-            () = self.kick.notify.notified() => None,
-            frame = self.rx.recv() => frame,
+        let frame = self.rx.recv().await;
+        if self.kick.kicked.load(Ordering::Relaxed) {
+            return None;
         }
+        frame
     }
 
     /// A frame already queued, without waiting (to write several at once).

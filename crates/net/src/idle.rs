@@ -30,6 +30,13 @@ impl<I> Idle<I> {
         }
     }
 
+    /// The connection, no longer watched: for a protocol that has its own liveness check
+    /// from now on (the hub's WebSockets ping their clients), which saves resetting a timer
+    /// on every read and write.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
     /// Passes a completed operation through (pushing the deadline back), or turns a pending
     /// one into `TimedOut` once the deadline has passed.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

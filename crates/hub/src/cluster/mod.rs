@@ -43,8 +43,9 @@ use presence::{Change, Views};
 /// How long a room waits for a late message before reading the gap from the stream.
 const GAP_WAIT: Duration = Duration::from_millis(200);
 
-/// How often a room checks its subscription and waiting messages.
-const ROOM_TICK: Duration = Duration::from_millis(100);
+/// How often a room checks whether its subscription lost messages (and whether it was
+/// dropped); a gap is read at its own deadline.
+const ROOM_TICK: Duration = Duration::from_secs(1);
 
 /// How often a room compares the stream's end with what it delivered, for a message whose
 /// publication was lost.
@@ -425,30 +426,45 @@ impl Follower {
             None => return,
         };
         let mut missed = self.sub.missed();
-        let mut gap_since: Option<Instant> = None;
+        // When to read a gap from the stream, while one is waited for.
+        let mut repair_at: Option<Instant> = None;
+        let mut armed: Option<Instant> = None;
+        let wake = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(wake);
         let mut synced = Instant::now();
         let mut tick = tokio::time::interval(ROOM_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            if repair_at != armed {
+                if let Some(at) = repair_at {
+                    wake.as_mut().reset(at);
+                }
+                armed = repair_at;
+            }
+            let read = tokio::select! {
                 m = self.sub.recv() => {
                     let Some(bytes) = m else { return };
-                    self.take(&cluster, &bytes, &mut gap_since);
+                    self.take(&cluster, &bytes, &mut repair_at);
+                    false
                 }
+                () = &mut wake, if repair_at.is_some() => true,
                 _ = tick.tick() => {
                     if self.room.is_closed() || self.hub.shutdown.is_cancelled() {
                         return;
                     }
-                    let lost = self.sub.missed() != missed;
-                    let late = gap_since.is_some_and(|t| t.elapsed() >= GAP_WAIT);
-                    let due = synced.elapsed() >= SYNC_EVERY;
-                    if lost || late || due {
-                        missed = self.sub.missed();
-                        synced = Instant::now();
-                        match self.catch_up().await {
-                            Ok(()) => gap_since = self.room.first_missing().map(|_| Instant::now()),
-                            Err(e) => debug!(room = %self.room.name, error = %e, "hub room not caught up; retrying"),
-                        }
+                    self.sub.missed() != missed || synced.elapsed() >= SYNC_EVERY
+                }
+            };
+            if read {
+                missed = self.sub.missed();
+                synced = Instant::now();
+                match self.catch_up().await {
+                    Ok(()) => {
+                        repair_at = self.room.first_missing().map(|_| Instant::now() + GAP_WAIT);
+                    }
+                    Err(e) => {
+                        debug!(room = %self.room.name, error = %e, "hub room not caught up; retrying");
+                        repair_at = Some(Instant::now() + GAP_WAIT);
                     }
                 }
             }
@@ -456,7 +472,7 @@ impl Follower {
     }
 
     /// One envelope from the room's channel.
-    fn take(&self, cluster: &Cluster, bytes: &[u8], gap_since: &mut Option<Instant>) {
+    fn take(&self, cluster: &Cluster, bytes: &[u8], repair_at: &mut Option<Instant>) {
         let room = &self.room.name;
         match Envelope::decode(bytes) {
             Ok(Envelope::Message { node, offset, body }) => {
@@ -466,13 +482,13 @@ impl Follower {
                 let stored = frames::message(room, &self.room.epoch, offset, &body);
                 match self.room.sequence(Arc::new(stored)) {
                     Some(_) if self.room.position().1 > MAX_PENDING => {
-                        // Too much waits on one gap: read it at the next tick.
-                        *gap_since = Some(Instant::now() - GAP_WAIT);
+                        // Too much waits on one gap: read it now.
+                        *repair_at = Some(Instant::now());
                     }
                     Some(_) => {
-                        gap_since.get_or_insert_with(Instant::now);
+                        repair_at.get_or_insert_with(|| Instant::now() + GAP_WAIT);
                     }
-                    None => *gap_since = None,
+                    None => *repair_at = None,
                 }
             }
             Ok(Envelope::Presence {
