@@ -509,8 +509,9 @@ impl Follower {
 
     /// Reads from the stream what the room has not delivered yet, up to the stream's end.
     async fn catch_up(&self) -> Result<(), BackplaneError> {
-        let end = self.stream.end().await?;
+        // Where the room stands first: whatever waits then is below the end read after.
         let (next, waiting) = self.room.position();
+        let end = self.stream.end().await?;
         if end <= next {
             if waiting > 0 {
                 // What waits is beyond the stream's end: the stream lost entries (a Redis
