@@ -278,6 +278,9 @@ pub struct PublishPlan {
     pub pad: Arc<str>,
     /// Messages per second; 0 = as fast as the window allows.
     pub rate: f64,
+    /// When its first message is due after `start` (paced runs): the publishers take
+    /// turns instead of all publishing at the same instants.
+    pub offset: Duration,
     /// At most this many messages not yet received by every member of the room; 0 = none.
     pub inflight: u64,
     /// Longest the window may stay shut before the publisher gives up (messages lost).
@@ -303,7 +306,7 @@ pub async fn publish(p: PublishPlan) -> Published {
             break;
         }
         if p.rate > 0.0 {
-            let due = p.start + Duration::from_secs_f64(seq as f64 / p.rate);
+            let due = p.start + p.offset + Duration::from_secs_f64(seq as f64 / p.rate);
             if due >= p.deadline {
                 break;
             }

@@ -7,21 +7,25 @@
 //!   on the nodes of `--addr` (a comma-separated list; client i goes to node (i div R) mod
 //!   nodes, so every room has its members spread evenly and its first member on node 1).
 //!   The first member of each of the first `--publishers` rooms publishes into it, at
-//!   `--rate` messages/s over all publishers or, with 0, as fast as its window allows:
-//!   with `--inflight K` a publisher never has more than K messages not yet received by
-//!   every member of its room. First every publisher sends probes until every member of
-//!   its room got one (at most `--probe` s), then it publishes for `--duration` s; the tool
-//!   waits until every message arrived or none arrived for `--drain` s.
+//!   `--rate` messages/s over all publishers (taking turns, evenly spaced) or, with 0, as
+//!   fast as its window allows: with `--inflight K` a publisher never has more than K
+//!   messages not yet received by every member of its room. First every publisher sends
+//!   probes until every member of its room got one (at most `--probe` s), then it publishes
+//!   for `--duration` s; the tool waits until every message arrived or none arrived for
+//!   `--drain` s.
 //! - `idle`: opens `--clients` clients the same way (connect + join), prints a line when
 //!   all are up and holds them `--hold` s, answering pings (the caller reads the servers'
 //!   memory meanwhile and then ends the tool).
 //!
 //! Prints one JSON line: messages sent, delivered (over all members), missing, duplicated,
 //! sent/s, delivered/s (deliveries ÷ time from the start of publishing to the last one
-//! received) and publish-to-deliver latency p50/p99/max in µs. Exit status 1 with a
-//! message on stderr when a client cannot be set up.
+//! received) and publish-to-deliver latency p50/p99/max in µs; with `--cpu-pids` also the
+//! CPU seconds those processes (the servers) and the tool itself used from the start of
+//! publishing to the end of the drain. Exit status 1 with a message on stderr when a client
+//! cannot be set up.
 
 mod client;
+mod cpu;
 mod proto;
 mod tally;
 
@@ -47,7 +51,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 const USAGE: &str = "usage: hub-load --proto lintas|socketio --mode fanout|idle \
 --addr HOST:PORT[,HOST:PORT...] [--clients N] [--rooms R] [--publishers P] [--rate MSG_PER_S] \
 [--inflight K] [--duration S] [--pad BYTES] [--drain S] [--probe S] [--stall S] [--hold S] \
-[--label TEXT] [--threads T]";
+[--cpu-pids PID,PID] [--clk-tck N] [--label TEXT] [--threads T]";
 
 /// Command-line options as `--key value` pairs.
 struct Args(HashMap<String, String>);
@@ -150,6 +154,7 @@ struct Fanout {
     drain: Duration,
     probe: Duration,
     stall: Duration,
+    cpu: cpu::Watch,
 }
 
 fn main() {
@@ -200,6 +205,10 @@ async fn run(mut args: Args) -> Result<()> {
                 drain: args.secs("drain", 3.0)?,
                 probe: args.secs("probe", 20.0)?,
                 stall: args.secs("stall", 5.0)?,
+                cpu: cpu::Watch::new(
+                    &args.take::<String>("cpu-pids", Some(String::new()))?,
+                    args.take("clk-tck", Some(100.0))?,
+                ),
             };
             args.reject_rest()?;
             if f.publishers == 0 || f.publishers > layout.rooms {
@@ -272,6 +281,7 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
     let pad: Arc<str> = "x".repeat(f.pad).into();
     probe(layout, &rooms[..f.publishers], &outboxes, &pad, f.probe).await?;
 
+    let cpu_start = f.cpu.mark()?;
     let start = Instant::now();
     let start_ns = tally::now_ns();
     let deadline = start + f.duration;
@@ -286,6 +296,11 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
                 room: Arc::clone(&rooms[r]),
                 pad: Arc::clone(&pad),
                 rate: f.rate / f.publishers as f64,
+                offset: if f.rate > 0.0 {
+                    Duration::from_secs_f64(r as f64 / f.rate)
+                } else {
+                    Duration::ZERO
+                },
                 inflight: f.inflight,
                 stall: f.stall,
                 start,
@@ -320,7 +335,10 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_end = f.cpu.mark()?;
+    let cpu_window_s = start.elapsed().as_secs_f64();
     stop_tx.send_replace(true);
+    let (server_cpu_s, tool_cpu_s) = f.cpu.seconds(&cpu_start, &cpu_end);
 
     let mut t = Totals::default();
     for task in members {
@@ -346,6 +364,8 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
             "deliver_s": round3(deliver_s),
             "p50_us": latency.value_at_quantile(0.5), "p99_us": latency.value_at_quantile(0.99),
             "max_us": latency.max(),
+            "server_cpu_s": server_cpu_s.map(round3), "tool_cpu_s": round3(tool_cpu_s),
+            "cpu_window_s": round3(cpu_window_s),
         })
     );
     Ok(())
