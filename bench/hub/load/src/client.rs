@@ -82,7 +82,10 @@ impl Room {
                 self.wake_at.store(u64::MAX, Ordering::SeqCst);
                 return true;
             }
-            if tokio::time::timeout_at(until, self.wake.notified()).await.is_err() {
+            if tokio::time::timeout_at(until, self.wake.notified())
+                .await
+                .is_err()
+            {
                 self.wake_at.store(u64::MAX, Ordering::SeqCst);
                 return self.received.load(Ordering::SeqCst) >= target;
             }
@@ -93,7 +96,11 @@ impl Room {
 /// The next text frame; WebSocket pings are answered by tungstenite itself.
 async fn next_text(ws: &mut Ws) -> Result<String> {
     loop {
-        match ws.next().await.context("the server closed the TCP connection")?? {
+        match ws
+            .next()
+            .await
+            .context("the server closed the TCP connection")??
+        {
             Message::Text(t) => return Ok(t.as_str().to_owned()),
             Message::Close(frame) => bail!("the server closed the WebSocket: {frame:?}"),
             Message::Binary(b) => bail!("a binary frame of {} bytes", b.len()),
@@ -106,7 +113,9 @@ async fn next_text(ws: &mut Ws) -> Result<String> {
 /// frames; a refusal ends the setup with the server's frame.
 async fn expect(ws: &mut Ws, proto: Proto, what: &str, want: fn(&Incoming) -> bool) -> Result<()> {
     loop {
-        let text = next_text(ws).await.with_context(|| format!("waiting for {what}"))?;
+        let text = next_text(ws)
+            .await
+            .with_context(|| format!("waiting for {what}"))?;
         let incoming = proto.parse(&text)?;
         if want(&incoming) {
             return Ok(());
@@ -134,10 +143,16 @@ pub async fn open(proto: Proto, spec: &Spec) -> Result<Ws> {
             .await
             .context("WebSocket upgrade")?;
         if proto.server_opens() {
-            expect(&mut ws, proto, "the open packet", |i| matches!(i, Incoming::Open)).await?;
+            expect(&mut ws, proto, "the open packet", |i| {
+                matches!(i, Incoming::Open)
+            })
+            .await?;
         }
         ws.send(Message::text(proto.connect(&spec.name))).await?;
-        expect(&mut ws, proto, "connected", |i| matches!(i, Incoming::Connected)).await?;
+        expect(&mut ws, proto, "connected", |i| {
+            matches!(i, Incoming::Connected)
+        })
+        .await?;
         ws.send(Message::text(proto.join(&spec.room))).await?;
         expect(&mut ws, proto, "joined", |i| matches!(i, Incoming::Reply)).await?;
         anyhow::Ok(ws)
@@ -238,7 +253,8 @@ async fn take(ws: &mut Ws, proto: Proto, text: &str, m: &mut Member, room: &Room
         Incoming::Ping => ws.send(Message::text(PONG)).await?,
         Incoming::Refused(frame) => {
             m.refused += 1;
-            m.first_refusal.get_or_insert_with(|| clip(frame).to_owned());
+            m.first_refusal
+                .get_or_insert_with(|| clip(frame).to_owned());
         }
         Incoming::Open | Incoming::Connected | Incoming::Other => {}
     }
@@ -320,16 +336,26 @@ pub async fn publish(p: PublishPlan) -> Published {
                 if Instant::now() >= p.deadline {
                     break;
                 }
-                return Published { sent: seq, stalled: true };
+                return Published {
+                    sent: seq,
+                    stalled: true,
+                };
             }
         }
         let data = tally::data(p.index, seq, &p.pad);
-        if p.outbox.send(p.proto.publish(seq + 1, &p.room_name, &data)).await.is_err() {
+        if p.outbox
+            .send(p.proto.publish(seq + 1, &p.room_name, &data))
+            .await
+            .is_err()
+        {
             break; // the connection ended; its member says why
         }
         seq += 1;
     }
-    Published { sent: seq, stalled: false }
+    Published {
+        sent: seq,
+        stalled: false,
+    }
 }
 
 /// The frame of a readiness probe into `room`.

@@ -10,7 +10,10 @@ fn ticks(pid: &str) -> Result<u64> {
         .with_context(|| format!("read /proc/{pid}/stat"))?;
     // Field 2 (comm) is in parentheses and may hold spaces; after the last ')' the fields
     // start at 3 (state), so utime (14) and stime (15) are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no ')' in stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("no ')' in stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     if f.len() < 13 || f[0] == "Z" {
         bail!("process {pid} has exited");
@@ -33,7 +36,11 @@ pub struct Mark {
 impl Watch {
     pub fn new(pids: &str, clk_tck: f64) -> Self {
         Watch {
-            pids: pids.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+            pids: pids
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
             clk_tck,
         }
     }
@@ -44,12 +51,18 @@ impl Watch {
         } else {
             Some(self.pids.iter().map(|p| ticks(p)).sum::<Result<u64>>()?)
         };
-        Ok(Mark { servers, tool: ticks("self")? })
+        Ok(Mark {
+            servers,
+            tool: ticks("self")?,
+        })
     }
 
     /// Seconds of CPU the servers (None without pids) and the tool used from `a` to `b`.
     pub fn seconds(&self, a: &Mark, b: &Mark) -> (Option<f64>, f64) {
         let s = |x: u64, y: u64| y.saturating_sub(x) as f64 / self.clk_tck;
-        (a.servers.zip(b.servers).map(|(x, y)| s(x, y)), s(a.tool, b.tool))
+        (
+            a.servers.zip(b.servers).map(|(x, y)| s(x, y)),
+            s(a.tool, b.tool),
+        )
     }
 }

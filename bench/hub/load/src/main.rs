@@ -138,7 +138,10 @@ impl Layout {
         for r in results {
             match r {
                 Ok(ws) => out.push(ws),
-                Err(e) => bail!("{failed} of {} clients failed to set up; the first: {e:#}", self.clients),
+                Err(e) => bail!(
+                    "{failed} of {} clients failed to set up; the first: {e:#}",
+                    self.clients
+                ),
             }
         }
         Ok(out)
@@ -215,7 +218,9 @@ async fn run(mut args: Args) -> Result<()> {
                 bail!("--publishers must be 1..=--rooms (one publisher per room at most)");
             }
             if f.rate == 0.0 && f.inflight == 0 {
-                bail!("--rate 0 needs --inflight >= 1: unpaced and unbounded would flood both servers");
+                bail!(
+                    "--rate 0 needs --inflight >= 1: unpaced and unbounded would flood both servers"
+                );
             }
             fanout(&layout, &f).await
         }
@@ -233,7 +238,14 @@ async fn idle(layout: &Layout, hold: Duration) -> Result<()> {
     let count = sockets.len();
     for (i, ws) in sockets.into_iter().enumerate() {
         let room = Arc::clone(&rooms[i % layout.rooms]);
-        tokio::spawn(client::serve(ws, layout.proto, Tally::new(None), room, None, stop_rx.clone()));
+        tokio::spawn(client::serve(
+            ws,
+            layout.proto,
+            Tally::new(None),
+            room,
+            None,
+            stop_rx.clone(),
+        ));
     }
     println!(
         "{}",
@@ -318,8 +330,17 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
     }
     let publish_s = start.elapsed().as_secs_f64();
 
-    let expected: u64 = sent.iter().zip(&rooms).map(|(s, room)| s * room.members).sum();
-    let received_now = || rooms.iter().map(|r| r.received.load(Ordering::Relaxed)).sum::<u64>();
+    let expected: u64 = sent
+        .iter()
+        .zip(&rooms)
+        .map(|(s, room)| s * room.members)
+        .sum();
+    let received_now = || {
+        rooms
+            .iter()
+            .map(|r| r.received.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let drain_start = Instant::now();
     let (mut last, mut quiet_since) = (u64::MAX, drain_start);
     loop {

@@ -106,7 +106,10 @@ impl Proto {
                 quoted(room)
             ),
             Proto::SocketIo => {
-                format!(r#"42{id}["publish",{{"room":{},"data":{data}}}]"#, quoted(room))
+                format!(
+                    r#"42{id}["publish",{{"room":{},"data":{data}}}]"#,
+                    quoted(room)
+                )
             }
         }
     }
@@ -223,9 +226,18 @@ mod tests {
         }
         assert!(matches!(p.parse(r#"0{"sid":"x"}"#), Ok(Incoming::Open)));
         assert!(matches!(p.parse("2"), Ok(Incoming::Ping)));
-        assert!(matches!(p.parse(r#"40{"sid":"y"}"#), Ok(Incoming::Connected)));
-        assert!(matches!(p.parse(r#"4312[{"room":"r"}]"#), Ok(Incoming::Reply)));
-        assert!(matches!(p.parse(r#"44{"message":"no"}"#), Ok(Incoming::Refused(_))));
+        assert!(matches!(
+            p.parse(r#"40{"sid":"y"}"#),
+            Ok(Incoming::Connected)
+        ));
+        assert!(matches!(
+            p.parse(r#"4312[{"room":"r"}]"#),
+            Ok(Incoming::Reply)
+        ));
+        assert!(matches!(
+            p.parse(r#"44{"message":"no"}"#),
+            Ok(Incoming::Refused(_))
+        ));
         assert!(p.parse(r#"42["other",1]"#).is_err());
     }
 }

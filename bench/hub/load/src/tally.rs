@@ -175,8 +175,14 @@ mod tests {
     #[test]
     fn probe_is_not_counted_and_strangers_are_refused() {
         let mut t = Tally::new(Some(0));
-        assert!(matches!(t.record(&payload(PROBE, 0)), Ok(Seen::Probe(true))));
-        assert!(matches!(t.record(&payload(PROBE, 0)), Ok(Seen::Probe(false))));
+        assert!(matches!(
+            t.record(&payload(PROBE, 0)),
+            Ok(Seen::Probe(true))
+        ));
+        assert!(matches!(
+            t.record(&payload(PROBE, 0)),
+            Ok(Seen::Probe(false))
+        ));
         assert_eq!(t.received, 0);
         assert!(t.record(&payload(2, 0)).is_err());
     }
