@@ -50,6 +50,25 @@ impl Room {
     }
 }
 
+impl fmt::Display for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Room {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Room {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name).map_err(de::Error::custom)
+    }
+}
+
 /// Where a reconnecting client stands in a room: the history's epoch and the next offset it
 /// expects (its last message's offset + 1, or `joined`'s offset if it saw none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +92,20 @@ impl Data {
     /// The JSON text, as sent.
     pub fn as_str(&self) -> &str {
         self.0.get()
+    }
+}
+
+/// Written back as the very text that was read.
+impl serde::Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Read from what nodes store and pass on, keeping the text.
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Self)
     }
 }
 

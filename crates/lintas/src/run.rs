@@ -9,6 +9,7 @@ use std::time::Duration;
 use admin::{AdminState, Auth, Control};
 use anyhow::Context;
 use configkit::KeyPath;
+use hub::Hub;
 use mqtt::Broker;
 use net::Workers;
 use proxy::{Proxy, ReloadSummary};
@@ -39,6 +40,8 @@ pub struct Node {
     pub watch: Option<Arc<Watch>>,
     /// The MQTT broker, when `[mqtt]` is configured.
     pub mqtt: Option<Arc<Broker>>,
+    /// The WebSocket hub, when `[hub]` is configured.
+    pub hub: Option<Arc<Hub>>,
     /// The configuration file, re-read on reload.
     path: PathBuf,
     /// The configuration in force, so a reload can tell what changed outside `[proxy]`.
@@ -81,6 +84,9 @@ impl Node {
         let mqtt = start::<Broker>(config.mqtt.as_ref(), &deps, &shutdown)
             .await
             .map_err(located)?;
+        let hub = start::<Hub>(config.hub.as_ref(), &deps, &shutdown)
+            .await
+            .map_err(located)?;
         if let Some(watch) = &watch {
             watch.attach_pools(Arc::new(crate::watched::ProxyPools(proxy.clone())));
             tracker.spawn(crate::watched::pools(
@@ -114,6 +120,7 @@ impl Node {
             relay,
             watch,
             mqtt,
+            hub,
             path: loaded.path.clone(),
             current: Mutex::new(loaded),
         });
@@ -127,7 +134,8 @@ impl Node {
                     .routes()
                     .merge(node.relay.as_ref().map(Service::routes).unwrap_or_default())
                     .merge(node.watch.as_ref().map(Service::routes).unwrap_or_default())
-                    .merge(node.mqtt.as_ref().map(Service::routes).unwrap_or_default()),
+                    .merge(node.mqtt.as_ref().map(Service::routes).unwrap_or_default())
+                    .merge(node.hub.as_ref().map(Service::routes).unwrap_or_default()),
             };
             info!(addr = ?node.admin_addr, "admin listening");
             tracker.spawn(async move {
@@ -170,6 +178,9 @@ impl Node {
         let mqtt = reload(&self.mqtt, loaded.config.mqtt.as_ref(), &mut restart_needed)
             .await
             .map_err(located)?;
+        let hub = reload(&self.hub, loaded.config.hub.as_ref(), &mut restart_needed)
+            .await
+            .map_err(located)?;
         let proxy = self
             .proxy
             .reload(&loaded.config.proxy.clone().unwrap_or_default())
@@ -180,6 +191,7 @@ impl Node {
             relay,
             watch,
             mqtt,
+            hub,
             restart_needed: restart_needed.iter().map(ToString::to_string).collect(),
         };
         if !summary.restart_needed.is_empty() {
@@ -204,6 +216,8 @@ pub struct NodeReload {
     pub watch: Option<watch::Reloaded>,
     /// What the MQTT broker applied, when it runs.
     pub mqtt: Option<mqtt::service::Reloaded>,
+    /// What the hub applied, when it runs.
+    pub hub: Option<hub::Reloaded>,
     /// Settings that changed but that only a restart applies (a service added or removed
     /// counts as its whole section).
     pub restart_needed: Vec<String>,

@@ -102,11 +102,7 @@ impl service::Service for Broker {
     }
 
     fn restart_needed(&self, cfg: &MqttConfig) -> Vec<KeyPath> {
-        if cfg == self.config() {
-            Vec::new()
-        } else {
-            vec![KeyPath::root(Self::SECTION)]
-        }
+        service::whole_section_if_changed(self.config(), cfg, Self::SECTION)
     }
 
     fn routes(self: &Arc<Self>) -> Router {

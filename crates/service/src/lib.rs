@@ -63,6 +63,16 @@ impl From<store::StoreError> for StartError {
     }
 }
 
+/// The answer to [`Service::restart_needed`] of a service that changes nothing while
+/// running: its whole section, when `new` differs from `running`.
+pub fn whole_section_if_changed<C: PartialEq>(running: &C, new: &C, section: &str) -> Vec<KeyPath> {
+    if running == new {
+        Vec::new()
+    } else {
+        vec![KeyPath::root(section)]
+    }
+}
+
 /// What the node gives every service: cheap to clone, the same for all of them.
 #[derive(Clone)]
 pub struct Deps {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use admin::AdminConfig;
 use backplane::BackplaneConfig;
 use configkit::{Issues, KeyPath};
+use hub::HubConfig;
 use mqtt::MqttConfig;
 use proxy::config::ProxyConfig;
 use relay::RelayConfig;
@@ -34,6 +35,8 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
     /// `[mqtt]`: the MQTT 3.1.1 and 5.0 broker.
     pub mqtt: Option<MqttConfig>,
+    /// `[hub]`: WebSocket rooms, direct messages, presence and history.
+    pub hub: Option<HubConfig>,
     /// `[backplane]`: what the nodes of a cluster share (Redis); absent, the node is alone.
     pub backplane: Option<BackplaneConfig>,
     /// `[watch]`: health monitoring and alerts.
@@ -207,6 +210,11 @@ fn validate(config: &Config) -> Issues {
         let at = KeyPath::root("mqtt");
         m.validate(&at, &mut issues);
         binds.extend(m.listeners().map(|(key, addr)| (addr, at.key(key))));
+    }
+    if let Some(h) = &config.hub {
+        let at = KeyPath::root("hub");
+        h.validate(&at, &mut issues);
+        binds.push((h.listen, at.key("listen")));
     }
     for (i, (addr, key)) in binds.iter().enumerate() {
         if addr.port() == 0 {
