@@ -151,11 +151,11 @@ def render(d: Path, nodes: list) -> str:
             "(see the detail table). Ratios are lintas ÷ Socket.IO: above 1 is better for",
             "throughput, below 1 is better for latency, memory and CPU.",
             "", "## Detail", "",
-            "| server | nodes | phase | sent | sent/s | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | window s | trouble |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | window s | trouble |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (t, n, phase), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         if "error" in r:
-            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | |")
+            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | | |")
             continue
         if phase == "idle":
             continue
@@ -165,6 +165,7 @@ def render(d: Path, nodes: list) -> str:
                        f"({r['first_end']}); stalled publishers {r['stalled_publishers']}")
         cpu = r.get("server_cpu_s")
         out.append(f"| {NAMES[t]} | {n} | {phase} | {fmt_int(r['sent'])} | {fmt_int(r['sent_per_s'])} | "
+                   f"{r['sent_min']:,}–{r['sent_max']:,} | "
                    f"{fmt_int(r['delivered_per_s'])} | {r['missing']} | {r['duplicates']} | "
                    f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {fmt_ms(r['max_us'])} | "
                    f"{'-' if cpu is None else f'{cpu:.2f}'} | {r['tool_cpu_s']:.2f} | "
@@ -180,7 +181,9 @@ def render(d: Path, nodes: list) -> str:
     out += ["", "## Reading the numbers", "",
             "- delivered msg/s counts every member's copy (a message to a room of 100 is 100",
             "  deliveries), the publisher's own included, ÷ time from the start of publishing to",
-            "  the last delivery.",
+            "  the last delivery. *per room min–max* is how many messages the least and the most",
+            "  served room's publisher sent: with a window per room, a server that serves rooms",
+            "  unevenly shows a wide spread (and a p99 far above its p50).",
             "- Latency at full load is mostly the window waiting in line (Little's law: window ÷",
             "  throughput), so it follows the throughput row; the paced rows are the latency of a",
             "  server that keeps up.",
