@@ -35,7 +35,8 @@ def summary(r: dict) -> str:
             f"missing {r['missing']}, dup {r['duplicates']}, "
             f"p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms")
     if r.get("server_cpu_s") is not None:
-        text += f", server CPU {r['server_cpu_s']:.2f} s"
+        text += (f", CPU s: server {r['server_cpu_s']:.2f}, tool {r['tool_cpu_s']:.2f}, "
+                 f"other {other_cpu(r)}")
     if troubled(r):
         text += (f"; TROUBLE: refused {r['refused']} (first {r['first_refusal']!r}), "
                  f"ended early {r['ended_early']} (first {r['first_end']!r}), "
@@ -62,6 +63,13 @@ def fmt_int(v: float) -> str:
 
 def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f}"
+
+
+def other_cpu(r: dict) -> str:
+    """CPU seconds the rest of the machine (not the servers, not the tool) used in the window."""
+    if r.get("server_cpu_s") is None:
+        return "-"
+    return f"{max(0.0, r['machine_cpu_s'] - r['server_cpu_s'] - r['tool_cpu_s']):.2f}"
 
 
 def cpu_per_delivery(r: dict):
@@ -151,11 +159,11 @@ def render(d: Path, nodes: list) -> str:
             "(see the detail table). Ratios are lintas ÷ Socket.IO: above 1 is better for",
             "throughput, below 1 is better for latency, memory and CPU.",
             "", "## Detail", "",
-            "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | window s | trouble |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | other CPU s | window s | trouble |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (t, n, phase), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         if "error" in r:
-            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | | |")
+            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | | | |")
             continue
         if phase == "idle":
             continue
@@ -168,7 +176,7 @@ def render(d: Path, nodes: list) -> str:
                    f"{r['sent_min']:,}–{r['sent_max']:,} | "
                    f"{fmt_int(r['delivered_per_s'])} | {r['missing']} | {r['duplicates']} | "
                    f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {fmt_ms(r['max_us'])} | "
-                   f"{'-' if cpu is None else f'{cpu:.2f}'} | {r['tool_cpu_s']:.2f} | "
+                   f"{'-' if cpu is None else f'{cpu:.2f}'} | {r['tool_cpu_s']:.2f} | {other_cpu(r)} | "
                    f"{r['cpu_window_s']:.2f} | {trouble} |")
     idle_rows = [(t, n, r) for (t, n, phase), r in results.items() if phase == "idle" and "error" not in r]
     if idle_rows:
@@ -190,7 +198,9 @@ def render(d: Path, nodes: list) -> str:
             "- Server CPU is the nodes' user + system time from the start of publishing to the end",
             "  of the drain (`/proc/PID/stat`): the server's own cost per delivery, which does not",
             "  depend on how it shares the cores with the load tool (tool CPU s and the window",
-            "  show that sharing).",
+            "  show that sharing). *other CPU s* is what the rest of the machine used meanwhile",
+            "  (`/proc/stat` less the servers and the tool): well above 0 means someone else's",
+            "  work shared the cores and the phase's numbers are low.",
             "- The hub does more per message than Socket.IO: it numbers it (offset) and keeps it",
             "  in the room's history (on two nodes in a Redis stream), while the Redis adapter",
             "  only PUBLISHes it. Joins make lintas send presence events (`user_joined`) before the",

@@ -1,6 +1,7 @@
 //! CPU time of processes from `/proc/PID/stat`: the servers' (their pids given by the
 //! caller) and the tool's own, read right before publishing starts and right after the
-//! drain, so a phase's CPU cost leaves out connecting 10,000 clients.
+//! drain, so a phase's CPU cost leaves out connecting 10,000 clients; and the whole
+//! machine's from `/proc/stat`, so the report can show what anything else used meanwhile.
 
 use anyhow::{Context, Result, bail};
 
@@ -21,16 +22,43 @@ fn ticks(pid: &str) -> Result<u64> {
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
+/// Busy ticks of the whole machine (all cores): user, nice, system, irq, softirq, steal.
+fn machine_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("/proc/stat's cpu line")?;
+    if f.len() < 8 {
+        bail!("/proc/stat's cpu line has {} fields", f.len());
+    }
+    // user nice system idle iowait irq softirq steal
+    Ok(f[0] + f[1] + f[2] + f[5] + f[6] + f[7])
+}
+
 /// The processes watched: the servers' pids and the tool itself.
 pub struct Watch {
     pids: Vec<String>,
     clk_tck: f64,
 }
 
-/// CPU ticks of the servers together and of the tool at one moment.
+/// CPU ticks of the servers together, of the tool and of the machine at one moment.
 pub struct Mark {
     servers: Option<u64>,
     tool: u64,
+    machine: u64,
+}
+
+/// CPU seconds between two marks.
+pub struct Used {
+    /// The servers together (None without pids).
+    pub servers: Option<f64>,
+    pub tool: f64,
+    /// Every process on the machine, the kernel's interrupt work included.
+    pub machine: f64,
 }
 
 impl Watch {
@@ -54,15 +82,17 @@ impl Watch {
         Ok(Mark {
             servers,
             tool: ticks("self")?,
+            machine: machine_ticks()?,
         })
     }
 
-    /// Seconds of CPU the servers (None without pids) and the tool used from `a` to `b`.
-    pub fn seconds(&self, a: &Mark, b: &Mark) -> (Option<f64>, f64) {
+    /// CPU seconds used from `a` to `b`.
+    pub fn used(&self, a: &Mark, b: &Mark) -> Used {
         let s = |x: u64, y: u64| y.saturating_sub(x) as f64 / self.clk_tck;
-        (
-            a.servers.zip(b.servers).map(|(x, y)| s(x, y)),
-            s(a.tool, b.tool),
-        )
+        Used {
+            servers: a.servers.zip(b.servers).map(|(x, y)| s(x, y)),
+            tool: s(a.tool, b.tool),
+            machine: s(a.machine, b.machine),
+        }
     }
 }

@@ -359,7 +359,7 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
     let cpu_end = f.cpu.mark()?;
     let cpu_window_s = start.elapsed().as_secs_f64();
     stop_tx.send_replace(true);
-    let (server_cpu_s, tool_cpu_s) = f.cpu.seconds(&cpu_start, &cpu_end);
+    let used = f.cpu.used(&cpu_start, &cpu_end);
 
     let mut t = Totals::default();
     for task in members {
@@ -386,7 +386,8 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
             "deliver_s": round3(deliver_s),
             "p50_us": latency.value_at_quantile(0.5), "p99_us": latency.value_at_quantile(0.99),
             "max_us": latency.max(),
-            "server_cpu_s": server_cpu_s.map(round3), "tool_cpu_s": round3(tool_cpu_s),
+            "server_cpu_s": used.servers.map(round3), "tool_cpu_s": round3(used.tool),
+            "machine_cpu_s": round3(used.machine),
             "cpu_window_s": round3(cpu_window_s),
         })
     );
