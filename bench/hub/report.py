@@ -89,7 +89,8 @@ ROWS = [
     ("p99 ms at full load (fanout)", "fanout", lambda r: r["p99_us"], fmt_ms, "lintas below Socket.IO"),
     ("KiB per idle connection", "idle", lambda r: r["kib_per_conn"], lambda v: f"{v:.2f}",
      f"lintas ≤ 8 KB ({GOAL_KIB:.2f} KiB)"),
-    ("server CPU µs per delivery (fanout)", "fanout", cpu_per_delivery, lambda v: f"{v:.2f}", ""),
+    ("server CPU µs per delivery (fanout; nodes + Redis)", "fanout", cpu_per_delivery,
+     lambda v: f"{v:.2f}", ""),
 ]
 
 
@@ -159,11 +160,11 @@ def render(d: Path, nodes: list) -> str:
             "(see the detail table). Ratios are lintas ÷ Socket.IO: above 1 is better for",
             "throughput, below 1 is better for latency, memory and CPU.",
             "", "## Detail", "",
-            "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | other CPU s | window s | trouble |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | other CPU s | window s | settle s | trouble |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (t, n, phase), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         if "error" in r:
-            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | | | |")
+            out.append(f"| {NAMES[t]} | {n} | {phase} | failed: {r['error']} | | | | | | | | | | | | | | |")
             continue
         if phase == "idle":
             continue
@@ -177,7 +178,8 @@ def render(d: Path, nodes: list) -> str:
                    f"{fmt_int(r['delivered_per_s'])} | {r['missing']} | {r['duplicates']} | "
                    f"{fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} | {fmt_ms(r['max_us'])} | "
                    f"{'-' if cpu is None else f'{cpu:.2f}'} | {r['tool_cpu_s']:.2f} | {other_cpu(r)} | "
-                   f"{r['cpu_window_s']:.2f} | {trouble} |")
+                   f"{r['cpu_window_s']:.2f} | {r['settle_s']:.1f}{'' if r['settled'] else ' (not quiet)'} | "
+                   f"{trouble} |")
     idle_rows = [(t, n, r) for (t, n, phase), r in results.items() if phase == "idle" and "error" not in r]
     if idle_rows:
         out += ["", "| server | nodes | idle clients | connect time s | RSS before KiB | RSS after KiB | KiB per connection |",
@@ -195,16 +197,20 @@ def render(d: Path, nodes: list) -> str:
             "- Latency at full load is mostly the window waiting in line (Little's law: window ÷",
             "  throughput), so it follows the throughput row; the paced rows are the latency of a",
             "  server that keeps up.",
-            "- Server CPU is the nodes' user + system time from the start of publishing to the end",
-            "  of the drain (`/proc/PID/stat`): the server's own cost per delivery, which does not",
-            "  depend on how it shares the cores with the load tool (tool CPU s and the window",
-            "  show that sharing). *other CPU s* is what the rest of the machine used meanwhile",
-            "  (`/proc/stat` less the servers and the tool): well above 0 means someone else's",
-            "  work shared the cores and the phase's numbers are low.",
+            "- Server CPU is the user + system time of the nodes (and of their Redis in the",
+            "  two-node runs) from the start of publishing to the end of the drain",
+            "  (`/proc/PID/stat`): the server's own cost per delivery, which does not depend on how",
+            "  it shares the cores with the load tool (tool CPU s and the window show that",
+            "  sharing). *other CPU s* is what the rest of the machine used meanwhile (`/proc/stat`",
+            "  less the servers and the tool): well above 0 means someone else's work shared the",
+            "  cores and the phase's numbers are low.",
+            "- Before publishing, the tool waits until the nodes and Redis are quiet (*settle s*):",
+            "  10,000 joins leave the hub with presence work (every join is a `user_joined` event",
+            "  to the room's other members, and on two nodes a Redis publish too) that would",
+            "  otherwise delay the first messages; Socket.IO sends no presence events.",
             "- The hub does more per message than Socket.IO: it numbers it (offset) and keeps it",
             "  in the room's history (on two nodes in a Redis stream), while the Redis adapter",
-            "  only PUBLISHes it. Joins make lintas send presence events (`user_joined`) before the",
-            "  measurement; Socket.IO has none.",
+            "  only PUBLISHes it.",
             "- Memory is VmRSS summed over the nodes (Node.js's heap grows in steps and is",
             "  collected lazily, so its figure moves more between runs)."]
     if notes:

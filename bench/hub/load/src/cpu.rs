@@ -3,7 +3,15 @@
 //! drain, so a phase's CPU cost leaves out connecting 10,000 clients; and the whole
 //! machine's from `/proc/stat`, so the report can show what anything else used meanwhile.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
+use tokio::time::Instant;
+
+/// The span over which [`Watch::settle`] judges the servers quiet.
+const QUIET_SPAN: Duration = Duration::from_millis(500);
+/// Quiet: the servers together used at most this share of one core over [`QUIET_SPAN`].
+const QUIET_SHARE: f64 = 0.05;
 
 /// utime + stime of `pid` (`"self"` for this process) in clock ticks.
 fn ticks(pid: &str) -> Result<u64> {
@@ -84,6 +92,28 @@ impl Watch {
             tool: ticks("self")?,
             machine: machine_ticks()?,
         })
+    }
+
+    /// Waits until the servers are quiet (at most `QUIET_SHARE` of a core over a
+    /// `QUIET_SPAN`), at most `limit`; whether they were. After 10,000 joins a server may
+    /// still be working off their aftermath (the hub's presence events), and a measurement
+    /// started then would time that rather than the messages.
+    pub async fn settle(&self, limit: Duration) -> Result<bool> {
+        if self.pids.is_empty() {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + limit;
+        let mut before = self.mark()?;
+        while Instant::now() < deadline {
+            tokio::time::sleep(QUIET_SPAN).await;
+            let now = self.mark()?;
+            let used = self.used(&before, &now).servers.unwrap_or(0.0);
+            if used <= QUIET_SHARE * QUIET_SPAN.as_secs_f64() {
+                return Ok(true);
+            }
+            before = now;
+        }
+        Ok(false)
     }
 
     /// CPU seconds used from `a` to `b`.

@@ -10,9 +10,10 @@
 //!   `--rate` messages/s over all publishers (taking turns, evenly spaced) or, with 0, as
 //!   fast as its window allows: with `--inflight K` a publisher never has more than K
 //!   messages not yet received by every member of its room. First every publisher sends
-//!   probes until every member of its room got one (at most `--probe` s), then it publishes
-//!   for `--duration` s; the tool waits until every message arrived or none arrived for
-//!   `--drain` s.
+//!   probes until every member of its room got one (at most `--probe` s); with
+//!   `--cpu-pids` the tool then waits until the servers are quiet (at most `--settle` s),
+//!   so the joins' aftermath is not measured; then it publishes for `--duration` s and
+//!   waits until every message arrived or none arrived for `--drain` s.
 //! - `idle`: opens `--clients` clients the same way (connect + join), prints a line when
 //!   all are up and holds them `--hold` s, answering pings (the caller reads the servers'
 //!   memory meanwhile and then ends the tool).
@@ -50,8 +51,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 const USAGE: &str = "usage: hub-load --proto lintas|socketio --mode fanout|idle \
 --addr HOST:PORT[,HOST:PORT...] [--clients N] [--rooms R] [--publishers P] [--rate MSG_PER_S] \
-[--inflight K] [--duration S] [--pad BYTES] [--drain S] [--probe S] [--stall S] [--hold S] \
-[--cpu-pids PID,PID] [--clk-tck N] [--label TEXT] [--threads T]";
+[--inflight K] [--duration S] [--pad BYTES] [--drain S] [--probe S] [--stall S] [--settle S] \
+[--hold S] [--cpu-pids PID,PID] [--clk-tck N] [--label TEXT] [--threads T]";
 
 /// Command-line options as `--key value` pairs.
 struct Args(HashMap<String, String>);
@@ -157,6 +158,7 @@ struct Fanout {
     drain: Duration,
     probe: Duration,
     stall: Duration,
+    settle: Duration,
     cpu: cpu::Watch,
 }
 
@@ -208,6 +210,7 @@ async fn run(mut args: Args) -> Result<()> {
                 drain: args.secs("drain", 3.0)?,
                 probe: args.secs("probe", 20.0)?,
                 stall: args.secs("stall", 5.0)?,
+                settle: args.secs("settle", 15.0)?,
                 cpu: cpu::Watch::new(
                     &args.take::<String>("cpu-pids", Some(String::new()))?,
                     args.take("clk-tck", Some(100.0))?,
@@ -292,6 +295,9 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
     }
     let pad: Arc<str> = "x".repeat(f.pad).into();
     probe(layout, &rooms[..f.publishers], &outboxes, &pad, f.probe).await?;
+    let settle_start = Instant::now();
+    let settled = f.cpu.settle(f.settle).await?;
+    let settle_s = settle_start.elapsed().as_secs_f64();
 
     let cpu_start = f.cpu.mark()?;
     let start = Instant::now();
@@ -375,7 +381,7 @@ async fn fanout(layout: &Layout, f: &Fanout) -> Result<()> {
             "mode": "fanout", "label": layout.label, "proto": format!("{:?}", layout.proto),
             "nodes": layout.nodes.len(), "clients": layout.clients, "rooms": layout.rooms,
             "publishers": f.publishers, "rate": f.rate, "inflight": f.inflight, "pad": f.pad,
-            "connect_s": round3(connect_s), "duration_s": round3(publish_s),
+            "connect_s": round3(connect_s), "settle_s": round3(settle_s), "settled": settled, "duration_s": round3(publish_s),
             "sent": total_sent, "expected": expected,
             "sent_min": sent.iter().min(), "sent_max": sent.iter().max(), "received": t.received,
             "missing": t.missing, "duplicates": t.duplicates, "replies": t.replies,
