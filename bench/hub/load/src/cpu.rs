@@ -11,7 +11,9 @@ use tokio::time::Instant;
 /// The span over which [`Watch::settle`] judges the servers quiet.
 const QUIET_SPAN: Duration = Duration::from_millis(500);
 /// Quiet: the servers together used at most this share of one core over [`QUIET_SPAN`].
-const QUIET_SHARE: f64 = 0.05;
+const QUIET_SHARE: f64 = 0.1;
+/// Quiet spans in a row that make the servers settled.
+const QUIET_SPANS: u32 = 4;
 
 /// utime + stime of `pid` (`"self"` for this process) in clock ticks.
 fn ticks(pid: &str) -> Result<u64> {
@@ -94,22 +96,29 @@ impl Watch {
         })
     }
 
-    /// Waits until the servers are quiet (at most `QUIET_SHARE` of a core over a
-    /// `QUIET_SPAN`), at most `limit`; whether they were. After 10,000 joins a server may
-    /// still be working off their aftermath (the hub's presence events), and a measurement
-    /// started then would time that rather than the messages.
+    /// Waits until the servers are quiet (at most `QUIET_SHARE` of a core over each of
+    /// `QUIET_SPANS` `QUIET_SPAN`s in a row), at most `limit`; whether they were. After
+    /// 10,000 joins a server may still be working off their aftermath (the hub's presence
+    /// events), and a measurement started then would time that rather than the messages; one
+    /// quiet span was not enough (two lintas nodes had lulls between bursts of it).
     pub async fn settle(&self, limit: Duration) -> Result<bool> {
         if self.pids.is_empty() {
             return Ok(true);
         }
         let deadline = Instant::now() + limit;
         let mut before = self.mark()?;
+        let mut quiet = 0;
         while Instant::now() < deadline {
             tokio::time::sleep(QUIET_SPAN).await;
             let now = self.mark()?;
             let used = self.used(&before, &now).servers.unwrap_or(0.0);
             if used <= QUIET_SHARE * QUIET_SPAN.as_secs_f64() {
-                return Ok(true);
+                quiet += 1;
+                if quiet == QUIET_SPANS {
+                    return Ok(true);
+                }
+            } else {
+                quiet = 0;
             }
             before = now;
         }
