@@ -65,11 +65,22 @@ def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
 
-def other_cpu(r: dict) -> str:
+def other_seconds(r: dict):
     """CPU seconds the rest of the machine (not the servers, not the tool) used in the window."""
-    if r.get("server_cpu_s") is None:
-        return "-"
-    return f"{max(0.0, r['machine_cpu_s'] - r['server_cpu_s'] - r['tool_cpu_s']):.2f}"
+    if r.get("server_cpu_s") is None or "machine_cpu_s" not in r:
+        return None
+    return max(0.0, r["machine_cpu_s"] - r["server_cpu_s"] - r["tool_cpu_s"])
+
+
+def other_cpu(r: dict) -> str:
+    v = other_seconds(r)
+    return "-" if v is None else f"{v:.2f}"
+
+
+def disturbed(r: dict) -> bool:
+    """Whether something else used a tenth of a core or more during the window."""
+    v = other_seconds(r)
+    return v is not None and v >= 0.1 * r["cpu_window_s"]
 
 
 def cpu_per_delivery(r: dict):
@@ -108,7 +119,9 @@ def cell(r, value, fmt) -> str:
     v = value(r)
     if v is None:
         return "-"
-    return fmt(v) + (" *" if r.get("mode") != "idle" and troubled(r) else "")
+    traffic = r.get("mode") != "idle"
+    return (fmt(v) + (" *" if traffic and troubled(r) else "")
+            + (" †" if traffic and disturbed(r) else ""))
 
 
 def ratio(r, base, value) -> str:
@@ -157,8 +170,10 @@ def render(d: Path, nodes: list) -> str:
         cells.append(goal)
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "`*`: that phase lost, duplicated or refused messages, or a server closed a client",
-            "(see the detail table). Ratios are lintas ÷ Socket.IO: above 1 is better for",
-            "throughput, below 1 is better for latency, memory and CPU.",
+            "(see the detail table). `†`: something else on the machine used a tenth of a core or",
+            "more during that phase (*other CPU s* in the detail table), so its numbers are off.",
+            "Ratios are lintas ÷ Socket.IO: above 1 is better for throughput, below 1 is better",
+            "for latency, memory and CPU.",
             "", "## Detail", "",
             "| server | nodes | phase | sent | sent/s | per room min–max | delivered/s | missing | dup | p50 ms | p99 ms | max ms | server CPU s | tool CPU s | other CPU s | window s | settle s | trouble |",
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
