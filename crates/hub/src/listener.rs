@@ -2,10 +2,9 @@
 //! publish API at `/api/hub/publish` and the chat page at `/chat`.
 //!
 //! Bound on every worker thread; `max_connections` permits shared by all of them, each
-//! taken before accepting and held for the connection's whole life — through the upgrade,
-//! which hyper otherwise treats as the end of the HTTP connection. A request head must
-//! arrive within `connect_timeout`; a connection on which nothing moves for longer than a
-//! ping round (`ping_interval + pong_timeout`, at least a minute) is closed.
+//! taken before accepting and held for the connection's whole life — through the upgrade
+//! (`net::UpgradePermit`), which hyper otherwise treats as the end of the HTTP connection.
+//! Each connection is served by `net::serve_connection` under [`limits`].
 //!
 //! The upgrade is refused with a status and a body saying why: 400 for a request that is
 //! not a WebSocket upgrade, 403 for a browser page from an `Origin` the hub does not allow
@@ -13,7 +12,7 @@
 //! network position), and 426 for another WebSocket version.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,9 +22,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use configkit::KeyPath;
-use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use service::{Deps, StartError};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +31,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::hub::{Hub, Refused};
@@ -68,17 +65,6 @@ pub(crate) fn bind(hub_listen: SocketAddr, deps: &Deps, at: &KeyPath) -> Result<
     Ok(Bound { addr, sockets })
 }
 
-/// A connection's permit, handed from the HTTP connection to its WebSocket when it
-/// upgrades.
-#[derive(Clone)]
-struct PermitSlot(Arc<Mutex<Option<net::Permit>>>);
-
-impl PermitSlot {
-    fn take(&self) -> Option<net::Permit> {
-        self.0.lock().ok().and_then(|mut p| p.take())
-    }
-}
-
 /// Serves `bound` for `hub` until `shutdown`.
 pub(crate) fn serve(hub: &Arc<Hub>, bound: Bound, deps: &Deps, shutdown: &CancellationToken) {
     let cfg = hub.config();
@@ -95,9 +81,12 @@ pub(crate) fn serve(hub: &Arc<Hub>, bound: Bound, deps: &Deps, shutdown: &Cancel
                     return;
                 }
             };
+            let limits = limits(hub.config());
             net::accept_loop(&listener, &permits, &stop, "hub", |stream, peer, permit| {
-                let (hub, router, stop) = (hub.clone(), router.clone(), stop.clone());
-                tracker.spawn(http(hub, router, stream, peer, permit, stop));
+                let (router, stop) = (router.clone(), stop.clone());
+                tracker.spawn(async move {
+                    net::serve_connection(stream, peer, permit, router, &limits, &stop).await;
+                });
             })
             .await;
         });
@@ -127,42 +116,15 @@ fn router(hub: &Arc<Hub>) -> Router {
         .with_state(hub.clone())
 }
 
-/// Serves one HTTP connection; its permit goes with it, or with its WebSocket.
-async fn http(
-    hub: Arc<Hub>,
-    router: Router,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: net::Permit,
-    stop: CancellationToken,
-) {
-    let cfg = hub.config();
-    let idle = (cfg.ping_interval + cfg.pong_timeout).max(MIN_IDLE);
-    let io = net::Idle::new(stream, idle);
-    let slot = PermitSlot(Arc::new(Mutex::new(Some(permit))));
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req.extensions_mut().insert(slot.clone());
-        router.clone().oneshot(req)
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.connect_timeout)
-        .max_buf_size(64 * 1024);
-    let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = ended {
-        debug!(%peer, error = %e, "hub HTTP connection ended with an error");
+/// The limits of the hub's HTTP connections: a head within `connect_timeout`, and an idle
+/// timeout above a ping round (`ping_interval + pong_timeout`, a minute at least) until the
+/// upgrade, after which the WebSocket's pings take over.
+fn limits(cfg: &crate::HubConfig) -> net::Limits {
+    net::Limits {
+        max_connections: cfg.max_connections,
+        head_timeout: cfg.connect_timeout,
+        idle_timeout: (cfg.ping_interval + cfg.pong_timeout).max(MIN_IDLE),
+        ..net::Limits::API
     }
 }
 
@@ -229,8 +191,8 @@ async fn upgrade(
     }
     let permit = req
         .extensions()
-        .get::<PermitSlot>()
-        .and_then(PermitSlot::take);
+        .get::<net::UpgradePermit>()
+        .and_then(net::UpgradePermit::take);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)

@@ -14,7 +14,9 @@
 //!   the client that dribbles a byte a second (an inactivity timeout never fires on it).
 //! - [`serve_router`]: an axum router served with a permit taken *before* accept, hyper's
 //!   head timeout, [`Idle`] on every connection and a graceful drain; the admin API and the
-//!   relay's ingest are served this way.
+//!   relay's ingest are served this way. [`serve_connection`] is its one connection, for a
+//!   listener that accepts on its own (the hub, on every worker), with the permit handed to
+//!   an upgraded connection ([`UpgradePermit`]).
 //! - [`tls`]: the TLS acceptor built from PEM files, for every listener that terminates TLS.
 //! - [`probe`]: the TCP connect and HTTP GET of a health check, shared by the proxy's
 //!   active checks and the targets watch checks itself.
@@ -39,6 +41,6 @@ pub use idle::Idle;
 pub use limits::Limits;
 pub use permits::{Permit, Permits};
 pub use rate::MinRate;
-pub use serve::serve_router;
+pub use serve::{UpgradePermit, serve_connection, serve_router};
 pub use tls::TlsConfig;
 pub use workers::{WorkerThreads, Workers, bind};

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::debug;
 
-use crate::{Idle, Limits, Permits, accept_loop};
+use crate::{Idle, Limits, Permit, Permits, accept_loop};
 
 /// Serves `router` on `listener` until `shutdown`, then stops accepting, lets requests in
 /// progress finish and closes idle connections.
@@ -41,9 +42,7 @@ pub async fn serve_router(
             let router = router.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                let io = Idle::new(stream, limits.idle_timeout);
-                serve_connection(io, peer, router, &limits, &shutdown).await;
-                drop(permit);
+                serve_connection(stream, peer, permit, router, &limits, &shutdown).await;
             });
         },
     )
@@ -53,15 +52,38 @@ pub async fn serve_router(
     Ok(())
 }
 
-async fn serve_connection(
-    io: Idle<tokio::net::TcpStream>,
+/// A connection's permit, in every request's extensions: a handler that upgrades the
+/// connection (the hub's WebSocket) takes it into the task that serves the upgraded
+/// connection, since hyper's part — and the permit's hold — ends at the upgrade. Not taken,
+/// it is given back when the HTTP connection ends.
+#[derive(Clone)]
+pub struct UpgradePermit(Arc<Mutex<Option<Permit>>>);
+
+impl UpgradePermit {
+    /// The permit, the first time it is asked for.
+    pub fn take(&self) -> Option<Permit> {
+        self.0.lock().ok().and_then(|mut p| p.take())
+    }
+}
+
+/// Serves one HTTP/1.1 connection `stream` from `peer`, holding `permit`, with `router`
+/// under `limits` until it ends or `shutdown` drains it: hyper's head timer, [`Idle`] with
+/// `limits.idle_timeout`, the client's address as `ConnectInfo<SocketAddr>`, and upgrades
+/// (a handler gets the socket as `TokioIo<Idle<TcpStream>>` and the permit as
+/// [`UpgradePermit`]).
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    permit: Permit,
     router: Router,
     limits: &Limits,
     shutdown: &CancellationToken,
 ) {
+    let io = Idle::new(stream, limits.idle_timeout);
+    let slot = UpgradePermit(Arc::new(Mutex::new(Some(permit))));
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(slot.clone());
         router.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -69,7 +91,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_timeout)
         .max_buf_size(limits.max_head_bytes.max(8192));
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     let ended = tokio::select! {
         r = conn.as_mut() => r,
