@@ -283,9 +283,22 @@ impl Hub {
                     ))),
                 }
             })
-            .await
-            .map_err(|e| Refused::unavailable(&e))?;
-        Ok(room.clone())
+            .await;
+        match room {
+            Ok(room) => Ok(room.clone()),
+            Err(e) => {
+                // A slot whose set-up failed (Redis away) is not left behind: the next join
+                // makes its own.
+                let mut rooms = self.rooms();
+                if rooms
+                    .get(name)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+                {
+                    rooms.remove(name);
+                }
+                Err(Refused::unavailable(&e))
+            }
+        }
     }
 
     /// The room `name` if this node has it.

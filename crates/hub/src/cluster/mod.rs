@@ -162,7 +162,7 @@ impl Cluster {
             // Stored: the other nodes find it in the stream at their next check.
             debug!(%room, offset, error = %e, "hub message stored but not published");
         }
-        let size = hub.keep().size as u64;
+        let size = hub.config().history_size as u64;
         if (offset + 1) % TRIM_EVERY == 0 && offset + 1 > size {
             let below = offset + 1 - size;
             hub.tasks.spawn(async move {
