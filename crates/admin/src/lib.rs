@@ -20,7 +20,7 @@
 //! |---|---|
 //! | `GET /` | 303 to `/stats` (the proxy's stats page) |
 //! | `GET /metrics` | every service's metrics, OpenMetrics text format |
-//! | `POST /api/reload` | 200, the node's reload summary; 500 with the [`Control`]'s message |
+//! | `POST /api/reload` | 200, the node's reload summary; 422 for an invalid file, 500 when a service refused a valid one ([`ReloadError`]) |
 //!
 //! | service | routes |
 //! |---|---|
@@ -89,8 +89,31 @@ pub trait Control: Send + Sync + 'static {
     /// knows no service.
     fn reload(
         &self,
-    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ReloadError>> + Send + '_>>;
 }
+
+/// Why a reload did not happen, told apart because the caller's remedy differs: an invalid
+/// file is the caller's to fix (422, like any request whose content is wrong), a valid file
+/// that a service could not apply (an address in use) is the node's trouble (500).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The file does not parse or does not validate; nothing was changed. The message names
+    /// the file, line and key.
+    Invalid(String),
+    /// The file is valid but a service refused it; services reloaded before it keep the new
+    /// configuration.
+    Refused(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(message) | Self::Refused(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
 
 /// Everything the shell's handlers share; cheap to clone.
 #[derive(Clone)]
@@ -147,9 +170,12 @@ async fn reload(
             info!("configuration reloaded through the admin API");
             Ok(axum::Json(summary))
         }
-        Err(message) => {
-            warn!(%message, "reload through the admin API failed");
-            Err(ApiError::internal(message))
+        Err(e) => {
+            warn!(message = %e, "reload through the admin API failed");
+            Err(match e {
+                ReloadError::Invalid(message) => ApiError::unprocessable(message),
+                ReloadError::Refused(message) => ApiError::internal(message),
+            })
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use admin::extract::{Json, Path, Query};
-use admin::{AdminState, ApiError, Auth, Control, Metrics};
+use admin::{AdminState, ApiError, Auth, Control, Metrics, ReloadError};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post, put};
@@ -35,11 +35,11 @@ const PASSWORD: &str = "s3cret:with colon";
 /// Counts reloads and answers with a fixed summary, or fails when told to.
 pub(crate) struct TestControl {
     pub(crate) calls: AtomicUsize,
-    pub(crate) fail: Option<String>,
+    pub(crate) fail: Option<ReloadError>,
 }
 
 impl Control for TestControl {
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + '_>> {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Value, ReloadError>> + Send + '_>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match &self.fail {
@@ -120,11 +120,11 @@ impl Admin {
         Self::start_with(None).await
     }
 
-    pub(crate) async fn start_with(reload_error: Option<&str>) -> Admin {
+    pub(crate) async fn start_with(reload_error: Option<ReloadError>) -> Admin {
         let shutdown = CancellationToken::new();
         let control = Arc::new(TestControl {
             calls: AtomicUsize::new(0),
-            fail: reload_error.map(String::from),
+            fail: reload_error,
         });
         let thing = Arc::new(Thing::default());
         let metrics = Metrics::default();

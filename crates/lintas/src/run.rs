@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use admin::{AdminState, Auth, Control};
+use admin::{AdminState, Auth, Control, ReloadError};
 use anyhow::Context;
 use configkit::KeyPath;
 use hub::Hub;
@@ -150,10 +150,11 @@ impl Node {
     /// Re-reads the configuration file and applies it without dropping connections. An
     /// invalid file changes nothing; a file that is valid but that a service refuses (an
     /// address in use) may leave the services before it reloaded.
-    pub async fn reload(&self) -> Result<NodeReload, String> {
-        let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
+    pub async fn reload(&self) -> Result<NodeReload, ReloadError> {
+        let loaded = config::load(&self.path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let mut current = self.current.lock().await;
-        let located = |e: StartError| loaded.error_at(&e.at, e.message).to_string();
+        let located =
+            |e: StartError| ReloadError::Refused(loaded.error_at(&e.at, e.message).to_string());
         let mut restart_needed = Vec::new();
         if loaded.config.admin != current.config.admin {
             restart_needed.push(KeyPath::root("admin"));
@@ -263,10 +264,10 @@ struct Reloader(Arc<Node>);
 impl Control for Reloader {
     fn reload(
         &self,
-    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ReloadError>> + Send + '_>> {
         Box::pin(async {
             let summary = self.0.reload().await?;
-            serde_json::to_value(summary).map_err(|e| e.to_string())
+            serde_json::to_value(summary).map_err(|e| ReloadError::Refused(e.to_string()))
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use admin::ReloadError;
 use axum::http::Method;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
@@ -70,14 +71,22 @@ async fn reload_calls_control_and_returns_its_summary() {
     assert_eq!(admin.control.calls.load(Ordering::SeqCst), 1);
 }
 
+/// An invalid file is the caller's to fix (422); a valid one a service refused is the
+/// node's trouble (500). Either way the body is the control's message as it is.
 #[tokio::test]
-async fn failed_reload_is_a_json_error() {
-    let msg = "config.toml:3:11: proxy.pools.web.backends: a pool needs at least one backend; the running configuration is unchanged";
-    let admin = Admin::start_with(Some(msg)).await;
-    let (status, v) = admin.json(Method::POST, "/api/reload", "").await;
-    assert_eq!(status, 500);
-    assert_eq!(v, json!({ "error": msg }));
-    assert_eq!(admin.control.calls.load(Ordering::SeqCst), 1);
+async fn failed_reload_is_a_json_error_whose_status_says_whose_fault() {
+    let invalid = "config.toml:3:11: proxy.pools.web.backends: a pool needs at least one backend; the running configuration is unchanged";
+    let refused = "config.toml:2:10: proxy.listeners.web.bind: address 127.0.0.1:80 in use";
+    for (error, status, msg) in [
+        (ReloadError::Invalid(invalid.to_owned()), 422, invalid),
+        (ReloadError::Refused(refused.to_owned()), 500, refused),
+    ] {
+        let admin = Admin::start_with(Some(error)).await;
+        let (got, v) = admin.json(Method::POST, "/api/reload", "").await;
+        assert_eq!(got, status);
+        assert_eq!(v, json!({ "error": msg }));
+        assert_eq!(admin.control.calls.load(Ordering::SeqCst), 1);
+    }
 }
 
 /// Whatever a service's route could not read, the answer is `{"error"}` with axum's status

@@ -126,3 +126,35 @@ async fn a_shrunk_connection_limit_holds_once_the_connections_above_it_end() {
     drop(first);
     assert_eq!(read_n(&mut second, 3).await, b"two");
 }
+
+/// A reload of a file that does not validate is refused as the caller's error, naming the
+/// file, line and key, and the running configuration keeps serving as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_refused_with_its_location_and_changes_nothing() {
+    let echo = echo_server().await;
+    let config = |weight: &str| {
+        format!(
+            "[proxy.pools.echo]\nbackends = [{{ name = \"echo\", address = \"{echo}\", \
+             weight = {weight} }}]\n\n[[proxy.listeners]]\nname = \"echo\"\nmode = \"tcp\"\n\
+             listen = \"127.0.0.1:0\"\npool = \"echo\"\n"
+        )
+    };
+    let dir = TempDir::new();
+    let path = dir.write("lintas.toml", &config("1"));
+    let node = TestNode::start_file(&path).await;
+    let addr = node.addr("echo").await;
+
+    dir.write("lintas.toml", &config("\"heavy\""));
+    let err = node.node.reload().await.unwrap_err();
+    let admin::ReloadError::Invalid(message) = err else {
+        panic!("an invalid file was not told apart: {err:?}");
+    };
+    let location = format!("{}:2:", path.display());
+    assert!(
+        message.starts_with(&location) && message.contains("proxy.pools.echo.backends"),
+        "{message}"
+    );
+    assert_eq!(node.backend("echo", "echo").weight, 1);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    echo_roundtrip(&mut s, b"still").await;
+}

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use admin::{AdminState, Auth, Control};
+use admin::{AdminState, Auth, Control, ReloadError};
 use net::Workers;
 use proxy::Proxy;
 use proxy::config::ProxyConfig;
@@ -55,8 +55,8 @@ struct NoReload;
 impl Control for NoReload {
     fn reload(
         &self,
-    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
-        Box::pin(async { Err("no reload in these tests".to_owned()) })
+    ) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, ReloadError>> + Send + '_>> {
+        Box::pin(async { Err(ReloadError::Refused("no reload in these tests".to_owned())) })
     }
 }
 
