@@ -80,9 +80,9 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// section, which only the binary knows how to do; this trait is the seam, so tests can count
 /// calls and the binary can share one code path with SIGHUP.
 pub trait Control: Send + Sync + 'static {
-    /// Re-reads the configuration file and applies it (same as SIGHUP). The error is shown to
-    /// the API caller as it is, so it should say what is wrong in the file and that the
-    /// running configuration is unchanged, if it is.
+    /// Re-reads the configuration file and applies it (same as SIGHUP). The error's message is
+    /// shown to the API caller as it is, so it should say what is wrong in the file; its
+    /// variant picks the status.
     ///
     /// The summary is the node's, one member per service (`{"proxy": .., "relay": ..,
     /// "watch": .., "restart_needed": [..]}`); the admin crate passes it on as it is, so it

@@ -148,8 +148,9 @@ impl Node {
     }
 
     /// Re-reads the configuration file and applies it without dropping connections. An
-    /// invalid file changes nothing; a file that is valid but that a service refuses (an
-    /// address in use) may leave the services before it reloaded.
+    /// invalid file changes nothing ([`ReloadError::Invalid`]); a file that is valid but that
+    /// a service refuses (an address in use, [`ReloadError::Refused`]) may leave the services
+    /// before it reloaded.
     pub async fn reload(&self) -> Result<NodeReload, ReloadError> {
         let loaded = config::load(&self.path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let mut current = self.current.lock().await;
