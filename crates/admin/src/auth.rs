@@ -30,6 +30,7 @@
 
 mod argon;
 mod guesses;
+pub mod sessions;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ use subtle::ConstantTimeEq;
 use crate::config::AdminConfig;
 pub use argon::{HashedPassword, Slot, Verifier};
 pub use guesses::{Guesses, Throttle, Ticket, source};
+pub use sessions::Sessions;
 
 /// Distinct verified `Authorization` values remembered; the oldest is forgotten past this.
 /// One client usually sends one value, so a handful covers every tool an operator uses.
@@ -83,6 +85,8 @@ pub struct Auth {
     verifier: Verifier,
     /// Failures and checks in flight per client address.
     guesses: Arc<Guesses>,
+    /// Browser sessions opened by `POST /login` with the same password.
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for Auth {
@@ -166,6 +170,7 @@ impl Auth {
             verified: Mutex::new(Vec::new()),
             verifier: Verifier::new(MAX_VERIFYING),
             guesses: Arc::default(),
+            sessions: Sessions::default(),
         })
     }
 
@@ -188,6 +193,16 @@ impl Auth {
         let Some((user, password)) = basic_credentials(authorization) else {
             return Access::Denied;
         };
+        let access = self.verify_password(&user, password, client).await;
+        if access == Access::Granted {
+            self.remember(digest);
+        }
+        access
+    }
+
+    /// Whether `user` and `password` sent from `client` are right: the check behind both
+    /// basic auth and the console's login, with the same throttling and argon2 cost.
+    pub async fn verify_password(&self, user: &str, password: String, client: IpAddr) -> Access {
         let ticket = match self.guesses.admit(source(client), Instant::now()) {
             Ok(ticket) => ticket,
             Err(throttle) => return Access::Throttled(throttle),
@@ -210,12 +225,12 @@ impl Auth {
             )
             .await
             .unwrap_or(false);
-        if ok {
-            self.remember(digest);
-            Access::Granted
-        } else {
-            Access::Denied
-        }
+        if ok { Access::Granted } else { Access::Denied }
+    }
+
+    /// The browser sessions of this listener.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     fn is_cached(&self, digest: &[u8; 32]) -> bool {

@@ -4,8 +4,8 @@
 //! `127.0.0.1:9000`) shows what the node is doing and changes it at run time. This crate owns
 //! what every service's routes share and none of what they do:
 //!
-//! - who may come in: HTTP basic auth ([`Auth`]) with guess throttling, and a cross-site
-//!   guard on changes;
+//! - who may come in: HTTP basic auth ([`Auth`]) with guess throttling, or a console
+//!   session opened by `POST /login` (see `login`), and a cross-site guard on changes;
 //! - how a refusal looks: one [`ApiError`] (`{"error": "..."}` and a status) and one set of
 //!   [`extract`]ors that turn every unreadable body, path or query into it;
 //! - one metrics registry ([`Metrics`]) that services register into at start and that
@@ -18,7 +18,8 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /` | 303 to `/stats` (the proxy's stats page) |
+//! | `GET /` | 303 to `/console` (the admin console) |
+//! | `POST /login`, `POST /logout`, `GET /api/session` | console sessions (see `login`) |
 //! | `GET /metrics` | every service's metrics, OpenMetrics text format |
 //! | `POST /api/reload` | 200, the node's reload summary; 422 for an invalid file, 500 when a service refused a valid one ([`ReloadError`]) |
 //!
@@ -28,7 +29,8 @@
 //! | relay | `/api/relay/...` (see `relay::admin`) |
 //! | watch | `GET /dashboard`, `/api/watch/...` (see `watch::admin`) |
 //!
-//! Errors common to every route: 401 without valid credentials, 429 with `Retry-After` for a
+//! Errors common to every route: 401 without valid credentials (a browser opening a page is
+//! sent to `/login` instead), 429 with `Retry-After` for a
 //! client address that failed too often lately (see [`auth`]), 403 for a cross-site change
 //! from a browser, 404 for an unknown route, 405 for a known route with another method, 413
 //! for a body over 64 KiB; 400 and 422 for bodies, paths and queries that do not parse (see
@@ -39,6 +41,8 @@
 //! - [`config`]: the `[admin]` section and its validation.
 //! - [`auth`]: basic auth against an argon2 hash, with a keyed cache of verified headers.
 //! - `csrf`: refuses changes a browser sends on behalf of another site.
+//! - `login`: the console's login, logout and session routes; the CSRF token a session's
+//!   changes carry.
 //! - `error` ([`ApiError`]) and [`extract`]: the JSON error every refusal goes through.
 //! - [`metrics`]: the registry and `GET /metrics`.
 //! - [`serve`]: the router, the authentication layer, and the server with graceful shutdown.
@@ -48,6 +52,7 @@ pub mod config;
 mod csrf;
 mod error;
 pub mod extract;
+mod login;
 pub mod metrics;
 
 use std::future::Future;
@@ -69,6 +74,7 @@ use tracing::{debug, info, warn};
 pub use auth::{Access, Auth, Throttle};
 pub use config::AdminConfig;
 pub use error::ApiError;
+pub use login::CSRF_HEADER;
 pub use metrics::Metrics;
 
 /// Largest request body the API reads; its bodies are a few dozen bytes.
@@ -149,9 +155,12 @@ pub async fn serve(
 
 fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/stats") }))
+        .route("/", get(|| async { Redirect::to("/console") }))
         .route("/metrics", get(metrics::metrics))
         .route("/api/reload", post(reload))
+        .route("/login", post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/api/session", get(login::session))
         .with_state(state.clone())
         .merge(state.services.clone())
         // After the routes: it applies to the routes registered so far.
@@ -180,45 +189,85 @@ async fn reload(
     }
 }
 
-/// Lets a request through only with valid credentials (and, for changes, from no other
-/// site); marks every answer uncacheable, since it is live state behind a password.
-async fn authenticate(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let access = match req.headers().get(AUTHORIZATION) {
-        Some(value) => state.auth.verify(value.as_bytes(), client_ip(&req)).await,
-        None => Access::Denied,
-    };
-    let mut resp = match access {
-        Access::Granted => match csrf::check(req.method(), req.headers()) {
+/// Lets a request through only with valid credentials — a console session (whose changes
+/// also carry its CSRF token) or basic auth — and, for changes, from no other site; the login
+/// and the console's static files are open to anyone. Marks every answer uncacheable unless
+/// its handler said otherwise, since it is live state behind a password.
+async fn authenticate(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let mut resp = if login::is_public(req.method(), req.uri().path()) {
+        match csrf::check(req.method(), req.headers()) {
             Ok(()) => next.run(req).await,
             Err(e) => e.into_response(),
-        },
-        Access::Denied => {
-            debug!(path = %req.uri().path(), "admin request without valid credentials");
-            let mut resp =
-                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
-            resp.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"lintas\""),
-            );
-            resp
         }
-        Access::Throttled(throttle) => throttled(throttle),
+    } else if let Some(session) = login::session_access(&state, &mut req) {
+        match session.and_then(|()| csrf::check(req.method(), req.headers())) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        }
+    } else {
+        let access = match req.headers().get(AUTHORIZATION) {
+            Some(value) => state.auth.verify(value.as_bytes(), client_ip(&req)).await,
+            None => Access::Denied,
+        };
+        match access {
+            Access::Granted => match csrf::check(req.method(), req.headers()) {
+                Ok(()) => next.run(req).await,
+                Err(e) => e.into_response(),
+            },
+            Access::Denied => denied(&req),
+            Access::Throttled(throttle) => throttled(throttle),
+        }
     };
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !resp.headers().contains_key(CACHE_CONTROL) {
+        resp.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// The answer to a request without valid credentials. A person's browser opening a page is
+/// sent to the login page (and back after it); a page's script gets a 401 without a basic-auth
+/// challenge, so the browser shows no password dialog over the console; tools get the
+/// challenge.
+fn denied(req: &Request) -> Response {
+    debug!(path = %req.uri().path(), "admin request without valid credentials");
+    let fetch_mode = req
+        .headers()
+        .get("sec-fetch-mode")
+        .map(HeaderValue::as_bytes);
+    let wants_page = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .is_some_and(|accept| accept.as_bytes().starts_with(b"text/html"));
+    if req.method() == Method::GET && (fetch_mode == Some(b"navigate") || wants_page) {
+        let back = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = format!(
+            "/login?next={}",
+            percent_encoding::utf8_percent_encode(back, percent_encoding::NON_ALPHANUMERIC)
+        );
+        return Redirect::to(&target).into_response();
+    }
+    let mut resp =
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    if fetch_mode.is_none() {
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"lintas\""),
+        );
+    }
     resp
 }
 
 /// The client's address, which [`net::serve_router`] attaches to each request; unspecified
 /// when the router is served otherwise (every such client then shares one address's limits).
-fn client_ip(req: &Request) -> IpAddr {
+pub(crate) fn client_ip(req: &Request) -> IpAddr {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
 /// 429 with `Retry-After` (whole seconds, rounded up) and the reason.
-fn throttled(throttle: Throttle) -> Response {
+pub(crate) fn throttled(throttle: Throttle) -> Response {
     let (wait, message) = match throttle {
         Throttle::Backoff(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

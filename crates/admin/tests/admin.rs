@@ -9,6 +9,8 @@
 mod auth;
 #[path = "admin/guessing.rs"]
 mod guessing;
+#[path = "admin/session.rs"]
+mod session;
 #[path = "admin/shell.rs"]
 mod shell;
 #[path = "admin/slow.rs"]

@@ -11,11 +11,11 @@ use serde_json::json;
 use crate::Admin;
 
 #[tokio::test]
-async fn root_redirects_to_the_stats_page() {
+async fn root_redirects_to_the_console() {
     let admin = Admin::start().await;
     let r = admin.get("/").await;
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), "/stats");
+    assert_eq!(r.header("location"), "/console");
 }
 
 #[tokio::test]

@@ -1,0 +1,230 @@
+//! The console's sessions on a real socket: login, the cookie, the CSRF token on changes,
+//! logout, and a browser without credentials sent to the login page.
+
+use axum::http::Method;
+use serde_json::{Value, json};
+
+use crate::{Admin, PASSWORD, USER};
+
+/// A logged-in browser: its cookie and the token its changes carry.
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+async fn log_in(admin: &Admin) -> Browser {
+    let body = json!({"user": USER, "password": PASSWORD}).to_string();
+    let r = admin
+        .send(
+            Method::POST,
+            "/login",
+            &[("content-type", "application/json")],
+            &body,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set_cookie = r.header("set-cookie").to_owned();
+    let (pair, attributes) = set_cookie.split_once(';').expect("attributes");
+    assert_eq!(
+        attributes,
+        " Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
+    );
+    let id = pair
+        .strip_prefix("lintas_session=")
+        .expect("the session cookie");
+    assert_eq!(id.len(), 43, "256 random bits, base64url: {id}");
+    let v: Value = serde_json::from_str(&r.body).expect("the login answer is JSON");
+    assert_eq!(v["user"], USER);
+    let csrf = v["csrf"].as_str().expect("a token").to_owned();
+    assert_ne!(csrf, id);
+    Browser {
+        cookie: pair.to_owned(),
+        csrf,
+    }
+}
+
+#[tokio::test]
+async fn a_session_reads_and_with_its_token_changes() {
+    let admin = Admin::start().await;
+    let browser = log_in(&admin).await;
+
+    let r = admin
+        .send(
+            Method::GET,
+            "/api/thing",
+            &[("cookie", &browser.cookie)],
+            "",
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"on":true}"#));
+    let r = admin
+        .send(
+            Method::GET,
+            "/api/session",
+            &[("cookie", &browser.cookie)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        json!({"user": USER, "csrf": browser.csrf})
+    );
+
+    // The cookie alone changes nothing: another site's form would carry it too.
+    for token in [None, Some("forged"), Some(&browser.csrf[1..])] {
+        let mut headers = vec![("cookie", browser.cookie.as_str())];
+        headers.extend(token.map(|t| ("x-csrf-token", t)));
+        let r = admin
+            .send(Method::POST, "/api/thing/off", &headers, "")
+            .await;
+        assert_eq!(r.status, 403, "{token:?}");
+        assert_eq!(
+            r.body,
+            r#"{"error":"missing or wrong X-CSRF-Token: a change made with the console's session must carry the token GET /api/session gives"}"#
+        );
+    }
+    assert!(admin.is_on());
+    let r = admin
+        .send(
+            Method::POST,
+            "/api/thing/off",
+            &[("cookie", &browser.cookie), ("x-csrf-token", &browser.csrf)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!admin.is_on());
+
+    // Another session's token is not this one's.
+    let other = log_in(&admin).await;
+    let r = admin
+        .send(
+            Method::POST,
+            "/api/reload",
+            &[("cookie", &other.cookie), ("x-csrf-token", &browser.csrf)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_clears_the_cookie() {
+    let admin = Admin::start().await;
+    let browser = log_in(&admin).await;
+    let r = admin
+        .send(
+            Method::POST,
+            "/logout",
+            &[("cookie", &browser.cookie), ("x-csrf-token", &browser.csrf)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("set-cookie"),
+        "lintas_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    );
+    let r = admin
+        .send(
+            Method::GET,
+            "/api/thing",
+            &[("cookie", &browser.cookie), ("sec-fetch-mode", "cors")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, r#"{"error":"authentication required"}"#);
+    assert_eq!(
+        r.header("www-authenticate"),
+        "",
+        "a page's script gets no challenge, so the browser shows no password dialog"
+    );
+}
+
+#[tokio::test]
+async fn wrong_logins_are_refused_and_throttled_like_basic_auth() {
+    let admin = Admin::start().await;
+    for (body, status, error) in [
+        (
+            json!({"user": USER, "password": "guess"}).to_string(),
+            401,
+            "wrong user name or password",
+        ),
+        (
+            json!({"user": "root", "password": PASSWORD}).to_string(),
+            401,
+            "wrong user name or password",
+        ),
+        (
+            r#"{"user": "admin"}"#.to_owned(),
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 17",
+        ),
+    ] {
+        let r = admin.send(Method::POST, "/login", &[], &body).await;
+        assert_eq!(r.status, status, "{body}");
+        assert_eq!(r.header("set-cookie"), "");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({ "error": error })
+        );
+    }
+    // Five failures are free; the client has used two.
+    for _ in 0..3 {
+        let body = json!({"user": USER, "password": "guess"}).to_string();
+        assert_eq!(
+            admin.send(Method::POST, "/login", &[], &body).await.status,
+            401
+        );
+    }
+    let body = json!({"user": USER, "password": "guess"}).to_string();
+    let r = admin.send(Method::POST, "/login", &[], &body).await;
+    assert_eq!(r.status, 401);
+    let r = admin.send(Method::POST, "/login", &[], &body).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("retry-after"), "1");
+    // A login from another site is refused before the password is looked at.
+    let body = json!({"user": USER, "password": PASSWORD}).to_string();
+    let r = admin
+        .send(
+            Method::POST,
+            "/login",
+            &[("host", "127.0.0.1"), ("origin", "https://evil.example")],
+            &body,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn a_browser_without_a_session_is_sent_to_the_login_page() {
+    let admin = Admin::start().await;
+    let r = admin
+        .send(
+            Method::GET,
+            "/api/thing?x=1",
+            &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), "/login?next=%2Fapi%2Fthing%3Fx%3D1");
+    // A forged or expired cookie is no session.
+    let r = admin
+        .send(
+            Method::GET,
+            "/api/thing",
+            &[("cookie", "lintas_session=AAAA")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), "Basic realm=\"lintas\"");
+    // The login page and the console's files are open (no console is mounted here: the
+    // shell has only `POST /login`, and no assets).
+    let r = admin.send(Method::GET, "/login", &[], "").await;
+    assert_eq!(r.status, 405);
+    let r = admin.send(Method::GET, "/assets/x.js", &[], "").await;
+    assert_eq!(r.status, 404);
+}
