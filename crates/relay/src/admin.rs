@@ -8,6 +8,7 @@
 //! | `POST /api/relay/applications/{name}/rotate` | 200 `{"application", "key"}`; the old key stops working |
 //! | `DELETE /api/relay/applications/{name}` | 204 (and its routes) |
 //! | `POST /api/relay/destinations` `DestinationSpec` | 201; 422 if lintas cannot connect with it |
+//! | `POST /api/relay/destinations?dry_run=true` `DestinationSpec` | 200 `{"ok", "destination", "tables"}` if lintas can connect with it, saving nothing; 422 otherwise |
 //! | `GET /api/relay/destinations/{name}/schema` | its tables and columns, read live |
 //! | `DELETE /api/relay/destinations/{name}` | 204 (and its routes) |
 //! | `POST /api/relay/destinations/{name}/skip` `{"record"}` | 202: the worker dead-letters the record it is stuck on and goes on; 409 if it is not stuck on that record |
@@ -206,12 +207,25 @@ async fn connect(
     Ok(db)
 }
 
+/// The query of `POST /api/relay/destinations`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOptions {
+    /// Check the spec and connect with it, save nothing: the console's "Test connection".
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn create_destination(
     State(relay): State<Arc<Handles>>,
+    Query(options): Query<CreateOptions>,
     Json(spec): Json<DestinationSpec>,
 ) -> Answer {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         return Err(ApiError::unprocessable(format!("{field}: {message}")));
+    }
+    if options.dry_run {
+        return test_destination(&relay, &spec).await;
     }
     if relay.objects.catalog().destination(&spec.name).is_some() {
         return Err(ApiError::conflict(format!(
@@ -235,6 +249,34 @@ async fn create_destination(
     relay.objects.refresh().await.map_err(store)?;
     let d = relay.objects.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
+}
+
+/// `?dry_run=true`: connects as the destination would and lists the tables lintas can
+/// see there, so a person can tell the connection works before saving it.
+async fn test_destination(relay: &Handles, spec: &DestinationSpec) -> Answer {
+    if spec.password_env.is_some() {
+        return Err(ApiError::unprocessable(
+            "password_env: the admin API does not read environment variables; send the \
+             password itself in password",
+        ));
+    }
+    let db = connect(relay, spec, None).await?;
+    let tables = db.tables().await;
+    db.close().await;
+    let tables = tables.map_err(|e| {
+        ApiError::unprocessable(format!(
+            "`{}` answers but its tables cannot be read: {e}",
+            spec.name
+        ))
+    })?;
+    let names: Vec<String> = tables
+        .iter()
+        .map(|t| match &t.schema {
+            Some(schema) => format!("{schema}.{}", t.name),
+            None => t.name.clone(),
+        })
+        .collect();
+    Ok(Json(json!({"ok": true, "destination": spec.name, "tables": names})).into_response())
 }
 
 async fn delete_destination(State(relay): State<Arc<Handles>>, Path(name): Path<String>) -> Answer {

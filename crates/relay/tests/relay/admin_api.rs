@@ -348,3 +348,57 @@ async fn unreadable_bodies_get_json_errors() {
     );
     node.stop().await;
 }
+
+/// The console's "Test connection": `?dry_run=true` connects with the spec as it is (password
+/// included) and saves nothing, whether it works or not.
+#[tokio::test]
+async fn a_dry_run_tests_the_connection_and_saves_nothing() {
+    let dir = TempDir::new();
+    let node = Node::start(&dir.path().join("data"), &config("")).await;
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/destinations?dry_run=true",
+            r#"{"name": "nowhere", "kind": "postgres", "url": "postgres://postgres@127.0.0.1:1/x"}"#,
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect to `nowhere`: "),
+        "{body}"
+    );
+    let lite = sqlite(
+        dir.path(),
+        "shop.db",
+        "CREATE TABLE items (name TEXT PRIMARY KEY, price NUMERIC); CREATE TABLE notes (t TEXT)",
+    )
+    .await;
+    let spec = json!({"name": "shop", "kind": "sqlite", "url": lite}).to_string();
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/destinations?dry_run=true", &spec)
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"ok": true, "destination": "shop", "tables": ["items", "notes"]})
+        )
+    );
+    let (_, overview) = node.admin(Method::GET, "/api/relay", "").await;
+    assert_eq!(
+        overview["destinations"],
+        json!([]),
+        "a dry run saves nothing"
+    );
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/destinations?dry_run=yes", &spec)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = node
+        .admin(Method::POST, "/api/relay/destinations", &spec)
+        .await;
+    assert_eq!(status, 201);
+}
