@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/relay` | applications, destinations (with delivery status) and routes |
+//! | `GET /api/relay` | applications, destinations (with delivery status and `backlog`: records not yet taken), routes, and `stream_end` |
 //! | `POST /api/relay/applications` `{"name"}` | 201 `{"application", "key"}`: the key is shown this once |
 //! | `POST /api/relay/applications/{name}/rotate` | 200 `{"application", "key"}`; the old key stops working |
 //! | `DELETE /api/relay/applications/{name}` | 204 (and its routes) |
@@ -125,21 +125,33 @@ pub(crate) fn router(relay: Handles) -> Router {
         .with_state(Arc::new(relay))
 }
 
-async fn overview(State(relay): State<Arc<Handles>>) -> Json<Value> {
+async fn overview(State(relay): State<Arc<Handles>>) -> Answer {
     let catalog = relay.objects.catalog();
+    let end = relay.delivery.stream.end().await.map_err(stream)?;
     let destinations: Vec<Value> = catalog
         .destinations()
         .map(|d| {
             let mut v = serde_json::to_value(d.as_ref()).unwrap_or_default();
-            v["status"] = serde_json::to_value(relay.delivery.board.get(d.id)).unwrap_or_default();
+            let status = relay.delivery.board.get(d.id);
+            // Records on the stream this destination has not yet taken (delivered, skipped
+            // or dead-lettered); unknown until its worker has read its position.
+            v["backlog"] = json!(
+                status
+                    .as_ref()
+                    .and_then(|s| s.next_offset)
+                    .map(|next| end.saturating_sub(next))
+            );
+            v["status"] = serde_json::to_value(status).unwrap_or_default();
             v
         })
         .collect();
-    Json(json!({
+    Ok(Json(json!({
+        "stream_end": end,
         "applications": catalog.applications().map(|a| a.as_ref()).collect::<Vec<_>>(),
         "destinations": destinations,
         "routes": catalog.routes().map(|r| r.as_ref()).collect::<Vec<_>>(),
     }))
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -349,6 +349,11 @@ async fn a_broken_route_does_not_hold_other_applications() {
     let lite_status = &overview["destinations"][0]["status"];
     assert_eq!(lite_status["state"], "up", "{overview}");
     assert_eq!(lite_status["dead"], 1, "{overview}");
+    assert_eq!(overview["stream_end"], 3, "{overview}");
+    assert_eq!(
+        overview["destinations"][0]["backlog"], 0,
+        "the dead letter was taken: {overview}"
+    );
     assert_eq!(
         lite_status["broken_routes"],
         json!([{"route": "shop → lite.orders", "error": "table `orders` has no column `total`"}]),
