@@ -129,9 +129,8 @@ impl Node {
                 auth: Arc::new(auth),
                 control: Arc::new(Reloader(node.clone())),
                 metrics: deps.metrics.clone(),
-                services: node
-                    .proxy
-                    .routes()
+                services: console::router()
+                    .merge(node.proxy.routes())
                     .merge(node.relay.as_ref().map(Service::routes).unwrap_or_default())
                     .merge(node.watch.as_ref().map(Service::routes).unwrap_or_default())
                     .merge(node.mqtt.as_ref().map(Service::routes).unwrap_or_default())

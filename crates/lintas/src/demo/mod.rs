@@ -133,7 +133,8 @@ fn print_watch_banner(admin: SocketAddr) {
     println!(
         r#"Watch: alerts about the backends print here (DOWN, STILL DOWN every 10 s, UP).
 {telegram}
-  dashboard     http://{admin}/dashboard  (host graphs, what is down, busiest processes)
+  console       http://{admin}/console#/watch/host  (host graphs, busiest processes)
+                http://{admin}/console#/watch/alerts (alert log, silences)
 "#
     );
 }
@@ -291,8 +292,9 @@ lintas demo is running. Ctrl-C stops it.
   backends      app1 {b1}  app2 {b2}  app3 {b3}
   HTTP balancer http://{http}/        (least_connections)
   TCP balancer  {tcp}                 (same pool, layer 4)
-  stats page    http://{admin}/stats  user admin, password {password}
-                (the password is shown only now)
+  console       http://{admin}/console  user admin, password {password}
+                (the password is shown only now; pools, relay, watch in one place)
+  stats page    http://{admin}/stats
 
 Try:
   # each request goes to the least busy backend; idle ones take turns

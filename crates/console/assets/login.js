@@ -1,0 +1,39 @@
+// The login page: posts the password as JSON and, once the session cookie is set, goes
+// where the person was headed (a path on this listener only).
+
+const form = document.getElementById("login");
+const error = document.getElementById("error");
+
+function destination() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/console";
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  error.textContent = "";
+  const button = document.getElementById("submit");
+  button.disabled = true;
+  try {
+    const resp = await fetch("/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        user: document.getElementById("user").value,
+        password: document.getElementById("password").value,
+      }),
+      credentials: "same-origin",
+    });
+    if (resp.ok) {
+      location.assign(destination());
+      return;
+    }
+    const body = await resp.json().catch(() => ({}));
+    error.textContent = body.error || `login failed (${resp.status})`;
+    document.getElementById("password").select();
+  } catch (e) {
+    error.textContent = `the node does not answer (${e.message})`;
+  } finally {
+    button.disabled = false;
+  }
+});
