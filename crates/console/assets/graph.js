@@ -38,7 +38,7 @@ export function lineChart(canvas, series, options = {}) {
   const to = options.to ?? (all.length ? Math.max(...all.map((p) => p[0])) : now);
   const yMax = options.max ?? niceMax(Math.max(0, ...all.map((p) => p[1])));
   const left = Math.max(...[0, 0.25, 0.5, 0.75, 1].map((f) => ctx.measureText(format(yMax * f)).width)) + 10;
-  const plot = { x: left, y: 8, w: width - left - 10, h: height - 8 - 34 };
+  const plot = { x: left, y: 8, w: width - left - 26, h: height - 8 - 34 };
 
   // Value axis: five gridlines labelled with units.
   ctx.strokeStyle = "#e5e7eb";

@@ -5,7 +5,8 @@ const form = document.getElementById("login");
 const error = document.getElementById("error");
 
 function destination() {
-  const next = new URLSearchParams(location.search).get("next") || "";
+  // The server never sees a fragment (#/pools): it stayed on this page's URL.
+  const next = (new URLSearchParams(location.search).get("next") || "") + (location.hash || "");
   return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/console";
 }
 
