@@ -31,3 +31,98 @@ pub fn artifacts(name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
+
+/// A Playwright script run by [`python`]: its stdout read as JSON lines (events), its stdin
+/// for the test's answers, its stderr kept in a file for the failure message. Killed if
+/// still running when dropped.
+pub struct Script {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    events: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr: PathBuf,
+    name: String,
+}
+
+impl Script {
+    /// Starts `path` with `args`, its stderr going to `stderr`.
+    pub fn start(path: &Path, args: &[&str], stderr: PathBuf) -> Script {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(python())
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("a file for the script's stderr"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Script {
+            child,
+            stdin,
+            events,
+            stderr,
+            name,
+        }
+    }
+
+    /// The next event the script prints (non-JSON lines are `null`), or `None` once it has
+    /// exited; panics with its stderr and `context` after `patience` of silence.
+    pub async fn next_event(
+        &mut self,
+        patience: std::time::Duration,
+        context: impl FnOnce() -> String,
+    ) -> Option<serde_json::Value> {
+        let Ok(line) = tokio::time::timeout(patience, self.events.recv()).await else {
+            panic!(
+                "{} said nothing for {patience:?}; its stderr:\n{}\n{}",
+                self.name,
+                self.stderr_text(),
+                context()
+            );
+        };
+        let line = line?;
+        eprintln!("{}: {line}", self.name);
+        Some(serde_json::from_str(&line).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Answers the script with one line.
+    pub fn answer(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").expect("the script reads its stdin");
+        self.stdin.flush().expect("the script reads its stdin");
+    }
+
+    /// Waits for the script to exit: whether it succeeded.
+    pub fn succeeded(&mut self) -> (bool, String) {
+        let status = self.child.wait().expect("the script's exit status");
+        (status.success(), format!("{status}"))
+    }
+
+    /// What the script wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

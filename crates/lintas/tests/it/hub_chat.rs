@@ -10,21 +10,19 @@
 //! by connecting to each node directly. Screenshots of every step are left in
 //! `<target>/test-artifacts/hub-chat/`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::Lintas;
 use crate::harness::{TempDir, TestNode, unique, unused_addr};
 use crate::mqtt_cluster::{Redis, wait_listening};
+use testkit::browser::Script;
 
 /// Longest silence from the script between two lines; its own waits are shorter.
 const STEP_PATIENCE: Duration = Duration::from_secs(120);
@@ -37,19 +35,6 @@ struct HubNode<'a> {
     backend: String,
     /// `None` once killed.
     process: Option<Lintas<'a>>,
-}
-
-/// The Playwright script; killed if still running when dropped.
-struct Script {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,30 +66,10 @@ async fn chat_pages_on_two_nodes_talk_and_one_recovers_after_its_node_is_killed(
     let url = balancer.url("chat", "").await;
     let artifacts = testkit::browser::artifacts("hub-chat");
     let mut script = start_script(&dir, &url, &artifacts);
-    let stdout = script.child.stdout.take().unwrap();
-    let mut stdin = script.child.stdin.take().unwrap();
-    let (tx, mut lines) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 
     let mut killed = None;
     let mut done = false;
-    loop {
-        let Ok(line) = tokio::time::timeout(STEP_PATIENCE, lines.recv()).await else {
-            panic!(
-                "hub_chat.py said nothing for {STEP_PATIENCE:?}; its stderr:\n{}\n{}",
-                read(&script.stderr),
-                logs(&nodes)
-            );
-        };
-        let Some(line) = line else { break };
-        eprintln!("hub_chat.py: {line}");
-        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+    while let Some(event) = script.next_event(STEP_PATIENCE, || logs(&nodes)).await {
         match event["event"].as_str() {
             Some("kill") => {
                 let name = event["node"].as_str().unwrap_or_default();
@@ -115,19 +80,18 @@ async fn chat_pages_on_two_nodes_talk_and_one_recovers_after_its_node_is_killed(
                 // Dropping the process SIGKILLs it and waits until it is gone.
                 node.process = None;
                 killed = Some(node.backend.clone());
-                writeln!(stdin, "killed").unwrap();
-                stdin.flush().unwrap();
+                script.answer("killed");
             }
             Some("done") => done = true,
             _ => {}
         }
     }
-    let status = script.child.wait().unwrap();
+    let (ok, status) = script.succeeded();
     assert!(
-        status.success() && done,
+        ok && done,
         "hub_chat.py failed ({status}); screenshots in {}; its stderr:\n{}\n{}",
         artifacts.display(),
-        read(&script.stderr),
+        script.stderr_text(),
         logs(&nodes)
     );
     assert!(
@@ -192,22 +156,11 @@ async fn node_name(addr: SocketAddr) -> String {
 
 fn start_script(dir: &TempDir, url: &str, artifacts: &Path) -> Script {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hub_chat.py");
-    let stderr = dir.path().join("hub_chat.stderr");
-    let child = Command::new(testkit::browser::python())
-        .arg(path)
-        .arg(url)
-        .arg(artifacts)
-        .arg(testkit::browser::CHROMIUM)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    Script { child, stderr }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    Script::start(
+        &path,
+        &[url, artifacts.to_str().unwrap(), testkit::browser::CHROMIUM],
+        dir.path().join("hub_chat.stderr"),
+    )
 }
 
 /// The last lines each node still running wrote to stderr, for a failure message.

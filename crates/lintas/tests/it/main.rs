@@ -3,6 +3,8 @@
 //! One test binary (faster to link than one per file); each module is one concern:
 //!
 //! - `config_fuzz`: the configuration loader fed mutated copies of the example file.
+//! - `console`: the admin console in headless Chromium (Playwright), every page against a
+//!   node with real PostgreSQL and MariaDB destinations.
 //! - `distribution`: which backend each strategy picks, counted exactly.
 //! - `failover`: dead, refusing and unreachable backends; health events; retries.
 //! - `h1_differential`: a differential fuzzer of the HTTP/1 path against hyper's parser.
@@ -35,6 +37,7 @@
 
 mod cli;
 mod config_fuzz;
+mod console;
 mod distribution;
 mod failover;
 mod h1_differential;
