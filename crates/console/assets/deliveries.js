@@ -16,6 +16,12 @@ function hostOf(url) {
   try { const u = new URL(url); return u.port ? `${u.hostname}:${u.port}` : u.hostname; } catch { return "?"; }
 }
 
+const ROW_IS = {
+  written: "the row as written, kept when the destination committed it",
+  refused: "the row lintas tried to write",
+  planned: "the row the route makes of this record today",
+};
+
 const compact = (v) => v === undefined || v === null ? "" : JSON.stringify(v);
 
 export async function render(main, params) {
@@ -72,7 +78,9 @@ export async function render(main, params) {
     // A batch's id range can hold another application's records: keep this destination's.
     const mine = r && r.deliveries.find((d) => d.destination === e.destination);
     if (e.status === "delivered" && (!r || r.application !== e.application || !mine || mine.status !== "delivered")) return;
-    shown.push({ ...e, application: e.application || (r && r.application), sent: r && r.data_sent, row: mine && mine.row });
+    // Sent At is when this destination committed the record (the log keeps it per row).
+    const at = e.status === "delivered" && mine && mine.committed_ms ? mine.committed_ms : e.at;
+    shown.push({ ...e, at, application: e.application || (r && r.application), sent: r && r.data_sent, row: mine && mine.row });
   });
 
   fill(rows, shown.length ? table("delivery-log", ["Id", "Source", "Destination", "Host", "Status", "Data Sent", "Data Received", "Sent At"],
@@ -108,10 +116,11 @@ async function showRecord(box, id) {
   fill(box, h("h2", {}, `Record ${r.id}`),
     h("p", {}, `from ${r.application}, received ${when(r.received_ms)}`),
     h("pre", { class: "json", id: "record-sent" }, JSON.stringify(r.data_sent, null, 2)),
-    table("record-deliveries", ["destination", "table", "operation", "status", "row", "error", ""], r.deliveries.map((d) =>
+    table("record-deliveries", ["destination", "table", "operation", "status", "row", "committed", "error", ""], r.deliveries.map((d) =>
       h("tr", { dataset: { destination: d.destination, status: d.status } },
-        h("td", {}, d.destination), h("td", {}, d.table), h("td", {}, d.operation), h("td", { class: `status ${d.status}` }, d.status),
-        h("td", { class: "json" }, compact(d.row)), h("td", { class: "wrap" }, d.error || d.last_error || ""),
+        h("td", {}, d.destination), h("td", {}, d.table ?? "(route deleted)"), h("td", {}, d.operation ?? ""), h("td", { class: `status ${d.status}` }, d.status),
+        h("td", { class: "json", title: ROW_IS[d.row_is] || "" }, compact(d.row)), h("td", {}, when(d.committed_ms)),
+        h("td", { class: "wrap" }, d.error || d.last_error || ""),
         h("td", {},
           d.status === "dead" ? h("button", { type: "button", class: "replay", onclick: async () => {
             try { await call("POST", `/api/relay/dead-letters/${enc(d.destination)}/${r.id}/replay`); toast(`record ${r.id} replayed to ${d.destination}`); } catch (e) { toast(`replay refused: ${e.message}`, "error"); }

@@ -15,7 +15,7 @@
 //! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
 //! | `DELETE /api/relay/routes/{id}` | 204 |
 //! | `GET /api/relay/deliveries?application=&destination=&status=&record=&since_ms=&until_ms=&limit=` | delivered batches, dead letters, destinations retrying |
-//! | `GET /api/relay/records/{id}` | per destination: status (`delivered`, `no matching row`, `dead`, `replayed`, `retrying`, `pending`), data sent, row written |
+//! | `GET /api/relay/records/{id}` | per destination: status (`delivered`, `no matching row`, `dead`, `replayed`, `retrying`, `pending`), data sent, the row (`row_is`: `written` as stored when the destination committed it at `committed_ms`, `refused` for a dead letter, `planned` otherwise) |
 //! | `POST /api/relay/dead-letters/{destination}/{record}/replay` | 200 replayed; 422 refused again, with the error |
 //!
 //! Objects declared in the configuration file answer 409 to changes. Refusals are
@@ -523,6 +523,13 @@ async fn record(State(relay): State<Arc<Handles>>, Path(id): Path<u64>) -> Answe
     .map_err(store)?;
     let mut per_destination = Vec::new();
     let app_id = catalog.application(&rec.application).map_or(-1, |a| a.id);
+    let mut written: BTreeMap<i64, std::collections::HashMap<i64, (Value, i64)>> = BTreeMap::new();
+    for dest in catalog.destinations() {
+        let rows = deliveries::written_rows(&relay.objects, dest.id, id)
+            .await
+            .map_err(store)?;
+        written.insert(dest.id, rows);
+    }
     for route in catalog.routes_from(app_id) {
         let status = relay.delivery.board.get(route.destination_id);
         let dead_letter = dead
@@ -543,8 +550,26 @@ async fn record(State(relay): State<Arc<Handles>>, Path(id): Path<u64>) -> Answe
             (None, Some(s)) if s.state == DestState::Down => "retrying".into(),
             _ => "pending".into(),
         };
-        let b = batch::build(std::slice::from_ref(route), std::slice::from_ref(&entry));
-        let row = b.items.first().map(|item| Value::Object(item.row(route)));
+        let stored = written
+            .get(&route.destination_id)
+            .and_then(|rows| rows.get(&route.id));
+        // The row as written and when its destination committed it, from the delivery log;
+        // a dead letter's row as lintas tried to write it; otherwise (pending, or delivered
+        // before the log kept rows) the row today's route makes of the record.
+        let (row, row_is, committed_ms) = match (dead_letter, stored) {
+            (Some(d), _) => (Some(d.row.clone()), "refused", None),
+            (None, Some((row, at))) if state == "delivered" => {
+                (Some(row.clone()), "written", Some(*at))
+            }
+            _ => {
+                let b = batch::build(std::slice::from_ref(route), std::slice::from_ref(&entry));
+                (
+                    b.items.first().map(|item| Value::Object(item.row(route))),
+                    "planned",
+                    None,
+                )
+            }
+        };
         per_destination.push(json!({
             "destination": route.spec.destination,
             "route_id": route.id,
@@ -552,10 +577,32 @@ async fn record(State(relay): State<Arc<Handles>>, Path(id): Path<u64>) -> Answe
             "operation": crate::config::operation::name(route.spec.operation),
             "status": state,
             "row": row,
+            "row_is": row_is,
+            "committed_ms": committed_ms,
             "error": dead_letter.map(|d| d.error.clone()),
             "attempts": status.as_ref().filter(|_| state == "retrying").map(|s| s.attempts),
             "last_error": status.as_ref().filter(|_| state == "retrying").and_then(|s| s.last_error.clone()),
         }));
+    }
+    // Rows written through routes deleted since: what the destination got, all the same.
+    for (destination_id, rows) in &written {
+        for (route_id, (row, at)) in rows {
+            if catalog.route(*route_id).is_none() {
+                per_destination.push(json!({
+                    "destination": catalog.destination_by_id(*destination_id).map(|d| d.spec.name.clone()),
+                    "route_id": route_id,
+                    "table": null,
+                    "operation": null,
+                    "status": "delivered",
+                    "row": row,
+                    "row_is": "written",
+                    "committed_ms": at,
+                    "error": null,
+                    "attempts": null,
+                    "last_error": null,
+                }));
+            }
+        }
     }
     Ok(Json(RecordView {
         id,

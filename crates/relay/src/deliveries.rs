@@ -18,15 +18,33 @@ use crate::batch::{Batch, RouteWrite};
 use crate::catalog::{Catalog, Destination, now_ms};
 use crate::objects::Objects;
 
-/// Notes a committed batch; `missing` holds, per application, the rows its updates and
-/// deletes did not find. A failure here is logged and otherwise ignored: the rows are in
-/// the destination, and the log is a record, not the truth.
+/// Rows of the delivery log written per `INSERT` (5 parameters each, well under SQLite's
+/// limit of 32766), so a batch of a thousand records costs a few statements, not thousands.
+const ROWS_PER_INSERT: usize = 200;
+
+/// Notes a committed batch: one entry per application, and the row each record wrote
+/// through each route, in one transaction of the store. `missing` holds, per application,
+/// the rows its updates and deletes did not find. A failure here is logged and otherwise
+/// ignored: the rows are in the destination, and the log is a record, not the truth.
 pub(crate) async fn record_batch(
     objects: &Objects,
     dest: &Destination,
+    routes: &[RouteWrite],
     batch: &Batch,
     missing: &HashMap<String, u64>,
 ) {
+    if let Err(e) = write_batch_log(objects, dest, routes, batch, missing).await {
+        warn!(error = %e, "cannot write the relay delivery log");
+    }
+}
+
+async fn write_batch_log(
+    objects: &Objects,
+    dest: &Destination,
+    routes: &[RouteWrite],
+    batch: &Batch,
+    missing: &HashMap<String, u64>,
+) -> Result<(), sqlx::Error> {
     let mut ranges: HashMap<&str, (u64, u64)> = HashMap::new();
     for (offset, record) in &batch.records {
         let r = ranges
@@ -37,12 +55,13 @@ pub(crate) async fn record_batch(
     }
     let now = now_ms();
     let catalog = objects.catalog();
+    let mut tx = objects.store().pool().begin().await?;
     for (app, (records, rows)) in &batch.per_application {
         let (Some((first, last)), Some(app)) = (ranges.get(app.as_str()), catalog.application(app))
         else {
             continue;
         };
-        let r = sqlx::query(
+        sqlx::query(
             "INSERT INTO relay_batches (destination_id, application_id, first_offset, last_offset, records, rows, at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -53,12 +72,62 @@ pub(crate) async fn record_batch(
         .bind(*records as i64)
         .bind(rows.saturating_sub(missing.get(app.name.as_str()).copied().unwrap_or(0)) as i64)
         .bind(now)
-        .execute(objects.store().pool())
-        .await;
-        if let Err(e) = r {
-            warn!(error = %e, "cannot write the relay delivery log");
-        }
+        .execute(&mut *tx)
+        .await?;
     }
+    for chunk in batch.items.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO relay_rows (destination_id, record_offset, route_id, row_values, at_ms) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?)"
+            });
+        }
+        // A record delivered again (after a crash between the commit and this log) keeps
+        // its first entry.
+        sql.push_str(" ON CONFLICT (destination_id, record_offset, route_id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for item in chunk {
+            let route = &routes[item.route].route;
+            query = query
+                .bind(dest.id)
+                .bind(item.offset as i64)
+                .bind(route.id)
+                .bind(Value::Object(item.row(route)).to_string())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// The rows `offset` wrote at `destination` as they were written, by route id, with when
+/// the destination committed them.
+pub(crate) async fn written_rows(
+    objects: &Objects,
+    destination: i64,
+    offset: u64,
+) -> Result<HashMap<i64, (Value, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT route_id, row_values, at_ms FROM relay_rows WHERE destination_id = ? AND record_offset = ?",
+    )
+    .bind(destination)
+    .bind(offset as i64)
+    .fetch_all(objects.store().pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let text: String = r.get(1);
+            (
+                r.get::<i64, _>(0),
+                (serde_json::from_str(&text).unwrap_or(Value::Null), r.get(2)),
+            )
+        })
+        .collect())
 }
 
 /// Notes the batch items (`items`) whose update or delete matched no row, so the record
@@ -329,7 +398,12 @@ fn application_name(catalog: &Catalog, id: i64) -> String {
 /// Deletes log rows and dead letters older than `retention`.
 pub(crate) async fn prune(store: &store::Store, retention: Duration) -> Result<(), sqlx::Error> {
     let cutoff = now_ms() - retention.as_millis() as i64;
-    for table in ["relay_batches", "relay_dead_letters", "relay_unmatched"] {
+    for table in [
+        "relay_batches",
+        "relay_dead_letters",
+        "relay_unmatched",
+        "relay_rows",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE at_ms < ?"))
             .bind(cutoff)
             .execute(store.pool())

@@ -6,7 +6,7 @@
 /// Every migration of the relay's tables, in order; handed to
 /// [`store::Store::migrate`] under the name `"relay"`. Never edit an entry once released:
 /// add one.
-pub const MIGRATIONS: &[&str] = &[RELAY_OBJECTS, RELAY_PASSWORDS, RELAY_UNMATCHED];
+pub const MIGRATIONS: &[&str] = &[RELAY_OBJECTS, RELAY_PASSWORDS, RELAY_UNMATCHED, RELAY_ROWS];
 
 /// Relay applications, destinations and routes; the delivery log (one row per delivered
 /// batch and application, so successes cost one row per batch) and dead letters (one row per
@@ -86,4 +86,41 @@ CREATE TABLE relay_unmatched (
     PRIMARY KEY (destination_id, record_offset, route_id)
 );
 CREATE INDEX relay_unmatched_at ON relay_unmatched(at_ms);
+"#;
+
+/// Relay: the row each record wrote at each destination, as written, and when that
+/// destination committed it — the delivery log's "data received" and "sent at", kept for
+/// `retention` like the rest of the log (one row per record and route; a record whose route
+/// changes later still shows what was written then).
+///
+/// Route ids key that log (and dead letters), so they must never be reused: SQLite hands a
+/// deleted last row's id to the next insert unless the key is AUTOINCREMENT, which only a
+/// rebuilt table can get. Nothing references `relay_routes`, so it is rebuilt in place.
+const RELAY_ROWS: &str = r#"
+CREATE TABLE relay_routes_rebuilt (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application_id INTEGER NOT NULL REFERENCES relay_applications(id) ON DELETE CASCADE,
+    destination_id INTEGER NOT NULL REFERENCES relay_destinations(id) ON DELETE CASCADE,
+    table_schema TEXT,
+    table_name TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    declared INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+INSERT INTO relay_routes_rebuilt (id, application_id, destination_id, table_schema, table_name, operation, columns, keys, declared, created_ms)
+    SELECT id, application_id, destination_id, table_schema, table_name, operation, columns, keys, declared, created_ms FROM relay_routes;
+DROP TABLE relay_routes;
+ALTER TABLE relay_routes_rebuilt RENAME TO relay_routes;
+CREATE INDEX relay_routes_application ON relay_routes(application_id);
+CREATE TABLE relay_rows (
+    destination_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    route_id INTEGER NOT NULL,
+    row_values TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, record_offset, route_id)
+);
+CREATE INDEX relay_rows_at ON relay_rows(at_ms);
 "#;

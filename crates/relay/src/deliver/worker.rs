@@ -420,7 +420,7 @@ async fn session(
                     feed.rewind(to);
                 }
                 let (unmatched, missing) = batch::unmatched(&routes, &batch, &changed);
-                deliveries::record_batch(&delivery.objects, dest, &batch, &missing).await;
+                deliveries::record_batch(&delivery.objects, dest, &routes, &batch, &missing).await;
                 deliveries::record_unmatched(&delivery.objects, dest, &routes, &batch, &unmatched)
                     .await;
                 count_applied(delivery, dest, &batch);

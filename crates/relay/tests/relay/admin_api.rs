@@ -177,6 +177,56 @@ async fn objects_are_managed_and_checked_through_the_api() {
         record["deliveries"][0]["row"],
         json!({"email": "ann@example.com", "name": "Ann"})
     );
+    assert_eq!(record["deliveries"][0]["row_is"], "written");
+    let committed = record["deliveries"][0]["committed_ms"].clone();
+    assert!(committed.as_i64().is_some(), "{record}");
+    // The route changes: the record still shows what was written then, and when.
+    let route_id = record["deliveries"][0]["route_id"].as_i64().unwrap();
+    let (status, _) = node
+        .admin(Method::DELETE, &format!("/api/relay/routes/{route_id}"), "")
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = node
+        .admin(
+            Method::POST,
+            "/api/relay/routes",
+            &route(json!({"mail": "email"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, record) = node
+        .admin(Method::GET, &format!("/api/relay/records/{id}"), "")
+        .await;
+    let deliveries = record["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2, "{record}");
+    let today = deliveries
+        .iter()
+        .find(|d| d["route_id"] != route_id)
+        .unwrap();
+    assert_eq!(
+        (&today["row"], &today["row_is"]),
+        (&json!({"email": "ann@example.com"}), &json!("planned")),
+        "the new route never wrote this record: {record}"
+    );
+    let then = deliveries
+        .iter()
+        .find(|d| d["route_id"] == route_id)
+        .unwrap();
+    assert_eq!(
+        (
+            &then["row"],
+            &then["row_is"],
+            &then["committed_ms"],
+            &then["status"]
+        ),
+        (
+            &json!({"email": "ann@example.com", "name": "Ann"}),
+            &json!("written"),
+            &committed,
+            &json!("delivered")
+        ),
+        "{record}"
+    );
     let (_, log) = node
         .admin(
             Method::GET,
