@@ -27,7 +27,8 @@
 //! |---|---|
 //! | proxy | `GET /stats`, `GET /api/stats`, `/api/pools/{pool}/...` (see `proxy::admin`) |
 //! | relay | `/api/relay/...` (see `relay::admin`) |
-//! | watch | `GET /dashboard`, `/api/watch/...` (see `watch::admin`) |
+//! | watch | `/api/watch/...` (see `watch::admin`) |
+//! | console | `GET /console`, `GET /login`, `/assets/...` (see `console`) |
 //!
 //! Errors common to every route: 401 without valid credentials (a browser opening a page is
 //! sent to `/login` instead), 429 with `Retry-After` for a

@@ -1,9 +1,9 @@
-//! Watch's part of the admin API, behind the admin listener's authentication, and the
-//! dashboard page.
+//! Watch's part of the admin API, behind the admin listener's authentication; its pages
+//! are the console's (`crates/console`).
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /dashboard` | the HTML dashboard: host graphs, what is down, busiest processes |
+//! | `GET /dashboard` | 303 to the console's host page (`/console#/watch/host`), where the graphs moved |
 //! | `GET /api/watch` | targets down, pauses, targets watch checks, host info |
 //! | `GET /api/watch/metrics?since_ms=` | host samples (default: the last hour) |
 //! | `GET /api/watch/top?n=` | the busiest processes (default 10) |
@@ -24,7 +24,7 @@ use admin::extract::{Json, Path, Query};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,7 +36,10 @@ use crate::{TargetConfig, TargetError, Watch, now_ms};
 /// The routes, with the watch as state.
 pub fn router(watch: Arc<Watch>) -> Router {
     Router::new()
-        .route("/dashboard", get(|| async { Html(DASHBOARD) }))
+        .route(
+            "/dashboard",
+            get(|| async { Redirect::to("/console#/watch/host") }),
+        )
         .route("/api/watch", get(overview))
         .route("/api/watch/metrics", get(metrics))
         .route("/api/watch/top", get(top))
@@ -220,6 +223,3 @@ async fn unsilence(State(w): State<Arc<Watch>>, Query(p): Query<Pattern>) -> Res
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }
-
-/// The dashboard: graphs drawn in the browser from `/api/watch/metrics`, refreshed every 5 s.
-const DASHBOARD: &str = include_str!("dashboard.html");

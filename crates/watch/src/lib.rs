@@ -13,7 +13,7 @@
 //! - [`checks`]: HTTP and TCP targets.
 //! - [`channels`]: console, webhook, Telegram and email; retried and logged.
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
-//! - [`admin`]: the admin API routes and the dashboard.
+//! - [`admin`]: the admin API routes.
 //! - [`metrics`]: host metrics sampled into a history.
 //! - [`migrations`]: watch's tables in the node's store.
 //! - `telemetry`: alerts sent, checks run and targets up, in the node's metrics registry.

@@ -1,5 +1,5 @@
 //! Host metrics: sampled every `metrics_interval` into a history kept for
-//! `metrics_retention`, for the dashboard's graphs and the bot's `/cpu`, `/ram`, `/disk`,
+//! `metrics_retention`, for the console's graphs and the bot's `/cpu`, `/ram`, `/disk`,
 //! `/system` and `/top`.
 //!
 //! Sampling reads `/proc` through `sysinfo` on a blocking thread (it is file I/O), never on
