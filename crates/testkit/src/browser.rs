@@ -24,9 +24,11 @@ pub fn python() -> PathBuf {
     )
 }
 
-/// `<target>/test-artifacts/NAME`, created: where a browser test leaves its screenshots.
+/// `<target>/test-artifacts/NAME`, emptied and created: where a browser test leaves its
+/// screenshots (only this run's, so a failure shot from an earlier run cannot mislead).
 pub fn artifacts(name: &str) -> PathBuf {
     let dir = crate::pyenv::target_dir().join("test-artifacts").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
