@@ -66,6 +66,19 @@ class Run:
         expect(self.page.locator("main#page")).to_have_attribute("data-page", fragment.split("?")[0], timeout=SOON_MS)
 
 
+def until_shown(run: Run, fragment: str, row) -> None:
+    """Opens `fragment` afresh (the log is read once per visit) until `row` is there."""
+    for _ in range(30):
+        run.go(fragment)
+        run.page.reload()
+        try:
+            expect(row).to_be_attached(timeout=2_000)
+            return
+        except AssertionError:
+            pass
+    expect(row).to_be_attached(timeout=SOON_MS)
+
+
 def login(run: Run, password: str) -> None:
     page = run.page
     page.goto(f"{run.base}/console#/relay/applications")
@@ -146,11 +159,7 @@ def delivery_log(run: Run, key: str) -> None:
     answer("ingested")
     for dest, host in [("pg", "127.0.0.1:5432"), ("my", "127.0.0.1:3306")]:
         row = page.locator(f'#delivery-log tr[data-record="0"][data-destination="{dest}"]')
-        for _ in range(30):
-            run.go("relay/deliveries?application=shop")
-            if row.count():
-                break
-            page.wait_for_timeout(500)
+        until_shown(run, "relay/deliveries?application=shop", row)
         expect(row).to_have_attribute("data-status", "delivered", timeout=SOON_MS)
         expect(row.locator("td.host")).to_have_text(host)
         expect(row.locator("td.sent-at")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
@@ -165,11 +174,7 @@ def replay(run: Run) -> None:
     say("dead")
     answer("dead")
     row = page.locator('#delivery-log tr[data-record="1"][data-destination="pg"]')
-    for _ in range(30):
-        run.go("relay/deliveries?status=dead")
-        if row.count():
-            break
-        page.wait_for_timeout(500)
+    until_shown(run, "relay/deliveries?status=dead", row)
     expect(row).to_have_attribute("data-status", "dead", timeout=SOON_MS)
     row.locator("a.record-link").click()
     detail = page.locator('#record-deliveries tr[data-destination="pg"]')
