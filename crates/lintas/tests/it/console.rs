@@ -213,3 +213,61 @@ async fn every_page_works_in_a_browser_against_real_databases() {
         ]
     );
 }
+
+/// Every operation in `/api/openapi.json` is served by a node running the proxy, the relay
+/// and watch: a call with made-up names reaches the route (any answer but the shell's
+/// "no route" 404 and 405), and every operation documents its errors in the `Error` shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_is_served() {
+    let dir = TempDir::new();
+    let b1 = ProcessBackend::spawn("b1", unused_addr());
+    let node = TestNode::start(&config(&dir.path().join("data"), unused_addr(), &[&b1])).await;
+    let admin = node.node.admin_addr.expect("the admin listener");
+    let client = testkit::AdminClient::new(format!("http://{admin}"), "admin", PASSWORD);
+    let (status, doc) = client
+        .json(http::Method::GET, "/api/openapi.json", "")
+        .await;
+    assert_eq!(status, 200);
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let concrete = path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        "no-such-name"
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method: http::Method = method.to_uppercase().parse().unwrap();
+            let r = client.call(method.clone(), &concrete, "{}").await;
+            assert_ne!(r.status, 405, "{method} {path}: {}", r.body);
+            assert!(
+                !(r.status == 404 && r.body.starts_with(r#"{"error":"no route "#)),
+                "{method} {path} is documented but not served: {}",
+                r.body
+            );
+            let errors: Vec<&str> = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(code, _)| code.starts_with('4') || code.starts_with('5'))
+                .map(|(_, r)| {
+                    r["content"]["application/json"]["schema"]["$ref"]
+                        .as_str()
+                        .unwrap()
+                })
+                .collect();
+            assert!(!errors.is_empty(), "{method} {path} documents no error");
+            assert!(
+                errors.iter().all(|e| *e == "#/components/schemas/Error"),
+                "{method} {path}: {errors:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 36, "operations in the document");
+}
