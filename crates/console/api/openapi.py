@@ -107,6 +107,10 @@ SCHEMAS = {
     "Processes": obj({"processes": arr(obj({"pid": I, "name": S, "cpu": N, "mem": I}))}),
     "Alerts": obj({"alerts": arr(obj({"at_ms": I, "target": S, "kind": {"type": ["string", "null"]}, "channel": S, "recipient": S, "text": S, "status": S, "attempts": I, "error": {"type": ["string", "null"]}}))}),
     "History": obj({"history": arr(obj({"at_ms": I, "target": S, "detail": S, "up": B, "reason": S}))}),
+    "Person": obj({"chat_id": I, "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}, "email_confirmed": B, "registered": B,
+                   "access": {"enum": ["pending", "approved", "denied"]}, "admin": B, "admin_in_file": B, "muted_until_ms": I}),
+    "People": obj({"people": arr(ref("Person"))}),
+    "PersonChange": obj({"person": ref("Person"), "notified": {**B, "description": "whether the bot could tell them"}}),
     "Silence": obj({"pattern": S, "duration": {**S, "description": "e.g. 30m"}}, ["pattern", "duration"]),
 }
 
@@ -148,6 +152,9 @@ OPS = [
     ("delete", "/api/watch/targets/{name}", "Stops watching a target", None, (204, None), [404, 409]),
     ("post", "/api/watch/silences", "Silences targets matching a pattern for a while", "Silence", (201, "Pause"), [422]),
     ("delete", "/api/watch/silences", "Ends the silences with a pattern", None, (204, None), [404]),
+    ("get", "/api/watch/people", "Everyone who talked to the bot", None, (200, "People"), []),
+    ("post", "/api/watch/people/{chat}/approve", "Lets a registration in; told through the bot", None, (200, "PersonChange"), [404, 409]),
+    ("post", "/api/watch/people/{chat}/revoke", "Turns a person away; told through the bot", None, (200, "PersonChange"), [404, 409]),
 ]
 
 QUERIES = {

@@ -20,6 +20,7 @@ const PAGES = {
   "watch/targets": ["Targets", watch.targets],
   "watch/host": ["Host", watch.host],
   "watch/alerts": ["Alerts", watch.alerts],
+  "watch/people": ["Bot people", watch.people],
 };
 
 let stop = null;
@@ -45,7 +46,7 @@ function show() {
 
 async function start() {
   const nav = document.getElementById("nav");
-  const groups = [["", ["overview", "pools"]], ["relay", ["relay/applications", "relay/destinations", "relay/routes", "relay/deliveries"]], ["watch", ["watch/targets", "watch/host", "watch/alerts"]]];
+  const groups = [["", ["overview", "pools"]], ["relay", ["relay/applications", "relay/destinations", "relay/routes", "relay/deliveries"]], ["watch", ["watch/targets", "watch/host", "watch/alerts", "watch/people"]]];
   for (const [group, pages] of groups) {
     if (group) nav.append(h("span", { class: "group" }, group));
     for (const page of pages) nav.append(h("a", { href: `#/${page}`, dataset: { page } }, PAGES[page][0]));

@@ -131,3 +131,30 @@ export function alerts(main) {
   }
   return poll(load, 5000, (e) => toast(e.message, "error"));
 }
+
+// People who talked to the bot: approve a registration, or turn someone away; each is told
+// through the bot, as /approve and /deny tell them.
+export function people(main) {
+  const list = h("div", { id: "people" });
+  fill(main, h("h1", {}, "Bot people"), h("p", { class: "muted" }, "Registrations wait here for approval when watch.telegram.registration is \"approval\". Admins of the configuration file are changed there."), list);
+  async function act(chat, action) {
+    try {
+      const r = await call("POST", `/api/watch/people/${chat}/${action}`);
+      toast(`${r.person.name ?? chat}: ${r.person.access}${r.notified ? ", told through the bot" : ""}`);
+    } catch (e) { toast(e.message, "error"); }
+    await load();
+  }
+  async function load() {
+    const r = await call("GET", "/api/watch/people");
+    fill(list, r.people.length ? table("people-table", ["chat id", "name", "email", "registered", "access", "admin", ""], r.people.map((p) =>
+      h("tr", { dataset: { chat: p.chat_id, access: p.access } },
+        h("td", { class: "num" }, p.chat_id), h("td", {}, p.name ?? ""), h("td", {}, p.email ?? "", p.email && !p.email_confirmed ? h("span", { class: "muted" }, " (unconfirmed)") : ""),
+        h("td", {}, p.registered ? "yes" : "in progress"), h("td", { class: p.access === "approved" ? "ok" : p.access === "denied" ? "bad" : "" }, p.access),
+        h("td", {}, p.admin ? (p.admin_in_file ? "admin (file)" : "admin") : ""),
+        h("td", { class: "actions" },
+          h("button", { type: "button", class: "approve", disabled: !p.registered || p.access === "approved", onclick: () => act(p.chat_id, "approve") }, "Approve"),
+          h("button", { type: "button", class: "revoke danger", disabled: p.admin_in_file || p.access === "denied", onclick: () => act(p.chat_id, "revoke") }, "Revoke")))))
+      : h("p", { class: "muted" }, "nobody has talked to the bot yet"));
+  }
+  return poll(load, 10000, (e) => toast(e.message, "error"));
+}

@@ -13,6 +13,9 @@
 //! | `DELETE /api/watch/targets/{name}` | 204; 409 for a target declared in the file |
 //! | `POST /api/watch/silences` `{"pattern", "duration"}` | 201 |
 //! | `DELETE /api/watch/silences?pattern=` | 204; 404 when no silence has that pattern |
+//! | `GET /api/watch/people` | everyone who talked to the bot: registration, access, admin |
+//! | `POST /api/watch/people/{chat}/approve` | 200: they get alerts (told through the bot, like `/approve`); 404, 409 when not registered |
+//! | `POST /api/watch/people/{chat}/revoke` | 200: turned away (told, like `/deny`); 409 for an admin of the file |
 //!
 //! Refusals are `admin::ApiError`s; bodies, paths and queries are read with
 //! `admin::extract`, so an unknown target `kind` is a 422 in the JSON error shape.
@@ -30,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::bot::users::{self, Access, User};
 use crate::engine::Pause;
 use crate::{TargetConfig, TargetError, Watch, now_ms};
 
@@ -48,6 +52,9 @@ pub fn router(watch: Arc<Watch>) -> Router {
         .route("/api/watch/targets", post(add_target))
         .route("/api/watch/targets/{name}", delete(remove_target))
         .route("/api/watch/silences", post(silence).delete(unsilence))
+        .route("/api/watch/people", get(people))
+        .route("/api/watch/people/{chat}/approve", post(approve))
+        .route("/api/watch/people/{chat}/revoke", post(revoke))
         .with_state(watch)
 }
 
@@ -222,4 +229,86 @@ async fn unsilence(State(w): State<Arc<Watch>>, Query(p): Query<Pattern>) -> Res
         0 => ApiError::not_found(format!("no silence for `{}`", p.pattern)).into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// A person as the admin API shows them (their email is the operator's to see: alerts go
+/// there).
+fn person(u: &User, file_admins: &[i64]) -> Value {
+    json!({
+        "chat_id": u.chat_id,
+        "name": u.name,
+        "email": u.email,
+        "email_confirmed": u.email_confirmed,
+        "registered": u.registered(),
+        "access": u.access.as_str(),
+        "admin": u.admin || file_admins.contains(&u.chat_id),
+        "admin_in_file": file_admins.contains(&u.chat_id),
+        "muted_until_ms": u.muted_until_ms,
+    })
+}
+
+async fn people(State(w): State<Arc<Watch>>) -> Response {
+    match users::all(w.store()).await {
+        Ok(list) => {
+            let list: Vec<Value> = list.iter().map(|u| person(u, w.file_admins())).collect();
+            Json(json!({ "people": list })).into_response()
+        }
+        Err(e) => ApiError::internal(format!("store: {e}")).into_response(),
+    }
+}
+
+/// The person with `chat`, or the API's 404.
+async fn find_person(w: &Watch, chat: i64) -> Result<User, ApiError> {
+    users::get(w.store(), chat)
+        .await
+        .map_err(|e| ApiError::internal(format!("store: {e}")))?
+        .ok_or_else(|| ApiError::not_found(format!("nobody with chat id {chat} talked to the bot")))
+}
+
+/// Sets a person's access and tells them; answers the person as they are now.
+async fn set_access(w: &Watch, u: &User, access: Access, told: &str) -> Response {
+    if let Err(e) = users::set_access(w.store(), u.chat_id, access).await {
+        return ApiError::internal(format!("store: {e}")).into_response();
+    }
+    let notified = w.tell(u.chat_id, told).await;
+    match find_person(w, u.chat_id).await {
+        Ok(now) => Json(json!({"person": person(&now, w.file_admins()), "notified": notified}))
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn approve(State(w): State<Arc<Watch>>, Path(chat): Path<i64>) -> Response {
+    let u = match find_person(&w, chat).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if !u.registered() {
+        return ApiError::conflict(format!(
+            "{} has not finished registering (name and email); approve them once they have",
+            u.label()
+        ))
+        .into_response();
+    }
+    set_access(
+        &w,
+        &u,
+        Access::Approved,
+        "An admin approved you in the console: you get alerts now. /help lists what you can ask.",
+    )
+    .await
+}
+
+async fn revoke(State(w): State<Arc<Watch>>, Path(chat): Path<i64>) -> Response {
+    if w.file_admins().contains(&chat) {
+        return ApiError::conflict(format!(
+            "{chat} is an admin in the configuration file (watch.telegram.admins); remove it there"
+        ))
+        .into_response();
+    }
+    let u = match find_person(&w, chat).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    set_access(&w, &u, Access::Denied, crate::bot::DENIED).await
 }

@@ -79,6 +79,9 @@ pub struct Watch {
     shutdown: CancellationToken,
     /// Alerts sent and checks run, registered in the node's metrics.
     telemetry: Telemetry,
+    /// The bot's Bot API client, when `[watch.telegram]` is set: the admin API tells a
+    /// person approved or turned away in the console, as `/approve` and `/deny` do.
+    telegram: Option<Telegram>,
 }
 
 /// A target being checked.
@@ -254,6 +257,7 @@ impl Watch {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             telemetry: Telemetry::default(),
+            telegram: telegram.as_ref().map(|(api, _)| api.clone()),
         });
         watch.telemetry.register(&deps.metrics, &watch);
         for t in &cfg.targets {
@@ -366,6 +370,29 @@ impl Watch {
             r.stop.cancel();
         }
         Ok(())
+    }
+
+    /// Sends `text` to a person's chat through the bot; whether it went (false without a
+    /// bot). A failure is logged: the change it announces is made either way.
+    pub async fn tell(&self, chat: i64, text: &str) -> bool {
+        let Some(api) = &self.telegram else {
+            return false;
+        };
+        match api.send_text(chat, text).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(chat, error = %e, "cannot tell a person through the bot");
+                false
+            }
+        }
+    }
+
+    /// Chat ids made admins by the configuration file (`[watch.telegram] admins`).
+    pub fn file_admins(&self) -> &[i64] {
+        self.cfg
+            .telegram
+            .as_ref()
+            .map_or(&[], |t| t.admins.as_slice())
     }
 
     /// The store (bot users, history, alert log).

@@ -438,3 +438,106 @@ async fn metrics_count_checks_alerts_and_target_state() {
         ]
     );
 }
+
+/// The console's people page through the admin API: the list as the store has it, approve
+/// and revoke told through the bot like `/approve` and `/deny`, refusals with their reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_approved_and_revoked_through_the_admin_api() {
+    const ANN: i64 = 60;
+    const BOB: i64 = 61;
+    let b = start(|_| {}).await;
+    b.register(ANN, "Ann", "ann@example.com").await;
+    b.ask(BOB, "/start").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, watch::admin::router(b.watch.clone())).into_future());
+    let client = testkit::HttpClient::new();
+    let call = |method: http::Method, path: &str| {
+        let url = format!("{base}{path}");
+        let client = client.clone();
+        async move {
+            let r = client.send(method, &url, &[], String::new()).await.unwrap();
+            (
+                r.status,
+                serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
+            )
+        }
+    };
+    let (status, list) = call(http::Method::GET, "/api/watch/people").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        list,
+        json!({"people": [
+            {"chat_id": ANN, "name": "Ann", "email": "ann@example.com", "email_confirmed": false,
+             "registered": true, "access": "pending", "admin": false, "admin_in_file": false, "muted_until_ms": 0},
+            {"chat_id": BOB, "name": null, "email": null, "email_confirmed": false,
+             "registered": false, "access": "pending", "admin": false, "admin_in_file": false, "muted_until_ms": 0},
+        ]})
+    );
+    assert_eq!(
+        call(
+            http::Method::POST,
+            &format!("/api/watch/people/{BOB}/approve")
+        )
+        .await,
+        (
+            409,
+            json!({"error": "? (61) has not finished registering (name and email); approve them once they have"})
+        )
+    );
+    assert_eq!(
+        call(http::Method::POST, "/api/watch/people/7/approve").await,
+        (
+            404,
+            json!({"error": "nobody with chat id 7 talked to the bot"})
+        )
+    );
+    let (status, approved) = call(
+        http::Method::POST,
+        &format!("/api/watch/people/{ANN}/approve"),
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(
+        (&approved["person"]["access"], &approved["notified"]),
+        (&json!("approved"), &json!(true))
+    );
+    assert_eq!(
+        b.bot.sent_to(ANN).last().map(String::as_str),
+        Some(
+            "An admin approved you in the console: you get alerts now. /help lists what you can ask."
+        )
+    );
+    b.report(false).await;
+    b.alert_to(ANN, "DOWN t1").await;
+    assert_eq!(
+        call(
+            http::Method::POST,
+            &format!("/api/watch/people/{ADMIN}/revoke")
+        )
+        .await,
+        (
+            409,
+            json!({"error": "900 is an admin in the configuration file (watch.telegram.admins); remove it there"})
+        )
+    );
+    let (status, revoked) = call(
+        http::Method::POST,
+        &format!("/api/watch/people/{ANN}/revoke"),
+    )
+    .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["person"]["access"], "denied");
+    assert_eq!(
+        b.bot.sent_to(ANN).last().map(String::as_str),
+        Some("An admin turned your registration away.")
+    );
+    assert_eq!(
+        users::get(b.watch.store(), ANN)
+            .await
+            .unwrap()
+            .unwrap()
+            .access,
+        users::Access::Denied
+    );
+}

@@ -223,7 +223,7 @@ def host(run: Run) -> None:
 
 def every_page(run: Run) -> None:
     for fragment in ["overview", "pools", "relay/applications", "relay/destinations", "relay/routes",
-                     "relay/deliveries", "watch/targets", "watch/host", "watch/alerts"]:
+                     "relay/deliveries", "watch/targets", "watch/host", "watch/alerts", "watch/people"]:
         run.go(fragment)
         run.page.wait_for_timeout(1000)
         run.shot(fragment.replace("/", "-"))

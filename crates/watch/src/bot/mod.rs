@@ -90,7 +90,7 @@ enum Role {
 }
 
 const PENDING: &str = "Your registration waits for an admin's approval.";
-const DENIED: &str = "An admin turned your registration away.";
+pub(crate) const DENIED: &str = "An admin turned your registration away.";
 
 /// The bot of one node.
 pub struct Bot {

@@ -47,7 +47,8 @@ pub enum Access {
 }
 
 impl Access {
-    fn as_str(self) -> &'static str {
+    /// Its name in the store and the admin API.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Approved => "approved",
