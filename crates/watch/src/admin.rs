@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /dashboard` | 303 to the console's host page (`/console#/watch/host`), where the graphs moved |
 //! | `GET /api/watch` | targets down, pauses, targets watch checks, host info |
-//! | `GET /api/watch/metrics?since_ms=` | host samples (default: the last hour) |
+//! | `GET /api/watch/metrics?since_ms=` | host samples (default: the last hour): stored per-minute and quarter-hour means before the raw samples in memory |
 //! | `GET /api/watch/top?n=` | the busiest processes (default 10) |
 //! | `GET /api/watch/alerts?limit=` | the alert log, newest first |
 //! | `GET /api/watch/history?target=&limit=` | state changes, newest first |

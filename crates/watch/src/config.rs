@@ -43,6 +43,12 @@ pub struct WatchConfig {
     /// How long samples are kept (in memory).
     #[serde(default = "default_metrics_retention", with = "configkit::duration")]
     pub metrics_retention: Duration,
+    /// The stored averages of host metrics: [`crate::metrics::TIERS`], not read from the
+    /// file. Tests shorten the buckets to seconds so a restart can be shown in seconds
+    /// rather than minutes.
+    #[doc(hidden)]
+    #[serde(skip_deserializing, default = "default_metrics_tiers")]
+    pub metrics_tiers: Vec<crate::metrics::Tier>,
     /// How long state changes and the alert log are kept in the store.
     #[serde(default = "default_history_retention", with = "configkit::duration")]
     pub history_retention: Duration,
@@ -57,6 +63,9 @@ fn default_metrics_interval() -> Duration {
 }
 fn default_metrics_retention() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_metrics_tiers() -> Vec<crate::metrics::Tier> {
+    crate::metrics::TIERS.to_vec()
 }
 
 /// `[watch.telegram]`.
@@ -148,6 +157,7 @@ impl Default for WatchConfig {
             email: None,
             metrics_interval: default_metrics_interval(),
             metrics_retention: default_metrics_retention(),
+            metrics_tiers: default_metrics_tiers(),
             history_retention: default_history_retention(),
         }
     }

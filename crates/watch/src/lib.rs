@@ -14,7 +14,7 @@
 //! - [`channels`]: console, webhook, Telegram and email; retried and logged.
 //! - [`bot`]: the Telegram bot (registration, commands) and its Bot API client.
 //! - [`admin`]: the admin API routes.
-//! - [`metrics`]: host metrics sampled into a history.
+//! - [`metrics`]: host metrics sampled into a history, averaged into the store.
 //! - [`migrations`]: watch's tables in the node's store.
 //! - `telemetry`: alerts sent, checks run and targets up, in the node's metrics registry.
 
@@ -243,7 +243,21 @@ impl Watch {
             }
             None => None,
         };
-        let metrics = Metrics::new(cfg.metrics_interval, cfg.metrics_retention);
+        let metrics = Metrics::new(
+            cfg.metrics_interval,
+            cfg.metrics_retention,
+            &cfg.metrics_tiers,
+            store.clone(),
+        );
+        // The graphs can do without their past: a store that cannot give it is no reason
+        // not to watch.
+        match metrics.load().await {
+            Ok(0) => {}
+            Ok(means) => info!(means, "host metrics of earlier runs are graphed again"),
+            Err(e) => {
+                warn!(error = %e, "cannot read the stored host metrics; the graphs start empty")
+            }
+        }
         tracker.spawn(metrics.clone().run(cfg.metrics_interval, shutdown.clone()));
         let (input, rx) = mpsc::channel(QUEUE);
         let watch = Arc::new(Self {
@@ -270,6 +284,7 @@ impl Watch {
         tracker.spawn(prune(
             watch.store.clone(),
             cfg.history_retention,
+            cfg.metrics_tiers.clone(),
             shutdown.clone(),
         ));
         tracker.spawn(run(watch.clone(), rx, channels, tracker.clone(), shutdown));
@@ -476,8 +491,14 @@ async fn record(store: &Store, t: &Transition) {
     }
 }
 
-/// Deletes state changes and alert-log rows older than `retention`, hourly.
-async fn prune(store: Store, retention: std::time::Duration, shutdown: CancellationToken) {
+/// Deletes state changes and alert-log rows older than `retention`, and the host metrics'
+/// means older than their tier keeps, hourly.
+async fn prune(
+    store: Store,
+    retention: std::time::Duration,
+    tiers: Vec<metrics::Tier>,
+    shutdown: CancellationToken,
+) {
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -494,6 +515,7 @@ async fn prune(store: Store, retention: std::time::Duration, shutdown: Cancellat
                 warn!(error = %e, table, "cannot prune the watch history");
             }
         }
+        metrics::prune(&store, &tiers, now_ms()).await;
     }
 }
 

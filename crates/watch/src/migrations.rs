@@ -1,5 +1,5 @@
 //! Watch's tables in the node's store: state changes, the alert log, bot users, targets
-//! added through the API.
+//! added through the API, the host metrics' averages.
 //!
 //! Entries 1-4 were global store versions 2, 3, 4 and 6 before each service tracked its own
 //! (see `store`'s legacy mapping).
@@ -7,7 +7,13 @@
 /// Every migration of the watch's tables, in order; handed to
 /// [`store::Store::migrate`] under the name `"watch"`. Never edit an entry once released:
 /// add one.
-pub const MIGRATIONS: &[&str] = &[WATCH_LOG, WATCH_USERS, WATCH_TARGETS, WATCH_USER_ACCESS];
+pub const MIGRATIONS: &[&str] = &[
+    WATCH_LOG,
+    WATCH_USERS,
+    WATCH_TARGETS,
+    WATCH_USER_ACCESS,
+    WATCH_HOST_SAMPLES,
+];
 
 /// Watch: every state change of every target, and every alert sent (or not) on every channel.
 const WATCH_LOG: &str = r#"
@@ -66,4 +72,18 @@ ALTER TABLE watch_users ADD COLUMN email_code TEXT;
 ALTER TABLE watch_users ADD COLUMN email_code_sent_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE watch_users ADD COLUMN email_code_tries INTEGER NOT NULL DEFAULT 0;
 UPDATE watch_users SET access = 'approved' WHERE admin = 1;
+"#;
+
+/// Watch: host metrics averaged over each bucket of `resolution_s` seconds starting at
+/// `at_ms` (a minute, a quarter hour), so the graphs outlive a restart; `sample` is the mean
+/// as the admin API serves it (JSON), `samples` how many raw samples it stands for, so a run
+/// restarted within the bucket can merge its own into it. See `metrics`.
+const WATCH_HOST_SAMPLES: &str = r#"
+CREATE TABLE watch_host_samples (
+    resolution_s INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    sample TEXT NOT NULL,
+    PRIMARY KEY (resolution_s, at_ms)
+);
 "#;

@@ -1,6 +1,7 @@
 //! The Telegram bot end to end: a watch service started in-process against a local Bot API
 //! server and a local SMTP server. Alerts come from transitions handed to its reporter, as
-//! the proxy's and relay's forwarders hand them in a node.
+//! the proxy's and relay's forwarders hand them in a node. Also the watch's state across a
+//! restart on the same store (host metrics' history).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use watch::bot::users;
 use watch::config::{EmailConfig, Registration, TelegramConfig};
 use watch::engine::Transition;
+use watch::metrics::{Sample, Tier};
 use watch::{Watch, WatchConfig};
 
 const TOKEN: &str = "42:test-token";
@@ -540,4 +542,141 @@ async fn people_are_approved_and_revoked_through_the_admin_api() {
             .access,
         users::Access::Denied
     );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A watch service without bot or email on the store under `data`, sampling the host every
+/// 100 ms into means over one and three seconds (minutes and quarter hours would make the
+/// test last minutes); stopped with the token, drained with the tracker.
+async fn start_sampling(data: &std::path::Path) -> (Arc<Watch>, CancellationToken, TaskTracker) {
+    let hour = Duration::from_secs(3600);
+    let cfg = WatchConfig {
+        metrics_interval: Duration::from_millis(100),
+        metrics_tiers: vec![
+            Tier {
+                step: Duration::from_secs(1),
+                keep: hour,
+            },
+            Tier {
+                step: Duration::from_secs(3),
+                keep: hour,
+            },
+        ],
+        ..WatchConfig::default()
+    };
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let deps = service::Deps::new(
+        net::Workers::default(),
+        tasks.clone(),
+        data.to_owned(),
+        backplane::open(None, data)
+            .await
+            .expect("the embedded backplane opens"),
+    );
+    let watch = Watch::start_with_env(&cfg, &|_| None, deps, shutdown.clone())
+        .await
+        .unwrap_or_else(|e| panic!("watch did not start: {e:?}"));
+    (watch, shutdown, tasks)
+}
+
+/// The stored means of `resolution_s`, oldest first: (bucket start, samples, the mean).
+async fn stored(watch: &Watch, resolution_s: i64) -> Vec<(i64, i64, Sample)> {
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT at_ms, samples, sample FROM watch_host_samples WHERE resolution_s = ? ORDER BY at_ms",
+    )
+    .bind(resolution_s)
+    .fetch_all(watch.store().pool())
+    .await
+    .expect("the stored means");
+    rows.into_iter()
+        .map(|(at, n, sample)| (at, n, serde_json::from_str(&sample).expect("JSON")))
+        .collect()
+}
+
+/// Per bucket of `step_ms` of `raw`: (start, samples, CPU, memory used, 1-minute load),
+/// the means worked out here as `watch::metrics` documents them (to hundredths, to the byte).
+fn means(raw: &[Sample], step_ms: i64) -> Vec<(i64, i64, f32, u64, f64)> {
+    let hundredths = |x: f64| (x * 100.0).round() / 100.0;
+    raw.chunk_by(|a, b| a.at_ms / step_ms == b.at_ms / step_ms)
+        .map(|bucket| {
+            let n = bucket.len();
+            let cpu = bucket.iter().map(|s| f64::from(s.cpu)).sum::<f64>() / n as f64;
+            let mem: u128 = bucket.iter().map(|s| u128::from(s.mem_used)).sum();
+            let load = bucket.iter().map(|s| s.load[0]).sum::<f64>() / n as f64;
+            (
+                bucket[0].at_ms / step_ms * step_ms,
+                n as i64,
+                hundredths(cpu) as f32,
+                ((mem + n as u128 / 2) / n as u128) as u64,
+                hundredths(load),
+            )
+        })
+        .collect()
+}
+
+/// The same fields of stored means.
+fn fields(rows: &[(i64, i64, Sample)]) -> Vec<(i64, i64, f32, u64, f64)> {
+    rows.iter()
+        .map(|(at, n, s)| (*at, *n, s.cpu, s.mem_used, s.load[0]))
+        .collect()
+}
+
+/// The host metrics' history outlives a restart: the first run stores a mean per bucket of
+/// its raw samples (the last, partial one when it stops), and the next run on the same
+/// store serves those means, exactly, before its own raw samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_metrics_history_survives_a_restart() {
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let (first, stop, tasks) = start_sampling(&data).await;
+    wait_until("two one-second means stored", PATIENCE, || async {
+        stored(&first, 1).await.len() >= 2
+    })
+    .await;
+    stop.cancel();
+    tasks.close();
+    tokio::time::timeout(PATIENCE, tasks.wait())
+        .await
+        .expect("the first run stops");
+
+    let raw = first.metrics().since(0);
+    assert!(
+        raw.windows(2).all(|w| w[0].at_ms < w[1].at_ms),
+        "the first run's raw samples, in order"
+    );
+    let seconds = stored(&first, 1).await;
+    assert_eq!(fields(&seconds), means(&raw, 1000));
+    assert_eq!(fields(&stored(&first, 3).await), means(&raw, 3000));
+    drop(first);
+
+    // The next run samples in later buckets, or its first samples would be merged into the
+    // first run's last mean (which the unit tests show).
+    let end = seconds.last().expect("a stored mean").0 + 1000;
+    tokio::time::sleep(Duration::from_millis((end - now_ms()).max(0) as u64)).await;
+    let (second, stop, _tasks) = start_sampling(&data).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/watch/metrics?since_ms=0",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(axum::serve(listener, watch::admin::router(second.clone())).into_future());
+    let reply = testkit::HttpClient::new().get(&url).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let samples: Vec<Sample> = serde_json::from_value(body["samples"].clone()).expect("samples");
+    let want: Vec<Sample> = seconds.into_iter().map(|(.., s)| s).collect();
+    assert_eq!(samples.get(..want.len()), Some(&want[..]));
+    assert_eq!(second.metrics().since(0).get(..want.len()), Some(&want[..]));
+    let after: Vec<i64> = samples[want.len()..].iter().map(|s| s.at_ms).collect();
+    assert!(
+        after.iter().all(|at| *at >= end),
+        "only the second run's raw samples after the stored means: {after:?}"
+    );
+    stop.cancel();
 }

@@ -87,7 +87,7 @@ async fn a_store_of_the_latest_global_version_keeps_every_row_and_runs_nothing_a
     let mut conn = old_store(&data, 0).await;
     assert_eq!(
         versions(&mut conn).await,
-        [("relay".into(), 3), ("watch".into(), 4)]
+        [("relay".into(), 3), ("watch".into(), 5)]
     );
     let user_version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut conn)
@@ -121,7 +121,7 @@ async fn a_store_halfway_through_the_global_list_gets_each_services_missing_migr
     let mut conn = old_store(&data, 0).await;
     assert_eq!(
         versions(&mut conn).await,
-        [("relay".into(), 3), ("watch".into(), 4)]
+        [("relay".into(), 3), ("watch".into(), 5)]
     );
     // Watch's fourth migration ran once: admins approved, others waiting.
     let access: Vec<(i64, String)> =
@@ -168,7 +168,7 @@ async fn a_service_schema_newer_than_the_binary_stops_the_node_naming_it() {
     assert_eq!(
         format!("{err:#}"),
         format!(
-            "test.toml:1:12: data_dir: {} has watch schema version 99 but this lintas knows up to 4; run the newer lintas or restore a backup",
+            "test.toml:1:12: data_dir: {} has watch schema version 99 but this lintas knows up to 5; run the newer lintas or restore a backup",
             data.join("lintas.db").display()
         )
     );
