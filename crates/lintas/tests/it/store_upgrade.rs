@@ -87,7 +87,7 @@ async fn a_store_of_the_latest_global_version_keeps_every_row_and_runs_nothing_a
     let mut conn = old_store(&data, 0).await;
     assert_eq!(
         versions(&mut conn).await,
-        [("relay".into(), 3), ("watch".into(), 5)]
+        [("relay".into(), 4), ("watch".into(), 5)]
     );
     let user_version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut conn)
@@ -121,7 +121,7 @@ async fn a_store_halfway_through_the_global_list_gets_each_services_missing_migr
     let mut conn = old_store(&data, 0).await;
     assert_eq!(
         versions(&mut conn).await,
-        [("relay".into(), 3), ("watch".into(), 5)]
+        [("relay".into(), 4), ("watch".into(), 5)]
     );
     // Watch's fourth migration ran once: admins approved, others waiting.
     let access: Vec<(i64, String)> =
