@@ -124,3 +124,56 @@ CREATE TABLE relay_rows (
 );
 CREATE INDEX relay_rows_at ON relay_rows(at_ms);
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Routes made before the rebuild keep their rows and ids, and an id once used is not
+    /// handed out again, even after the route holding the largest one is deleted.
+    #[tokio::test]
+    async fn routes_survive_the_rebuild_and_their_ids_are_never_reused() {
+        let dir = testkit::TempDir::new();
+        let store = store::Store::open(dir.path()).await.unwrap();
+        store.migrate("relay", &MIGRATIONS[..3]).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO relay_applications (id, name, key_hash, created_ms) VALUES (1, 'a', x'01', 0);
+             INSERT INTO relay_destinations (id, name, kind, url, max_connections, start_offset, created_ms)
+                 VALUES (1, 'd', 'sqlite', 'sqlite:///x', 1, 0, 0);
+             INSERT INTO relay_routes (application_id, destination_id, table_name, operation, columns, keys, created_ms)
+                 VALUES (1, 1, 't1', 'insert', '{}', '[]', 0), (1, 1, 't2', 'insert', '{}', '[]', 0);",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        store.migrate("relay", MIGRATIONS).await.unwrap();
+        let routes: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, table_name FROM relay_routes ORDER BY id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(routes, [(1, "t1".to_owned()), (2, "t2".to_owned())]);
+        sqlx::query("DELETE FROM relay_routes WHERE id = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO relay_routes (application_id, destination_id, table_name, operation, columns, keys, created_ms)
+             VALUES (1, 1, 't3', 'insert', '{}', '[]', 0) RETURNING id",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(id, 3, "id 2 was used once and is not given again");
+        // The foreign key to applications still holds: deleting one deletes its routes.
+        sqlx::query("DELETE FROM relay_applications WHERE id = 1")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_routes")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}
