@@ -126,6 +126,8 @@ pub(crate) struct HealthTracker {
     checks: RiseFall,
     ejected_until: Option<Instant>,
     pub(crate) last_check: Option<LastCheck>,
+    /// When `state` last changed (or the backend was added): "up since", "down for".
+    pub(crate) since: SystemTime,
 }
 
 impl Default for HealthTracker {
@@ -135,6 +137,7 @@ impl Default for HealthTracker {
             checks: RiseFall::default(),
             ejected_until: None,
             last_check: None,
+            since: SystemTime::now(),
         }
     }
 }
@@ -190,7 +193,15 @@ impl HealthTracker {
     fn set(&mut self, to: Health) -> Option<Health> {
         self.checks.clear_streak();
         self.state = to;
+        self.since = SystemTime::now();
         Some(to)
+    }
+
+    /// When the state last changed, in milliseconds since the Unix epoch.
+    pub(crate) fn since_unix_ms(&self) -> u64 {
+        self.since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 

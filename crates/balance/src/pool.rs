@@ -330,6 +330,7 @@ impl Pool {
                         weight: b.weight(),
                         admin: b.admin_state(),
                         health: t.state,
+                        health_since_unix_ms: t.since_unix_ms(),
                         available: b.is_available(),
                         in_flight: b.in_flight(),
                         requests: s.requests.load(Ordering::Relaxed),
@@ -417,6 +418,8 @@ pub struct BackendSnapshot {
     pub admin: AdminState,
     /// Health state machine's state.
     pub health: Health,
+    /// Since when `health` holds (ms since the Unix epoch): the console's "down for".
+    pub health_since_unix_ms: u64,
     /// Whether it takes new traffic now.
     pub available: bool,
     /// Requests or connections in flight.

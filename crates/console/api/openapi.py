@@ -32,7 +32,7 @@ SCHEMAS = {
     "Backend": obj({
         "name": S, "addr": S, "weight": I,
         "admin": {"enum": ["enabled", "drain", "disabled"]},
-        "health": {"enum": ["up", "down"]}, "available": B,
+        "health": {"enum": ["up", "down", "ejected"]}, "health_since_unix_ms": {**I, "description": "when health last changed"}, "available": B,
         "in_flight": I, "requests": I, "failures": I, "bytes_in": I, "bytes_out": I,
         "latency_ms": N, "last_check": nullable(ref("LastCheck")),
     }),
@@ -60,6 +60,7 @@ SCHEMAS = {
     "DestinationStatus": obj({
         "destination": S, "state": {"enum": ["up", "down"]}, "since_ms": I, "next_offset": {"type": ["integer", "null"]},
         "delivered": I, "dead": I, "attempts": I, "last_error": {"type": ["string", "null"]},
+        "last_latency_ms": {"type": ["integer", "null"], "description": "arrival of the last committed batch's oldest record to its commit"},
         "broken_routes": arr(obj({"route": S, "error": S})),
     }),
     "Destination": obj({
@@ -111,6 +112,7 @@ SCHEMAS = {
                    "access": {"enum": ["pending", "approved", "denied"]}, "admin": B, "admin_in_file": B, "muted_until_ms": I}),
     "People": obj({"people": arr(ref("Person"))}),
     "PersonChange": obj({"person": ref("Person"), "notified": {**B, "description": "whether the bot could tell them"}}),
+    "CheckTimes": obj({"target": S, "checks": arr(obj({"at_ms": I, "ms": {**N, "description": "probe duration"}, "ok": B}))}),
     "Silence": obj({"pattern": S, "duration": {**S, "description": "e.g. 30m"}}, ["pattern", "duration"]),
 }
 
@@ -150,6 +152,7 @@ OPS = [
     ("get", "/api/watch/history", "Targets' state changes, newest first", None, (200, "History"), []),
     ("post", "/api/watch/targets", "Watches a target (kept across restarts)", "Target", (201, "Target"), [409, 422]),
     ("delete", "/api/watch/targets/{name}", "Stops watching a target", None, (204, None), [404, 409]),
+    ("get", "/api/watch/targets/{name}/checks", "A target's latest checks, for its response-time graph", None, (200, "CheckTimes"), [404]),
     ("post", "/api/watch/silences", "Silences targets matching a pattern for a while", "Silence", (201, "Pause"), [422]),
     ("delete", "/api/watch/silences", "Ends the silences with a pattern", None, (204, None), [404]),
     ("get", "/api/watch/people", "Everyone who talked to the bot", None, (200, "People"), []),

@@ -53,10 +53,12 @@ export function render(main) {
     } else fill(pools);
 
     if (relayState) {
-      fill(relay, h("h2", {}, "Relay"), table("relay-summary", ["destination", "state", "backlog", "delivered", "dead letters", "since"],
+      fill(relay, h("h2", {}, "Relay"), table("relay-summary", ["destination", "state", "backlog", "last latency", "delivered", "dead letters", "since"],
         relayState.destinations.map((d) => h("tr", { dataset: { destination: d.name } },
           h("td", {}, d.name), h("td", { class: d.status && d.status.state === "up" ? "ok" : "bad" }, d.status ? d.status.state : "starting"),
-          h("td", { class: "num" }, d.backlog ?? "…"), h("td", { class: "num" }, d.status ? d.status.delivered : 0),
+          h("td", { class: "num" }, d.backlog ?? "…"),
+          h("td", { class: "num", title: "arrival of the last batch's oldest record to its commit" }, d.status && d.status.last_latency_ms !== null ? `${d.status.last_latency_ms} ms` : "—"),
+          h("td", { class: "num" }, d.status ? d.status.delivered : 0),
           h("td", { class: "num" }, h("a", { href: `#/relay/deliveries?status=dead&destination=${encodeURIComponent(d.name)}` }, d.status ? d.status.dead : 0)),
           h("td", {}, d.status ? when(d.status.since_ms) : "—")))));
     } else fill(relay);

@@ -2,7 +2,7 @@
 // latency and errors; drain / enable / disable, weight and strategy, each shown as the node
 // answers it.
 
-import { h, fill, table, bytes, when, toast } from "./dom.js";
+import { h, fill, table, bytes, when, span, toast } from "./dom.js";
 import { call, poll } from "./api.js";
 
 const STRATEGIES = ["round_robin", "weighted_round_robin", "least_connections", "random_two_choices", "peak_ewma", "consistent_hash"];
@@ -27,6 +27,7 @@ function backendRow(pool, b, refresh) {
   return h("tr", { dataset: { backend: b.name, state } },
     h("td", {}, b.name), h("td", {}, b.addr),
     h("td", { class: `state ${state}` }, state),
+    h("td", { class: "since", title: when(b.health_since_unix_ms) }, `${b.health} for ${span(Date.now() - b.health_since_unix_ms)}`),
     h("td", {}, b.last_check ? `${b.last_check.ok ? "ok" : "failed"} ${when(b.last_check.at_unix_ms)}: ${b.last_check.detail}` : "—"),
     h("td", { class: "num" }, b.in_flight), h("td", { class: "num" }, b.requests), h("td", { class: "num" }, b.failures),
     h("td", { class: "num" }, `${b.latency_ms.toFixed(1)} ms`),
@@ -52,7 +53,7 @@ function poolSection(pool, refresh) {
       await act("PUT", `/api/pools/${encodeURIComponent(pool.name)}/strategy`, body, `${pool.name}: ${select.value}`);
       refresh();
     } }, h("label", {}, "strategy ", select), h("label", {}, " hash key ", hashKey), h("button", { type: "submit" }, "Apply")),
-    table(null, ["backend", "address", "state", "last check", "in flight", "requests", "failures", "latency", "in / out", "weight", ""],
+    table(null, ["backend", "address", "state", "since", "last check", "in flight", "requests", "failures", "latency", "in / out", "weight", ""],
       pool.backends.map((b) => backendRow(pool, b, refresh))));
 }
 

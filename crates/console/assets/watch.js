@@ -41,7 +41,10 @@ export async function targets(main) {
     catch (err) { form.querySelector(".form-error").textContent = err.message; }
   } }, h("label", {}, "Name ", name), h("label", {}, "Kind ", kind), h("label", {}, "URL or address ", where), h("label", {}, "Every ", interval),
     h("button", { type: "submit" }, "Watch"), h("p", { class: "form-error error" }));
-  fill(main, h("h1", {}, "Targets"), list, form, changes);
+  const times = h("canvas", { id: "graph-response", class: "graph" });
+  const pick = h("select", { id: "response-target", "aria-label": "target" });
+  const graph = h("figure", { id: "response" }, h("figcaption", {}, "Response time of ", pick), times);
+  fill(main, h("h1", {}, "Targets"), list, graph, form, changes);
 
   async function load() {
     const [watch, log] = await Promise.all([call("GET", "/api/watch"), call("GET", "/api/watch/history?limit=1000")]);
@@ -62,9 +65,21 @@ export async function targets(main) {
           try { await call("DELETE", `/api/watch/targets/${encodeURIComponent(n)}`); await load(); } catch (err) { toast(err.message, "error"); }
         } }, "Stop watching") : ""));
     })));
+    const own = watch.targets.map((t) => t.name);
+    graph.hidden = own.length === 0;
+    if (own.length) {
+      const chosen = own.includes(pick.value) ? pick.value : own[0];
+      fill(pick, own.map((n) => h("option", { value: n, selected: n === chosen }, n)));
+      const r = await call("GET", `/api/watch/targets/${encodeURIComponent(chosen)}/checks`);
+      lineChart(times, [
+        { label: "passed", points: r.checks.filter((c) => c.ok).map((c) => [c.at_ms, c.ms]) },
+        { label: "failed", points: r.checks.filter((c) => !c.ok).map((c) => [c.at_ms, c.ms]) },
+      ], { unit: "ms" });
+    }
     fill(changes, h("h2", {}, "State changes"), table("history-table", ["at", "target", "now", "detail", "reason"], log.history.slice(0, 100).map((c) =>
       h("tr", {}, h("td", {}, when(c.at_ms)), h("td", {}, c.target), h("td", { class: c.up ? "ok" : "bad" }, c.up ? "up" : "down"), h("td", { class: "wrap" }, c.detail), h("td", { class: "wrap" }, c.reason)))));
   }
+  pick.addEventListener("change", () => load().catch((e) => toast(e.message, "error")));
   return poll(load, 5000, (e) => toast(e.message, "error"));
 }
 

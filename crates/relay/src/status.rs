@@ -45,6 +45,9 @@ pub struct DestinationStatus {
     pub delivered: u64,
     /// Records dead-lettered since lintas started.
     pub dead: u64,
+    /// Delivery latency of the last committed batch: from the arrival of its oldest record
+    /// to the commit, in milliseconds (the histogram is in `/metrics`).
+    pub last_latency_ms: Option<u64>,
     /// Routes to this destination that do not match its live schema; their records are
     /// dead-lettered (replay them after fixing the table or the route) while the other
     /// routes' records flow.
@@ -72,6 +75,7 @@ impl DestinationStatus {
             next_offset: None,
             delivered: 0,
             dead: 0,
+            last_latency_ms: None,
             broken_routes: Vec::new(),
         }
     }

@@ -10,6 +10,7 @@
 //! | `GET /api/watch/alerts?limit=` | the alert log, newest first |
 //! | `GET /api/watch/history?target=&limit=` | state changes, newest first |
 //! | `POST /api/watch/targets` `TargetConfig` | 201; 422 for an invalid target, 409 for a taken name |
+//! | `GET /api/watch/targets/{name}/checks` | its latest checks (`at_ms`, `ms`, `ok`), oldest first, for the response-time graph; 404 for a target watch does not check |
 //! | `DELETE /api/watch/targets/{name}` | 204; 409 for a target declared in the file |
 //! | `POST /api/watch/silences` `{"pattern", "duration"}` | 201 |
 //! | `DELETE /api/watch/silences?pattern=` | 204; 404 when no silence has that pattern |
@@ -51,6 +52,7 @@ pub fn router(watch: Arc<Watch>) -> Router {
         .route("/api/watch/history", get(history))
         .route("/api/watch/targets", post(add_target))
         .route("/api/watch/targets/{name}", delete(remove_target))
+        .route("/api/watch/targets/{name}/checks", get(check_times))
         .route("/api/watch/silences", post(silence).delete(unsilence))
         .route("/api/watch/people", get(people))
         .route("/api/watch/people/{chat}/approve", post(approve))
@@ -311,4 +313,14 @@ async fn revoke(State(w): State<Arc<Watch>>, Path(chat): Path<i64>) -> Response 
         Err(e) => return e.into_response(),
     };
     set_access(&w, &u, Access::Denied, crate::bot::DENIED).await
+}
+
+async fn check_times(State(w): State<Arc<Watch>>, Path(name): Path<String>) -> Response {
+    match w.check_times(&name) {
+        Some(checks) => Json(json!({"target": name, "checks": checks})).into_response(),
+        None => ApiError::not_found(format!(
+            "watch checks no target `{name}` itself (pool backends are checked by the proxy)"
+        ))
+        .into_response(),
+    }
 }

@@ -89,6 +89,7 @@ struct Running {
     spec: TargetConfig,
     declared: bool,
     stop: CancellationToken,
+    times: Arc<checks::ResponseTimes>,
 }
 
 /// Why a target cannot be added or removed.
@@ -303,10 +304,12 @@ impl Watch {
 
     fn spawn_target(&self, spec: TargetConfig, declared: bool) {
         let stop = self.shutdown.child_token();
+        let times = Arc::new(checks::ResponseTimes::default());
         self.tracker.spawn(checks::run(
             spec.clone(),
             self.input.clone(),
             self.telemetry.checks_of(&spec.name),
+            times.clone(),
             stop.clone(),
         ));
         self.lock_targets().insert(
@@ -315,6 +318,7 @@ impl Watch {
                 spec,
                 declared,
                 stop,
+                times,
             },
         );
     }
@@ -348,6 +352,12 @@ impl Watch {
             .values()
             .map(|r| (r.spec.clone(), r.declared))
             .collect()
+    }
+
+    /// The latest checks of target `name` (oldest first), or `None` for a target watch does
+    /// not check itself.
+    pub fn check_times(&self, name: &str) -> Option<Vec<checks::CheckTime>> {
+        self.lock_targets().get(name).map(|r| r.times.all())
     }
 
     /// Adds a target (kept in the store across restarts) and starts checking it.

@@ -439,6 +439,16 @@ async fn metrics_count_checks_alerts_and_target_state() {
             "lintas_watch_target_up{target=\"db\"} 0",
         ]
     );
+    // The one check is kept for the response-time graph; a target watch does not check
+    // itself has none.
+    let times = bench
+        .watch
+        .check_times("db")
+        .expect("db is checked by watch");
+    assert_eq!(times.len(), 1, "{times:?}");
+    assert!(!times[0].ok);
+    assert!(times[0].ms >= 0.0 && times[0].ms < 2000.0, "{times:?}");
+    assert_eq!(bench.watch.check_times("web/app1"), None);
 }
 
 /// The console's people page through the admin API: the list as the store has it, approve

@@ -106,10 +106,25 @@ async fn backends_are_added_and_removed() {
     let admin = Admin::start().await;
     let body = r#"{"name": "app4", "address": "127.0.0.1:8084", "weight": 3}"#;
 
-    let (status, v) = admin
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (status, mut v) = admin
         .json(Method::POST, "/api/pools/api/backends", body)
         .await;
     assert_eq!(status, 201);
+    // Up since it was added.
+    let since = v
+        .as_object_mut()
+        .unwrap()
+        .remove("health_since_unix_ms")
+        .and_then(|s| s.as_u64())
+        .expect("health_since_unix_ms");
+    assert!(
+        since >= before && since < before + 60_000,
+        "{since} {before}"
+    );
     assert_eq!(
         v,
         json!({

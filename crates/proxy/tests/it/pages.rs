@@ -81,8 +81,14 @@ async fn api_stats_has_every_listener_and_pool() {
     assert_eq!(web["strategy"], "round_robin");
     assert_eq!(web["hash_key"], serde_json::Value::Null);
     assert_eq!(web.as_object().unwrap().len(), 4, "{web}");
+    let mut app2 = web["backends"][1].clone();
+    let since = app2.as_object_mut().unwrap().remove("health_since_unix_ms");
+    assert!(
+        since.and_then(|s| s.as_u64()).is_some_and(|s| s > 0),
+        "{web}"
+    );
     assert_eq!(
-        web["backends"][1],
+        app2,
         json!({
             "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "admin": "enabled",
             "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,

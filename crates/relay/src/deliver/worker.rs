@@ -460,9 +460,16 @@ fn count_applied(delivery: &Delivery, dest: &Destination, batch: &Batch) {
         .filter_map(|offset| batch.records.get(offset))
         .map(|record| record.received_ms)
         .collect();
+    let now = crate::catalog::now_ms() as u64;
     delivery
         .telemetry
-        .delivered(&dest.spec.name, &received, crate::catalog::now_ms() as u64);
+        .delivered(&dest.spec.name, &received, now);
+    if let Some(oldest) = received.iter().min() {
+        let latency = now.saturating_sub(*oldest);
+        delivery
+            .board
+            .update(dest.id, |s| s.last_latency_ms = Some(latency));
+    }
 }
 
 /// Where a batch goes: the destination's offsets row and the stream range it covers.
