@@ -137,6 +137,7 @@ OPS = [
     ("delete", "/api/relay/applications/{name}", "Deletes an application and its routes", None, (204, None), [404, 409]),
     ("post", "/api/relay/applications/{name}/rotate", "A new key; the old one stops working", None, (200, "ApplicationKey"), [404, 409]),
     ("post", "/api/relay/destinations", "Creates a destination once lintas can connect with it; with dry_run=true only tests the connection (200 ConnectionTest)", "DestinationSpec", (201, "Destination"), [409, 422]),
+    ("put", "/api/relay/destinations/{name}", "Changes a destination once lintas can connect with the new settings (without password the stored one stays); with dry_run=true only tests", "DestinationSpec", (200, "Destination"), [404, 409, 422]),
     ("delete", "/api/relay/destinations/{name}", "Deletes a destination and its routes", None, (204, None), [404, 409]),
     ("get", "/api/relay/destinations/{name}/schema", "Tables and columns, read live", None, (200, "Schema"), [404, 422, 502]),
     ("post", "/api/relay/destinations/{name}/skip", "Dead-letters the record the destination is stuck on", "Skip", (202, None), [404, 409]),
@@ -184,7 +185,8 @@ def operation(method, path, summary, body, ok, errors):
         responses[str(code)] = {"description": WHY[code], "content": {"application/json": {"schema": ref("Error")}}}
     op = {"summary": summary, "operationId": (method + path).replace("/", "_").replace("{", "").replace("}", "").replace("-", "_"), "responses": responses}
     params = [{"name": p[1:-1], "in": "path", "required": True, "schema": S} for p in path.split("/") if p.startswith("{")]
-    params += [{"name": n, "in": "query", "required": False, "schema": sch} for n, sch in QUERIES.get(path, []) if method == "get" or n in ("dry_run", "pattern")]
+    query = QUERIES.get(path, []) + ([("dry_run", B)] if path == "/api/relay/destinations/{name}" and method == "put" else [])
+    params += [{"name": n, "in": "query", "required": False, "schema": sch} for n, sch in query if method == "get" or n in ("dry_run", "pattern")]
     if params:
         op["parameters"] = params
     if body:

@@ -88,6 +88,25 @@ export function destinations(main) {
   const test = h("button", { type: "button", id: "dest-test" }, "Test connection");
   const save = h("button", { type: "submit", id: "dest-save", disabled: true, title: "test the connection first" }, "Save");
   const result = h("p", { id: "dest-test-result" });
+  const title = h("h2", {}, "New destination");
+  const cancel = h("button", { type: "button", id: "dest-cancel", hidden: true }, "Cancel");
+  // The destination being edited, or null when creating one.
+  let editing = null;
+  const setEditing = (d) => {
+    editing = d ? d.name : null;
+    title.textContent = d ? `Edit ${d.name}` : "New destination";
+    name.readOnly = !!d;
+    cancel.hidden = !d;
+    password.placeholder = d ? "unchanged unless typed" : "";
+    if (d) {
+      name.value = d.name; kind.value = d.kind; url.value = d.url; maxConnections.value = d.max_connections;
+      password.value = ""; password.disabled = d.kind === "sqlite";
+    }
+  };
+  cancel.addEventListener("click", () => { form.reset(); setEditing(null); untested(); });
+  const target = (dry) => editing
+    ? `/api/relay/destinations/${enc(editing)}${dry ? "?dry_run=true" : ""}`
+    : `/api/relay/destinations${dry ? "?dry_run=true" : ""}`;
   const spec = () => {
     const s = { name: name.value, kind: kind.value, url: url.value, max_connections: Number(maxConnections.value) };
     if (password.value) s.password = password.value;
@@ -105,7 +124,7 @@ export function destinations(main) {
     untested();
     test.disabled = true;
     try {
-      const r = await call("POST", "/api/relay/destinations?dry_run=true", spec());
+      const r = await call(editing ? "PUT" : "POST", target(true), spec());
       refuse(form, null);
       result.className = "ok";
       result.textContent = `Connected: ${r.tables.length} table(s) — ${r.tables.join(", ")}`;
@@ -120,16 +139,16 @@ export function destinations(main) {
     e.preventDefault();
     if (save.disabled) return;
     try {
-      await call("POST", "/api/relay/destinations", spec());
+      await call(editing ? "PUT" : "POST", target(false), spec());
       refuse(form, null);
       toast(`${name.value} saved`);
-      form.reset(); untested();
+      form.reset(); setEditing(null); untested();
       await load();
     } catch (err) { refuse(form, err); save.disabled = true; }
-  } }, h("h2", {}, "New destination"),
+  } }, title,
     h("label", {}, "Name ", name), h("label", {}, "Database ", kind), h("label", {}, "URL (no password) ", url),
     h("label", {}, "Password ", password), h("label", {}, "Connections ", maxConnections),
-    h("div", {}, test, " ", save), result, h("p", { class: "form-error error" }));
+    h("div", {}, test, " ", save, " ", cancel), result, h("p", { class: "form-error error" }));
   fill(main, h("h1", {}, "Destinations"), form, list);
 
   async function load() {
@@ -142,7 +161,9 @@ export function destinations(main) {
           h("td", { class: s.state === "up" ? "ok" : "bad" }, s.state || "starting"), h("td", {}, when(s.since_ms)),
           h("td", { class: "num" }, d.backlog ?? "…"), h("td", { class: "num" }, s.delivered ?? 0), h("td", { class: "num" }, s.dead ?? 0),
           h("td", { class: "wrap" }, s.last_error || ""), h("td", {}, declaredNote(d)),
-          h("td", {}, h("button", { type: "button", class: "danger", disabled: d.declared, onclick: async () => {
+          h("td", { class: "actions" }, h("button", { type: "button", class: "edit", disabled: d.declared, onclick: () => {
+            setEditing(d); untested(); form.scrollIntoView({ block: "nearest" }); url.focus();
+          } }, "Edit"), h("button", { type: "button", class: "danger", disabled: d.declared, onclick: async () => {
             if (!confirm(`Delete ${d.name} and its routes?`)) return;
             try { await call("DELETE", `/api/relay/destinations/${enc(d.name)}`); await load(); } catch (err) { toast(err.message, "error"); }
           } }, "Delete")));

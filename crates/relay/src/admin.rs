@@ -10,6 +10,7 @@
 //! | `POST /api/relay/destinations` `DestinationSpec` | 201; 422 if lintas cannot connect with it |
 //! | `POST /api/relay/destinations?dry_run=true` `DestinationSpec` | 200 `{"ok", "destination", "tables"}` if lintas can connect with it, saving nothing; 422 otherwise |
 //! | `GET /api/relay/destinations/{name}/schema` | its tables and columns, read live |
+//! | `PUT /api/relay/destinations/{name}` `DestinationSpec` | 200; checked by connecting (422 if lintas cannot); without `password` the stored one stays; `?dry_run=true` only checks |
 //! | `DELETE /api/relay/destinations/{name}` | 204 (and its routes) |
 //! | `POST /api/relay/destinations/{name}/skip` `{"record"}` | 202: the worker dead-letters the record it is stuck on and goes on; 409 if it is not stuck on that record |
 //! | `POST /api/relay/routes` `RouteSpec` | 201; 422 if the table or a column is not in the live schema |
@@ -111,7 +112,10 @@ pub(crate) fn router(relay: Handles) -> Router {
         .route("/api/relay/applications/{name}", delete(delete_application))
         .route("/api/relay/applications/{name}/rotate", post(rotate))
         .route("/api/relay/destinations", post(create_destination))
-        .route("/api/relay/destinations/{name}", delete(delete_destination))
+        .route(
+            "/api/relay/destinations/{name}",
+            delete(delete_destination).put(update_destination),
+        )
         .route("/api/relay/destinations/{name}/schema", get(schema))
         .route("/api/relay/destinations/{name}/skip", post(skip))
         .route("/api/relay/routes", post(create_route))
@@ -263,6 +267,57 @@ async fn create_destination(
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
 
+/// `PUT /api/relay/destinations/{name}`: a new kind, URL, connection count or password
+/// (without `password`, the stored one is kept, so the console never needs to show it).
+/// Checked by connecting first, like a creation; `?dry_run=true` only checks. Its worker
+/// reconnects with the new settings and goes on from the offset the database holds.
+async fn update_destination(
+    State(relay): State<Arc<Handles>>,
+    Path(name): Path<String>,
+    Query(options): Query<CreateOptions>,
+    Json(spec): Json<DestinationSpec>,
+) -> Answer {
+    let d = find_destination(&relay, &name)?;
+    if spec.name != name {
+        return Err(ApiError::unprocessable(format!(
+            "name: `{}` is not `{name}`; a destination cannot be renamed (create another)",
+            spec.name
+        )));
+    }
+    if let Some((field, message)) = spec.problems().into_iter().next() {
+        return Err(ApiError::unprocessable(format!("{field}: {message}")));
+    }
+    if d.declared {
+        return Err(CatalogError::Declared(format!("destination `{name}`")).into());
+    }
+    if spec.password_env.is_some() {
+        return Err(ApiError::unprocessable(
+            "password_env: the admin API does not read environment variables; send the \
+             password itself in password (it is stored encrypted)",
+        ));
+    }
+    let stored = if spec.password.is_some() {
+        None
+    } else {
+        d.password_enc.as_deref()
+    };
+    let db = connect(&relay, &spec, stored).await?;
+    if options.dry_run {
+        let tables = db.tables().await;
+        db.close().await;
+        return tested(&spec, tables);
+    }
+    db.close().await;
+    let sealed = match &spec.password {
+        Some(p) => Some(relay.objects.seal(p).map_err(ApiError::internal)?),
+        None => None,
+    };
+    edit::update_destination(relay.objects.store().pool(), &d, &spec, sealed).await?;
+    relay.objects.refresh().await.map_err(store)?;
+    let d = relay.objects.catalog().destination(&name).cloned();
+    Ok(Json(json!(d)).into_response())
+}
+
 /// `?dry_run=true`: connects as the destination would and lists the tables lintas can
 /// see there, so a person can tell the connection works before saving it.
 async fn test_destination(relay: &Handles, spec: &DestinationSpec) -> Answer {
@@ -275,6 +330,14 @@ async fn test_destination(relay: &Handles, spec: &DestinationSpec) -> Answer {
     let db = connect(relay, spec, None).await?;
     let tables = db.tables().await;
     db.close().await;
+    tested(spec, tables)
+}
+
+/// The answer to a passing connection test: the tables lintas sees there.
+fn tested(
+    spec: &DestinationSpec,
+    tables: Result<Vec<crate::destination::Table>, String>,
+) -> Answer {
     let tables = tables.map_err(|e| {
         ApiError::unprocessable(format!(
             "`{}` answers but its tables cannot be read: {e}",

@@ -519,6 +519,35 @@ pub mod edit {
         Ok(())
     }
 
+    /// Changes a destination made through the API (kind, URL, connections, and the
+    /// password when `password_enc` is given; otherwise the stored one stays). Its id, its
+    /// start and the offsets its databases hold do not change.
+    pub async fn update_destination(
+        pool: &SqlitePool,
+        destination: &Destination,
+        spec: &DestinationSpec,
+        password_enc: Option<String>,
+    ) -> Result<(), CatalogError> {
+        if destination.declared {
+            return Err(CatalogError::Declared(format!(
+                "destination `{}`",
+                destination.spec.name
+            )));
+        }
+        sqlx::query(
+            "UPDATE relay_destinations SET kind = ?, url = ?, max_connections = ?,
+                 password_enc = COALESCE(?, password_enc) WHERE id = ?",
+        )
+        .bind(spec.kind.as_str())
+        .bind(&spec.url)
+        .bind(i64::from(spec.max_connections))
+        .bind(password_enc)
+        .bind(destination.id)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
     /// Creates a route between existing objects; returns its id.
     pub async fn create_route(
         pool: &SqlitePool,

@@ -11,7 +11,8 @@ The steps, in order; every check reads the DOM:
     refused there with the API's message; the right one lands on the page asked for;
  2. an application is created and its key shown once (gone after a reload);
  3. a PostgreSQL destination whose connection test fails cannot be saved; fixed, it tests
-    and saves; a MariaDB destination likewise;
+    and saves; a MariaDB destination likewise; the PostgreSQL one is edited (tested again
+    before Save, its password never shown);
  4. a route maps columns of the PostgreSQL table `orders`, picked from the live list, and one
     of the MariaDB table `orders`;
  5. the script prints {"event": "ingest", "key": KEY}; the test POSTs a record with curl and
@@ -135,6 +136,24 @@ def destination(run: Run, name: str, kind: str, bad_url: str, good_url: str) -> 
     say("destination", name=name)
 
 
+def edit_destination(run: Run, name: str) -> None:
+    """Edit: the form is filled from the list (no password shown), Save waits for a test."""
+    page = run.page
+    page.locator(f'#dest-table tr[data-destination="{name}"] button.edit').click()
+    expect(page.locator("#dest-name")).to_have_value(name)
+    expect(page.locator("#dest-password")).to_have_value("")
+    expect(page.locator("#dest-save")).to_be_disabled()
+    page.fill("#dest-max", "3")
+    page.click("#dest-test")
+    expect(page.locator("#dest-test-result")).to_contain_text("Connected: 1 table(s) — ", timeout=SOON_MS)
+    page.click("#dest-save")
+    expect(page.locator("#toast")).to_have_text(f"{name} saved", timeout=SOON_MS)
+    expect(page.locator(f'#dest-table tr[data-destination="{name}"]')).to_have_attribute(
+        "data-state", "up", timeout=SOON_MS)
+    run.shot(f"destination-{name}-edited")
+    say("edited", name=name)
+
+
 def route(run: Run, dest: str, table: str) -> None:
     page = run.page
     page.select_option("#route-app", "shop")
@@ -245,6 +264,7 @@ def main() -> None:
             run.go("relay/destinations")
             destination(run, "pg", "postgres", re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:1", pg_url), pg_url)
             destination(run, "my", "mysql", re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:1", my_url), my_url)
+            edit_destination(run, "pg")
             run.go("relay/routes")
             route(run, "pg", "orders")
             route(run, "my", "orders")

@@ -171,6 +171,13 @@ async fn every_page_works_in_a_browser_against_real_databases() {
                     ]
                 );
             }
+            "edited" => {
+                let client =
+                    testkit::AdminClient::new(format!("http://{admin}"), "admin", PASSWORD);
+                let (_, relay) = client.json(http::Method::GET, "/api/relay", "").await;
+                assert_eq!(relay["destinations"][0]["name"], "pg");
+                assert_eq!(relay["destinations"][0]["max_connections"], 3);
+            }
             "strategy" => {
                 let pool = serde_json::to_value(node.pool("web").snapshot()).unwrap();
                 assert_eq!(pool["strategy"], "round_robin");
@@ -197,6 +204,7 @@ async fn every_page_works_in_a_browser_against_real_databases() {
             "application",
             "destination",
             "destination",
+            "edited",
             "route",
             "route",
             "ingest",
@@ -269,5 +277,5 @@ async fn every_documented_operation_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 40, "operations in the document");
+    assert_eq!(checked, 41, "operations in the document");
 }

@@ -135,19 +135,24 @@ impl Skips {
     }
 }
 
-/// Keeps one worker per destination: starts workers for new destinations and stops those
-/// of removed ones.
+/// Keeps one worker per destination: starts workers for new destinations, stops those of
+/// removed ones, and restarts the worker of a destination whose settings changed (an edit
+/// through the API, a reload of the file): it reconnects with them and goes on from the
+/// offset its database holds.
 pub(crate) async fn supervise(
     delivery: Arc<Delivery>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let mut running: BTreeMap<i64, CancellationToken> = BTreeMap::new();
+    let mut running: BTreeMap<i64, (CancellationToken, Arc<crate::catalog::Destination>)> =
+        BTreeMap::new();
     let mut changes = delivery.objects.changes();
     loop {
         let catalog = delivery.objects.catalog();
-        running.retain(|id, token| {
-            let keep = catalog.destination_by_id(*id).is_some();
+        running.retain(|id, (token, was)| {
+            let keep = catalog
+                .destination_by_id(*id)
+                .is_some_and(|now| now.spec == was.spec && now.password_enc == was.password_enc);
             if !keep {
                 token.cancel();
                 delivery.board.close(*id);
@@ -159,7 +164,7 @@ pub(crate) async fn supervise(
                 continue;
             }
             let token = shutdown.child_token();
-            running.insert(dest.id, token.clone());
+            running.insert(dest.id, (token.clone(), dest.clone()));
             delivery.board.open(dest.id, dest.spec.name.clone());
             let work = tracker.track_future(worker::run(delivery.clone(), dest.clone(), token));
             match delivery

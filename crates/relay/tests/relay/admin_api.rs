@@ -4,7 +4,7 @@
 
 use http::Method;
 use serde_json::json;
-use testkit::TempDir;
+use testkit::{PATIENCE, TempDir, wait_until};
 
 use crate::harness::{Node, config, flat, ids, sqlite, sqlite_rows};
 
@@ -451,4 +451,119 @@ async fn a_dry_run_tests_the_connection_and_saves_nothing() {
         .admin(Method::POST, "/api/relay/destinations", &spec)
         .await;
     assert_eq!(status, 201);
+}
+
+/// A destination edited through the API: checked by connecting first, a dry run changes
+/// nothing, and once saved its worker reconnects with the new settings — a database that
+/// holds no offset of it gets the destination's records from its start.
+#[tokio::test]
+async fn a_destination_is_edited_and_its_worker_follows() {
+    let dir = TempDir::new();
+    let node = Node::start(&dir.path().join("data"), &config("")).await;
+    let ddl = "CREATE TABLE notes (n TEXT)";
+    let first = sqlite(dir.path(), "first.db", ddl).await;
+    let second = sqlite(dir.path(), "second.db", ddl).await;
+    let (_, created) = node
+        .admin(
+            Method::POST,
+            "/api/relay/applications",
+            r#"{"name": "app"}"#,
+        )
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let spec = |url: &str| json!({"name": "notes", "kind": "sqlite", "url": url}).to_string();
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/destinations", &spec(&first))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let route = json!({"application": "app", "destination": "notes", "table": "notes",
+                       "operation": "insert", "columns": {"n": "n"}});
+    let (status, body) = node
+        .admin(Method::POST, "/api/relay/routes", &route.to_string())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    node.ingest_as(&key, r#"{"n": 1}"#).await;
+    node.wait_delivered().await;
+    assert_eq!(
+        flat(sqlite_rows(&first, "SELECT n FROM notes").await),
+        [["1"]]
+    );
+
+    let (status, body) = node
+        .admin(
+            Method::PUT,
+            "/api/relay/destinations/notes",
+            &json!({"name": "other", "kind": "sqlite", "url": second}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"error": "name: `other` is not `notes`; a destination cannot be renamed (create another)"})
+        )
+    );
+    let (status, body) = node
+        .admin(
+            Method::PUT,
+            "/api/relay/destinations/notes",
+            &spec("postgres://postgres@127.0.0.1:1/x").replace("sqlite\"", "postgres\""),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect to `notes`: "),
+        "{body}"
+    );
+    let (status, body) = node
+        .admin(
+            Method::PUT,
+            "/api/relay/destinations/notes?dry_run=true",
+            &spec(&second),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"ok": true, "destination": "notes", "tables": ["notes"]})
+        )
+    );
+    let (_, overview) = node.admin(Method::GET, "/api/relay", "").await;
+    assert_eq!(
+        overview["destinations"][0]["url"],
+        json!(first),
+        "a dry run changes nothing"
+    );
+
+    let (status, body) = node
+        .admin(Method::PUT, "/api/relay/destinations/notes", &spec(&second))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["url"], json!(second));
+    node.ingest_as(&key, r#"{"n": 2}"#).await;
+    wait_until("both records in the second database", PATIENCE, || async {
+        flat(sqlite_rows(&second, "SELECT n FROM notes ORDER BY n").await) == [["1"], ["2"]]
+    })
+    .await;
+    assert_eq!(
+        flat(sqlite_rows(&first, "SELECT n FROM notes").await),
+        [["1"]],
+        "the first database is left as it was"
+    );
+    let (status, body) = node
+        .admin(
+            Method::PUT,
+            "/api/relay/destinations/nowhere",
+            &spec(&second),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "no destination `nowhere`"}))
+    );
+    node.stop().await;
 }
