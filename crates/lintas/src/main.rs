@@ -30,10 +30,11 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Start three demo backends with an HTTP and a TCP balancer and the stats page in
-    /// front of them; needs nothing else.
+    /// Start three demo backends with an HTTP and a TCP balancer, the admin console, a
+    /// relay, MQTT and the chat hub in front of them; needs nothing else.
     Demo,
     /// Serve one demo backend (what `demo` starts, as a process of its own).
+    #[command(after_help = BACKEND_ROUTES)]
     Backend {
         /// Name the backend answers with.
         #[arg(long)]
@@ -46,12 +47,27 @@ enum Command {
     HashPassword,
 }
 
+/// What a demo backend answers, for `lintas backend --help` (the README has the same table).
+const BACKEND_ROUTES: &str = "\
+Routes (every answer carries x-backend: NAME):
+  GET  /             its name and a newline
+  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000)
+  GET  /health       ok
+  GET  /headers      the request headers it received, one per line
+  POST /echo         the request body (up to 1 MiB)
+  POST /kill?for=10s stops listening and drops its connections, back after the duration
+                     (never, without `for`)
+  GET  /ws           WebSocket echo";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour codes only for a person at a terminal: a file, journald or `docker logs`
+    // would keep them as bytes.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match execute(cli.command) {

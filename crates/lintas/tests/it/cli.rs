@@ -244,6 +244,23 @@ async fn an_mqtt_listen_address_in_use_is_blamed_on_mqtt_listen_at_its_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_help_lists_the_demo_backends_routes() {
+    let out = lintas(&["backend", "--help"]).await;
+    assert_eq!(out.code, Some(0));
+    for line in [
+        "  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000)",
+        "  POST /kill?for=10s stops listening and drops its connections, back after the duration",
+        "  GET  /health       ok",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "{line:?} not in:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_prints_name_and_version() {
     let out = lintas(&["--version"]).await;
 
@@ -338,6 +355,10 @@ async fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
     })
     .await;
     assert_eq!(client.get(&url).await.body, "app1\n");
+    assert!(
+        !node.read("stderr").contains('\x1b'),
+        "no colour codes in a log that is not a terminal"
+    );
 
     // A good file switches the pool to app2 without a restart.
     let second = single_config_on(listen, "http", &backends_toml([("app2", two.addr, 1)]), "");

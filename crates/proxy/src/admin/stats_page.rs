@@ -144,7 +144,7 @@ impl Page<'_> {
         write!(
             f,
             "<h2>Pool {} <small>({})</small></h2>\n\
-             <table><tr><th>backend</th><th>address</th><th>state</th><th>weight</th>\
+             <table><tr><th>backend</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
              <th>in flight</th><th>requests</th><th>failures</th><th>bytes in</th>\
              <th>bytes out</th><th>latency ms</th><th>last check</th><th>detail</th>\
              <th>age</th></tr>\n",
@@ -153,14 +153,18 @@ impl Page<'_> {
         )?;
         for b in &pool.backends {
             let state = state_label(b);
+            // How long its health has been what it is (HAProxy's LastChk/"since").
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(b.health_since_unix_ms);
+            let held = self.now.duration_since(since).unwrap_or(Duration::ZERO);
             write!(
                 f,
                 "<tr class=\"{}\"><td class=\"t\">{}</td><td class=\"t\">{}</td>\
-                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td>{}\
+                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}\
                  <td>{}</td><td>{}</td><td>{:.1}</td>",
                 state.to_ascii_lowercase(),
                 Html(&b.name),
                 Html(&b.addr),
+                Age(held),
                 b.weight,
                 b.in_flight,
                 b.requests,

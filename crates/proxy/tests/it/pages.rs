@@ -51,6 +51,17 @@ async fn stats_page_shows_every_backend_and_escapes_names() {
         );
         assert!(page.contains(&row), "{row}\n{page}");
     }
+    // How long each backend's health has held, after its state.
+    assert!(
+        page.contains("<th>state</th><th>for</th><th>weight</th>"),
+        "{page}"
+    );
+    let app1 = page.split("<td class=\"t\">app1</td>").nth(1).unwrap();
+    let held = app1.split("<td>").nth(1).unwrap();
+    assert!(
+        held.starts_with(|c: char| c.is_ascii_digit()) && held.contains("s</td>"),
+        "{held}"
+    );
     // The failed check and its detail are shown.
     assert!(page.contains("<td class=\"t bad\">failed</td>"), "{page}");
     // The listener row: name, mode, bound address, pool, then counters.
