@@ -228,3 +228,114 @@ async fn a_browser_without_a_session_is_sent_to_the_login_page() {
     let r = admin.send(Method::GET, "/assets/x.js", &[], "").await;
     assert_eq!(r.status, 404);
 }
+
+/// Fuzz target: no forged or altered `Cookie` / `X-CSRF-Token` pair makes a change. Each
+/// case sends a change with headers built from the real session id and token — cut,
+/// extended, one character changed, swapped, repeated, wrapped in other cookies, with stray
+/// separators and bytes — and it must be refused (401 or 403) unless the pair is exactly the
+/// session's own. Runs as every fuzz target does
+/// ([`testkit::fuzz::Fuzz`]).
+#[tokio::test]
+async fn no_altered_cookie_or_token_makes_a_change() {
+    use rand::Rng;
+    let admin = Admin::start().await;
+    let browser = log_in(&admin).await;
+    let id = browser
+        .cookie
+        .strip_prefix("lintas_session=")
+        .unwrap()
+        .to_owned();
+    let mut fuzz = testkit::fuzz::Fuzz::from_env("no_altered_cookie_or_token_makes_a_change");
+    let mut rng = fuzz.rng();
+    let alter = |rng: &mut rand::rngs::StdRng, s: &str| -> String {
+        let mut b = s.as_bytes().to_vec();
+        match rng.random_range(0..6) {
+            0 => b.truncate(rng.random_range(0..b.len())),
+            1 => b.push(*testkit::fuzz::http1::pick(rng, b"A-_=;x")),
+            2 => {
+                let i = rng.random_range(0..b.len());
+                let c = *testkit::fuzz::http1::pick(rng, b"AZaz09-_");
+                b[i] = if b[i] == c { b'Q' } else { c };
+            }
+            3 => b.reverse(),
+            4 => b = b.to_ascii_uppercase(),
+            _ => b.insert(rng.random_range(0..=b.len()), b' '),
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    let mut granted = 0;
+    while fuzz.next_case() {
+        let exact_id = rng.random_bool(0.5);
+        let exact_token = rng.random_bool(0.5);
+        let cookie_value = if exact_id {
+            id.clone()
+        } else {
+            alter(&mut rng, &id)
+        };
+        let token = if exact_token {
+            browser.csrf.clone()
+        } else {
+            alter(&mut rng, &browser.csrf)
+        };
+        // Variants 0 and 1 carry the value as the session cookie; 2 puts an altered one
+        // first (the first is the one read), 3 misspells the name's case.
+        let cookie = match rng.random_range(0..4) {
+            0 => format!("lintas_session={cookie_value}"),
+            1 => format!("theme=dark; lintas_session={cookie_value}; x=1"),
+            2 => format!(
+                "lintas_session={}; lintas_session={cookie_value}",
+                alter(&mut rng, &id)
+            ),
+            _ => format!("Lintas_Session={cookie_value}"),
+        };
+        // What RFC 6265 (5.4) reads: pairs split at `;`, spaces around each dropped, the
+        // first `lintas_session` taken; HTTP drops the spaces around the token. Only the
+        // exact id and token may pass (a trailing space or `;` is not a change).
+        let read = cookie
+            .trim()
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == "lintas_session")
+            .map(|(_, value)| value);
+        let should_pass = read == Some(id.as_str()) && token.trim() == browser.csrf;
+        let Ok(token_header) = axum::http::HeaderValue::from_str(&token) else {
+            continue;
+        };
+        let Ok(cookie_header) = axum::http::HeaderValue::from_str(&cookie) else {
+            continue;
+        };
+        let r = admin
+            .send(
+                Method::PUT,
+                "/api/things/1/weight",
+                &[
+                    ("cookie", cookie_header.to_str().unwrap()),
+                    ("x-csrf-token", token_header.to_str().unwrap()),
+                ],
+                r#"{"weight": 1}"#,
+            )
+            .await;
+        if should_pass {
+            assert_eq!(
+                r.status,
+                200,
+                "{}: {cookie:?} {token:?}: {}",
+                fuzz.at(),
+                r.body
+            );
+            granted += 1;
+        } else {
+            assert!(
+                r.status == 401 || r.status == 403,
+                "{}: {cookie:?} {token:?} was let through: {} {}",
+                fuzz.at(),
+                r.status,
+                r.body
+            );
+        }
+    }
+    assert!(
+        granted > 0 || fuzz.cases < 8,
+        "the exact pair was never tried"
+    );
+}
