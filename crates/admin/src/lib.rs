@@ -195,29 +195,29 @@ async fn reload(
 /// and the console's static files are open to anyone. Marks every answer uncacheable unless
 /// its handler said otherwise, since it is live state behind a password.
 async fn authenticate(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
-    let mut resp = if login::is_public(req.method(), req.uri().path()) {
-        match csrf::check(req.method(), req.headers()) {
-            Ok(()) => next.run(req).await,
-            Err(e) => e.into_response(),
-        }
+    let refusal = if login::is_public(req.method(), req.uri().path()) {
+        None
     } else if let Some(session) = login::session_access(&state, &mut req) {
-        match session.and_then(|()| csrf::check(req.method(), req.headers())) {
-            Ok(()) => next.run(req).await,
-            Err(e) => e.into_response(),
-        }
+        session.err().map(IntoResponse::into_response)
     } else {
         let access = match req.headers().get(AUTHORIZATION) {
             Some(value) => state.auth.verify(value.as_bytes(), client_ip(&req)).await,
             None => Access::Denied,
         };
         match access {
-            Access::Granted => match csrf::check(req.method(), req.headers()) {
-                Ok(()) => next.run(req).await,
-                Err(e) => e.into_response(),
-            },
-            Access::Denied => denied(&req),
-            Access::Throttled(throttle) => throttled(throttle),
+            Access::Granted => None,
+            Access::Denied => Some(denied(&req)),
+            Access::Throttled(throttle) => Some(throttled(throttle)),
         }
+    };
+    let refusal = refusal.or_else(|| {
+        csrf::check(req.method(), req.headers())
+            .err()
+            .map(IntoResponse::into_response)
+    });
+    let mut resp = match refusal {
+        Some(resp) => resp,
+        None => next.run(req).await,
     };
     if !resp.headers().contains_key(CACHE_CONTROL) {
         resp.headers_mut()

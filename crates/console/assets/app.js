@@ -24,6 +24,9 @@ const PAGES = {
 };
 
 let stop = null;
+// Counts the pages shown, so a page whose first load ends after the next was opened stops
+// at once instead of refreshing in the background.
+let shown = 0;
 
 function current() {
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
@@ -40,8 +43,11 @@ function show() {
   document.title = `${title} — lintas`;
   const main = fill(document.getElementById("page"));
   main.dataset.page = path;
-  Promise.resolve(render(main, params)).then((s) => { stop = s || null; })
-    .catch((e) => { toast(e.message, "error"); });
+  const mine = ++shown;
+  Promise.resolve(render(main, params)).then((s) => {
+    if (mine === shown) stop = s || null;
+    else if (s) s();
+  }).catch((e) => { toast(e.message, "error"); });
 }
 
 async function start() {

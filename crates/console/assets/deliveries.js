@@ -9,6 +9,8 @@ import { call } from "./api.js";
 
 const enc = encodeURIComponent;
 const PAGE_BATCHES = 20;
+// Rows per page: each needs its record's detail, and one batch can hold a thousand records.
+const PAGE_ROWS = 50;
 
 // Where a destination's database is: the URL's host, or the file for SQLite.
 function hostOf(url) {
@@ -54,6 +56,7 @@ export async function render(main, params) {
   });
 
   const query = new URLSearchParams(params);
+  query.delete("below");
   query.set("limit", PAGE_BATCHES);
   const log = await call("GET", `/api/relay/deliveries?${query}`);
   const records = new Map();
@@ -70,10 +73,17 @@ export async function render(main, params) {
   for (const d of log.dead || []) entries.push({ id: d.record_id, application: d.application, destination: d.destination, status: d.status, at: d.at_ms, error: d.error });
   for (const r of log.retrying || []) if (r.from_id !== null && r.from_id !== undefined) entries.push({ id: r.from_id, destination: r.destination, status: "retrying", at: null, error: r.last_error, waiting: r.waiting });
   entries.sort((a, b) => (b.at ?? Infinity) - (a.at ?? Infinity) || b.id - a.id);
+  // A page that ended inside a batch goes on below the last id it showed (`until_ms` is
+  // that batch's time, `below` the id).
+  const until = Number(params.get("until_ms"));
+  const below = params.has("below") ? Number(params.get("below")) : Infinity;
+  const unseen = entries.filter((e) => !(e.at === until && e.id >= below));
+  const page = unseen.slice(0, PAGE_ROWS);
+  const cut = unseen.length > PAGE_ROWS ? page[page.length - 1] : null;
 
-  const details = await Promise.all(entries.map((e) => record(e.id)));
+  const details = await Promise.all(page.map((e) => record(e.id)));
   const shown = [];
-  entries.forEach((e, i) => {
+  page.forEach((e, i) => {
     const r = details[i];
     // A batch's id range can hold another application's records: keep this destination's.
     const mine = r && r.deliveries.find((d) => d.destination === e.destination);
@@ -94,10 +104,13 @@ export async function render(main, params) {
 
   const oldest = Math.min(...(log.delivered || []).map((b) => b.at_ms), ...(log.dead || []).map((d) => d.at_ms));
   const more = (log.delivered || []).length >= PAGE_BATCHES || (log.dead || []).length >= PAGE_BATCHES;
+  const older = cut && cut.at !== null
+    ? withParam(withParam(params, "until_ms", cut.at), "below", cut.id)
+    : more && isFinite(oldest) ? withParam(withParam(params, "until_ms", oldest - 1), "below", null) : null;
   fill(pager,
-    params.get("until_ms") ? h("a", { href: `#/relay/deliveries?${withParam(params, "until_ms", null)}` }, "← newest") : "",
+    params.get("until_ms") ? h("a", { href: `#/relay/deliveries?${withParam(withParam(params, "until_ms", null), "below", null)}` }, "← newest") : "",
     " ",
-    more && isFinite(oldest) ? h("a", { id: "older", href: `#/relay/deliveries?${withParam(params, "until_ms", oldest - 1)}` }, "older →") : "");
+    older ? h("a", { id: "older", href: `#/relay/deliveries?${older}` }, "older →") : "");
   if (params.get("record")) showRecord(detail, Number(params.get("record")));
 }
 

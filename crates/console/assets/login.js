@@ -7,7 +7,13 @@ const error = document.getElementById("error");
 function destination() {
   // The server never sees a fragment (#/pools): it stayed on this page's URL.
   const next = (new URLSearchParams(location.search).get("next") || "") + (location.hash || "");
-  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/console";
+  // Resolved as the browser will resolve it (it drops tabs and newlines, reads `\` as `/`),
+  // and followed only when it stays on this listener.
+  try {
+    const url = new URL(next, location.origin);
+    if (next.startsWith("/") && url.origin === location.origin) return url.pathname + url.search + url.hash;
+  } catch { /* not a URL */ }
+  return "/console";
 }
 
 form.addEventListener("submit", async (event) => {

@@ -249,12 +249,7 @@ async fn create_destination(
             spec.name
         )));
     }
-    if spec.password_env.is_some() {
-        return Err(ApiError::unprocessable(
-            "password_env: the admin API does not read environment variables; send the \
-             password itself in password (it is stored encrypted)",
-        ));
-    }
+    refuse_password_env(&spec)?;
     connect(&relay, &spec, None).await?.close().await;
     let sealed = match &spec.password {
         Some(p) => Some(relay.objects.seal(p).map_err(ApiError::internal)?),
@@ -265,6 +260,18 @@ async fn create_destination(
     relay.objects.refresh().await.map_err(store)?;
     let d = relay.objects.catalog().destination(&spec.name).cloned();
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
+}
+
+/// A destination sent to the API names its password, never an environment variable: whoever
+/// holds the API need not be allowed to read this process's environment.
+fn refuse_password_env(spec: &DestinationSpec) -> Result<(), ApiError> {
+    match spec.password_env {
+        Some(_) => Err(ApiError::unprocessable(
+            "password_env: the admin API does not read environment variables; send the \
+             password itself in password (it is stored encrypted)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `PUT /api/relay/destinations/{name}`: a new kind, URL, connection count or password
@@ -290,12 +297,7 @@ async fn update_destination(
     if d.declared {
         return Err(CatalogError::Declared(format!("destination `{name}`")).into());
     }
-    if spec.password_env.is_some() {
-        return Err(ApiError::unprocessable(
-            "password_env: the admin API does not read environment variables; send the \
-             password itself in password (it is stored encrypted)",
-        ));
-    }
+    refuse_password_env(&spec)?;
     let stored = if spec.password.is_some() {
         None
     } else {
