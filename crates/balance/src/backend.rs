@@ -33,6 +33,10 @@ pub struct BackendSpec {
     pub addr: SocketAddr,
     /// Relative share of traffic, 0 to [`MAX_WEIGHT`]; 0 takes no new traffic.
     pub weight: u32,
+    /// Requests or connections it takes at once (HAProxy's `maxconn`); 0 is no limit. A
+    /// worker that runs one job at a time says 1, and the rest wait in the pool's queue.
+    #[serde(default)]
+    pub max_connections: u32,
 }
 
 /// The operator's wish for a backend, independent of its health.
@@ -95,6 +99,8 @@ pub struct Backend {
     available: AtomicBool,
     /// Requests or connections currently holding a [`Lease`] on this backend.
     in_flight: AtomicU64,
+    /// Most leases at once; 0 is no limit.
+    max_connections: AtomicU32,
     /// Consecutive failures of real traffic, for passive ejection.
     passive_failures: AtomicU32,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
@@ -119,6 +125,7 @@ impl Backend {
             admin: AtomicU8::new(AdminState::Enabled as u8),
             available: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            max_connections: AtomicU32::new(spec.max_connections),
             passive_failures: AtomicU32::new(0),
             ewma_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
@@ -167,6 +174,19 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Most requests or connections at once; 0 is no limit.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether it can take one more lease now: no limit, or in flight below it. Part of
+    /// eligibility, so every strategy passes over a full backend.
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        max == 0 || self.in_flight() < u64::from(max)
+    }
+
     /// Counters for the stats page.
     pub fn stats(&self) -> &BackendStats {
         &self.stats
@@ -180,10 +200,31 @@ impl Backend {
     /// Takes the in-flight slot the caller holds for the whole request or connection.
     pub fn lease(self: &Arc<Self>) -> Lease {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.leased(None)
+    }
+
+    /// Takes a slot if one is free under `max_connections`: two workers picking the last
+    /// slot at once cannot both get it. A limited backend's lease tells `queue` when it
+    /// ends, so a waiting request gets the slot.
+    pub(crate) fn try_lease(self: &Arc<Self>, queue: &Arc<crate::queue::Queue>) -> Option<Lease> {
+        let max = u64::from(self.max_connections());
+        if max == 0 {
+            return Some(self.lease());
+        }
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(self.leased(Some(queue.clone())))
+    }
+
+    fn leased(self: &Arc<Self>, queue: Option<Arc<crate::queue::Queue>>) -> Lease {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         Lease {
             backend: self.clone(),
             started: Instant::now(),
+            queue,
         }
     }
 
@@ -213,6 +254,10 @@ impl Backend {
         self.weight.store(weight.min(MAX_WEIGHT), Ordering::Relaxed);
         let health = self.lock_tracker().state;
         self.refresh_available(health);
+    }
+
+    pub(crate) fn set_max_connections(&self, max: u32) {
+        self.max_connections.store(max, Ordering::Relaxed);
     }
 
     pub(crate) fn set_admin(&self, state: AdminState) {
@@ -268,6 +313,8 @@ impl Backend {
 pub struct Lease {
     backend: Arc<Backend>,
     started: Instant,
+    /// The pool's queue, for a backend with `max_connections`: told when the slot frees.
+    queue: Option<Arc<crate::queue::Queue>>,
 }
 
 impl Lease {
@@ -290,7 +337,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(queue) = self.queue.take() {
+            queue.slot_freed();
+        }
     }
 }
 
@@ -303,6 +353,7 @@ mod tests {
             name: name.into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             weight,
+            max_connections: 0,
         }
     }
 

@@ -17,17 +17,21 @@
 //!   strategy, weights and membership change at run time without touching connections in
 //!   flight. It also owns the health state machine ([`health`]) and publishes every state
 //!   change as a [`HealthEvent`] on a broadcast channel that other services subscribe to.
+//! - The pool's queue (`queue`) holds requests while every eligible backend is at its
+//!   `max_connections`, and hands each freed slot to the one that waited longest.
 //! - [`RiseFall`] turns a run of check results into up or down; the backends' health and
 //!   watch's own targets share it.
 
 mod backend;
 pub mod health;
 mod pool;
+mod queue;
 mod rise_fall;
 pub mod strategy;
 
 pub use backend::{AdminState, Backend, BackendSpec, BackendStats, Lease, MAX_WEIGHT, Outcome};
 pub use health::{CheckResult, Health, HealthEvent, HealthPolicy, LastCheck};
 pub use pool::{BackendSnapshot, Pool, PoolError, PoolSnapshot, PoolState};
+pub use queue::{QueuePolicy, QueueSnapshot, Refusal};
 pub use rise_fall::RiseFall;
 pub use strategy::{HashKey, StrategyKind, hash_key};

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::backend::MAX_WEIGHT;
 use crate::health::{CheckResult, Health, HealthEvent, HealthPolicy, LastCheck};
+use crate::queue::{Queue, QueuePolicy, QueueSnapshot, Refusal};
 use crate::strategy::{self, HashKey, Pick, Strategy, StrategyKind};
 use crate::{AdminState, Backend, BackendSpec, Lease};
 
@@ -81,6 +82,8 @@ pub struct Pool {
     events: broadcast::Sender<HealthEvent>,
     /// Serialises writers so two API calls cannot lose each other's change.
     write: Mutex<()>,
+    /// Requests waiting for a slot on a backend with `max_connections`.
+    queue: Arc<Queue>,
 }
 
 impl Pool {
@@ -102,13 +105,14 @@ impl Pool {
             }
         }
         let backends = specs.iter().map(Backend::new).collect();
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|pool| Self {
             name: name.into(),
             state: ArcSwap::from_pointee(PoolState::new(kind, hash_key, backends)),
             generation: AtomicU64::new(0),
             policy: ArcSwap::from_pointee(policy),
             events: broadcast::channel(EVENT_BUFFER).0,
             write: Mutex::new(()),
+            queue: Arc::new(Queue::new(pool.clone())),
         }))
     }
 
@@ -132,20 +136,67 @@ impl Pool {
         self.events.subscribe()
     }
 
-    /// Chooses a backend and takes its in-flight slot; `None` when no backend is eligible.
+    /// Chooses a backend and takes its in-flight slot; `None` when no backend is eligible
+    /// or every eligible one is full. Does not wait: see [`Pool::acquire`].
     ///
     /// `key` is the hashed balancing key for consistent hashing; `exclude` lists backends this
     /// request already tried.
     pub fn pick(&self, key: Option<u64>, exclude: &[Arc<Backend>]) -> Option<Lease> {
         let state = self.state.load();
-        let p = Pick {
-            backends: &state.backends,
-            key,
-            exclude,
-            now: Instant::now(),
-            generation: self.generation.load(Ordering::Acquire),
+        let (now, generation) = (Instant::now(), self.generation.load(Ordering::Acquire));
+        let pick = |exclude: &[Arc<Backend>]| {
+            state.strategy.pick(&Pick {
+                backends: &state.backends,
+                key,
+                exclude,
+                now,
+                generation,
+            })
         };
-        state.strategy.pick(&p).map(|i| state.backends[i].lease())
+        let mut i = pick(exclude)?;
+        let mut lost = Vec::new();
+        loop {
+            if let Some(lease) = state.backends[i].try_lease(&self.queue) {
+                return Some(lease);
+            }
+            // Another request took its last slot between the pick and the lease.
+            if lost.is_empty() {
+                lost.extend_from_slice(exclude);
+            }
+            lost.push(state.backends[i].clone());
+            i = pick(&lost)?;
+        }
+    }
+
+    /// Chooses a backend like [`Pool::pick`], waiting in the pool's queue when every
+    /// eligible backend is at its `max_connections`: the first slot that frees goes to the
+    /// request that waited longest. Refused at once when no backend could make room (none
+    /// eligible, or none limited) or the queue is full, and after the queue's timeout.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        key: Option<u64>,
+        exclude: &[Arc<Backend>],
+    ) -> Result<Lease, Refusal> {
+        if self.queue.is_empty()
+            && let Some(lease) = self.pick(key, exclude)
+        {
+            return Ok(lease);
+        }
+        self.queue.wait(self, key, exclude).await
+    }
+
+    /// Whether waiting could help: some eligible backend is only full, not out.
+    pub(crate) fn could_make_room(&self, exclude: &[Arc<Backend>]) -> bool {
+        self.state.load().backends.iter().any(|b| {
+            b.is_available()
+                && b.max_connections() > 0
+                && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
+        })
+    }
+
+    /// Sets how many requests may wait for a slot, and for how long.
+    pub fn set_queue_policy(&self, policy: QueuePolicy) {
+        self.queue.set_policy(policy);
     }
 
     /// Backend by name.
@@ -254,6 +305,7 @@ impl Pool {
                 {
                     Some(b) => {
                         b.set_weight(s.weight);
+                        b.set_max_connections(s.max_connections);
                         b.clone()
                     }
                     None => Backend::new(s),
@@ -318,6 +370,7 @@ impl Pool {
             name: self.name.to_string(),
             strategy: state.kind,
             hash_key: state.hash_key.clone(),
+            queue: self.queue.snapshot(),
             backends: state
                 .backends
                 .iter()
@@ -328,6 +381,7 @@ impl Pool {
                         name: b.name().to_string(),
                         addr: b.addr().to_string(),
                         weight: b.weight(),
+                        max_connections: b.max_connections(),
                         admin: b.admin_state(),
                         health: t.state,
                         health_since_unix_ms: t.since_unix_ms(),
@@ -376,8 +430,10 @@ impl Pool {
         })
     }
 
+    /// Availability changed: strategies recompute, and waiters may now find room.
     fn bump(&self) {
         self.generation.fetch_add(1, Ordering::Release);
+        self.queue.slot_freed();
     }
 
     fn lock_write(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -401,6 +457,8 @@ pub struct PoolSnapshot {
     pub strategy: StrategyKind,
     /// What consistent hashing hashes, when set.
     pub hash_key: Option<HashKey>,
+    /// Requests waiting for a full backend, and what waiting cost.
+    pub queue: QueueSnapshot,
     /// Its backends.
     pub backends: Vec<BackendSnapshot>,
 }
@@ -414,6 +472,8 @@ pub struct BackendSnapshot {
     pub addr: String,
     /// Weight.
     pub weight: u32,
+    /// Most requests or connections at once; 0 is no limit.
+    pub max_connections: u32,
     /// Operator's state.
     pub admin: AdminState,
     /// Health state machine's state.
@@ -449,6 +509,7 @@ mod tests {
                 name: format!("b{i}"),
                 addr: format!("127.0.0.1:{}", 30_000 + i).parse().unwrap(),
                 weight: 1,
+                max_connections: 0,
             })
             .collect()
     }
@@ -573,6 +634,7 @@ mod tests {
             name: "b2".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             weight: 1,
+            max_connections: 0,
         })
         .unwrap();
         assert_eq!(names(&p, 5).iter().filter(|n| *n == "b2").count(), 1);
@@ -606,6 +668,7 @@ mod tests {
         let lease = p.pick(None, &[]).unwrap();
         let mut s = specs(3);
         s[0].weight = 5;
+        s[0].max_connections = 4;
         p.reconfigure(
             StrategyKind::WeightedRoundRobin,
             None,
@@ -613,7 +676,7 @@ mod tests {
             HealthPolicy::default(),
         );
         assert!(Arc::ptr_eq(&b0, &p.backend("b0").unwrap()));
-        assert_eq!(b0.weight(), 5);
+        assert_eq!((b0.weight(), b0.max_connections()), (5, 4));
         assert_eq!(p.state().backends.len(), 3);
         assert_eq!(lease.backend().in_flight(), 1);
     }

@@ -42,6 +42,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Run at most N `/work` jobs at once, like a worker with N threads; the rest wait
+        /// their turn in arrival order (answered with `x-waited: yes`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: Option<u32>,
     },
     /// Read a password on standard input and print its hash for `admin.password_hash`.
     HashPassword,
@@ -51,7 +55,9 @@ enum Command {
 const BACKEND_ROUTES: &str = "\
 Routes (every answer carries x-backend: NAME):
   GET  /             its name and a newline
-  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000)
+  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000); with
+                     --jobs, at most N at once, the rest waiting their turn
+                     (x-waited: yes)
   GET  /health       ok
   GET  /headers      the request headers it received, one per line
   POST /echo         the request body (up to 1 MiB)
@@ -96,11 +102,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { config } => serve(|workers| lintas::run::run(config, workers)),
         Command::Demo => serve(lintas::demo::run),
-        Command::Backend { name, listen } => runtime()?.block_on(async {
+        Command::Backend { name, listen, jobs } => runtime()?.block_on(async {
             let shutdown = CancellationToken::new();
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("{name} listening on {}", listener.local_addr()?);
-            let serve = lintas::demo::backend::serve(name, listener, shutdown.clone());
+            let jobs = jobs.map(|n| n as usize);
+            let serve = lintas::demo::backend::serve(name, listener, jobs, shutdown.clone());
             tokio::select! {
                 _ = serve => {}
                 _ = tokio::signal::ctrl_c() => shutdown.cancel(),

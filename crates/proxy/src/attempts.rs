@@ -1,11 +1,12 @@
 //! One request's or session's walk over a pool's backends, shared by the TCP and HTTP
-//! paths: picks with the already-failed backends excluded, at most `1 + retries` times, and
+//! paths: picks with the already-failed backends excluded, at most `1 + retries` times,
+//! waiting in the pool's queue when every eligible backend is at its `max_connections`, and
 //! the accounting every attempt needs (latency, passive health, listener counters).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use balance::{Backend, Lease, Outcome, Pool};
+use balance::{Backend, Lease, Outcome, Pool, Refusal};
 use tracing::debug;
 
 use crate::config::ListenerConfig;
@@ -14,18 +15,20 @@ use crate::registry::ListenerStats;
 /// One request's or session's walk over the pool's backends. The HTTP paths add the answers
 /// they give when the walk ends without a response (in `crate::http`).
 pub(crate) struct Attempts<'a> {
-    pub(crate) pool: &'a Pool,
+    pub(crate) pool: &'a Arc<Pool>,
     pub(crate) cfg: &'a ListenerConfig,
     pub(crate) stats: &'a ListenerStats,
     key: Option<u64>,
     tried: Vec<Arc<Backend>>,
     made: u32,
+    /// Why the pool gave no backend, once it did not.
+    refusal: Option<Refusal>,
 }
 
 impl<'a> Attempts<'a> {
     /// A walk over `pool` for one request or session with balancing key `key`.
     pub fn new(
-        pool: &'a Pool,
+        pool: &'a Arc<Pool>,
         cfg: &'a ListenerConfig,
         stats: &'a ListenerStats,
         key: Option<u64>,
@@ -37,15 +40,23 @@ impl<'a> Attempts<'a> {
             key,
             tried: Vec::new(),
             made: 0,
+            refusal: None,
         }
     }
 
-    /// The next backend to try, with its in-flight slot taken.
-    pub fn next(&mut self) -> Option<Lease> {
+    /// The next backend to try, with its in-flight slot taken; waits in the pool's queue
+    /// while every eligible backend is full.
+    pub async fn next(&mut self) -> Option<Lease> {
         if self.made > self.cfg.retries {
             return None;
         }
-        let lease = self.pool.pick(self.key, &self.tried)?;
+        let lease = match self.pool.acquire(self.key, &self.tried).await {
+            Ok(lease) => lease,
+            Err(refusal) => {
+                self.refusal = Some(refusal);
+                return None;
+            }
+        };
         if self.made > 0 {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -78,12 +89,13 @@ impl<'a> Attempts<'a> {
         self.pool.report_traffic(lease.backend(), ok);
     }
 
-    /// Ends the walk without a backend; returns how many were tried. None at all means no
-    /// backend was available, which the listener counts.
-    pub fn give_up(&self) -> usize {
+    /// Ends the walk without a backend: how many were tried, and why the pool gave none
+    /// when it did not (`None` when the retries ran out). None tried at all means no backend
+    /// was available, which the listener counts.
+    pub fn give_up(&self) -> (usize, Option<Refusal>) {
         if self.tried.is_empty() {
             self.stats.no_backend.fetch_add(1, Ordering::Relaxed);
         }
-        self.tried.len()
+        (self.tried.len(), self.refusal)
     }
 }

@@ -44,6 +44,21 @@ pub struct PoolConfig {
     /// Passive ejection on failures of real traffic.
     #[serde(default)]
     pub passive: PassiveConfig,
+    /// Requests that may wait while every eligible backend is at its `max_connections`;
+    /// one more gets 503 at once.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// How long a request may wait for a backend slot (HAProxy's `timeout queue`); 503
+    /// after it.
+    #[serde(default = "default_queue_timeout", with = "configkit::duration")]
+    pub queue_timeout: Duration,
+}
+
+fn default_queue_size() -> usize {
+    balance::QueuePolicy::default().size
+}
+fn default_queue_timeout() -> Duration {
+    balance::QueuePolicy::default().timeout
 }
 
 fn default_strategy() -> StrategyKind {
@@ -61,6 +76,10 @@ pub struct BackendConfig {
     /// Relative share, 0..=256.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Requests (HTTP) or connections (TCP) it takes at once, HAProxy's `maxconn`; more
+    /// wait in the pool's queue. 0 (the default) is no limit.
+    #[serde(default)]
+    pub max_connections: u32,
 }
 
 fn one() -> u32 {
@@ -274,8 +293,17 @@ impl PoolConfig {
                 name: b.name.clone(),
                 addr: b.address,
                 weight: b.weight,
+                max_connections: b.max_connections,
             })
             .collect()
+    }
+
+    /// How requests wait for a full pool.
+    pub fn queue_policy(&self) -> balance::QueuePolicy {
+        balance::QueuePolicy {
+            size: self.queue_size,
+            timeout: self.queue_timeout,
+        }
     }
 
     /// Thresholds of the health state machine.
@@ -342,6 +370,9 @@ impl ProxyConfig {
                     p.key("strategy"),
                     "consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
                 );
+            }
+            if pool.queue_timeout.is_zero() {
+                issues.push(p.key("queue_timeout"), "queue_timeout must be above zero");
             }
             if let Some(h) = &pool.health {
                 let hp = p.key("health");

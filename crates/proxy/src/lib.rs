@@ -292,6 +292,7 @@ impl Proxy {
                     pool
                 }
             };
+            pool.set_queue_policy(p.queue_policy());
             pools.insert(name.clone(), pool);
         }
         summary.pools_removed = old_pools

@@ -46,7 +46,7 @@ pub(crate) async fn serve(
     };
     let mut attempts = Attempts::new(pool, &settings.cfg, stats, key);
     let (lease, mut server) = loop {
-        let Some(lease) = attempts.next() else {
+        let Some(lease) = attempts.next().await else {
             attempts.give_up();
             debug!(listener = %handle.info.name, %peer, "no backend could take the connection");
             return;

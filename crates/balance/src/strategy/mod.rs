@@ -2,8 +2,8 @@
 //!
 //! A strategy is built from a pool's backend list ([`build`]) and answers [`Strategy::pick`]
 //! with an index into that list. It only ever returns a backend that is
-//! [`Backend::is_available`] and not in the caller's exclusion list (backends a retry already
-//! tried), so the caller never filters. Strategies that need precomputed state (the weighted
+//! [`Backend::is_available`], has room under its `max_connections` and is not in the caller's
+//! exclusion list (backends a retry already tried), so the caller never filters. Strategies that need precomputed state (the weighted
 //! round-robin sequence, the hash ring) build it once; the pool rebuilds the strategy when
 //! membership or weights change and bumps a *generation* when availability changes, so that
 //! cached state is recomputed off the hot path's common case.
@@ -140,7 +140,7 @@ impl Pick<'_> {
     #[inline]
     pub fn eligible(&self, i: usize) -> bool {
         let b = &self.backends[i];
-        b.is_available() && !self.exclude.iter().any(|e| Arc::ptr_eq(e, b))
+        b.is_available() && b.has_room() && !self.exclude.iter().any(|e| Arc::ptr_eq(e, b))
     }
 
     /// Number of eligible backends.
@@ -221,6 +221,7 @@ pub(crate) mod test_util {
                     name: format!("b{i}"),
                     addr: format!("127.0.0.1:{}", 10_000 + i).parse().unwrap(),
                     weight: w,
+                    max_connections: 0,
                 })
             })
             .collect()

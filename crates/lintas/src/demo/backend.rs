@@ -3,7 +3,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /` | its name and a newline |
-//! | `GET /work?ms=N` | waits N ms first (long and short jobs) |
+//! | `GET /work?ms=N` | waits N ms first (long and short jobs); with `jobs`, at most that many at once, the rest waiting their turn (`x-waited: yes`) |
 //! | `GET /health` | `ok` |
 //! | `GET /headers` | the request headers it received, one per line |
 //! | `POST /echo` | the request body |
@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
@@ -43,16 +43,25 @@ struct Shared {
     /// Set by `/kill`: how long to stay dead (`None`: for good).
     kill: std::sync::Mutex<Option<Option<Duration>>>,
     killed: Notify,
+    /// `/work` slots when the backend runs a limited number of jobs at once, like a worker
+    /// process with one thread; waiting jobs are served in arrival order.
+    jobs: Option<Semaphore>,
 }
 
 /// Serves until `shutdown`; `/kill` stops it for a while (or for good) without ending this
-/// future until then.
-pub async fn serve(name: String, listener: TcpListener, shutdown: CancellationToken) {
+/// future until then. `jobs` limits the `/work` requests run at once (others wait).
+pub async fn serve(
+    name: String,
+    listener: TcpListener,
+    jobs: Option<usize>,
+    shutdown: CancellationToken,
+) {
     let addr = listener.local_addr().ok();
     let shared = Arc::new(Shared {
         name,
         kill: std::sync::Mutex::new(None),
         killed: Notify::new(),
+        jobs: jobs.map(Semaphore::new),
     });
     let mut listener = Some(listener);
     while let Some(l) = listener.take() {
@@ -123,12 +132,23 @@ async fn handle(mut req: Request<Incoming>, shared: &Shared) -> Response<Full<By
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             let wait = Duration::from_millis(ms).min(MAX_WORK);
+            // Whether the job found every slot taken and had to wait its turn.
+            let (_slot, waited) = match &shared.jobs {
+                None => (None, false),
+                Some(jobs) => match jobs.try_acquire() {
+                    Ok(slot) => (Some(slot), false),
+                    Err(_) => (jobs.acquire().await.ok(), true),
+                },
+            };
             tokio::time::sleep(wait).await;
-            reply(
+            let mut resp = reply(
                 name,
                 StatusCode::OK,
                 format!("{name} worked {} ms\n", wait.as_millis()),
-            )
+            );
+            let waited = http::HeaderValue::from_static(if waited { "yes" } else { "no" });
+            resp.headers_mut().insert("x-waited", waited);
+            resp
         }
         (&Method::GET, "/headers") => {
             let mut out = String::new();
@@ -218,14 +238,16 @@ fn reply(name: &str, status: StatusCode, body: String) -> Response<Full<Bytes>> 
     resp
 }
 
-/// Binds `addr` and serves a demo backend named `name` until `shutdown`.
+/// Binds `addr` and serves a demo backend named `name` until `shutdown`, running at most
+/// `jobs` `/work` requests at once when set.
 pub async fn bind_and_serve(
     name: &str,
     addr: SocketAddr,
+    jobs: Option<usize>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(serve(name.to_owned(), listener, shutdown));
+    tokio::spawn(serve(name.to_owned(), listener, jobs, shutdown));
     Ok(local)
 }

@@ -36,6 +36,7 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
         let addr = backend::bind_and_serve(
             name,
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            None,
             shutdown.clone(),
         )
         .await?;

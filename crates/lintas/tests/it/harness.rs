@@ -188,12 +188,18 @@ pub struct Backends {
 
 impl Backends {
     pub async fn start(names: &[&str]) -> Self {
+        Self::start_workers(names, None).await
+    }
+
+    /// Backends that run at most `jobs` `/work` requests at once (`lintas backend --jobs`).
+    pub async fn start_workers(names: &[&str], jobs: Option<usize>) -> Self {
         let shutdown = CancellationToken::new();
         let mut list = Vec::new();
         for name in names {
             let addr = lintas::demo::backend::bind_and_serve(
                 name,
                 "127.0.0.1:0".parse().unwrap(),
+                jobs,
                 shutdown.clone(),
             )
             .await

@@ -16,6 +16,8 @@
 //! - `slow_clients`: every timeout of an HTTP listener, against clients that trickle or
 //!   go silent.
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
+//! - `queue`: per-backend `max_connections` and the pool's queue — the users' job mix,
+//!   503s of a full queue and of a long wait, TCP sessions waiting.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `mqtt`: the MQTT broker in a node — its clients on the admin API, its metrics.
@@ -48,6 +50,7 @@ mod hub_chat;
 mod hub_cluster;
 mod mqtt;
 mod mqtt_cluster;
+mod queue;
 mod relay;
 mod reload;
 mod script;

@@ -124,6 +124,8 @@ pub(crate) struct NewBackend {
     address: SocketAddr,
     #[serde(default = "one")]
     weight: u32,
+    #[serde(default)]
+    max_connections: u32,
 }
 
 fn one() -> u32 {
@@ -147,6 +149,7 @@ pub(crate) async fn add_backend(
         name: body.name.clone(),
         addr: body.address,
         weight: body.weight,
+        max_connections: body.max_connections,
     })
     .map_err(pool_error)?;
     info!(pool = %pool_name, backend = %body.name, address = %body.address, weight = body.weight,

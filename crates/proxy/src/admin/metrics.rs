@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use admin::metrics::encode_family;
-use balance::{BackendSnapshot, Health};
+use balance::{BackendSnapshot, Health, QueueSnapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -38,6 +38,7 @@ enum Read<T> {
     Gauge(fn(&T) -> i64),
     GaugeFloat(fn(&T) -> f64),
     Counter(fn(&T) -> u64),
+    CounterFloat(fn(&T) -> f64),
 }
 
 /// One family of per-backend or per-listener samples; a counter's name has no `_total`.
@@ -92,6 +93,44 @@ const BACKEND_FAMILIES: &[Family<BackendSnapshot>] = &[
         name: "lintas_backend_latency_seconds",
         help: "Peak-EWMA latency of the backend, failures counted as slow.",
         read: Read::GaugeFloat(|b| b.latency_ms / 1000.0),
+    },
+];
+
+const QUEUE_FAMILIES: &[Family<QueueSnapshot>] = &[
+    Family {
+        name: "lintas_pool_queue_length",
+        help: "Requests waiting now because every eligible backend is at its max_connections.",
+        read: Read::Gauge(|q| i64::try_from(q.length).unwrap_or(i64::MAX)),
+    },
+    Family {
+        name: "lintas_pool_queue_max_length",
+        help: "Most requests waiting at once since start.",
+        read: Read::Gauge(|q| i64::try_from(q.max_length).unwrap_or(i64::MAX)),
+    },
+    Family {
+        name: "lintas_pool_queued",
+        help: "Requests that had to wait for a backend slot.",
+        read: Read::Counter(|q| q.queued),
+    },
+    Family {
+        name: "lintas_pool_queue_served",
+        help: "Requests that waited and then got a backend.",
+        read: Read::Counter(|q| q.served),
+    },
+    Family {
+        name: "lintas_pool_queue_wait_seconds",
+        help: "Total time the served requests waited; divided by lintas_pool_queue_served, the mean wait.",
+        read: Read::CounterFloat(|q| q.waited_seconds),
+    },
+    Family {
+        name: "lintas_pool_queue_timeouts",
+        help: "Requests refused (503) after waiting queue_timeout.",
+        read: Read::Counter(|q| q.timeouts),
+    },
+    Family {
+        name: "lintas_pool_queue_full",
+        help: "Requests refused (503) because queue_size requests already waited.",
+        read: Read::Counter(|q| q.full),
     },
 ];
 
@@ -164,6 +203,12 @@ where
             help,
             items.map(|(l, t)| (l, ConstCounter::new(read(t)))),
         ),
+        Read::CounterFloat(read) => encode_family(
+            encoder,
+            name,
+            help,
+            items.map(|(l, t)| (l, ConstCounter::new(read(t)))),
+        ),
     }
 }
 
@@ -191,6 +236,12 @@ impl Collector for ProxyCollector {
                 )
             }),
         )?;
+        for family in QUEUE_FAMILIES {
+            let by_pool = pools
+                .iter()
+                .map(|p| ([("pool", p.name.as_str())], &p.queue));
+            encode(&mut encoder, family, by_pool)?;
+        }
         encode_family(
             &mut encoder,
             "lintas_listener_info",

@@ -15,7 +15,7 @@
 //! | `GET /api/pools/{pool}/backends/{backend}` | `BackendSnapshot` |
 //! | `POST /api/pools/{pool}/backends/{backend}/drain` `/enable` `/disable` | 200, `BackendSnapshot` |
 //! | `PUT /api/pools/{pool}/backends/{backend}/weight` `{"weight": 3}` | 200, `BackendSnapshot` |
-//! | `POST /api/pools/{pool}/backends` `{"name", "address", "weight"?}` | 201, `BackendSnapshot` |
+//! | `POST /api/pools/{pool}/backends` `{"name", "address", "weight"?, "max_connections"?}` | 201, `BackendSnapshot` |
 //! | `DELETE /api/pools/{pool}/backends/{backend}` | 200, `PoolSnapshot` |
 //! | `PUT /api/pools/{pool}/strategy` `{"strategy", "hash_key"?}` | 200, `PoolSnapshot` |
 //!

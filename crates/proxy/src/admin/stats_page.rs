@@ -257,6 +257,7 @@ mod tests {
                 name: "a".into(),
                 addr: "127.0.0.1:1".parse().unwrap(),
                 weight: 1,
+                max_connections: 0,
             }],
             HealthPolicy::default(),
         )
@@ -282,6 +283,7 @@ mod tests {
                 name: "<script>x</script>".into(),
                 addr: "127.0.0.1:1".parse().unwrap(),
                 weight: 1,
+                max_connections: 0,
             }],
             HealthPolicy::default(),
         )

@@ -117,7 +117,7 @@ async fn forward(
         Either::Left(Paced::new(body, cfg.body_timeout, rate, progress.clone()))
     });
 
-    while let Some(lease) = attempts.next() {
+    while let Some(lease) = attempts.next().await {
         let backend = lease.backend().clone();
         let mut sender = match ctx
             .upstream

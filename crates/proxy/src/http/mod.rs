@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use balance::{Backend, HashKey, Lease, Pool, StrategyKind};
+use balance::{Backend, HashKey, Lease, Pool, Refusal, StrategyKind};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -211,16 +211,32 @@ impl Attempts<'_> {
         self.succeeded(lease, status < 500);
     }
 
-    /// The answer once no attempt is left: no backend was available at all, or none of
-    /// those tried could be reached.
+    /// The answer once no attempt is left: no backend was available at all, every one was
+    /// full and the queue would not take or keep the request, or none of those tried could
+    /// be reached.
     fn exhausted(&self) -> (u16, String) {
         let pool = self.pool.name();
         match self.give_up() {
-            0 => (
+            (_, Some(Refusal::QueueFull { size })) => (
+                503,
+                format!(
+                    "service unavailable: every backend of pool `{pool}` is at its \
+                     max_connections and {size} requests already wait (queue_size)\n"
+                ),
+            ),
+            (_, Some(Refusal::Timeout { timeout })) => (
+                503,
+                format!(
+                    "service unavailable: no backend of pool `{pool}` had room within {} \
+                     (queue_timeout)\n",
+                    configkit::format_duration(timeout)
+                ),
+            ),
+            (0, _) => (
                 self.cfg.no_backend_status,
                 format!("no backend available in pool `{pool}`\n"),
             ),
-            tried => (
+            (tried, _) => (
                 502,
                 format!(
                     "bad gateway: no backend of pool `{pool}` could be reached ({tried} tried)\n"

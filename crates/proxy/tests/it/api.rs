@@ -104,7 +104,8 @@ async fn weight_changes_and_out_of_range_is_422() {
 #[tokio::test]
 async fn backends_are_added_and_removed() {
     let admin = Admin::start().await;
-    let body = r#"{"name": "app4", "address": "127.0.0.1:8084", "weight": 3}"#;
+    let body =
+        r#"{"name": "app4", "address": "127.0.0.1:8084", "weight": 3, "max_connections": 2}"#;
 
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -128,7 +129,8 @@ async fn backends_are_added_and_removed() {
     assert_eq!(
         v,
         json!({
-            "name": "app4", "addr": "127.0.0.1:8084", "weight": 3, "admin": "enabled",
+            "name": "app4", "addr": "127.0.0.1:8084", "weight": 3, "max_connections": 2,
+            "admin": "enabled",
             "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,
             "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "last_check": null,
         })

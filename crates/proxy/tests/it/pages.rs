@@ -91,7 +91,14 @@ async fn api_stats_has_every_listener_and_pool() {
     let web = &pools[2];
     assert_eq!(web["strategy"], "round_robin");
     assert_eq!(web["hash_key"], serde_json::Value::Null);
-    assert_eq!(web.as_object().unwrap().len(), 4, "{web}");
+    assert_eq!(
+        web["queue"],
+        json!({
+            "length": 0, "max_length": 0, "size": 1000, "timeout_ms": 30000, "queued": 0,
+            "served": 0, "mean_wait_ms": 0.0, "waited_seconds": 0.0, "timeouts": 0, "full": 0,
+        })
+    );
+    assert_eq!(web.as_object().unwrap().len(), 5, "{web}");
     let mut app2 = web["backends"][1].clone();
     let since = app2.as_object_mut().unwrap().remove("health_since_unix_ms");
     assert!(
@@ -101,9 +108,10 @@ async fn api_stats_has_every_listener_and_pool() {
     assert_eq!(
         app2,
         json!({
-            "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "admin": "enabled",
-            "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,
-            "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "last_check": null,
+            "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "max_connections": 0,
+            "admin": "enabled", "health": "up", "available": true, "in_flight": 0,
+            "requests": 0, "failures": 0, "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0,
+            "last_check": null,
         })
     );
 }
@@ -141,6 +149,15 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         "lintas_backend_up{pool=\"web\",backend=\"<script>alert(1)</script>\"} 1",
         "lintas_pool_available_backends{pool=\"web\"} 2",
         "lintas_pool_available_backends{pool=\"api\"} 1",
+        "# TYPE lintas_pool_queue_length gauge",
+        "lintas_pool_queue_length{pool=\"web\"} 0",
+        "lintas_pool_queue_max_length{pool=\"web\"} 0",
+        "lintas_pool_queued_total{pool=\"web\"} 0",
+        "lintas_pool_queue_served_total{pool=\"web\"} 0",
+        "# TYPE lintas_pool_queue_wait_seconds counter",
+        "lintas_pool_queue_wait_seconds_total{pool=\"web\"} 0.0",
+        "lintas_pool_queue_timeouts_total{pool=\"web\"} 0",
+        "lintas_pool_queue_full_total{pool=\"web\"} 0",
         &format!(
             "lintas_listener_info{{listener=\"front\",mode=\"http\",address=\"{addr}\",pool=\"web\"}} 1"
         ),

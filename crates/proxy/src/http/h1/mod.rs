@@ -245,7 +245,7 @@ where
     } else {
         None
     };
-    while let Some(lease) = attempts.next() {
+    while let Some(lease) = attempts.next().await {
         let backend = lease.backend().clone();
         let (addr, timeout) = (backend.addr(), cfg.connect_timeout);
         // A kept-alive connection the backend closed just as the request went out is not
