@@ -248,6 +248,73 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// HTTP: terminate TLS here.
     pub tls: Option<TlsConfig>,
+    /// Rules tried in order before `pool`: the first that matches decides where the
+    /// request (HTTP) or connection (TCP, by SNI) goes; none matching means `pool`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[proxy.listeners.routes]]`: conditions (all must hold; none means every request) and
+/// what to do with a matching request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Shown in `lintas check` messages and on the stats page; `#N` when absent.
+    pub name: Option<String>,
+    /// HTTP: the request's host, exact (`api.example.com`) or any subdomain
+    /// (`*.example.com`), without port, case-insensitive.
+    pub host: Option<String>,
+    /// HTTP: the path is exactly this (query excluded).
+    pub path: Option<String>,
+    /// HTTP: the path starts with this (a plain string prefix, like nginx's `location`).
+    pub path_prefix: Option<String>,
+    /// HTTP: one of these methods; empty is any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// HTTP: each of these headers has exactly this value (names case-insensitive).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TCP: the TLS ClientHello's server name, exact or `*.example.com`; the connection is
+    /// passed on encrypted.
+    pub sni: Option<String>,
+    /// Where matching traffic goes.
+    pub pool: Option<String>,
+    /// HTTP: answer with a redirect to this URL instead; `{host}` is the request's host
+    /// (without port) and `{uri}` its path and query, e.g. `https://{host}{uri}`.
+    pub redirect: Option<String>,
+    /// Status of the redirect: 301, 302 (default), 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub redirect_status: u16,
+    /// HTTP: remove `path_prefix` from the path the backend gets (`/api/users` → `/users`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// HTTP: request headers set (replacing any the client sent) before forwarding.
+    #[serde(default)]
+    pub set_request_headers: BTreeMap<String, String>,
+    /// HTTP: request headers removed before forwarding.
+    #[serde(default)]
+    pub remove_request_headers: Vec<String>,
+    /// HTTP: response headers set (replacing the backend's) before answering.
+    #[serde(default)]
+    pub set_response_headers: BTreeMap<String, String>,
+    /// HTTP: response headers removed before answering.
+    #[serde(default)]
+    pub remove_response_headers: Vec<String>,
+    /// HTTP: give the request a fresh `X-Request-Id` (replacing the client's), sent to the
+    /// backend and back to the client, so one id follows it through every log.
+    #[serde(default)]
+    pub request_id: bool,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+impl RouteConfig {
+    /// `name`, or `#N` by position.
+    pub fn label(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("#{index}"))
+    }
 }
 
 fn default_connect_timeout() -> Duration {
@@ -424,6 +491,7 @@ impl ProxyConfig {
                     ),
                 );
             }
+            crate::route::validate(&l.routes, l.mode, &self.pools, &lp.key("routes"), issues);
             if !matches!(l.no_backend_status, 502 | 503) {
                 issues.push(lp.key("no_backend_status"), "use 503 (default) or 502");
             }

@@ -12,6 +12,8 @@
 //! - `http`: layer 7 — HTTP/1.x clients through lintas's own forwarding loop (`http::h1`),
 //!   h2 clients through hyper (`http::h2`); pooled HTTP/1.1 backends, WebSocket upgrades
 //!   tunnelled, retries, timeouts, TLS termination (`net::tls`).
+//! - `route`: a listener's routes — by host, path, method, header (HTTP) or SNI (TCP) to
+//!   a pool or a redirect, with path and header rewrites.
 //! - `check`: active health checks per pool.
 //! - [`registry`]: pools and listeners with their counters, read by the stats and metrics.
 //! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
@@ -29,6 +31,7 @@ mod http;
 mod listener;
 mod proxy_protocol;
 pub mod registry;
+mod route;
 mod tcp;
 
 use std::collections::BTreeMap;
@@ -331,6 +334,7 @@ impl Proxy {
             let settings = ListenerSettings {
                 cfg: l.clone(),
                 pool: pools[&l.pool].clone(),
+                router: route::Router::new(&l.routes, &pools),
                 tls,
             };
             match bound.remove(&index) {

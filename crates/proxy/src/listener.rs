@@ -20,7 +20,10 @@ use crate::registry::ListenerInfo;
 /// once per connection (TCP) or request (HTTP).
 pub(crate) struct ListenerSettings {
     pub cfg: ListenerConfig,
+    /// Where traffic no route takes goes.
     pub pool: Arc<Pool>,
+    /// The listener's routes, compiled.
+    pub router: crate::route::Router,
     pub tls: Option<TlsAcceptor>,
 }
 

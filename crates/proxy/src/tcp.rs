@@ -1,6 +1,9 @@
 //! Layer-4 proxying: one client connection, one backend connection, bytes copied both ways.
 //!
-//! The backend is chosen per connection (consistent hashing hashes the client IP). A failed
+//! The backend is chosen per connection (consistent hashing hashes the client IP). A
+//! listener with `routes` first reads the client's TLS ClientHello (within
+//! `handshake_timeout`, parsed by rustls) and picks the pool by its server name; the bytes
+//! read go to the backend first, so TLS is passed through, never terminated. A failed
 //! or slow connect is retried on another backend up to `retries` times and counts as a
 //! passive health failure. Once connected, each direction is copied until its reader sees
 //! end-of-file, which is passed on as a half-close (`shutdown(Write)`), so protocols that
@@ -39,7 +42,24 @@ pub(crate) async fn serve(
     let settings = handle.settings.load_full();
     let stats = &handle.info.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    let pool = &settings.pool;
+    let mut client = client;
+    let (pool, hello) = if settings.router.routes.is_empty() {
+        (&settings.pool, Vec::new())
+    } else {
+        let Ok((sni, hello)) =
+            tokio::time::timeout(settings.cfg.handshake_timeout, client_hello(&mut client)).await
+        else {
+            debug!(listener = %handle.info.name, %peer, "no TLS ClientHello within handshake_timeout");
+            return;
+        };
+        let route = settings.router.select_sni(sni.as_deref());
+        debug!(listener = %handle.info.name, %peer, ?sni, route = route.map(|r| r.label.as_str()), "routed by SNI");
+        let pool = match route.map(|r| &r.action) {
+            Some(crate::route::Action::Pool(p)) => p,
+            _ => &settings.pool,
+        };
+        (pool, hello)
+    };
     let key = match pool.state().kind {
         StrategyKind::ConsistentHash => Some(client_ip_key(peer)),
         _ => None,
@@ -68,6 +88,10 @@ pub(crate) async fn serve(
             return;
         }
     }
+    if !hello.is_empty() && server.write_all(&hello).await.is_err() {
+        lease.record(Outcome::Failure);
+        return;
+    }
     let idle = settings.cfg.idle_timeout;
     drop(settings);
     let backend = lease.backend().clone();
@@ -76,6 +100,38 @@ pub(crate) async fn serve(
     }
     // The lease, and with it the backend's in-flight count, ends with the session.
     drop(lease);
+}
+
+/// Most bytes read looking for a ClientHello; one larger is judged to have no server name.
+const MAX_HELLO: usize = 64 * 1024;
+
+/// Reads the client's first bytes until rustls has the whole TLS ClientHello; returns its
+/// server name (none for a client that does not speak TLS or sends none) and every byte
+/// read, which the backend must get first.
+async fn client_hello(client: &mut TcpStream) -> (Option<String>, Vec<u8>) {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut read = Vec::with_capacity(2048);
+    loop {
+        let before = read.len();
+        match client.read_buf(&mut read).await {
+            Ok(n) if n > 0 => {}
+            _ => return (None, read),
+        }
+        let mut fresh = &read[before..];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return (None, read);
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return (sni, read);
+            }
+            Ok(None) if read.len() < MAX_HELLO => {}
+            Ok(None) | Err(_) => return (None, read),
+        }
+    }
 }
 
 /// The balancing key of a client: its IP address without the port.

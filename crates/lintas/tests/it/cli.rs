@@ -248,7 +248,9 @@ async fn backend_help_lists_the_demo_backends_routes() {
     let out = lintas(&["backend", "--help"]).await;
     assert_eq!(out.code, Some(0));
     for line in [
-        "  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000)",
+        "  GET  /work?ms=N    waits N ms first (a long or short job; at most 600000); with",
+        "                     --jobs, at most N at once, the rest waiting their turn",
+        "      --jobs <N>         Run at most N `/work` jobs at once, like a worker with N threads; the rest wait their turn in arrival order (answered with `x-waited: yes`)",
         "  POST /kill?for=10s stops listening and drops its connections, back after the duration",
         "  GET  /health       ok",
     ] {

@@ -18,6 +18,8 @@
 //! - `tcp`: layer-4 behaviour — half-close, idle timeout, PROXY protocol, a real MQTT session.
 //! - `queue`: per-backend `max_connections` and the pool's queue — the users' job mix,
 //!   503s of a full queue and of a long wait, TCP sessions waiting.
+//! - `routing`: listener routes — HTTP by host, path, method and header with rewrites and
+//!   redirects (HTTP/1 and h2), TCP by SNI, and `lintas check` on shadowed routes.
 //! - `reload`: configuration reloads and strategy changes under load.
 //! - `cli`: the `lintas` binary itself — `check`, `run`, `--version`, SIGTERM.
 //! - `mqtt`: the MQTT broker in a node — its clients on the admin API, its metrics.
@@ -53,6 +55,7 @@ mod mqtt_cluster;
 mod queue;
 mod relay;
 mod reload;
+mod routing;
 mod script;
 mod slow_clients;
 mod store_upgrade;

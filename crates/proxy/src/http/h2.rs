@@ -33,6 +33,7 @@ use super::{
     Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent, is_underscore_twin,
 };
 use crate::listener::ListenerSettings;
+use crate::route::{self, Action, Edits, RequestFacts, Router, new_request_id};
 
 /// Streams one h2 client may have open at once.
 const MAX_STREAMS: u32 = 100;
@@ -96,14 +97,21 @@ async fn forward(
     ctx: &ConnCtx,
     settings: &ListenerSettings,
 ) -> Response<ProxyBody> {
-    let pool = &settings.pool;
     let cfg = &settings.cfg;
     if let Some(why) = host_conflict(req.headers(), req.uri()) {
         return error_response(400, &format!("bad request: {why}\n"));
     }
+    let route = match route_request(&mut req, &settings.router) {
+        Ok(route) => route,
+        Err(answer) => return *answer,
+    };
+    let pool = settings.router.pool(route, &settings.pool);
     let key = balancing_key(pool, ctx.peer, |k| request_key(&req, k));
     let mut attempts = Attempts::new(pool, cfg, &ctx.handle.info.stats, key);
     prepare_request(&mut req, &ctx.peer_ip, ctx.tls);
+    let edits = settings.router.edits(route);
+    let request_id = edits.and_then(|e| edit_request(&mut req, e));
+    let edits = edits.map(|e| (e, request_id.as_deref()));
 
     let (parts, body) = req.into_parts();
     let replayable = body.is_end_stream() && is_idempotent(parts.method.as_str());
@@ -143,7 +151,7 @@ async fn forward(
         match answered {
             Ok(Ok(resp)) => {
                 attempts.answered(&lease, resp.status().as_u16());
-                return respond(resp, lease, sender, &ctx.upstream);
+                return respond(resp, lease, sender, &ctx.upstream, edits);
             }
             Ok(Err(mut e)) => {
                 // The client's body stalled or crawled: its fault, not the backend's.
@@ -183,10 +191,14 @@ fn respond(
     lease: Lease,
     sender: Sender,
     upstream: &Arc<Upstream>,
+    edits: Option<(&Edits, Option<&str>)>,
 ) -> Response<ProxyBody> {
     let addr = lease.backend().addr();
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some((e, id)) = edits {
+        edit_headers(&mut parts.headers, &e.drop_response, &e.add_response, id);
+    }
     let mut body = ProxyBody {
         inner: Inner::Upstream(body),
         lease: Some(lease),
@@ -269,6 +281,102 @@ fn host_conflict(headers: &HeaderMap, uri: &Uri) -> Option<String> {
             String::from_utf8_lossy(host.as_bytes()).escape_debug()
         )
     })
+}
+
+/// Finds the request's route; rewrites its path when the route strips a prefix. A
+/// redirect, or a path the routes cannot judge, is the answer itself.
+fn route_request(
+    req: &mut Request<Incoming>,
+    router: &Router,
+) -> Result<Option<usize>, Box<Response<ProxyBody>>> {
+    if router.routes.is_empty() {
+        return Ok(None);
+    }
+    let uri = req.uri().clone();
+    let authority = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    let host = route::host_only(authority);
+    let normal = match route::routing_path(uri.path()) {
+        Ok(n) => n,
+        Err(why) if router.by_path => {
+            return Err(Box::new(error_response(
+                400,
+                &format!("bad request: {why}\n"),
+            )));
+        }
+        Err(_) => std::borrow::Cow::Borrowed(uri.path()),
+    };
+    let facts = RequestFacts {
+        method: req.method().as_str(),
+        host,
+        path: &normal,
+        headers: req.headers(),
+    };
+    let Some((index, r)) = router.select(&facts) else {
+        return Ok(None);
+    };
+    match &r.action {
+        Action::Redirect(to) => {
+            let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let mut resp = Response::new(ProxyBody::fixed(Bytes::new()));
+            *resp.status_mut() = StatusCode::from_u16(to.status).unwrap_or(StatusCode::FOUND);
+            if let Ok(v) = HeaderValue::from_str(&to.location(host, pq)) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(Box::new(resp))
+        }
+        Action::Pool(_) => {
+            if r.edits.strip.is_some() {
+                let mut target = r.edits.rewrite_path(&normal).into_owned();
+                if let Some(q) = uri.query() {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                let mut parts = uri.into_parts();
+                parts.path_and_query = target.parse().ok();
+                if let Ok(u) = Uri::from_parts(parts) {
+                    *req.uri_mut() = u;
+                }
+            }
+            Ok(Some(index))
+        }
+    }
+}
+
+/// Applies a route's request header changes; returns the request id it gave, if any.
+fn edit_request(req: &mut Request<Incoming>, edits: &Edits) -> Option<String> {
+    let id = edits.request_id.then(new_request_id);
+    edit_headers(
+        req.headers_mut(),
+        &edits.drop_request,
+        &edits.add_request,
+        id.as_deref(),
+    );
+    id
+}
+
+/// Removes `drop`, then adds `add` and `x-request-id: id`.
+fn edit_headers(h: &mut HeaderMap, drop: &[String], add: &[(String, String)], id: Option<&str>) {
+    for name in drop {
+        h.remove(name.as_str());
+    }
+    for (name, value) in add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    if let Some(v) = id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
 }
 
 /// Rewrites a client request into the one the backend gets.

@@ -35,9 +35,7 @@ struct Forwarded {
 fn through_lintas(rng: &mut StdRng, bytes: &[u8]) -> Forwarded {
     let ctx = RequestCtx {
         peer_ip: "10.9.8.7",
-        tls: false,
-        hash: None,
-        max: 64 * 1024,
+        ..head::tests::test_ctx(None, crate::route::Router::default())
     };
     let mut requests = Vec::new();
     let mut at = 0;

@@ -21,9 +21,13 @@
 
 use std::fmt::Write as _;
 
-use balance::{HashKey, hash_key};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use balance::{HashKey, Pool, StrategyKind, hash_key};
 
 use crate::http::{cookie, is_idempotent, is_underscore_twin};
+use crate::route::{self, Action, Edits, RequestFacts, Router, new_request_id};
 
 /// Most headers a head may carry; more is answered 431 like an oversized head.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -75,6 +79,13 @@ pub(crate) struct RequestHead {
     pub expect_continue: bool,
     /// Hashed balancing key, when the pool hashes a header or cookie.
     pub key: Option<u64>,
+    /// The route that matched (an index into the listener's router); `None`: the
+    /// listener's pool.
+    pub route: Option<usize>,
+    /// The matching route answers with a redirect: status and `Location`.
+    pub redirect: Option<(u16, String)>,
+    /// The `X-Request-Id` given to the request, also sent back to the client.
+    pub request_id: Option<String>,
 }
 
 /// What the response path needs from the response head.
@@ -98,8 +109,10 @@ pub(crate) struct RequestCtx<'a> {
     pub peer_ip: &'a str,
     /// Whether the client came over TLS.
     pub tls: bool,
-    /// What the pool hashes, if it hashes a header or cookie.
-    pub hash: Option<&'a HashKey>,
+    /// The listener's routes.
+    pub router: &'a Router,
+    /// The listener's pool, for requests no route takes.
+    pub pool: &'a Arc<Pool>,
     /// Largest head accepted.
     pub max: usize,
 }
@@ -332,6 +345,68 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         None => BodyLen::None,
     };
 
+    // Routing, before anything is rewritten: the route decides the pool (and with it what
+    // is hashed) and the edits.
+    let mut route = None;
+    let mut target: Cow<'_, str> = Cow::Borrowed(path);
+    let mut redirect = None;
+    if !ctx.router.routes.is_empty() {
+        let (host, uri) = match path.parse::<http::Uri>() {
+            Ok(u) if u.authority().is_some() => (
+                u.authority()
+                    .map(|a| a.as_str().to_owned())
+                    .unwrap_or_default(),
+                u.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            ),
+            _ => (
+                headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("host"))
+                    .map(|h| String::from_utf8_lossy(trim_ows(h.value)).into_owned())
+                    .unwrap_or_default(),
+                path.to_owned(),
+            ),
+        };
+        let (raw_path, query) = match uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (uri.as_str(), None),
+        };
+        let normal = match route::routing_path(raw_path) {
+            Ok(n) => n,
+            Err(why) if ctx.router.by_path => return Err(HeadError::Malformed(why)),
+            Err(_) => Cow::Borrowed(raw_path),
+        };
+        let host = route::host_only(&host);
+        let facts = RequestFacts {
+            method,
+            host,
+            path: &normal,
+            headers: &*headers,
+        };
+        if let Some((i, r)) = ctx.router.select(&facts) {
+            route = Some(i);
+            match &r.action {
+                Action::Redirect(to) => redirect = Some((to.status, to.location(host, &uri))),
+                Action::Pool(_) if r.edits.strip.is_some() => {
+                    let mut rewritten = r.edits.rewrite_path(&normal).into_owned();
+                    if let Some(q) = query {
+                        rewritten.push('?');
+                        rewritten.push_str(q);
+                    }
+                    target = Cow::Owned(rewritten);
+                }
+                Action::Pool(_) => {}
+            }
+        }
+    }
+    let edits: Option<&Edits> = ctx.router.edits(route);
+    let pool = ctx.router.pool(route, ctx.pool);
+    let state = pool.state();
+    let hash = state
+        .hash_key
+        .as_ref()
+        .filter(|_| state.kind == StrategyKind::ConsistentHash);
+
     let mut listed: Vec<&[u8]> = Vec::new();
     let mut close = false;
     let mut keep_alive_token = false;
@@ -372,7 +447,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
     let mut out = Vec::with_capacity(len + 64);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(target.as_bytes());
     // An HTTP/1.0 request goes on as 1.0, so the backend answers in a framing a 1.0 client
     // understands (never chunked).
     out.extend_from_slice(if minor == 0 {
@@ -390,6 +465,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
             || is_underscore_twin(name)
+            || edits.is_some_and(|e| e.drops_request(name))
         {
             continue;
         }
@@ -408,7 +484,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
             expect_continue = true;
             continue;
         }
-        match ctx.hash {
+        match hash {
             Some(HashKey::Header(wanted)) if key.is_none() && name.eq_ignore_ascii_case(wanted) => {
                 key = Some(hash_key(h.value));
             }
@@ -436,6 +512,17 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         push_header(&mut out, "connection", b"upgrade");
         push_header(&mut out, "upgrade", v);
     }
+    let mut request_id = None;
+    if let Some(e) = edits {
+        for (name, value) in &e.add_request {
+            push_header(&mut out, name, value.as_bytes());
+        }
+        if e.request_id {
+            let id = new_request_id();
+            push_header(&mut out, "x-request-id", id.as_bytes());
+            request_id = Some(id);
+        }
+    }
     out.extend_from_slice(b"\r\n");
     let idempotent = is_idempotent(method);
     Ok(RequestHead {
@@ -450,6 +537,9 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         // RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue expectation is ignored.
         expect_continue: expect_continue && body != BodyLen::None && minor == 1,
         key,
+        route,
+        redirect,
+        request_id,
     })
 }
 
@@ -463,6 +553,7 @@ pub(crate) fn parse_response(
     max: usize,
     is_head: bool,
     connection: Option<&str>,
+    edits: Option<(&Edits, Option<&str>)>,
 ) -> Result<ResponseHead, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -521,10 +612,19 @@ pub(crate) fn parse_response(
             || listed
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
+            || edits.is_some_and(|(e, _)| e.drops_response(h.name))
         {
             continue;
         }
         push_header(&mut out, h.name, h.value);
+    }
+    if let Some((e, id)) = edits {
+        for (name, value) in &e.add_response {
+            push_header(&mut out, name, value.as_bytes());
+        }
+        if let Some(id) = id {
+            push_header(&mut out, "x-request-id", id.as_bytes());
+        }
     }
     if switching {
         push_header(&mut out, "connection", b"upgrade");
@@ -553,6 +653,24 @@ impl std::fmt::Write for StrSink<'_> {
     }
 }
 
+/// A redirect lintas answers for a route, with an empty body.
+pub(crate) fn redirect_response(status: u16, location: &str, close: bool) -> Vec<u8> {
+    let reason = match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        _ => "Permanent Redirect",
+    };
+    let mut out = Vec::with_capacity(96 + location.len());
+    let _ = write!(
+        StrSink(&mut out),
+        "HTTP/1.1 {status} {reason}\r\nlocation: {location}\r\ncontent-length: 0\r\n{}\r\n",
+        if close { "connection: close\r\n" } else { "" },
+    );
+    out
+}
+
 /// A complete response lintas writes itself (errors, `100 Continue` excluded).
 pub(crate) fn own_response(status: u16, reason: &str, body: &str, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
@@ -566,15 +684,30 @@ pub(crate) fn own_response(status: u16, reason: &str, body: &str, close: bool) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ctx(hash: Option<&HashKey>) -> RequestCtx<'_> {
+    /// A context without routes over a pool of no backends that hashes `hash`; leaked, as
+    /// a test's context lives as long as the test.
+    fn ctx(hash: Option<&HashKey>) -> RequestCtx<'static> {
+        RequestCtx {
+            max: 16 * 1024,
+            ..test_ctx(hash, Router::default())
+        }
+    }
+
+    pub(crate) fn test_ctx(hash: Option<&HashKey>, router: Router) -> RequestCtx<'static> {
+        let kind = match hash {
+            Some(_) => StrategyKind::ConsistentHash,
+            None => StrategyKind::RoundRobin,
+        };
+        let pool = Pool::new("p", kind, hash.cloned(), &[], Default::default()).unwrap();
         RequestCtx {
             peer_ip: "127.0.0.1",
             tls: false,
-            hash,
-            max: 16 * 1024,
+            router: Box::leak(Box::new(router)),
+            pool: Box::leak(Box::new(pool)),
+            max: 64 * 1024,
         }
     }
 
@@ -745,6 +878,7 @@ mod tests {
             8192,
             false,
             None,
+            None,
         )
         .unwrap();
         assert_eq!(text(&r.out), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
@@ -829,6 +963,7 @@ mod tests {
             8192,
             false,
             None,
+            None,
         )
         .unwrap();
         assert_eq!(text(&r.out), "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n");
@@ -841,15 +976,17 @@ mod tests {
             8192,
             true,
             Some("close"),
+            None,
         )
         .unwrap();
         assert_eq!(r.body, BodyLen::None);
         assert!(text(&r.out).ends_with("connection: close\r\n\r\n"));
-        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", 8192, false, None).unwrap();
+        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", 8192, false, None, None).unwrap();
         assert_eq!((r.body, r.reusable), (BodyLen::UntilClose, false));
-        let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", 8192, false, None).unwrap();
+        let r =
+            parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", 8192, false, None, None).unwrap();
         assert_eq!((r.body, r.reusable), (BodyLen::None, true));
-        let r = parse_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 8192, false, None).unwrap();
+        let r = parse_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 8192, false, None, None).unwrap();
         assert_eq!(
             text(&r.out),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n"

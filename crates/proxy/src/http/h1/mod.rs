@@ -41,6 +41,7 @@ use self::pool::Conn;
 pub(crate) use self::pool::ConnPool;
 use super::{Attempts, ConnCtx, balancing_key, failed_after_send, reason};
 use crate::listener::ListenerSettings;
+use crate::route::Edits;
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -133,15 +134,11 @@ where
     I: AsyncRead + Unpin,
 {
     let cfg = &settings.cfg;
-    let state = settings.pool.state();
-    let hash = state
-        .hash_key
-        .as_ref()
-        .filter(|_| state.kind == balance::StrategyKind::ConsistentHash);
     let rctx = RequestCtx {
         peer_ip: &ctx.peer_ip,
         tls: ctx.tls,
-        hash,
+        router: &settings.router,
+        pool: &settings.pool,
         max: cfg.max_header_bytes,
     };
     // Set at the head's first byte, and never pushed back (slow-loris protection).
@@ -222,10 +219,27 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let stats = &ctx.handle.info.stats;
-    let pool = &settings.pool;
+    if let Some((status, location)) = &req.redirect {
+        // The body, if any, is not read: the connection closes after the answer.
+        let close = req.body != BodyLen::None || !req.keep_alive;
+        stats.count_status(*status);
+        let answer = head::redirect_response(*status, location, close);
+        if client.write_all(&answer).await.is_err() {
+            return false;
+        }
+        if close {
+            linger(client).await;
+        }
+        return !close;
+    }
+    let pool = settings.router.pool(req.route, &settings.pool);
     let cfg = &settings.cfg;
     let key = balancing_key(pool, ctx.peer, |_| req.key);
     let mut attempts = Attempts::new(pool, cfg, stats, key);
+    let edits = settings
+        .router
+        .edits(req.route)
+        .map(|e| (e, req.request_id.as_deref()));
     if req.expect_continue
         && client
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -261,7 +275,10 @@ where
                 Ok(c) => c,
                 Err(e) => break Err(AttemptError::Connect(e)),
             };
-            let resp = attempt(client, buf, &req, &mut conn, &backend, cfg, connection).await;
+            let resp = attempt(
+                client, buf, &req, &mut conn, &backend, cfg, connection, edits,
+            )
+            .await;
             body_pending = false;
             match resp {
                 Ok(head) => break Ok((conn, head)),
@@ -333,7 +350,12 @@ where
     !close
 }
 
-/// Sends the request and reads the response head, the latter within `request_timeout`.
+/// Sends the request and reads the response head, the latter within `request_timeout`;
+/// `edits` are the route's response header changes and the request's id.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of one exchange"
+)]
 async fn attempt<I>(
     client: &mut I,
     buf: &mut BytesMut,
@@ -342,6 +364,7 @@ async fn attempt<I>(
     backend: &balance::Backend,
     cfg: &crate::config::ListenerConfig,
     connection: Option<&str>,
+    edits: Option<(&Edits, Option<&str>)>,
 ) -> Result<ResponseHead, AttemptError>
 where
     I: AsyncRead + Unpin,
@@ -349,7 +372,7 @@ where
     send(client, buf, req, conn, backend, cfg).await?;
     tokio::time::timeout(
         cfg.request_timeout,
-        read_response(conn, req.is_head, connection),
+        read_response(conn, req.is_head, connection, edits),
     )
     .await
     .map_err(|_| AttemptError::Timeout)?
@@ -416,11 +439,12 @@ async fn read_response(
     conn: &mut Conn,
     is_head: bool,
     connection: Option<&str>,
+    edits: Option<(&Edits, Option<&str>)>,
 ) -> Result<ResponseHead, AttemptError> {
     let mut received = false;
     loop {
         if !conn.buf.is_empty() {
-            match head::parse_response(&conn.buf, MAX_RESPONSE_HEAD, is_head, connection) {
+            match head::parse_response(&conn.buf, MAX_RESPONSE_HEAD, is_head, connection, edits) {
                 Ok(h) if (100..200).contains(&h.status) && h.status != 101 => {
                     conn.buf.advance(h.len);
                     continue;
