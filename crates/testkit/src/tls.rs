@@ -84,7 +84,26 @@ impl Drop for TlsLink {
 /// A self-signed certificate and its key for `localhost` and `127.0.0.1`, as PEM files in
 /// `dir`.
 pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    self_signed_for(dir, "localhost", &["DNS:localhost", "IP:127.0.0.1"])
+}
+
+/// A self-signed certificate for `names` (`DNS:x`, `IP:y`) as `<stem>.pem` and its key as
+/// `<stem>-key.pem` in `dir`, the certificate being its own trust root.
+pub fn self_signed_for(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = if stem == "localhost" {
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    } else {
+        (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}-key.pem")),
+        )
+    };
+    let san = format!("subjectAltName={}", names.join(","));
+    let subject = format!("/CN={stem}");
     let made = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
         .arg(&key)
@@ -92,9 +111,9 @@ pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         .arg(&cert)
         .args([
             "-subj",
-            "/CN=localhost",
+            &subject,
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            &san,
             // rustls refuses a CA certificate as a server's own, which `req -x509` makes by
             // default.
             "-addext",

@@ -417,3 +417,69 @@ redirect_status = 200
         ]
     );
 }
+
+/// A TLS listener with certificates per server name: each client gets the certificate for
+/// the name it asked for, the default one otherwise, and the route for that host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_presents_the_certificate_for_the_name_asked() {
+    let dir = crate::harness::TempDir::new();
+    let cert = |stem: &str, names: &[&str]| {
+        testkit::tls::self_signed_for(dir.path(), stem, names).unwrap()
+    };
+    let (default_cert, default_key) = cert("localhost", &["DNS:localhost"]);
+    let (shop_cert, shop_key) = cert("shop", &["DNS:shop.example.com"]);
+    let (apps_cert, apps_key) = cert("apps", &["DNS:*.apps.example.com"]);
+    let tls = format!(
+        r#"tls = {{ cert = "{}", key = "{}", sni = [
+    {{ names = ["shop.example.com"], cert = "{}", key = "{}" }},
+    {{ names = ["*.apps.example.com"], cert = "{}", key = "{}" }},
+] }}
+[[proxy.listeners.routes]]
+host = "shop.example.com"
+pool = "api""#,
+        default_cert.display(),
+        default_key.display(),
+        shop_cert.display(),
+        shop_key.display(),
+        apps_cert.display(),
+        apps_key.display(),
+    );
+    let (_b, node) = routed_node(&tls).await;
+    let addr = node.addr("web").await;
+    for (name, trusted, backend) in [
+        ("shop.example.com", &shop_cert, "api1"),
+        ("a.apps.example.com", &apps_cert, "web1"),
+        ("localhost", &default_cert, "web1"),
+    ] {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(trusted).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Verification against only this certificate proves which one was presented.
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.contains(&format!("x-backend: {backend}")),
+            "{name}: {answer}"
+        );
+    }
+}
