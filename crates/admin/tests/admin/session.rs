@@ -109,6 +109,65 @@ async fn a_session_reads_and_with_its_token_changes() {
 }
 
 #[tokio::test]
+async fn a_form_carries_the_token_in_a_field_on_form_routes_only() {
+    let admin = Admin::start().await;
+    let browser = log_in(&admin).await;
+    let form = "application/x-www-form-urlencoded";
+    let post = |path: &'static str, content_type: &'static str, body: String| {
+        let headers = [
+            ("cookie", browser.cookie.clone()),
+            ("content-type", content_type.to_owned()),
+        ];
+        let admin = &admin;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.send(Method::POST, path, &headers, &body).await
+        }
+    };
+    let form_refused = r#"{"error":"missing or wrong csrf form field: a form posted with the console's session must carry the token of the page it came from; reload the page and post again"}"#;
+    for body in [
+        "note=hi".to_owned(),
+        "note=hi&csrf=forged".to_owned(),
+        format!("csrf={}", &browser.csrf[1..]),
+        format!("csrf={}x", browser.csrf),
+    ] {
+        let r = post("/forms/thing/off", form, body.clone()).await;
+        assert_eq!((r.status, r.body.as_str()), (403, form_refused), "{body}");
+    }
+    assert!(admin.is_on());
+
+    // The JSON API keeps its header: the same field does not open it.
+    let r = post("/api/thing/off", form, format!("csrf={}", browser.csrf)).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("missing or wrong X-CSRF-Token"),
+        "{}",
+        r.body
+    );
+    // Nor does a form route read a token from a body that is not a form.
+    let json = json!({ "csrf": browser.csrf }).to_string();
+    let r = post("/forms/thing/off", "application/json", json).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("missing or wrong X-CSRF-Token"),
+        "{}",
+        r.body
+    );
+    assert!(admin.is_on());
+
+    let body = format!("note=a%20b&csrf={}", browser.csrf);
+    let r = post(
+        "/forms/thing/off",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        body,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"note":"a b"}"#));
+    assert!(!admin.is_on());
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_and_clears_the_cookie() {
     let admin = Admin::start().await;
     let browser = log_in(&admin).await;
