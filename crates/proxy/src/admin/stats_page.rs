@@ -5,6 +5,10 @@
 //! every five seconds. Every piece of text that came from a configuration or an API call
 //! (pool, backend and listener names, check details) goes through [`Html`], so a backend
 //! named `<script>` is shown, not run.
+//!
+//! Per backend, besides the counters: how long its health has held ("for", HAProxy's last
+//! change), its total downtime and how often it went down, its request rate now and at most,
+//! and its *measured* response time (not the balancer's decaying estimate).
 
 use std::fmt::{self, Display, Formatter};
 use std::sync::Arc;
@@ -110,8 +114,8 @@ impl Page<'_> {
         }
         f.write_str(
             "<table><tr><th>name</th><th>mode</th><th>address</th><th>pool</th>\
-             <th>conn total</th><th>conn active</th><th>requests</th>\
-             <th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>no backend</th>\
+             <th>conn total</th><th>conn active</th><th>requests</th><th>rate</th>\
+             <th>rate max</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>no backend</th>\
              <th>connect failures</th><th>retries</th><th>timeouts</th></tr>\n",
         )?;
         for l in self.listeners {
@@ -119,7 +123,7 @@ impl Page<'_> {
             writeln!(
                 f,
                 "<tr><td class=\"t\">{}</td><td class=\"t\">{mode}</td><td class=\"t\">{}</td>\
-                 <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td>{}</tr>",
                 Html(&l.name),
                 Html(&l.addr),
@@ -127,6 +131,8 @@ impl Page<'_> {
                 l.connections,
                 l.active,
                 l.requests,
+                l.rate,
+                l.rate_max,
                 l.responses[1],
                 l.responses[2],
                 l.responses[3],
@@ -145,22 +151,23 @@ impl Page<'_> {
             f,
             "<h2>Pool {} <small>({})</small></h2>\n\
              <table><tr><th>backend</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
-             <th>in flight</th><th>requests</th><th>failures</th><th>bytes in</th>\
-             <th>bytes out</th><th>latency ms</th><th>last check</th><th>detail</th>\
-             <th>age</th></tr>\n",
+             <th>in flight</th><th>requests</th><th>rate</th><th>rate max</th><th>failures</th>\
+             <th>downs</th><th>downtime</th><th>bytes in</th><th>bytes out</th>\
+             <th>response ms</th><th>last check</th><th>detail</th><th>age</th></tr>\n",
             Html(&pool.name),
             pool.strategy
         )?;
         for b in &pool.backends {
             let state = state_label(b);
-            // How long its health has been what it is (HAProxy's LastChk/"since").
+            // How long its health has been what it is (HAProxy's last change).
             let since = std::time::UNIX_EPOCH + Duration::from_millis(b.health_since_unix_ms);
             let held = self.now.duration_since(since).unwrap_or(Duration::ZERO);
+            let downtime = Duration::from_millis(b.downtime_ms);
             write!(
                 f,
                 "<tr class=\"{}\"><td class=\"t\">{}</td><td class=\"t\">{}</td>\
-                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}\
-                 <td>{}</td><td>{}</td><td>{:.1}</td>",
+                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td>{}{}<td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 state.to_ascii_lowercase(),
                 Html(&b.name),
                 Html(&b.addr),
@@ -168,10 +175,22 @@ impl Page<'_> {
                 b.weight,
                 b.in_flight,
                 b.requests,
+                b.rate,
+                b.rate_max,
                 Count(b.failures),
+                Count(b.downs),
+                if downtime.is_zero() {
+                    ""
+                } else {
+                    " class=\"bad\""
+                },
+                Age(downtime),
                 b.bytes_in,
                 b.bytes_out,
-                b.latency_ms,
+                // Blank until the backend has answered once.
+                b.response_ms
+                    .map(|ms| format!("{ms:.1}"))
+                    .unwrap_or_default(),
             )?;
             match &b.last_check {
                 Some(c) => {
@@ -294,10 +313,10 @@ mod tests {
             now: SystemTime::now(),
         }
         .to_string();
-        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(page.contains("<h2>Pool &lt;p&gt; <small>(least_connections)</small></h2>"));
         assert!(page.contains("<td class=\"t\">&lt;script&gt;x&lt;/script&gt;</td>"));
         assert!(!page.contains("<script>"));
         assert!(page.contains("<p>No listener is running.</p>"));
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
     }
 }
