@@ -13,18 +13,8 @@ struct Browser {
 }
 
 async fn log_in(admin: &Admin) -> Browser {
-    let body = json!({"user": USER, "password": PASSWORD}).to_string();
-    let r = admin
-        .send(
-            Method::POST,
-            "/login",
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let set_cookie = r.header("set-cookie").to_owned();
-    let (pair, attributes) = set_cookie.split_once(';').expect("attributes");
+    let session = admin.log_in(USER, PASSWORD).await;
+    let (pair, attributes) = session.set_cookie.split_once(';').expect("attributes");
     assert_eq!(
         attributes,
         " Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
@@ -33,13 +23,11 @@ async fn log_in(admin: &Admin) -> Browser {
         .strip_prefix("lintas_session=")
         .expect("the session cookie");
     assert_eq!(id.len(), 43, "256 random bits, base64url: {id}");
-    let v: Value = serde_json::from_str(&r.body).expect("the login answer is JSON");
-    assert_eq!(v["user"], USER);
-    let csrf = v["csrf"].as_str().expect("a token").to_owned();
-    assert_ne!(csrf, id);
+    assert_eq!(session.user, USER);
+    assert_ne!(session.csrf, id);
     Browser {
-        cookie: pair.to_owned(),
-        csrf,
+        cookie: session.cookie,
+        csrf: session.csrf,
     }
 }
 

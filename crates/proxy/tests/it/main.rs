@@ -5,6 +5,7 @@
 //! own admin server on 127.0.0.1:0, and talks to it with `testkit::HttpClient`.
 
 mod api;
+mod forms;
 mod pages;
 mod traffic;
 
