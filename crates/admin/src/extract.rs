@@ -71,3 +71,12 @@ macro_rules! from_parts {
 
 from_parts!(Path);
 from_parts!(Query);
+
+/// The first value of field `name` in an `application/x-www-form-urlencoded` body, decoded;
+/// `None` when the body has no such field. HTML forms post such bodies: the shell reads a
+/// form's CSRF token with it, and services their forms' fields.
+pub fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}

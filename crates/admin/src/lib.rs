@@ -5,7 +5,9 @@
 //! what every service's routes share and none of what they do:
 //!
 //! - who may come in: HTTP basic auth ([`Auth`]) with guess throttling, or a console
-//!   session opened by `POST /login` (see `login`), and a cross-site guard on changes;
+//!   session opened by `POST /login` (see `login`), whose changes carry its CSRF token (in
+//!   the `X-CSRF-Token` header, or for HTML forms under [`FORM_PREFIX`] in a form field),
+//!   and a cross-site guard on changes;
 //! - how a refusal looks: one [`ApiError`] (`{"error": "..."}` and a status) and one set of
 //!   [`extract`]ors that turn every unreadable body, path or query into it;
 //! - one metrics registry ([`Metrics`]) that services register into at start and that
@@ -25,7 +27,7 @@
 //!
 //! | service | routes |
 //! |---|---|
-//! | proxy | `GET /stats`, `GET /api/stats`, `/api/pools/{pool}/...` (see `proxy::admin`) |
+//! | proxy | `GET /stats`, `GET /api/stats`, `/api/pools/{pool}/...`, the stats page's `POST /forms/pools/{pool}/...` (see `proxy::admin`) |
 //! | relay | `/api/relay/...` (see `relay::admin`) |
 //! | watch | `/api/watch/...` (see `watch::admin`) |
 //! | console | `GET /console`, `GET /login`, `/assets/...` (see `console`) |
@@ -75,11 +77,11 @@ use tracing::{debug, info, warn};
 pub use auth::{Access, Auth, Throttle};
 pub use config::AdminConfig;
 pub use error::ApiError;
-pub use login::CSRF_HEADER;
+pub use login::{CSRF_FIELD, CSRF_HEADER, FORM_PREFIX, FormToken};
 pub use metrics::Metrics;
 
 /// Largest request body the API reads; its bodies are a few dozen bytes.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the admin service asks of the binary that it cannot do itself.
 ///
@@ -195,9 +197,14 @@ async fn reload(
 /// and the console's static files are open to anyone. Marks every answer uncacheable unless
 /// its handler said otherwise, since it is live state behind a password.
 async fn authenticate(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
-    let refusal = if login::is_public(req.method(), req.uri().path()) {
+    let public = login::is_public(req.method(), req.uri().path());
+    let mut session = None;
+    if !public {
+        (req, session) = login::session_access(&state, req).await;
+    }
+    let refusal = if public {
         None
-    } else if let Some(session) = login::session_access(&state, &mut req) {
+    } else if let Some(session) = session {
         session.err().map(IntoResponse::into_response)
     } else {
         let access = match req.headers().get(AUTHORIZATION) {

@@ -85,6 +85,17 @@ fn thing_routes(thing: Arc<Thing>) -> Router {
             }),
         )
         .route(
+            "/forms/thing/off",
+            // Answers the form's `note`, which shows the body reaches the handler whole after
+            // the shell read the token from it.
+            post(
+                |State(t): State<Arc<Thing>>, body: axum::body::Bytes| async move {
+                    t.off.store(true, Ordering::SeqCst);
+                    Json(json!({ "note": admin::extract::form_field(&body, "note") }))
+                },
+            ),
+        )
+        .route(
             "/api/things/{id}",
             get(|Path(id): Path<u32>| async move { Json(json!({ "id": id })) }),
         )

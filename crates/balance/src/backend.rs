@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Health, HealthTracker};
+use crate::rate::RateMeter;
+use crate::response_time::ResponseTime;
 
 /// Largest weight a backend may have; like HAProxy's 256, it keeps smooth weighted
 /// round-robin sequences short.
@@ -81,6 +83,11 @@ pub struct BackendStats {
     pub bytes_in: AtomicU64,
     /// Bytes sent from this backend to clients.
     pub bytes_out: AtomicU64,
+    /// `requests` per second, sampled by the proxy's ticker: what the stats page shows.
+    pub rate: RateMeter,
+    /// Measured time to the answer of successful requests (to the connection for TCP), unlike
+    /// the balancer's decaying estimate: what people read as the backend's speed.
+    pub response: ResponseTime,
 }
 
 /// One upstream address with its state and counters.
@@ -330,6 +337,8 @@ impl Lease {
         if outcome == Outcome::Failure {
             self.backend.stats.failures.fetch_add(1, Ordering::Relaxed);
             latency = latency.max(FAILURE_PENALTY);
+        } else {
+            self.backend.stats.response.observe(latency);
         }
         self.backend.observe_latency(latency, now);
     }

@@ -128,6 +128,14 @@ pub(crate) struct HealthTracker {
     pub(crate) last_check: Option<LastCheck>,
     /// When `state` last changed (or the backend was added): "up since", "down for".
     pub(crate) since: SystemTime,
+    /// The same moment on the monotonic clock, which downtime is measured with so a step of
+    /// the wall clock neither adds nor removes any.
+    changed: Instant,
+    /// Time spent `Down` or `Ejected` in stretches that have ended (HAProxy's "Dwntme").
+    downtime: Duration,
+    /// Times it left `Up` (HAProxy's "Dwn"), so a flapping backend stands out even when
+    /// its total downtime is short.
+    pub(crate) downs: u64,
 }
 
 impl Default for HealthTracker {
@@ -138,6 +146,9 @@ impl Default for HealthTracker {
             ejected_until: None,
             last_check: None,
             since: SystemTime::now(),
+            changed: Instant::now(),
+            downtime: Duration::ZERO,
+            downs: 0,
         }
     }
 }
@@ -157,11 +168,12 @@ impl HealthTracker {
             detail: result.detail.clone(),
             duration_ms: result.duration.as_millis() as u64,
         });
+        let now = Instant::now();
         match self.checks.observe(result.ok, policy.rise, policy.fall)? {
-            true => self.set(Health::Up),
+            true => self.set(Health::Up, now),
             false => {
                 self.ejected_until = None;
-                self.set(Health::Down)
+                self.set(Health::Down, now)
             }
         }
     }
@@ -176,7 +188,7 @@ impl HealthTracker {
             return None;
         }
         self.ejected_until = Some(now + policy.cooldown);
-        self.set(Health::Ejected)
+        self.set(Health::Ejected, now)
     }
 
     /// Ends an ejection whose cooldown has passed; returns the new state when it changed.
@@ -184,17 +196,34 @@ impl HealthTracker {
         match self.ejected_until {
             Some(until) if self.state == Health::Ejected && now >= until => {
                 self.ejected_until = None;
-                self.set(Health::Up)
+                self.set(Health::Up, now)
             }
             _ => None,
         }
     }
 
-    fn set(&mut self, to: Health) -> Option<Health> {
+    fn set(&mut self, to: Health, now: Instant) -> Option<Health> {
         self.checks.clear_streak();
+        if self.state != Health::Up {
+            self.downtime += now.saturating_duration_since(self.changed);
+        } else if to != Health::Up {
+            self.downs += 1;
+        }
         self.state = to;
         self.since = SystemTime::now();
+        self.changed = now;
         Some(to)
+    }
+
+    /// Time spent `Down` or `Ejected` since the backend was added, the current stretch
+    /// counted up to `now`.
+    pub(crate) fn downtime(&self, now: Instant) -> Duration {
+        match self.state {
+            Health::Up => self.downtime,
+            Health::Down | Health::Ejected => {
+                self.downtime + now.saturating_duration_since(self.changed)
+            }
+        }
     }
 
     /// When the state last changed, in milliseconds since the Unix epoch.
@@ -258,6 +287,36 @@ mod tests {
         assert_eq!(t.on_passive_threshold(&policy, now), None);
         assert_eq!(t.on_tick(now + Duration::from_secs(4)), None);
         assert_eq!(t.on_tick(now + Duration::from_secs(5)), Some(Health::Up));
+    }
+
+    #[test]
+    fn downtime_adds_up_every_stretch_out_and_counts_the_downs() {
+        let policy = HealthPolicy {
+            cooldown: Duration::from_secs(5),
+            ..HealthPolicy::default()
+        };
+        let mut t = HealthTracker::default();
+        let t0 = t.changed;
+        assert_eq!(
+            (t.downtime(t0 + Duration::from_secs(60)), t.downs),
+            (Duration::ZERO, 0)
+        );
+        t.on_passive_threshold(&policy, t0 + Duration::from_secs(10));
+        assert_eq!(
+            t.downtime(t0 + Duration::from_secs(12)),
+            Duration::from_secs(2)
+        );
+        t.on_tick(t0 + Duration::from_secs(15));
+        assert_eq!(
+            t.downtime(t0 + Duration::from_secs(100)),
+            Duration::from_secs(5)
+        );
+        t.on_passive_threshold(&policy, t0 + Duration::from_secs(100));
+        t.on_tick(t0 + Duration::from_secs(105));
+        assert_eq!(
+            (t.downtime(t0 + Duration::from_secs(200)), t.downs),
+            (Duration::from_secs(10), 2)
+        );
     }
 
     #[test]

@@ -21,11 +21,15 @@
 //!   `max_connections`, and hands each freed slot to the one that waited longest.
 //! - [`RiseFall`] turns a run of check results into up or down; the backends' health and
 //!   watch's own targets share it.
+//! - [`RateMeter`] and [`ResponseTime`]: what the stats page shows of a backend's traffic
+//!   (requests per second, measured response time); strategies never read them.
 
 mod backend;
 pub mod health;
 mod pool;
 mod queue;
+pub mod rate;
+pub mod response_time;
 mod rise_fall;
 pub mod strategy;
 
@@ -33,5 +37,7 @@ pub use backend::{AdminState, Backend, BackendSpec, BackendStats, Lease, MAX_WEI
 pub use health::{CheckResult, Health, HealthEvent, HealthPolicy, LastCheck};
 pub use pool::{BackendSnapshot, Pool, PoolError, PoolSnapshot, PoolState};
 pub use queue::{QueuePolicy, QueueSnapshot, Refusal};
+pub use rate::RateMeter;
+pub use response_time::ResponseTime;
 pub use rise_fall::RiseFall;
 pub use strategy::{HashKey, StrategyKind, hash_key};

@@ -392,6 +392,11 @@ impl Pool {
                         bytes_in: s.bytes_in.load(Ordering::Relaxed),
                         bytes_out: s.bytes_out.load(Ordering::Relaxed),
                         latency_ms: b.latency_ns(now) / 1e6,
+                        response_ms: s.response.mean_ms(),
+                        rate: s.rate.current(),
+                        rate_max: s.rate.max(),
+                        downtime_ms: t.downtime(now).as_millis() as u64,
+                        downs: t.downs,
                         last_check: t.last_check.clone(),
                     }
                 })
@@ -492,8 +497,20 @@ pub struct BackendSnapshot {
     pub bytes_in: u64,
     /// Bytes to clients.
     pub bytes_out: u64,
-    /// Peak-EWMA latency in milliseconds.
+    /// Peak-EWMA latency in milliseconds: the balancer's estimate, which latency-aware
+    /// strategies pick by (failures count as slow; it decays toward 30 ms while idle).
     pub latency_ms: f64,
+    /// Mean measured response time of successful requests in milliseconds, over about the
+    /// last 256 ([`crate::ResponseTime`]); `None` before the first answer.
+    pub response_ms: Option<f64>,
+    /// Requests (or connections) per second over about the last second.
+    pub rate: u64,
+    /// The highest `rate` since the backend was added.
+    pub rate_max: u64,
+    /// Time spent `Down` or `Ejected` since the backend was added, in milliseconds.
+    pub downtime_ms: u64,
+    /// Times its health left `Up`.
+    pub downs: u64,
     /// Last active check, if any ran.
     pub last_check: Option<LastCheck>,
 }

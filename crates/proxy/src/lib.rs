@@ -15,7 +15,8 @@
 //! - `route`: a listener's routes — by host, path, method, header (HTTP) or SNI (TCP) to
 //!   a pool or a redirect, with path and header rewrites.
 //! - `check`: active health checks per pool.
-//! - [`registry`]: pools and listeners with their counters, read by the stats and metrics.
+//! - [`registry`]: pools and listeners with their counters, read by the stats and metrics;
+//!   `rates` samples their request counters into requests per second.
 //! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
 //!   listener.
 //! - [`Proxy`]: starts all of it and applies a reloaded configuration as a diff.
@@ -30,6 +31,7 @@ pub mod config;
 mod http;
 mod listener;
 mod proxy_protocol;
+mod rates;
 pub mod registry;
 mod route;
 mod tcp;
@@ -163,6 +165,9 @@ impl service::Service for Proxy {
         });
         proxy.apply(cfg).await.map_err(located)?;
         crate::admin::metrics::register(&proxy.registry, &deps.metrics);
+        proxy
+            .tracker
+            .spawn(rates::run(proxy.registry.clone(), proxy.shutdown.clone()));
         Ok(proxy)
     }
 

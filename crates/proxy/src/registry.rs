@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use balance::{Pool, PoolSnapshot};
+use balance::{Pool, PoolSnapshot, RateMeter};
 use serde::Serialize;
 
 use crate::config::Mode;
@@ -30,6 +30,8 @@ pub struct ListenerStats {
     pub retries: AtomicU64,
     /// Requests whose backend did not answer within `request_timeout`.
     pub timeouts: AtomicU64,
+    /// `requests` per second, sampled by the proxy's rate ticker (`rates`).
+    pub rate: RateMeter,
 }
 
 impl ListenerStats {
@@ -82,6 +84,10 @@ pub struct ListenerSnapshot {
     pub retries: u64,
     /// Backend timeouts.
     pub timeouts: u64,
+    /// Requests (TCP: sessions) per second over about the last second.
+    pub rate: u64,
+    /// The highest `rate` since the listener started.
+    pub rate_max: u64,
 }
 
 impl ListenerInfo {
@@ -102,6 +108,8 @@ impl ListenerInfo {
             connect_failures: get(&s.connect_failures),
             retries: get(&s.retries),
             timeouts: get(&s.timeouts),
+            rate: s.rate.current(),
+            rate_max: s.rate.max(),
         }
     }
 }

@@ -61,6 +61,30 @@ impl AdminClient {
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// Logs in through `POST /login` as a browser does; panics unless the listener opens a
+    /// session. For tests of what a session (rather than basic auth) may do.
+    pub async fn log_in(&self, user: &str, password: &str) -> Session {
+        let body = serde_json::json!({ "user": user, "password": password }).to_string();
+        let r = self
+            .send(
+                Method::POST,
+                "/login",
+                &[("content-type", "application/json")],
+                &body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "POST /login: {}", r.body);
+        let set_cookie = r.header("set-cookie").to_owned();
+        let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("the login answer is JSON");
+        Session {
+            cookie,
+            csrf: v["csrf"].as_str().expect("a CSRF token").to_owned(),
+            user: v["user"].as_str().expect("the user").to_owned(),
+            set_cookie,
+        }
+    }
+
     /// An authenticated `GET`.
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, "").await
@@ -78,4 +102,17 @@ impl AdminClient {
         let v = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.body));
         (r.status, v)
     }
+}
+
+/// A browser's session on an admin listener, from [`AdminClient::log_in`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `lintas_session=...`, as a `Cookie` header sends it.
+    pub cookie: String,
+    /// The token its changes carry (`X-CSRF-Token`, or a form's `csrf` field).
+    pub csrf: String,
+    /// The user the login answer names.
+    pub user: String,
+    /// The whole `Set-Cookie` value, attributes included, for tests of the cookie itself.
+    pub set_cookie: String,
 }

@@ -13,18 +13,8 @@ struct Browser {
 }
 
 async fn log_in(admin: &Admin) -> Browser {
-    let body = json!({"user": USER, "password": PASSWORD}).to_string();
-    let r = admin
-        .send(
-            Method::POST,
-            "/login",
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let set_cookie = r.header("set-cookie").to_owned();
-    let (pair, attributes) = set_cookie.split_once(';').expect("attributes");
+    let session = admin.log_in(USER, PASSWORD).await;
+    let (pair, attributes) = session.set_cookie.split_once(';').expect("attributes");
     assert_eq!(
         attributes,
         " Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
@@ -33,13 +23,11 @@ async fn log_in(admin: &Admin) -> Browser {
         .strip_prefix("lintas_session=")
         .expect("the session cookie");
     assert_eq!(id.len(), 43, "256 random bits, base64url: {id}");
-    let v: Value = serde_json::from_str(&r.body).expect("the login answer is JSON");
-    assert_eq!(v["user"], USER);
-    let csrf = v["csrf"].as_str().expect("a token").to_owned();
-    assert_ne!(csrf, id);
+    assert_eq!(session.user, USER);
+    assert_ne!(session.csrf, id);
     Browser {
-        cookie: pair.to_owned(),
-        csrf,
+        cookie: session.cookie,
+        csrf: session.csrf,
     }
 }
 
@@ -106,6 +94,65 @@ async fn a_session_reads_and_with_its_token_changes() {
         )
         .await;
     assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn a_form_carries_the_token_in_a_field_on_form_routes_only() {
+    let admin = Admin::start().await;
+    let browser = log_in(&admin).await;
+    let form = "application/x-www-form-urlencoded";
+    let post = |path: &'static str, content_type: &'static str, body: String| {
+        let headers = [
+            ("cookie", browser.cookie.clone()),
+            ("content-type", content_type.to_owned()),
+        ];
+        let admin = &admin;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.send(Method::POST, path, &headers, &body).await
+        }
+    };
+    let form_refused = r#"{"error":"missing or wrong csrf form field: a form posted with the console's session must carry the token of the page it came from; reload the page and post again"}"#;
+    for body in [
+        "note=hi".to_owned(),
+        "note=hi&csrf=forged".to_owned(),
+        format!("csrf={}", &browser.csrf[1..]),
+        format!("csrf={}x", browser.csrf),
+    ] {
+        let r = post("/forms/thing/off", form, body.clone()).await;
+        assert_eq!((r.status, r.body.as_str()), (403, form_refused), "{body}");
+    }
+    assert!(admin.is_on());
+
+    // The JSON API keeps its header: the same field does not open it.
+    let r = post("/api/thing/off", form, format!("csrf={}", browser.csrf)).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("missing or wrong X-CSRF-Token"),
+        "{}",
+        r.body
+    );
+    // Nor does a form route read a token from a body that is not a form.
+    let json = json!({ "csrf": browser.csrf }).to_string();
+    let r = post("/forms/thing/off", "application/json", json).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("missing or wrong X-CSRF-Token"),
+        "{}",
+        r.body
+    );
+    assert!(admin.is_on());
+
+    let body = format!("note=a%20b&csrf={}", browser.csrf);
+    let r = post(
+        "/forms/thing/off",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        body,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"note":"a b"}"#));
+    assert!(!admin.is_on());
 }
 
 #[tokio::test]

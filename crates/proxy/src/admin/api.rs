@@ -89,11 +89,8 @@ async fn set_admin(
     path: BackendPath,
     admin: BackendAdmin,
 ) -> ApiResult<Json<BackendSnapshot>> {
-    let Path((pool_name, backend)) = path;
-    let pool = find_pool(&state, &pool_name)?;
-    pool.set_admin(&backend, admin).map_err(pool_error)?;
-    info!(pool = %pool_name, %backend, ?admin, "backend state changed through the admin API");
-    Ok(Json(backend_snapshot(&pool, &backend)?))
+    let Path((pool, backend)) = path;
+    change_backend(&state, &pool, &backend, BackendChange::Admin(admin)).map(Json)
 }
 
 /// Body of `PUT .../weight`.
@@ -109,11 +106,40 @@ pub(crate) async fn set_weight(
     path: BackendPath,
     Json(body): Json<WeightBody>,
 ) -> ApiResult<Json<BackendSnapshot>> {
-    let Path((pool_name, backend)) = path;
-    let pool = find_pool(&state, &pool_name)?;
-    pool.set_weight(&backend, body.weight).map_err(pool_error)?;
-    info!(pool = %pool_name, %backend, weight = body.weight, "backend weight changed through the admin API");
-    Ok(Json(backend_snapshot(&pool, &backend)?))
+    let Path((pool, backend)) = path;
+    change_backend(&state, &pool, &backend, BackendChange::Weight(body.weight)).map(Json)
+}
+
+/// What an operator changes on one backend, through this API or the stats page's forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackendChange {
+    /// Enable, drain or disable.
+    Admin(BackendAdmin),
+    /// A new weight (the pool refuses one above `balance::MAX_WEIGHT`).
+    Weight(u32),
+}
+
+/// Makes `change` to `backend` of pool `pool_name` and answers with the backend as it is now:
+/// the one path both the JSON API and the stats page's forms take, so they find, refuse and
+/// log alike.
+pub(crate) fn change_backend(
+    state: &AdminState,
+    pool_name: &str,
+    backend: &str,
+    change: BackendChange,
+) -> ApiResult<BackendSnapshot> {
+    let pool = find_pool(state, pool_name)?;
+    match change {
+        BackendChange::Admin(admin) => {
+            pool.set_admin(backend, admin).map_err(pool_error)?;
+            info!(pool = %pool_name, %backend, ?admin, "backend state changed through the admin API");
+        }
+        BackendChange::Weight(weight) => {
+            pool.set_weight(backend, weight).map_err(pool_error)?;
+            info!(pool = %pool_name, %backend, weight, "backend weight changed through the admin API");
+        }
+    }
+    backend_snapshot(&pool, backend)
 }
 
 /// Body of `POST /api/pools/{pool}/backends`; named like the configuration file's entries.

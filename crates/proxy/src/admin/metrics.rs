@@ -37,6 +37,8 @@ impl fmt::Debug for ProxyCollector {
 enum Read<T> {
     Gauge(fn(&T) -> i64),
     GaugeFloat(fn(&T) -> f64),
+    /// A gauge some items have no value of yet; they get no sample (rather than a made-up 0).
+    MaybeGaugeFloat(fn(&T) -> Option<f64>),
     Counter(fn(&T) -> u64),
     CounterFloat(fn(&T) -> f64),
 }
@@ -93,6 +95,28 @@ const BACKEND_FAMILIES: &[Family<BackendSnapshot>] = &[
         name: "lintas_backend_latency_seconds",
         help: "Peak-EWMA latency of the backend, failures counted as slow.",
         read: Read::GaugeFloat(|b| b.latency_ms / 1000.0),
+    },
+    Family {
+        name: "lintas_backend_response_seconds",
+        help: "Mean measured response time of the backend's last ~256 successful requests \
+               (TCP: connects); no sample before the first.",
+        read: Read::MaybeGaugeFloat(|b| b.response_ms.map(|ms| ms / 1000.0)),
+    },
+    Family {
+        name: "lintas_backend_max_request_rate",
+        help: "Highest requests (TCP: connections) per second sent to the backend since it was \
+               added; the current rate is rate(lintas_backend_requests_total).",
+        read: Read::Gauge(|b| i64::try_from(b.rate_max).unwrap_or(i64::MAX)),
+    },
+    Family {
+        name: "lintas_backend_downtime_seconds",
+        help: "Time the backend's health spent down or ejected since it was added.",
+        read: Read::CounterFloat(|b| b.downtime_ms as f64 / 1000.0),
+    },
+    Family {
+        name: "lintas_backend_downs",
+        help: "Times the backend's health left up.",
+        read: Read::Counter(|b| b.downs),
     },
 ];
 
@@ -170,6 +194,12 @@ const LISTENER_FAMILIES: &[Family<ListenerSnapshot>] = &[
         help: "Requests whose backend did not answer within request_timeout.",
         read: Read::Counter(|l| l.timeouts),
     },
+    Family {
+        name: "lintas_listener_max_request_rate",
+        help: "Highest requests (TCP: sessions) per second since the listener started; the \
+               current rate is rate(lintas_listener_requests_total).",
+        read: Read::Gauge(|l| i64::try_from(l.rate_max).unwrap_or(i64::MAX)),
+    },
 ];
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -196,6 +226,12 @@ where
             name,
             help,
             items.map(|(l, t)| (l, ConstGauge::new(read(t)))),
+        ),
+        Read::MaybeGaugeFloat(read) => encode_family(
+            encoder,
+            name,
+            help,
+            items.filter_map(|(l, t)| Some((l, ConstGauge::new(read(t)?)))),
         ),
         Read::Counter(read) => encode_family(
             encoder,

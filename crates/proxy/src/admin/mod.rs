@@ -18,6 +18,12 @@
 //! | `POST /api/pools/{pool}/backends` `{"name", "address", "weight"?, "max_connections"?}` | 201, `BackendSnapshot` |
 //! | `DELETE /api/pools/{pool}/backends/{backend}` | 200, `PoolSnapshot` |
 //! | `PUT /api/pools/{pool}/strategy` `{"strategy", "hash_key"?}` | 200, `PoolSnapshot` |
+//! | `POST /forms/pools/{pool}/backends/{backend}/drain` `/enable` `/disable` `/weight` (form: `csrf` with a session, `weight`) | 303 to `/stats?done=...` or `/stats?error=...` (the stats page's buttons) |
+//!
+//! `GET /stats` shows `?done=` and `?error=` (what a form did) above the tables. The form
+//! routes are admitted by the shell like the API (credentials, no cross-site post) but take
+//! a session's CSRF token from the form (see `forms`); their pool refusals come back as
+//! `?error=` with the API's message, an unknown action is 404.
 //!
 //! Errors: 404 for an unknown pool or backend, 409 for a duplicate backend name, 422 for a
 //! value the pool refuses (weight above 256, unknown strategy, `consistent_hash` without
@@ -26,10 +32,12 @@
 //!
 //! # Layout
 //!
-//! - `api`: the JSON API. `stats_page`: the HTML page. [`metrics`]: the `lintas_backend_*`,
+//! - `api`: the JSON API. `stats_page`: the HTML page; `forms`: its buttons, which change
+//!   backends through `api`'s own path. [`metrics`]: the `lintas_backend_*`,
 //!   `lintas_pool_*` and `lintas_listener_*` families, read from the registry at scrape time.
 
 mod api;
+mod forms;
 pub mod metrics;
 mod stats_page;
 
@@ -55,5 +63,6 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route(&format!("{backend}/enable"), post(api::enable))
         .route(&format!("{backend}/disable"), post(api::disable))
         .route(&format!("{backend}/weight"), put(api::set_weight))
+        .route(forms::ROUTE, post(forms::post))
         .with_state(proxy)
 }

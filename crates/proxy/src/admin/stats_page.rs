@@ -2,29 +2,68 @@
 //!
 //! No scripts, fonts or stylesheets are fetched: the page must work on a machine without
 //! internet access and cannot leak the operator's session to a third party. It reloads itself
-//! every five seconds. Every piece of text that came from a configuration or an API call
-//! (pool, backend and listener names, check details) goes through [`Html`], so a backend
-//! named `<script>` is shown, not run.
+//! every five seconds. Every piece of text that came from a configuration, an API call or the
+//! query (pool, backend and listener names, check details, a form's outcome) goes through
+//! [`Html`], so a backend named `<script>` is shown, not run.
+//!
+//! Like HAProxy's `stats admin`, each backend row has buttons (drain, enable, disable, set
+//! the weight): plain forms posting to `forms`, carrying the session's CSRF token in a
+//! hidden field when the page was opened with a session. What a form did comes back as
+//! `?done=` or `?error=` and is shown once: the next refresh goes to plain `/stats`.
+//!
+//! Per backend, besides the counters: how long its health has held ("for", HAProxy's last
+//! change), its total downtime and how often it went down, its request rate now and at most,
+//! and its *measured* response time (not the balancer's decaying estimate).
 
 use std::fmt::{self, Display, Formatter};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use admin::FormToken;
+use admin::extract::Query;
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Html as HtmlResponse;
 use balance::{AdminState as BackendAdmin, BackendSnapshot, Health, PoolSnapshot};
+use serde::Deserialize;
 
+use super::forms;
 use crate::Proxy;
 use crate::registry::ListenerSnapshot;
 
+/// The query `GET /stats` reads: what the last form did (see `forms`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Outcome {
+    done: Option<String>,
+    error: Option<String>,
+}
+
 /// `GET /stats`.
-pub(crate) async fn page(State(proxy): State<Arc<Proxy>>) -> HtmlResponse<String> {
+pub(crate) async fn page(
+    State(proxy): State<Arc<Proxy>>,
+    Query(outcome): Query<Outcome>,
+    token: Option<Extension<FormToken>>,
+) -> HtmlResponse<String> {
+    let notice = match (&outcome.error, &outcome.done) {
+        (Some(error), _) => Some(Notice::Error(error)),
+        (None, Some(done)) => Some(Notice::Done(done)),
+        (None, None) => None,
+    };
     let page = Page {
         listeners: &proxy.registry().listener_snapshots(),
         pools: &proxy.registry().pool_snapshots(),
         now: SystemTime::now(),
+        notice,
+        csrf: token.as_ref().map(|Extension(FormToken(t))| t.as_str()),
     };
     HtmlResponse(page.to_string())
+}
+
+/// What a form did, shown above the tables.
+#[derive(Debug, Clone, Copy)]
+enum Notice<'a> {
+    Done(&'a str),
+    Error(&'a str),
 }
 
 /// Text escaped for HTML element content and quoted attribute values.
@@ -66,6 +105,10 @@ struct Page<'a> {
     listeners: &'a [ListenerSnapshot],
     pools: &'a [PoolSnapshot],
     now: SystemTime,
+    /// What the last form did, from the query.
+    notice: Option<Notice<'a>>,
+    /// The session's CSRF token for the forms; `None` under basic auth, which needs none.
+    csrf: Option<&'a str>,
 }
 
 const STYLE: &str = "\
@@ -78,19 +121,36 @@ th{background:#e4e4ee;font-weight:600}td.t{text-align:left}\
 tr.up td.s{background:#c6efc6}tr.down td.s{background:#f4b4b4}\
 tr.ejected td.s{background:#f8d19a}tr.drain td.s{background:#b8d4f4}\
 tr.maint td.s{background:#c9b79c}tr.down,tr.maint{color:#777}\
-td.bad{color:#b00}";
+td.bad{color:#b00}\
+p.done,p.error{padding:.3em .6em;margin:.6em 0;border:1px solid}\
+p.done{background:#e6f6e6;border-color:#9c9}p.error{background:#fbe4e4;border-color:#d99}\
+td form{display:flex;gap:3px;margin:0}td input{width:3.5em}";
 
 impl Display for Page<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        // After a form's outcome, the next refresh drops it from the address.
+        let refresh = match self.notice {
+            Some(_) => "5; url=/stats",
+            None => "5",
+        };
         write!(
             f,
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta http-equiv=\"refresh\" content=\"5\">\
+             <meta http-equiv=\"refresh\" content=\"{refresh}\">\
              <meta name=\"viewport\" content=\"width=device-width\">\
              <title>lintas stats</title><style>{STYLE}</style></head><body>\n\
              <h1>lintas</h1><p class=\"meta\">refreshes every 5 s · \
              <a href=\"/api/stats\">JSON</a> · <a href=\"/metrics\">metrics</a></p>\n"
         )?;
+        match self.notice {
+            Some(Notice::Done(text)) => {
+                writeln!(f, "<p class=\"done\">{}</p>", Html(forms::cut(text)))?
+            }
+            Some(Notice::Error(text)) => {
+                writeln!(f, "<p class=\"error\">{}</p>", Html(forms::cut(text)))?
+            }
+            None => {}
+        }
         self.listeners_table(f)?;
         for pool in self.pools {
             self.pool_table(f, pool)?;
@@ -110,8 +170,8 @@ impl Page<'_> {
         }
         f.write_str(
             "<table><tr><th>name</th><th>mode</th><th>address</th><th>pool</th>\
-             <th>conn total</th><th>conn active</th><th>requests</th>\
-             <th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>no backend</th>\
+             <th>conn total</th><th>conn active</th><th>requests</th><th>rate</th>\
+             <th>rate max</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>no backend</th>\
              <th>connect failures</th><th>retries</th><th>timeouts</th></tr>\n",
         )?;
         for l in self.listeners {
@@ -119,7 +179,7 @@ impl Page<'_> {
             writeln!(
                 f,
                 "<tr><td class=\"t\">{}</td><td class=\"t\">{mode}</td><td class=\"t\">{}</td>\
-                 <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td>{}</tr>",
                 Html(&l.name),
                 Html(&l.addr),
@@ -127,6 +187,8 @@ impl Page<'_> {
                 l.connections,
                 l.active,
                 l.requests,
+                l.rate,
+                l.rate_max,
                 l.responses[1],
                 l.responses[2],
                 l.responses[3],
@@ -145,22 +207,24 @@ impl Page<'_> {
             f,
             "<h2>Pool {} <small>({})</small></h2>\n\
              <table><tr><th>backend</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
-             <th>in flight</th><th>requests</th><th>failures</th><th>bytes in</th>\
-             <th>bytes out</th><th>latency ms</th><th>last check</th><th>detail</th>\
-             <th>age</th></tr>\n",
+             <th>in flight</th><th>requests</th><th>rate</th><th>rate max</th><th>failures</th>\
+             <th>downs</th><th>downtime</th><th>bytes in</th><th>bytes out</th>\
+             <th>response ms</th><th>last check</th><th>detail</th><th>age</th><th>admin</th>\
+             </tr>\n",
             Html(&pool.name),
             pool.strategy
         )?;
         for b in &pool.backends {
             let state = state_label(b);
-            // How long its health has been what it is (HAProxy's LastChk/"since").
+            // How long its health has been what it is (HAProxy's last change).
             let since = std::time::UNIX_EPOCH + Duration::from_millis(b.health_since_unix_ms);
             let held = self.now.duration_since(since).unwrap_or(Duration::ZERO);
+            let downtime = Duration::from_millis(b.downtime_ms);
             write!(
                 f,
                 "<tr class=\"{}\"><td class=\"t\">{}</td><td class=\"t\">{}</td>\
-                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}\
-                 <td>{}</td><td>{}</td><td>{:.1}</td>",
+                 <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td>{}{}<td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 state.to_ascii_lowercase(),
                 Html(&b.name),
                 Html(&b.addr),
@@ -168,10 +232,22 @@ impl Page<'_> {
                 b.weight,
                 b.in_flight,
                 b.requests,
+                b.rate,
+                b.rate_max,
                 Count(b.failures),
+                Count(b.downs),
+                if downtime.is_zero() {
+                    ""
+                } else {
+                    " class=\"bad\""
+                },
+                Age(downtime),
                 b.bytes_in,
                 b.bytes_out,
-                b.latency_ms,
+                // Blank until the backend has answered once.
+                b.response_ms
+                    .map(|ms| format!("{ms:.1}"))
+                    .unwrap_or_default(),
             )?;
             match &b.last_check {
                 Some(c) => {
@@ -188,9 +264,48 @@ impl Page<'_> {
                 }
                 None => f.write_str("<td class=\"t\">none</td><td></td><td></td>")?,
             }
+            self.admin_forms(f, &pool.name, b)?;
             f.write_str("</tr>\n")?;
         }
         f.write_str("</table>\n")
+    }
+
+    /// The row's buttons: one form whose default (Enter) is setting the weight, the others
+    /// posting the same form elsewhere with `formaction`.
+    fn admin_forms(&self, f: &mut Formatter<'_>, pool: &str, b: &BackendSnapshot) -> fmt::Result {
+        let to = |action| forms::action(pool, &b.name, action);
+        write!(
+            f,
+            "<td class=\"t\"><form method=\"post\" action=\"{}\">",
+            Html(&to("weight"))
+        )?;
+        if let Some(token) = self.csrf {
+            write!(
+                f,
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                admin::CSRF_FIELD,
+                Html(token)
+            )?;
+        }
+        write!(
+            f,
+            "<input name=\"weight\" value=\"{}\" inputmode=\"numeric\" aria-label=\"weight of {}\">\
+             <button>Set</button>",
+            b.weight,
+            Html(&b.name)
+        )?;
+        for (action, label) in [
+            ("drain", "Drain"),
+            ("enable", "Enable"),
+            ("disable", "Disable"),
+        ] {
+            write!(
+                f,
+                "<button formaction=\"{}\">{label}</button>",
+                Html(&to(action))
+            )?;
+        }
+        f.write_str("</form></td>")
     }
 }
 
@@ -248,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn notices_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(forms::MAX_NOTICE + 10);
+        assert_eq!(forms::cut(&long).chars().count(), forms::MAX_NOTICE);
+        assert_eq!(forms::cut("short"), "short");
+    }
+
+    #[test]
+    fn form_routes_are_where_the_shell_reads_a_form_token() {
+        assert!(forms::ROUTE.starts_with(admin::FORM_PREFIX));
+    }
+
+    #[test]
     fn state_combines_admin_and_health() {
         let pool = Pool::new(
             "p",
@@ -292,12 +419,19 @@ mod tests {
             listeners: &[],
             pools: &[pool.snapshot()],
             now: SystemTime::now(),
+            notice: Some(Notice::Error("<b>x</b>")),
+            csrf: Some("t\"k"),
         }
         .to_string();
-        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(page.contains("<h2>Pool &lt;p&gt; <small>(least_connections)</small></h2>"));
         assert!(page.contains("<td class=\"t\">&lt;script&gt;x&lt;/script&gt;</td>"));
         assert!(!page.contains("<script>"));
         assert!(page.contains("<p>No listener is running.</p>"));
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5; url=/stats\">"));
+        assert!(page.contains("<p class=\"error\">&lt;b&gt;x&lt;/b&gt;</p>"));
+        assert!(page.contains(
+            "<form method=\"post\" action=\"/forms/pools/%3Cp%3E/backends/%3Cscript%3Ex%3C%2Fscript%3E/weight\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"t&quot;k\">"
+        ), "{page}");
     }
 }

@@ -132,7 +132,8 @@ async fn backends_are_added_and_removed() {
             "name": "app4", "addr": "127.0.0.1:8084", "weight": 3, "max_connections": 2,
             "admin": "enabled",
             "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,
-            "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "last_check": null,
+            "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "response_ms": null, "rate": 0,
+            "rate_max": 0, "downtime_ms": 0, "downs": 0, "last_check": null,
         })
     );
     assert!(picks(&admin, "api", 4).contains(&"app4".to_string()));

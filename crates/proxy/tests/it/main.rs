@@ -5,7 +5,9 @@
 //! own admin server on 127.0.0.1:0, and talks to it with `testkit::HttpClient`.
 
 mod api;
+mod forms;
 mod pages;
+mod traffic;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,7 +78,12 @@ impl Drop for Admin {
 
 impl Admin {
     pub(crate) async fn start() -> Admin {
-        let cfg: ProxyConfig = toml::from_str(PROXY_TOML).expect("PROXY_TOML parses");
+        Self::start_with(PROXY_TOML).await
+    }
+
+    /// A proxy configured by `proxy_toml` (a `[proxy]` section's body).
+    pub(crate) async fn start_with(proxy_toml: &str) -> Admin {
+        let cfg: ProxyConfig = toml::from_str(proxy_toml).expect("the proxy's TOML parses");
         let mut issues = configkit::Issues::default();
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
@@ -116,6 +123,70 @@ impl Admin {
             .registry()
             .pool(name)
             .unwrap_or_else(|| panic!("no pool {name}"))
+    }
+}
+
+/// An HTTP/1.1 backend on 127.0.0.1:0 that answers every request `200 ok` after `delay`,
+/// keeping connections alive. Dropping it closes its port and every connection to it, as a
+/// killed process would.
+pub(crate) struct Backend {
+    pub(crate) addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub(crate) async fn start(delay: std::time::Duration) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        Self::serve(listener, delay)
+    }
+
+    /// Serves again on `addr`, the address of a backend that was dropped.
+    pub(crate) async fn restart(addr: std::net::SocketAddr) -> Backend {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the dropped backend's port is free again");
+        Self::serve(listener, std::time::Duration::ZERO)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, delay: std::time::Duration) -> Backend {
+        let addr = listener.local_addr().expect("bound address");
+        let task = tokio::spawn(async move {
+            // Aborting this task drops the set, which aborts every connection's task.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(answer(stream, delay));
+            }
+        });
+        Backend { addr, task }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Answers each request head on `stream` (the tests send no bodies) after `delay`.
+async fn answer(mut stream: tokio::net::TcpStream, delay: std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            tokio::time::sleep(delay).await;
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 

@@ -83,6 +83,7 @@ async fn api_stats_has_every_listener_and_pool() {
             "name": "front", "mode": "http", "addr": addr, "pool": "web",
             "connections": 0, "active": 0, "requests": 0, "responses": [0, 0, 0, 0, 0],
             "no_backend": 0, "connect_failures": 0, "retries": 0, "timeouts": 0,
+            "rate": 0, "rate_max": 0,
         }])
     );
     let pools = v["pools"].as_array().unwrap();
@@ -111,6 +112,7 @@ async fn api_stats_has_every_listener_and_pool() {
             "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "max_connections": 0,
             "admin": "enabled", "health": "up", "available": true, "in_flight": 0,
             "requests": 0, "failures": 0, "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0,
+            "response_ms": null, "rate": 0, "rate_max": 0, "downtime_ms": 0, "downs": 0,
             "last_check": null,
         })
     );
@@ -146,6 +148,10 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         "lintas_backend_bytes_in_total{pool=\"web\",backend=\"app2\"} 0",
         "lintas_backend_bytes_out_total{pool=\"web\",backend=\"app2\"} 0",
         "lintas_backend_latency_seconds{pool=\"web\",backend=\"app2\"} 0.03",
+        "lintas_backend_max_request_rate{pool=\"web\",backend=\"app2\"} 0",
+        "# TYPE lintas_backend_downtime_seconds counter",
+        "lintas_backend_downtime_seconds_total{pool=\"web\",backend=\"app2\"} 0.0",
+        "lintas_backend_downs_total{pool=\"web\",backend=\"app2\"} 0",
         "lintas_backend_up{pool=\"web\",backend=\"<script>alert(1)</script>\"} 1",
         "lintas_pool_available_backends{pool=\"web\"} 2",
         "lintas_pool_available_backends{pool=\"api\"} 1",
@@ -170,6 +176,7 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         "lintas_listener_connect_failures_total{listener=\"front\"} 0",
         "lintas_listener_retries_total{listener=\"front\"} 0",
         "lintas_listener_timeouts_total{listener=\"front\"} 0",
+        "lintas_listener_max_request_rate{listener=\"front\"} 0",
         "lintas_listener_responses_total{listener=\"front\",class=\"2xx\"} 0",
         "lintas_listener_responses_total{listener=\"front\",class=\"5xx\"} 0",
     ] {
@@ -180,6 +187,9 @@ async fn metrics_have_exact_lines_for_a_known_backend() {
         );
     }
     assert_eq!(lines.last(), Some(&"# EOF"));
+    // No measured response time before a backend answered; the family is still declared.
+    assert!(lines.contains(&"# TYPE lintas_backend_response_seconds gauge"));
+    assert!(!r.body.contains("lintas_backend_response_seconds{"));
     // Every sample line is `name{labels} value`, and every family is declared once (a
     // counter's samples are `<family>_total`).
     for line in lines.iter().filter(|l| !l.starts_with('#')) {
