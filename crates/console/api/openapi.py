@@ -31,6 +31,7 @@ SCHEMAS = {
     "LastCheck": obj({"at_unix_ms": I, "ok": B, "detail": S, "duration_ms": I}),
     "Backend": obj({
         "name": S, "addr": S, "weight": I,
+        "max_connections": {**I, "description": "requests (TCP: connections) it takes at once; 0 is no limit"},
         "admin": {"enum": ["enabled", "drain", "disabled"]},
         "health": {"enum": ["up", "down", "ejected"]}, "health_since_unix_ms": {**I, "description": "when health last changed"}, "available": B,
         "in_flight": I, "requests": I, "failures": I, "bytes_in": I, "bytes_out": I,
@@ -42,7 +43,14 @@ SCHEMAS = {
         "downs": {**I, "description": "times its health left up"},
         "last_check": nullable(ref("LastCheck")),
     }),
-    "Pool": obj({"name": S, "strategy": ref("Strategy"), "hash_key": {"type": ["string", "null"]}, "backends": arr(ref("Backend"))}),
+    "Queue": obj({
+        "length": {**I, "description": "requests waiting now for a backend below its max_connections"},
+        "max_length": I, "size": {**I, "description": "queue_size"}, "timeout_ms": {**I, "description": "queue_timeout"},
+        "queued": I, "served": I, "mean_wait_ms": N, "waited_seconds": N,
+        "timeouts": {**I, "description": "refused (503) after waiting queue_timeout"},
+        "full": {**I, "description": "refused (503) because queue_size requests already waited"},
+    }),
+    "Pool": obj({"name": S, "strategy": ref("Strategy"), "hash_key": {"type": ["string", "null"]}, "queue": ref("Queue"), "backends": arr(ref("Backend"))}),
     "Strategy": {"enum": ["round_robin", "weighted_round_robin", "least_connections", "random_two_choices", "peak_ewma", "consistent_hash"]},
     "Listener": obj({
         "name": S, "mode": {"enum": ["tcp", "http"]}, "addr": S, "pool": S,
@@ -54,7 +62,7 @@ SCHEMAS = {
     }),
     "Stats": obj({"listeners": arr(ref("Listener")), "pools": arr(ref("Pool"))}),
     "Weight": obj({"weight": {**I, "minimum": 0, "maximum": 256}}, ["weight"]),
-    "NewBackend": obj({"name": S, "address": {**S, "description": "ip:port"}, "weight": {**I, "default": 1}}, ["name", "address"]),
+    "NewBackend": obj({"name": S, "address": {**S, "description": "ip:port"}, "weight": {**I, "default": 1}, "max_connections": {**I, "default": 0}}, ["name", "address"]),
     "StrategyChange": obj({"strategy": ref("Strategy"), "hash_key": {**S, "description": "client_ip, header:NAME or cookie:NAME; needed by consistent_hash"}}, ["strategy"]),
     "Application": obj({"id": I, "name": S, "declared": B, "created_ms": I, "rotated_ms": MS}),
     "NewApplication": obj({"name": S}, ["name"]),

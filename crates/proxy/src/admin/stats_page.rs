@@ -24,7 +24,7 @@ use admin::extract::Query;
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Html as HtmlResponse;
-use balance::{AdminState as BackendAdmin, BackendSnapshot, Health, PoolSnapshot};
+use balance::{AdminState as BackendAdmin, BackendSnapshot, Health, PoolSnapshot, QueueSnapshot};
 use serde::Deserialize;
 
 use super::forms;
@@ -205,14 +205,15 @@ impl Page<'_> {
     fn pool_table(&self, f: &mut Formatter<'_>, pool: &PoolSnapshot) -> fmt::Result {
         write!(
             f,
-            "<h2>Pool {} <small>({})</small></h2>\n\
+            "<h2>Pool {} <small>({})</small></h2>\n{}\
              <table><tr><th>backend</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
-             <th>in flight</th><th>requests</th><th>rate</th><th>rate max</th><th>failures</th>\
+             <th>in flight</th><th>max conn</th><th>requests</th><th>rate</th><th>rate max</th><th>failures</th>\
              <th>downs</th><th>downtime</th><th>bytes in</th><th>bytes out</th>\
              <th>response ms</th><th>last check</th><th>detail</th><th>age</th><th>admin</th>\
              </tr>\n",
             Html(&pool.name),
-            pool.strategy
+            pool.strategy,
+            QueueLine(&pool.queue),
         )?;
         for b in &pool.backends {
             let state = state_label(b);
@@ -224,13 +225,17 @@ impl Page<'_> {
                 f,
                 "<tr class=\"{}\"><td class=\"t\">{}</td><td class=\"t\">{}</td>\
                  <td class=\"s t\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td>{}{}<td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                 <td>{}</td><td>{}</td><td>{}</td>{}{}<td{}>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 state.to_ascii_lowercase(),
                 Html(&b.name),
                 Html(&b.addr),
                 Age(held),
                 b.weight,
                 b.in_flight,
+                match b.max_connections {
+                    0 => "-".to_owned(),
+                    max => max.to_string(),
+                },
                 b.requests,
                 b.rate,
                 b.rate_max,
@@ -309,6 +314,40 @@ impl Page<'_> {
     }
 }
 
+/// The pool's queue under its heading (HAProxy's queue columns), once anything queued.
+struct QueueLine<'a>(&'a QueueSnapshot);
+
+impl Display for QueueLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = self.0;
+        if q.queued == 0 {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "<p class=\"meta\">queue: {} waiting (max {} of {}) · {} queued · {} served after \
+             {:.1} ms on average · {}{} timed out after {}{} · {}{} refused full{}</p>",
+            q.length,
+            q.max_length,
+            q.size,
+            q.queued,
+            q.served,
+            q.mean_wait_ms,
+            if q.timeouts > 0 {
+                "<b class=\"bad\">"
+            } else {
+                ""
+            },
+            q.timeouts,
+            configkit::format_duration(Duration::from_millis(q.timeout_ms)),
+            if q.timeouts > 0 { "</b>" } else { "" },
+            if q.full > 0 { "<b class=\"bad\">" } else { "" },
+            q.full,
+            if q.full > 0 { "</b>" } else { "" },
+        )
+    }
+}
+
 /// A counter of trouble: shown in red when not zero, so problems stand out in a big table.
 struct Count(u64);
 
@@ -341,6 +380,29 @@ impl Display for Age {
 mod tests {
     use super::*;
     use balance::{BackendSpec, HealthPolicy, Pool, StrategyKind};
+
+    #[test]
+    fn the_queue_line_shows_waits_and_refusals() {
+        let mut q = QueueSnapshot::default();
+        assert_eq!(QueueLine(&q).to_string(), "");
+        q = QueueSnapshot {
+            length: 2,
+            max_length: 7,
+            size: 100,
+            timeout_ms: 1500,
+            queued: 40,
+            served: 35,
+            mean_wait_ms: 812.25,
+            waited_seconds: 28.4,
+            timeouts: 3,
+            full: 0,
+        };
+        assert_eq!(
+            QueueLine(&q).to_string(),
+            "<p class=\"meta\">queue: 2 waiting (max 7 of 100) · 40 queued · 35 served after \
+             812.2 ms on average · <b class=\"bad\">3 timed out after 1s 500ms</b> · 0 refused full</p>\n"
+        );
+    }
 
     #[test]
     fn html_escapes_markup_and_quotes() {
