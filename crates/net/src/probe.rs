@@ -23,6 +23,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The HTTP request a probe sends once connected, and what its answer must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProbe {
+    /// Request method: GET, or HEAD for a check that should not make the target render a
+    /// body, or whatever the target's health route answers.
+    pub method: http::Method,
     /// Request target (path and query), e.g. `/health`.
     pub path: String,
     /// `Host` header: what a virtual-hosting target routes on.
@@ -62,7 +65,9 @@ async fn attempt(addr: impl ToSocketAddrs, http: Option<&HttpProbe>) -> Result<S
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     tokio::spawn(conn);
-    let req = Request::get(http.path.as_str())
+    let req = Request::builder()
+        .method(http.method.clone())
+        .uri(http.path.as_str())
         .header(header::HOST, http.host.as_str())
         .header(header::USER_AGENT, http.user_agent)
         .header(header::CONNECTION, "close")
@@ -128,6 +133,7 @@ mod tests {
 
     fn http(body_contains: Option<&str>) -> HttpProbe {
         HttpProbe {
+            method: http::Method::GET,
             path: "/health?full=1".into(),
             host: "site.example:8080".into(),
             expect: StatusRange::default(),

@@ -23,7 +23,7 @@ const TICK_WITHOUT_CHECKS: Duration = Duration::from_secs(1);
 /// What a pool's check sends to each backend: `HealthCheckConfig` made ready once.
 #[derive(Debug, Clone)]
 struct Probe {
-    /// The request of an HTTP check, without its `Host` (each backend's own address).
+    /// The request of an HTTP check; an empty `Host` means each backend's own address.
     http: Option<HttpProbe>,
     timeout: Duration,
 }
@@ -36,10 +36,11 @@ pub(crate) async fn run(
 ) {
     let probe = cfg.as_ref().map(|c| Probe {
         http: (c.kind == CheckKind::Http).then(|| HttpProbe {
+            method: c.method.parse().unwrap_or(http::Method::GET),
             path: c.path.clone(),
-            host: String::new(),
+            host: c.host.clone().unwrap_or_default(),
             expect: c.expect_status,
-            body_contains: None,
+            body_contains: c.expect_body.clone(),
             user_agent: "lintas-health-check",
         }),
         timeout: c.timeout,
@@ -80,9 +81,12 @@ pub(crate) async fn run(
 
 async fn check(b: &Backend, probe: &Probe) -> CheckResult {
     let started = Instant::now();
-    let http = probe.http.clone().map(|http| HttpProbe {
-        host: b.addr().to_string(),
-        ..http
+    let http = probe.http.clone().map(|http| match http.host.is_empty() {
+        true => HttpProbe {
+            host: b.addr().to_string(),
+            ..http
+        },
+        false => http,
     });
     let outcome = net::probe::probe(b.addr(), http.as_ref(), probe.timeout).await;
     CheckResult {

@@ -92,7 +92,8 @@ fn one() -> u32 {
 pub enum CheckKind {
     /// Passes when a TCP connection opens.
     Tcp,
-    /// Passes when `GET path` answers a status in `expect_status`.
+    /// Passes when `method path` answers a status in `expect_status` (and a body holding
+    /// `expect_body`, when set).
     Http,
 }
 
@@ -105,6 +106,14 @@ pub struct HealthCheckConfig {
     /// Path of the HTTP check.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Method of the HTTP check (HAProxy's `option httpchk HEAD /`).
+    #[serde(default = "default_check_method")]
+    pub method: String,
+    /// `Host` header of the HTTP check, for backends that route on it; the backend's
+    /// address without it.
+    pub host: Option<String>,
+    /// Text the answer's body must contain (HAProxy's `http-check expect string`).
+    pub expect_body: Option<String>,
     /// Accepted statuses, `"200-399"` or `"200"`.
     #[serde(default)]
     pub expect_status: StatusRange,
@@ -124,6 +133,9 @@ pub struct HealthCheckConfig {
 
 fn default_path() -> String {
     "/".into()
+}
+fn default_check_method() -> String {
+    "GET".into()
 }
 fn default_interval() -> Duration {
     Duration::from_secs(2)
@@ -445,6 +457,36 @@ impl ProxyConfig {
                 let hp = p.key("health");
                 if !h.path.starts_with('/') {
                     issues.push(hp.key("path"), "the check path must start with `/`");
+                }
+                if h.kind == CheckKind::Http
+                    && (h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()))
+                {
+                    issues.push(
+                        hp.key("method"),
+                        format!(
+                            "`{}` is not a method; write it in capitals, like GET or HEAD",
+                            h.method
+                        ),
+                    );
+                }
+                if h.method == "HEAD" && h.expect_body.is_some() {
+                    issues.push(
+                        hp.key("expect_body"),
+                        "an answer to HEAD has no body to hold expect_body; use GET",
+                    );
+                }
+                if let Some(host) = &h.host
+                    && http::uri::Authority::try_from(host.as_str()).is_err()
+                {
+                    issues.push(hp.key("host"), format!("`{host}` is not a host[:port]"));
+                }
+                if h.kind == CheckKind::Tcp
+                    && (h.host.is_some() || h.expect_body.is_some() || h.method != "GET")
+                {
+                    issues.push(
+                        hp.key("kind"),
+                        "method, host and expect_body are for kind = \"http\" checks",
+                    );
                 }
                 if h.interval.is_zero() {
                     issues.push(hp.key("interval"), "interval must be above zero");

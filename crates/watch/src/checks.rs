@@ -75,6 +75,7 @@ pub(crate) async fn run(
         } => (
             format!("{}:{}", url.host(), url.port()),
             Some(HttpProbe {
+                method: http::Method::GET,
                 path: url.path_and_query().to_owned(),
                 host: url.authority().to_owned(),
                 expect: *expect_status,

@@ -237,3 +237,92 @@ async fn backend_answering_5xx_is_ejected_and_traffic_goes_to_the_healthy_one() 
     }
     assert_eq!(node.backend("web", "broken").health, Health::Ejected);
 }
+
+/// A scripted HTTP health route: hands the test every request head and answers 200 with
+/// whatever `body` holds at the time.
+async fn health_route(
+    body: std::sync::Arc<std::sync::Mutex<&'static str>>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = crate::harness::tcp_server(move |mut s| {
+        let (tx, body) = (tx.clone(), body.clone());
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let text = *body.lock().unwrap();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+/// HTTP checks send the configured method and Host, and judge the body when asked to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_send_method_and_host_and_judge_the_body() {
+    let body = std::sync::Arc::new(std::sync::Mutex::new("starting"));
+    let (addr, mut heads) = health_route(body.clone()).await;
+    let node = TestNode::start(&format!(
+        r#"
+[proxy.pools.head]
+backends = [{{ name = "h", address = "{addr}" }}]
+health = {{ kind = "http", method = "HEAD", path = "/ready", host = "app.internal", interval = "50ms" }}
+
+[proxy.pools.web]
+backends = [{{ name = "w", address = "{addr}" }}]
+health = {{ kind = "http", path = "/status", expect_body = "ready", interval = "50ms", rise = 1, fall = 1 }}
+
+[[proxy.listeners]]
+name = "web"
+mode = "http"
+listen = "127.0.0.1:0"
+pool = "web"
+"#
+    ))
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let head = tokio::time::timeout(PATIENCE, heads.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.insert(head);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            format!("GET /status HTTP/1.1\r\nhost: {addr}\r\nuser-agent: lintas-health-check\r\nconnection: close\r\n\r\n"),
+            "HEAD /ready HTTP/1.1\r\nhost: app.internal\r\nuser-agent: lintas-health-check\r\nconnection: close\r\n\r\n".to_owned(),
+        ]
+    );
+    node.wait_all("web", Health::Down).await;
+    let check = node.backend("web", "w").last_check.unwrap();
+    assert_eq!(
+        (check.ok, check.detail.as_str()),
+        (false, "HTTP 200, but the body lacks \"ready\"")
+    );
+    assert_eq!(node.backend("head", "h").health, Health::Up);
+
+    *body.lock().unwrap() = "ready: yes";
+    node.wait_all("web", Health::Up).await;
+    let check = node.backend("web", "w").last_check.unwrap();
+    assert_eq!(
+        (check.ok, check.detail.as_str()),
+        (true, "HTTP 200, body has \"ready\"")
+    );
+}
