@@ -159,12 +159,17 @@ def memory_table(result_dir: Path) -> list[str]:
     return rows
 
 
-def render(result_dir: Path) -> str:
-    meta = [
-        line.split("\t", 1)
+def read_meta(result_dir: Path) -> list[tuple[str, str]]:
+    """The (key, value) lines of RESULT_DIR/meta.tsv, in order (also used by jobs.py)."""
+    return [
+        tuple(line.split("\t", 1))
         for line in (result_dir / "meta.tsv").read_text().splitlines()
         if "\t" in line
     ]
+
+
+def render(result_dir: Path) -> str:
+    meta = read_meta(result_dir)
     out = ["# Proxy benchmark: HAProxy vs nginx vs lintas", ""]
     out += [f"- **{k}**: {v}" for k, v in meta]
     out += ["", "## HTTP (keep-alive)", ""] + throughput_table(result_dir, "http")
