@@ -39,6 +39,9 @@ pub struct BackendSpec {
     /// worker that runs one job at a time says 1, and the rest wait in the pool's queue.
     #[serde(default)]
     pub max_connections: u32,
+    /// Takes traffic only while no other backend of the pool can (HAProxy's `backup`).
+    #[serde(default)]
+    pub backup: bool,
 }
 
 /// The operator's wish for a backend, independent of its health.
@@ -108,6 +111,12 @@ pub struct Backend {
     in_flight: AtomicU64,
     /// Most leases at once; 0 is no limit.
     max_connections: AtomicU32,
+    /// Used only when no primary backend is available.
+    backup: AtomicBool,
+    /// Set while `ramp` holds a slow start, so other picks skip the lock.
+    ramping: AtomicBool,
+    /// The slow start in progress, if any.
+    ramp: Mutex<Option<Ramp>>,
     /// Consecutive failures of real traffic, for passive ejection.
     passive_failures: AtomicU32,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
@@ -133,6 +142,9 @@ impl Backend {
             available: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             max_connections: AtomicU32::new(spec.max_connections),
+            backup: AtomicBool::new(spec.backup),
+            ramping: AtomicBool::new(false),
+            ramp: Mutex::new(None),
             passive_failures: AtomicU32::new(0),
             ewma_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
@@ -179,6 +191,56 @@ impl Backend {
     #[inline]
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether it only takes traffic when no primary can.
+    #[inline]
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Relaxed)
+    }
+
+    /// Whether a slow start is in progress.
+    #[inline]
+    pub fn is_ramping(&self) -> bool {
+        self.ramping.load(Ordering::Relaxed)
+    }
+
+    /// Begins a slow start at `now` (the backend just came back).
+    pub(crate) fn start_ramp(&self, now: Instant) {
+        *self.lock_ramp() = Some(Ramp {
+            since: now,
+            offered: 0,
+            admitted: 0,
+        });
+        self.ramping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a pick that landed on this backend may keep it, `slow_start` into a ramp
+    /// that began at `since`: of the picks offered so far, the share kept follows the
+    /// time elapsed, counted exactly (no randomness) so a run of picks is predictable.
+    pub(crate) fn admit(&self, now: Instant, slow_start: Duration) -> bool {
+        let mut ramp = self.lock_ramp();
+        let Some(r) = ramp.as_mut() else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(r.since);
+        if elapsed >= slow_start {
+            *ramp = None;
+            self.ramping.store(false, Ordering::Relaxed);
+            return true;
+        }
+        let share = elapsed.as_secs_f64() / slow_start.as_secs_f64();
+        r.offered += 1;
+        if (r.admitted + 1) as f64 <= r.offered as f64 * share {
+            r.admitted += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock_ramp(&self) -> std::sync::MutexGuard<'_, Option<Ramp>> {
+        self.ramp.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Most requests or connections at once; 0 is no limit.
@@ -267,6 +329,10 @@ impl Backend {
         self.max_connections.store(max, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_backup(&self, backup: bool) {
+        self.backup.store(backup, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_admin(&self, state: AdminState) {
         self.admin.store(state as u8, Ordering::Relaxed);
         let health = self.lock_tracker().state;
@@ -311,6 +377,14 @@ impl Backend {
     fn nanos_since_epoch(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
+}
+
+/// A slow start in progress: picks offered and kept since it began.
+#[derive(Debug)]
+struct Ramp {
+    since: Instant,
+    offered: u64,
+    admitted: u64,
 }
 
 /// A backend's in-flight slot, held for the life of a request or connection.
@@ -363,6 +437,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             weight,
             max_connections: 0,
+            backup: false,
         }
     }
 
@@ -395,6 +470,23 @@ mod tests {
         b.observe_latency(FAILURE_PENALTY, now);
         let later = now + EWMA_DECAY * 5;
         assert!(b.latency_ns(later) < DEFAULT_RTT.as_nanos() as f64 * 1.3);
+    }
+
+    #[test]
+    fn a_ramp_admits_the_share_of_picks_its_age_allows() {
+        let b = Backend::new(&spec("a", 1));
+        let (t0, slow) = (Instant::now(), Duration::from_secs(10));
+        assert!(!b.is_ramping());
+        b.start_ramp(t0);
+        let admitted = |at: Duration, n: usize| (0..n).filter(|_| b.admit(t0 + at, slow)).count();
+        assert_eq!(admitted(Duration::ZERO, 10), 0);
+        b.start_ramp(t0);
+        assert_eq!(admitted(Duration::from_secs(1), 100), 10);
+        b.start_ramp(t0);
+        assert_eq!(admitted(Duration::from_secs(5), 100), 50);
+        assert!(b.is_ramping());
+        assert_eq!(admitted(Duration::from_secs(10), 3), 3);
+        assert!(!b.is_ramping());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct HealthPolicy {
     pub eject_after: u32,
     /// How long an ejected backend stays out.
     pub cooldown: Duration,
+    /// A backend coming back (up again, or enabled) gets its share of new traffic in
+    /// proportion to the time since, reaching all of it after this long; zero gives it all
+    /// at once. Caches and JITs warming up are spared a full load at once.
+    pub slow_start: Duration,
 }
 
 impl Default for HealthPolicy {
@@ -69,6 +73,7 @@ impl Default for HealthPolicy {
             fall: 3,
             eject_after: 5,
             cooldown: Duration::from_secs(10),
+            slow_start: Duration::ZERO,
         }
     }
 }

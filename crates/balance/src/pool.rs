@@ -54,12 +54,15 @@ pub struct PoolState {
     /// What consistent hashing hashes (ignored by other strategies).
     pub hash_key: Option<HashKey>,
     strategy: Box<dyn Strategy>,
+    /// Whether any backend is a backup (otherwise picks skip looking for primaries).
+    has_backups: bool,
 }
 
 impl PoolState {
     fn new(kind: StrategyKind, hash_key: Option<HashKey>, backends: Vec<Arc<Backend>>) -> Self {
         Self {
             strategy: strategy::build(kind, &backends),
+            has_backups: backends.iter().any(|b| b.is_backup()),
             backends,
             kind,
             hash_key,
@@ -144,27 +147,47 @@ impl Pool {
     pub fn pick(&self, key: Option<u64>, exclude: &[Arc<Backend>]) -> Option<Lease> {
         let state = self.state.load();
         let (now, generation) = (Instant::now(), self.generation.load(Ordering::Acquire));
+        let slow_start = self.policy.load().slow_start;
         let pick = |exclude: &[Arc<Backend>]| {
+            // Backups only while no primary could take it.
+            let backups = state.has_backups
+                && !state.backends.iter().any(|b| {
+                    !b.is_backup() && b.is_available() && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
+                });
             state.strategy.pick(&Pick {
                 backends: &state.backends,
                 key,
                 exclude,
                 now,
                 generation,
+                backups,
             })
         };
-        let mut i = pick(exclude)?;
-        let mut lost = Vec::new();
+        // Backends passed over in this pick: full ones, and ramping ones that declined.
+        let mut skipped: Vec<Arc<Backend>> = Vec::new();
+        // A ramping backend that declined, taken after all if nothing else can.
+        let mut declined = None;
         loop {
-            if let Some(lease) = state.backends[i].try_lease(&self.queue) {
+            let Some(i) = pick(if skipped.is_empty() {
+                exclude
+            } else {
+                &skipped
+            }) else {
+                return declined.and_then(|b: Arc<Backend>| b.try_lease(&self.queue));
+            };
+            let b = &state.backends[i];
+            if skipped.is_empty() {
+                skipped.extend_from_slice(exclude);
+            }
+            skipped.push(b.clone());
+            if !slow_start.is_zero() && b.is_ramping() && !b.admit(now, slow_start) {
+                declined.get_or_insert_with(|| b.clone());
+                continue;
+            }
+            if let Some(lease) = b.try_lease(&self.queue) {
                 return Some(lease);
             }
             // Another request took its last slot between the pick and the lease.
-            if lost.is_empty() {
-                lost.extend_from_slice(exclude);
-            }
-            lost.push(state.backends[i].clone());
-            i = pick(&lost)?;
         }
     }
 
@@ -232,10 +255,15 @@ impl Pool {
         Ok(())
     }
 
-    /// Enables, drains or disables one backend.
+    /// Enables, drains or disables one backend; one enabled again starts slowly (see
+    /// [`HealthPolicy::slow_start`]).
     pub fn set_admin(&self, name: &str, admin: AdminState) -> Result<(), PoolError> {
         let _w = self.lock_write();
-        self.find(name)?.set_admin(admin);
+        let b = self.find(name)?;
+        if admin == AdminState::Enabled && b.admin_state() != AdminState::Enabled {
+            b.start_ramp(Instant::now());
+        }
+        b.set_admin(admin);
         self.bump();
         Ok(())
     }
@@ -306,6 +334,7 @@ impl Pool {
                     Some(b) => {
                         b.set_weight(s.weight);
                         b.set_max_connections(s.max_connections);
+                        b.set_backup(s.backup);
                         b.clone()
                     }
                     None => Backend::new(s),
@@ -382,6 +411,7 @@ impl Pool {
                         addr: b.addr().to_string(),
                         weight: b.weight(),
                         max_connections: b.max_connections(),
+                        backup: b.is_backup(),
                         admin: b.admin_state(),
                         health: t.state,
                         health_since_unix_ms: t.since_unix_ms(),
@@ -405,6 +435,9 @@ impl Pool {
     }
 
     fn transition(&self, backend: &Backend, from: Health, to: Health, reason: String) {
+        if to == Health::Up {
+            backend.start_ramp(Instant::now());
+        }
         self.bump();
         // No subscriber is fine: events are for whoever listens.
         let _ = self.events.send(HealthEvent {
@@ -479,6 +512,8 @@ pub struct BackendSnapshot {
     pub weight: u32,
     /// Most requests or connections at once; 0 is no limit.
     pub max_connections: u32,
+    /// Takes traffic only while no primary can.
+    pub backup: bool,
     /// Operator's state.
     pub admin: AdminState,
     /// Health state machine's state.
@@ -527,6 +562,7 @@ mod tests {
                 addr: format!("127.0.0.1:{}", 30_000 + i).parse().unwrap(),
                 weight: 1,
                 max_connections: 0,
+                backup: false,
             })
             .collect()
     }
@@ -652,6 +688,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             weight: 1,
             max_connections: 0,
+            backup: false,
         })
         .unwrap();
         assert_eq!(names(&p, 5).iter().filter(|n| *n == "b2").count(), 1);
@@ -665,6 +702,55 @@ mod tests {
             p.set_weight("b1", 999).unwrap_err().to_string(),
             "weight 999 is out of range; use 0 to 256"
         );
+    }
+
+    #[test]
+    fn backups_take_traffic_only_while_no_primary_can() {
+        let mut s = specs(3);
+        s[2].backup = true;
+        let p = Pool::new(
+            "p",
+            StrategyKind::RoundRobin,
+            None,
+            &s,
+            HealthPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&p, 4), vec!["b0", "b1", "b0", "b1"]);
+        p.set_admin("b0", AdminState::Disabled).unwrap();
+        assert_eq!(names(&p, 2), vec!["b1", "b1"]);
+        p.set_admin("b1", AdminState::Drain).unwrap();
+        assert_eq!(names(&p, 2), vec!["b2", "b2"]);
+        // A primary tried by this request lets it go to the backup.
+        p.set_admin("b1", AdminState::Enabled).unwrap();
+        let b1 = p.backend("b1").unwrap();
+        let retry = p.pick(None, &[b1]).unwrap();
+        assert_eq!(retry.backend().name(), "b2");
+        assert_eq!(names(&p, 2), vec!["b1", "b1"]);
+        assert!(p.snapshot().backends[2].backup);
+    }
+
+    #[test]
+    fn a_backend_back_up_starts_slowly_but_never_refuses_alone() {
+        let p = pool(StrategyKind::RoundRobin, 2);
+        p.set_policy(HealthPolicy {
+            rise: 1,
+            fall: 1,
+            slow_start: Duration::from_secs(3600),
+            ..HealthPolicy::default()
+        });
+        let b1 = p.backend("b1").unwrap();
+        p.report_check(&b1, &fail(false));
+        p.report_check(&b1, &fail(true));
+        assert!(b1.is_ramping());
+        // An hour-long ramp that just began: b1 declines its turns.
+        assert_eq!(names(&p, 4), vec!["b0", "b0", "b0", "b0"]);
+        // Alone, it takes everything rather than nothing.
+        p.set_admin("b0", AdminState::Disabled).unwrap();
+        assert_eq!(names(&p, 2), vec!["b1", "b1"]);
+        // Enabled again, b0 ramps in turn.
+        p.set_admin("b0", AdminState::Enabled).unwrap();
+        assert!(p.backend("b0").unwrap().is_ramping());
     }
 
     #[test]

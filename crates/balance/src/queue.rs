@@ -301,6 +301,7 @@ mod tests {
                 addr: format!("127.0.0.1:{}", 20_000 + i).parse().unwrap(),
                 weight: 1,
                 max_connections: 1,
+                backup: false,
             })
             .collect();
         let p = Pool::new(

@@ -32,6 +32,7 @@ SCHEMAS = {
     "Backend": obj({
         "name": S, "addr": S, "weight": I,
         "max_connections": {**I, "description": "requests (TCP: connections) it takes at once; 0 is no limit"},
+        "backup": {**B, "description": "takes traffic only while no primary can"},
         "admin": {"enum": ["enabled", "drain", "disabled"]},
         "health": {"enum": ["up", "down", "ejected"]}, "health_since_unix_ms": {**I, "description": "when health last changed"}, "available": B,
         "in_flight": I, "requests": I, "failures": I, "bytes_in": I, "bytes_out": I,
@@ -62,7 +63,7 @@ SCHEMAS = {
     }),
     "Stats": obj({"listeners": arr(ref("Listener")), "pools": arr(ref("Pool"))}),
     "Weight": obj({"weight": {**I, "minimum": 0, "maximum": 256}}, ["weight"]),
-    "NewBackend": obj({"name": S, "address": {**S, "description": "ip:port"}, "weight": {**I, "default": 1}, "max_connections": {**I, "default": 0}}, ["name", "address"]),
+    "NewBackend": obj({"name": S, "address": {**S, "description": "ip:port"}, "weight": {**I, "default": 1}, "max_connections": {**I, "default": 0}, "backup": {**B, "default": False}}, ["name", "address"]),
     "StrategyChange": obj({"strategy": ref("Strategy"), "hash_key": {**S, "description": "client_ip, header:NAME or cookie:NAME; needed by consistent_hash"}}, ["strategy"]),
     "Application": obj({"id": I, "name": S, "declared": B, "created_ms": I, "rotated_ms": MS}),
     "NewApplication": obj({"name": S}, ["name"]),

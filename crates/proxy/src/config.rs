@@ -52,6 +52,11 @@ pub struct PoolConfig {
     /// after it.
     #[serde(default = "default_queue_timeout", with = "configkit::duration")]
     pub queue_timeout: Duration,
+    /// A backend coming back up (or enabled again) takes a share of new traffic growing
+    /// with the time since, all of it after this long (HAProxy's `slowstart`, nginx's
+    /// `slow_start`); zero (the default) gives it all at once.
+    #[serde(default, with = "configkit::duration")]
+    pub slow_start: Duration,
 }
 
 fn default_queue_size() -> usize {
@@ -76,6 +81,10 @@ pub struct BackendConfig {
     /// Relative share, 0..=256.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Takes traffic only while no other backend of the pool can (HAProxy's `backup`,
+    /// nginx's `backup`).
+    #[serde(default)]
+    pub backup: bool,
     /// Requests (HTTP) or connections (TCP) it takes at once, HAProxy's `maxconn`; more
     /// wait in the pool's queue. 0 (the default) is no limit.
     #[serde(default)]
@@ -226,6 +235,12 @@ pub struct ListenerConfig {
     /// Other backends tried after a failed attempt.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// HTTP: a backend that does not answer within `request_timeout` is given up on and an
+    /// idempotent request without a body goes to another backend, like nginx's
+    /// `proxy_next_upstream timeout`; off by default, as the first backend may still be
+    /// doing the work.
+    #[serde(default)]
+    pub retry_on_timeout: bool,
     /// Client connections served at once; more wait in the kernel's accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -373,6 +388,7 @@ impl PoolConfig {
                 addr: b.address,
                 weight: b.weight,
                 max_connections: b.max_connections,
+                backup: b.backup,
             })
             .collect()
     }
@@ -393,6 +409,7 @@ impl PoolConfig {
             fall,
             eject_after: self.passive.failures,
             cooldown: self.passive.cooldown,
+            slow_start: self.slow_start,
         }
     }
 }
@@ -448,6 +465,12 @@ impl ProxyConfig {
                 issues.push(
                     p.key("strategy"),
                     "consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+                );
+            }
+            if !pool.backends.is_empty() && pool.backends.iter().all(|b| b.backup) {
+                issues.push(
+                    p.key("backends"),
+                    "every backend is a backup; a backup only stands in for the others",
                 );
             }
             if pool.queue_timeout.is_zero() {

@@ -57,6 +57,7 @@ fn named(names: &[String]) -> Vec<Arc<Backend>> {
                 addr: format!("127.0.0.1:{}", 20_000 + i).parse().unwrap(),
                 weight: 1,
                 max_connections: 0,
+                backup: false,
             })
         })
         .collect()

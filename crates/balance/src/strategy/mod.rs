@@ -133,6 +133,8 @@ pub struct Pick<'a> {
     pub now: Instant,
     /// Bumped by the pool whenever any backend's availability changes.
     pub generation: u64,
+    /// Whether backup backends may be chosen: no primary is available.
+    pub backups: bool,
 }
 
 impl Pick<'_> {
@@ -140,7 +142,10 @@ impl Pick<'_> {
     #[inline]
     pub fn eligible(&self, i: usize) -> bool {
         let b = &self.backends[i];
-        b.is_available() && b.has_room() && !self.exclude.iter().any(|e| Arc::ptr_eq(e, b))
+        b.is_available()
+            && b.has_room()
+            && (self.backups || !b.is_backup())
+            && !self.exclude.iter().any(|e| Arc::ptr_eq(e, b))
     }
 
     /// Number of eligible backends.
@@ -222,6 +227,7 @@ pub(crate) mod test_util {
                     addr: format!("127.0.0.1:{}", 10_000 + i).parse().unwrap(),
                     weight: w,
                     max_connections: 0,
+                    backup: false,
                 })
             })
             .collect()
@@ -235,6 +241,7 @@ pub(crate) mod test_util {
             exclude,
             now: Instant::now(),
             generation: 0,
+            backups: false,
         }
     }
 

@@ -326,3 +326,133 @@ pool = "web"
         (true, "HTTP 200, body has \"ready\"")
     );
 }
+
+/// A backup takes traffic only while every primary is down, and gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_stands_in_only_while_every_primary_is_down() {
+    let b = Backends::start(&["app1", "app2", "spare"]).await;
+    let pool = format!(
+        "backends = [{{ name = \"app1\", address = \"{}\" }}, {{ name = \"app2\", address = \"{}\" }}, \
+         {{ name = \"spare\", address = \"{}\", backup = true }}]\n\
+         health = {{ kind = \"http\", path = \"/health\", interval = \"50ms\", rise = 1, fall = 1 }}",
+        b.addr("app1"),
+        b.addr("app2"),
+        b.addr("spare"),
+    );
+    let node = TestNode::single("http", &pool, "").await;
+    let url = node.url("web", "/").await;
+    assert_eq!(
+        tally(&get_backends(&url, 10).await),
+        counts(&[("app1", 5), ("app2", 5)])
+    );
+    let mut events = node.pool("web").subscribe();
+    let client = HttpClient::new();
+    for name in ["app1", "app2"] {
+        let kill = format!("http://{}/kill?for=60s", b.addr(name));
+        client
+            .send(http::Method::POST, &kill, &[], "")
+            .await
+            .unwrap();
+        next_event(&mut events, name, Health::Down).await;
+    }
+    assert_eq!(get_backends(&url, 4).await, ["spare"; 4]);
+    assert!(node.backend("web", "spare").backup);
+}
+
+/// With `retry_on_timeout`, an idempotent request whose backend is silent goes to the next
+/// one; without it, or for a POST, the client gets the 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_timeout_moves_idempotent_requests_off_a_silent_backend() {
+    let live = Backends::start(&["live"]).await;
+    // Reads requests and never answers.
+    let silent = crate::harness::tcp_server(|mut s| async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink).await;
+    })
+    .await;
+    let pool = format!(
+        "backends = [{{ name = \"silent\", address = \"{silent}\" }}, {{ name = \"live\", address = \"{}\" }}]\n\
+         passive = {{ failures = 0 }}",
+        live.addr("live")
+    );
+    let config = |retry: bool| {
+        single_config(
+            "http",
+            &pool,
+            &format!("request_timeout = \"300ms\"\nretry_on_timeout = {retry}"),
+        )
+    };
+    let client = HttpClient::new();
+
+    let node = TestNode::start(&config(true)).await;
+    let url = node.url("web", "/").await;
+    for _ in 0..4 {
+        let r = client.get(&url).await;
+        assert_eq!((r.status, r.header("x-backend")), (200, "live"), "{r:?}");
+    }
+    assert_eq!(node.backend("web", "silent").requests, 2);
+    assert_eq!(node.listener("web").timeouts, 2);
+    let post = client
+        .send(
+            http::Method::POST,
+            &node.url("web", "/echo").await,
+            &[],
+            "x",
+        )
+        .await
+        .unwrap();
+    let post_again = client
+        .send(
+            http::Method::POST,
+            &node.url("web", "/echo").await,
+            &[],
+            "x",
+        )
+        .await
+        .unwrap();
+    let mut statuses = [post.status, post_again.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 504]);
+    drop(node);
+
+    let node = TestNode::start(&config(false)).await;
+    let url = node.url("web", "/").await;
+    let mut statuses: Vec<u16> = Vec::new();
+    for _ in 0..2 {
+        statuses.push(client.get(&url).await.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 504]);
+}
+
+/// A backend back from down takes a share of new requests that grows with `slow_start`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_back_from_down_starts_slowly() {
+    let b = Backends::start(&["app1", "app2"]).await;
+    let pool = format!(
+        "{}\nslow_start = \"1h\"\n\
+         health = {{ kind = \"http\", path = \"/health\", interval = \"50ms\", rise = 1, fall = 1 }}",
+        b.toml()
+    );
+    let node = TestNode::single("http", &pool, "").await;
+    let url = node.url("web", "/").await;
+    assert_eq!(
+        tally(&get_backends(&url, 10).await),
+        counts(&[("app1", 5), ("app2", 5)])
+    );
+    let mut events = node.pool("web").subscribe();
+    let kill = format!("http://{}/kill?for=300ms", b.addr("app2"));
+    HttpClient::new()
+        .send(http::Method::POST, &kill, &[], "")
+        .await
+        .unwrap();
+    next_event(&mut events, "app2", Health::Down).await;
+    next_event(&mut events, "app2", Health::Up).await;
+    // Seconds into an hour-long ramp, app2's share rounds down to nothing.
+    assert_eq!(get_backends(&url, 10).await, ["app1"; 10]);
+    node.pool("web")
+        .set_admin("app1", balance::AdminState::Drain)
+        .unwrap();
+    // Alone, it takes everything.
+    assert_eq!(get_backends(&url, 3).await, ["app2"; 3]);
+}

@@ -152,6 +152,8 @@ pub(crate) struct NewBackend {
     weight: u32,
     #[serde(default)]
     max_connections: u32,
+    #[serde(default)]
+    backup: bool,
 }
 
 fn one() -> u32 {
@@ -176,6 +178,7 @@ pub(crate) async fn add_backend(
         addr: body.address,
         weight: body.weight,
         max_connections: body.max_connections,
+        backup: body.backup,
     })
     .map_err(pool_error)?;
     info!(pool = %pool_name, backend = %body.name, address = %body.address, weight = body.weight,

@@ -447,6 +447,7 @@ mod tests {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 weight: 1,
                 max_connections: 0,
+                backup: false,
             }],
             HealthPolicy::default(),
         )
@@ -473,6 +474,7 @@ mod tests {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 weight: 1,
                 max_connections: 0,
+                backup: false,
             }],
             HealthPolicy::default(),
         )

@@ -177,7 +177,13 @@ async fn forward(
             }
             Err(_) => {
                 let (status, message) = attempts.timed_out(&lease);
-                return error_response(status, &message);
+                match &saved {
+                    Some(p) if cfg.retry_on_timeout => {
+                        parts = Some(clone_parts(p));
+                        body = Some(Either::Right(Empty::new()));
+                    }
+                    _ => return error_response(status, &message),
+                }
             }
         }
     }

@@ -236,6 +236,9 @@ impl Attempts<'_> {
                 self.cfg.no_backend_status,
                 format!("no backend available in pool `{pool}`\n"),
             ),
+            (_, None) if self.last_timeout.is_some() => {
+                self.last_timeout.clone().unwrap_or_default()
+            }
             (tried, _) => (
                 502,
                 format!(
@@ -249,10 +252,12 @@ impl Attempts<'_> {
     fn timed_out(&mut self, lease: &Lease) -> (u16, String) {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         self.failed(lease);
-        (
+        let answer = (
             504,
             timeout_message(lease.backend(), self.cfg.request_timeout),
-        )
+        );
+        self.last_timeout = Some(answer.clone());
+        answer
     }
 }
 

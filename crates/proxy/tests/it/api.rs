@@ -129,7 +129,7 @@ async fn backends_are_added_and_removed() {
     assert_eq!(
         v,
         json!({
-            "name": "app4", "addr": "127.0.0.1:8084", "weight": 3, "max_connections": 2,
+            "name": "app4", "addr": "127.0.0.1:8084", "weight": 3, "max_connections": 2, "backup": false,
             "admin": "enabled",
             "health": "up", "available": true, "in_flight": 0, "requests": 0, "failures": 0,
             "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0, "response_ms": null, "rate": 0,

@@ -109,7 +109,7 @@ async fn api_stats_has_every_listener_and_pool() {
     assert_eq!(
         app2,
         json!({
-            "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "max_connections": 0,
+            "name": "app2", "addr": "127.0.0.1:2", "weight": 2, "max_connections": 0, "backup": false,
             "admin": "enabled", "health": "up", "available": true, "in_flight": 0,
             "requests": 0, "failures": 0, "bytes_in": 0, "bytes_out": 0, "latency_ms": 30.0,
             "response_ms": null, "rate": 0, "rate_max": 0, "downtime_ms": 0, "downs": 0,

@@ -310,7 +310,13 @@ where
                 );
                 (502, message)
             }
-            Err(AttemptError::Timeout) => attempts.timed_out(&lease),
+            Err(AttemptError::Timeout) => {
+                let answer = attempts.timed_out(&lease);
+                if replayable && cfg.retry_on_timeout {
+                    continue;
+                }
+                answer
+            }
             Err(AttemptError::Backend(e)) => {
                 debug!(backend = backend.name(), error = %e, "backend failed before answering");
                 attempts.failed(&lease);
