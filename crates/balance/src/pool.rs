@@ -87,6 +87,17 @@ pub struct Pool {
     write: Mutex<()>,
     /// Requests waiting for a slot on a backend with `max_connections`.
     queue: Arc<Queue>,
+    /// What the configuration file said at the last load: a reload changes what the file
+    /// changed and keeps what was changed at run time.
+    file: Mutex<FileView>,
+}
+
+/// A pool as its configuration file defined it.
+#[derive(Debug)]
+struct FileView {
+    kind: StrategyKind,
+    hash_key: Option<HashKey>,
+    specs: Vec<BackendSpec>,
 }
 
 impl Pool {
@@ -110,12 +121,17 @@ impl Pool {
         let backends = specs.iter().map(Backend::new).collect();
         Ok(Arc::new_cyclic(|pool| Self {
             name: name.into(),
-            state: ArcSwap::from_pointee(PoolState::new(kind, hash_key, backends)),
+            state: ArcSwap::from_pointee(PoolState::new(kind, hash_key.clone(), backends)),
             generation: AtomicU64::new(0),
             policy: ArcSwap::from_pointee(policy),
             events: broadcast::channel(EVENT_BUFFER).0,
             write: Mutex::new(()),
             queue: Arc::new(Queue::new(pool.clone())),
+            file: Mutex::new(FileView {
+                kind,
+                hash_key,
+                specs: specs.to_vec(),
+            }),
         }))
     }
 
@@ -311,40 +327,83 @@ impl Pool {
         Ok(())
     }
 
-    /// Applies a reloaded definition as a diff: backends with the same name and address keep
-    /// their object (health, counters, connections), weights are updated, others are added or
-    /// removed, and the strategy is rebuilt.
+    /// Applies a reloaded definition as a diff against the file's previous one, like
+    /// HAProxy's `server-state-file`: what the file changed takes effect, and what was
+    /// changed at run time where the file did not change survives — a weight or strategy
+    /// set through the API, backends added or removed through it (drain and disable live
+    /// in the backend and always survive). Backends with the same name and address keep
+    /// their object (health, counters, connections). Returns one line per run-time change
+    /// kept, for the reload's answer.
     pub fn reconfigure(
         &self,
         kind: StrategyKind,
         hash_key: Option<HashKey>,
         specs: &[BackendSpec],
         policy: HealthPolicy,
-    ) {
+    ) -> Vec<String> {
         let _w = self.lock_write();
         let old = self.state.load();
-        let backends = specs
-            .iter()
-            .map(|s| {
-                match old
-                    .backends
-                    .iter()
-                    .find(|b| b.name() == s.name && b.addr() == s.addr)
-                {
-                    Some(b) => {
-                        b.set_weight(s.weight);
-                        b.set_max_connections(s.max_connections);
-                        b.set_backup(s.backup);
-                        b.clone()
-                    }
-                    None => Backend::new(s),
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = Vec::new();
+        let (use_kind, use_hash) = if (kind, &hash_key) == (file.kind, &file.hash_key) {
+            if (old.kind, &old.hash_key) != (kind, &hash_key) {
+                kept.push(format!("strategy {} (set at run time)", old.kind));
+            }
+            (old.kind, old.hash_key.clone())
+        } else {
+            (kind, hash_key.clone())
+        };
+        let mut backends = Vec::with_capacity(specs.len());
+        for s in specs {
+            let before = file.specs.iter().find(|o| o.name == s.name);
+            let running = old
+                .backends
+                .iter()
+                .find(|b| b.name() == s.name && b.addr() == s.addr);
+            match running {
+                None if before == Some(s) => {
+                    kept.push(format!(
+                        "backend {} stays removed (removed at run time)",
+                        s.name
+                    ));
                 }
-            })
-            .collect();
+                None => backends.push(Backend::new(s)),
+                Some(b) => {
+                    if before == Some(s) {
+                        if b.weight() != s.weight {
+                            kept.push(format!(
+                                "backend {} keeps weight {} (set at run time; the file says {})",
+                                s.name,
+                                b.weight(),
+                                s.weight
+                            ));
+                        }
+                    } else {
+                        b.set_weight(s.weight);
+                    }
+                    b.set_max_connections(s.max_connections);
+                    b.set_backup(s.backup);
+                    backends.push(b.clone());
+                }
+            }
+        }
+        for b in old.backends.iter() {
+            let in_file = |list: &[BackendSpec]| list.iter().any(|s| s.name == b.name());
+            if !in_file(&file.specs) && !in_file(specs) {
+                kept.push(format!("backend {} stays (added at run time)", b.name()));
+                backends.push(b.clone());
+            }
+        }
+        *file = FileView {
+            kind,
+            hash_key,
+            specs: specs.to_vec(),
+        };
         self.policy.store(Arc::new(policy));
         self.state
-            .store(Arc::new(PoolState::new(kind, hash_key, backends)));
+            .store(Arc::new(PoolState::new(use_kind, use_hash, backends)));
         self.bump();
+        kept
     }
 
     /// Feeds an active check's result into `backend`'s state machine.

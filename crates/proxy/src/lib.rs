@@ -118,6 +118,9 @@ pub struct ReloadSummary {
     pub pools_removed: Vec<String>,
     /// Pools reconfigured in place.
     pub pools_updated: Vec<String>,
+    /// Changes made at run time (API, stats page, console) that the reload kept because
+    /// the file did not change the same thing.
+    pub runtime_kept: Vec<String>,
 }
 
 /// The running load balancer of this node.
@@ -281,7 +284,11 @@ impl Proxy {
             let specs = p.backend_specs();
             let pool = match old_pools.get(name) {
                 Some(existing) => {
-                    existing.reconfigure(p.strategy, p.hash_key.clone(), &specs, p.policy());
+                    let kept =
+                        existing.reconfigure(p.strategy, p.hash_key.clone(), &specs, p.policy());
+                    summary
+                        .runtime_kept
+                        .extend(kept.into_iter().map(|k| format!("pool {name}: {k}")));
                     summary.pools_updated.push(name.clone());
                     existing.clone()
                 }

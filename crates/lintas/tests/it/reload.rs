@@ -158,3 +158,93 @@ async fn an_invalid_file_is_refused_with_its_location_and_changes_nothing() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     echo_roundtrip(&mut s, b"still").await;
 }
+
+/// Like HAProxy's server-state-file: changes made at run time survive a reload of a file
+/// that did not change the same thing; what the file changed wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_changes_survive_a_reload_unless_the_file_changes_them() {
+    let b = Backends::start(&["app1", "app2", "app3", "app4"]).await;
+    let config = |strategy: &str, weights: [u32; 3]| {
+        crate::harness::single_config(
+            "http",
+            &format!(
+                "strategy = \"{strategy}\"\n{}",
+                backends_toml(
+                    ["app1", "app2", "app3"]
+                        .into_iter()
+                        .zip(weights)
+                        .map(|(n, w)| (n, b.addr(n), w))
+                )
+            ),
+            "",
+        )
+    };
+    let dir = TempDir::new();
+    let path = dir.write("lintas.toml", &config("round_robin", [1, 1, 1]));
+    let node = TestNode::start_file(&path).await;
+    let pool = node.pool("web");
+    pool.set_weight("app2", 5).unwrap();
+    pool.set_strategy(StrategyKind::LeastConnections, None);
+    pool.set_admin("app1", balance::AdminState::Drain).unwrap();
+    pool.remove_backend("app3").unwrap();
+    pool.add_backend(&balance::BackendSpec {
+        name: "app4".into(),
+        addr: b.addr("app4"),
+        weight: 1,
+        max_connections: 0,
+        backup: false,
+    })
+    .unwrap();
+    let shape = |node: &TestNode| {
+        let p = node.pool("web").snapshot();
+        let backends: Vec<(String, u32, balance::AdminState)> = p
+            .backends
+            .into_iter()
+            .map(|b| (b.name, b.weight, b.admin))
+            .collect();
+        (p.strategy, backends)
+    };
+    use balance::AdminState::{Drain, Enabled};
+
+    let summary = node.node.reload().await.unwrap();
+    assert_eq!(
+        summary.proxy.runtime_kept,
+        [
+            "pool web: strategy least_connections (set at run time)",
+            "pool web: backend app2 keeps weight 5 (set at run time; the file says 1)",
+            "pool web: backend app3 stays removed (removed at run time)",
+            "pool web: backend app4 stays (added at run time)",
+        ]
+    );
+    assert_eq!(
+        shape(&node),
+        (
+            StrategyKind::LeastConnections,
+            vec![
+                ("app1".into(), 1, Drain),
+                ("app2".into(), 5, Enabled),
+                ("app4".into(), 1, Enabled),
+            ]
+        )
+    );
+
+    // The file changes the strategy, app2's weight and app3's entry: those take effect.
+    dir.write("lintas.toml", &config("weighted_round_robin", [1, 2, 3]));
+    let summary = node.node.reload().await.unwrap();
+    assert_eq!(
+        summary.proxy.runtime_kept,
+        ["pool web: backend app4 stays (added at run time)"]
+    );
+    assert_eq!(
+        shape(&node),
+        (
+            StrategyKind::WeightedRoundRobin,
+            vec![
+                ("app1".into(), 1, Drain),
+                ("app2".into(), 2, Enabled),
+                ("app3".into(), 3, Enabled),
+                ("app4".into(), 1, Enabled),
+            ]
+        )
+    );
+}
