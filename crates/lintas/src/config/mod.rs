@@ -2,8 +2,11 @@
 //!
 //! Loading goes parse → validate → (the services) build. Parsing is serde with
 //! `deny_unknown_fields`, so a misspelt key is an error, not a silently ignored line.
-//! Validation gathers *every* problem of every section, plus what no section can see alone
-//! (two services on one port), and each problem is reported as `file:line:col: key: what`.
+//! Every problem is reported in one run, as `file:line:col: key: what`: a syntax error
+//! ends reading (nothing after it can be trusted), but a value of the wrong shape does not —
+//! it is noted, taken out of the document, and the rest read again, until what is left
+//! reads; validation then gathers every problem of what is left, plus what no section can
+//! see alone (two services on one port).
 
 mod locate;
 
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use admin::AdminConfig;
 use backplane::BackplaneConfig;
-use configkit::{Issues, KeyPath};
+use configkit::{Issues, KeyPath, Seg};
 use hub::HubConfig;
 use mqtt::MqttConfig;
 use proxy::config::ProxyConfig;
@@ -150,7 +153,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates `text`, naming `path` in errors.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
-    let config: Config = toml::from_str(&text).map_err(|e| {
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         ConfigError {
             file: path.to_owned(),
@@ -161,13 +164,13 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
             }],
         }
     })?;
+    let (config, mut problems) = read_all(table, &text);
     let issues = validate(&config);
-    if !issues.0.is_empty() {
-        let mut problems: Vec<Problem> = issues
-            .0
-            .into_iter()
-            .map(|i| Problem::at(&text, &i.path, i.message))
-            .collect();
+    problems.extend(issues.0.into_iter().map(|i| {
+        let at = problems_path(&i.path, &config.pruned);
+        Problem::at(&text, &at, i.message)
+    }));
+    if !problems.is_empty() {
         problems.sort_by_key(|p| (p.position.line, p.position.col));
         return Err(ConfigError {
             file: path.to_owned(),
@@ -175,10 +178,147 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
         });
     }
     Ok(Loaded {
-        config,
+        config: config.config,
         path: path.to_owned(),
         text,
     })
+}
+
+/// What [`read_all`] could read, and what it took out to get there.
+struct Read {
+    config: Config,
+    /// Array elements taken out: (array path in the file's terms, element index in the
+    /// file), so paths found later are told in the file's indexes.
+    pruned: Vec<(KeyPath, usize)>,
+}
+
+impl std::ops::Deref for Read {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Most values of the wrong shape reported before giving up on the rest.
+const MAX_SHAPE_PROBLEMS: usize = 50;
+
+/// Reads `table` as a [`Config`], taking out each value serde refuses (noting why) until
+/// the rest reads; an empty configuration when nothing is left that reads.
+fn read_all(table: toml::Table, text: &str) -> (Read, Vec<Problem>) {
+    let mut root = toml::Value::Table(table);
+    let mut problems = Vec::new();
+    let mut pruned: Vec<(KeyPath, usize)> = Vec::new();
+    // Paths taken out so far, in the file's indexes.
+    let mut taken: Vec<KeyPath> = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, Config>(root.clone()) {
+            Ok(config) => return (Read { config, pruned }, problems),
+            Err(e) => {
+                let at = key_path(e.path());
+                let message = e.inner().message().trim().to_string();
+                let in_file = problems_path(&at, &pruned);
+                // A field taken out for its shape is missing now: already reported.
+                let consequence =
+                    missing_field(&message).is_some_and(|key| taken.contains(&in_file.key(key)));
+                if !consequence {
+                    problems.push(Problem::at(text, &in_file, message));
+                }
+                taken.push(in_file.clone());
+                if at.0.is_empty()
+                    || problems.len() >= MAX_SHAPE_PROBLEMS
+                    || !take_out(&mut root, &at, &in_file, &mut pruned)
+                {
+                    let config = Config::default();
+                    return (Read { config, pruned }, problems);
+                }
+            }
+        }
+    }
+}
+
+/// The key serde named in "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(key, _)| key)
+}
+
+/// A path as serde_path_to_error gives it, as a [`KeyPath`].
+fn key_path(path: &serde_path_to_error::Path) -> KeyPath {
+    use serde_path_to_error::Segment;
+    KeyPath(
+        path.iter()
+            .filter_map(|s| match s {
+                Segment::Map { key } => Some(Seg::Key(key.clone())),
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            })
+            .collect(),
+    )
+}
+
+/// `at` (in the pruned document's indexes) in the file's: every element taken out before
+/// an index of the same array shifts it up by one.
+fn problems_path(at: &KeyPath, pruned: &[(KeyPath, usize)]) -> KeyPath {
+    let mut out = KeyPath::default();
+    for seg in &at.0 {
+        match seg {
+            Seg::Index(i) => {
+                let mut taken: Vec<usize> = pruned
+                    .iter()
+                    .filter(|(array, _)| *array == out)
+                    .map(|(_, i)| *i)
+                    .collect();
+                taken.sort_unstable();
+                let mut index = *i;
+                for t in taken {
+                    if t <= index {
+                        index += 1;
+                    }
+                }
+                out.0.push(Seg::Index(index));
+            }
+            key => out.0.push(key.clone()),
+        }
+    }
+    out
+}
+
+/// Takes the value at `at` out of `root` (`in_file` is the same path in the file's
+/// indexes, recorded for array elements); false when there is nothing there to take.
+fn take_out(
+    root: &mut toml::Value,
+    at: &KeyPath,
+    in_file: &KeyPath,
+    pruned: &mut Vec<(KeyPath, usize)>,
+) -> bool {
+    let Some((last, parent)) = at.0.split_last() else {
+        return false;
+    };
+    let mut node = root;
+    for seg in parent {
+        let next = match (node, seg) {
+            (toml::Value::Table(t), Seg::Key(k)) => t.get_mut(k),
+            (toml::Value::Array(a), Seg::Index(i)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match (node, last) {
+        (toml::Value::Table(t), Seg::Key(k)) => t.remove(k).is_some(),
+        (toml::Value::Array(a), Seg::Index(i)) if *i < a.len() => {
+            a.remove(*i);
+            let mut array = in_file.clone();
+            if let Some(Seg::Index(original)) = array.0.pop() {
+                pruned.push((array, original));
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Every section's own checks plus the cross-section port check.
@@ -261,7 +401,52 @@ mod tests {
         let e = errors("[proxy.pools.web]\nbackends = []\nstrategy = \"round_robin\"\nretry = 3\n");
         assert_eq!(
             e,
-            "lintas.toml:4:1: unknown field `retry`, expected one of `strategy`, `hash_key`, `backends`, `health`, `passive`"
+            "lintas.toml:2:12: proxy.pools.web.backends: a pool needs at least one backend\n\
+             lintas.toml:4:9: proxy.pools.web.retry: unknown field `retry`, expected one of `strategy`, `hash_key`, `backends`, `health`, `passive`, `queue_size`, `queue_timeout`, `slow_start`"
+        );
+    }
+
+    /// A missing field takes its whole entry out, and what comes after it is still named by
+    /// its place in the file.
+    #[test]
+    fn every_problem_is_reported_in_one_run() {
+        let text = r#"
+[proxy.pools.web]
+backends = [
+    { name = "a", address = "nowhere" },
+    { name = "b", address = "127.0.0.1:2", wieght = 2 },
+    { name = "b", address = "127.0.0.1:3" },
+]
+strategy = "fastest"
+
+[[proxy.listeners]]
+name = "l0"
+listen = "127.0.0.1:1"
+pool = "web"
+
+[[proxy.listeners]]
+name = "l1"
+mode = "http"
+listen = "127.0.0.1:1"
+pool = "web"
+retries = "many"
+
+[[proxy.listeners]]
+name = "l2"
+mode = "http"
+listen = "127.0.0.1:1"
+pool = "nope"
+"#;
+        assert_eq!(
+            errors(text),
+            "lintas.toml:4:29: proxy.pools.web.backends[0].address: invalid socket address syntax\n\
+             lintas.toml:5:53: proxy.pools.web.backends[1].wieght: unknown field `wieght`, expected one of `name`, `address`, `weight`, `backup`, `max_connections`\n\
+             lintas.toml:6:14: proxy.pools.web.backends[2].name: backend name `b` is used twice in pool `web`\n\
+             lintas.toml:8:12: proxy.pools.web.strategy: unknown variant `fastest`, expected one of `round_robin`, `weighted_round_robin`, `least_connections`, `random_two_choices`, `peak_ewma`, `consistent_hash`\n\
+             lintas.toml:10:1: proxy.listeners[0]: missing field `mode`\n\
+             lintas.toml:20:11: proxy.listeners[1].retries: invalid type: string \"many\", expected u32\n\
+             lintas.toml:25:10: proxy.listeners[2].listen: 127.0.0.1:1 is already used by another listener\n\
+             lintas.toml:26:8: proxy.listeners[2].pool: no pool named `nope`; defined pools: web"
         );
     }
 
@@ -311,15 +496,12 @@ max_inflight = 0
 connect_timeout = "soon"
 allow_anonymous = true
 "#;
+        // A value of the wrong shape does not hide the other problems.
         assert_eq!(
             errors(text),
-            "lintas.toml:8:19: mqtt.connect_timeout: invalid value: string \"soon\", expected a duration"
-        );
-        let text = text.replace("connect_timeout = \"soon\"\n", "");
-        assert_eq!(
-            errors(&text),
             "lintas.toml:6:10: mqtt.listen: 127.0.0.1:8088 is also used by relay.listen; every listener needs its own address\n\
-             lintas.toml:7:16: mqtt.max_inflight: must be at least 1"
+             lintas.toml:7:16: mqtt.max_inflight: must be at least 1\n\
+             lintas.toml:8:19: mqtt.connect_timeout: invalid value: string \"soon\", expected a duration"
         );
     }
 
@@ -357,7 +539,8 @@ keys = ["sku"]
     fn typed_values_are_refused_where_they_are_written() {
         assert_eq!(
             errors("[proxy.pools.web]\nbackends = []\nhash_key = \"ip\"\n"),
-            "lintas.toml:3:12: proxy.pools.web.hash_key: `ip` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\""
+            "lintas.toml:2:12: proxy.pools.web.backends: a pool needs at least one backend\n\
+             lintas.toml:3:12: proxy.pools.web.hash_key: `ip` is not a hash key; use \"client_ip\", \"header:NAME\" or \"cookie:NAME\""
         );
         assert_eq!(
             errors(
@@ -377,8 +560,7 @@ keys = ["sku"]
             errors(
                 "[watch]\ntargets = [\n  { name = \"db\", kind = \"tcp\", address = \"127.0.0.1:5432\", url = \"http://127.0.0.1:1/\" },\n]\n"
             ),
-            // toml gives an inline array's elements the array's span.
-            "lintas.toml:2:11: watch.targets: url: only http targets take url; remove it or write kind = \"http\""
+            "lintas.toml:3:3: watch.targets[0]: url: only http targets take url; remove it or write kind = \"http\""
         );
     }
 
