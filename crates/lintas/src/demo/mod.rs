@@ -27,6 +27,9 @@ use crate::run::{Node, drain, wait_for_signals};
 /// Names of the demo backends.
 const BACKENDS: [&str; 3] = ["app1", "app2", "app3"];
 
+/// Names of the demo's job workers: backends that run one `/work` job at a time.
+const WORKERS: [&str; 3] = ["worker1", "worker2", "worker3"];
+
 /// Runs the demo on `workers` until Ctrl-C.
 pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
@@ -42,6 +45,11 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
         .await?;
         backend_addrs.push(addr);
     }
+    let mut worker_addrs = Vec::new();
+    for name in WORKERS {
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        worker_addrs.push(backend::bind_and_serve(name, any, Some(1), shutdown.clone()).await?);
+    }
     let password: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(20)
@@ -55,7 +63,11 @@ pub async fn run(workers: net::Workers) -> anyhow::Result<()> {
     let text = format!(
         "data_dir = \"{}\"\n\n{}{}",
         data.display(),
-        demo_config(&backend_addrs, &admin::Auth::hash_password(&password)),
+        demo_config(
+            &backend_addrs,
+            &worker_addrs,
+            &admin::Auth::hash_password(&password)
+        ),
         relay_config(&dbs, &key)
     ) + &mqtt.main_config()
         + WATCH_CONFIG
@@ -239,12 +251,18 @@ fn port_or_any(preferred: u16) -> u16 {
     }
 }
 
-fn demo_config(backends: &[SocketAddr], password_hash: &str) -> String {
+fn demo_config(backends: &[SocketAddr], workers: &[SocketAddr], password_hash: &str) -> String {
     let list: Vec<String> = BACKENDS
         .iter()
         .zip(backends)
         .map(|(n, a)| format!("  {{ name = \"{n}\", address = \"{a}\" }},"))
         .collect();
+    let workers: Vec<String> = WORKERS
+        .iter()
+        .zip(workers)
+        .map(|(n, a)| format!("  {{ name = \"{n}\", address = \"{a}\", max_connections = 1 }},"))
+        .collect();
+    let http = port_or_any(8080);
     format!(
         r#"[admin]
 listen = "127.0.0.1:{admin}"
@@ -259,11 +277,33 @@ backends = [
 health = {{ kind = "http", path = "/health", interval = "1s", timeout = "500ms", rise = 2, fall = 2 }}
 passive = {{ failures = 3, cooldown = "5s" }}
 
+# Workers that run one job at a time: a request finding all three busy waits in the
+# pool's queue for the first that frees.
+[proxy.pools.jobs]
+strategy = "least_connections"
+backends = [
+{workers}
+]
+queue_timeout = "60s"
+
 [[proxy.listeners]]
 name = "demo-http"
 mode = "http"
 listen = "127.0.0.1:{http}"
 pool = "demo"
+
+[[proxy.listeners.routes]]
+name = "jobs"
+path_prefix = "/jobs/"
+strip_prefix = true
+request_id = true
+pool = "jobs"
+
+[[proxy.listeners.routes]]
+name = "www"
+host = "www.localhost"
+redirect = "http://localhost:{http}{{uri}}"
+redirect_status = 301
 
 [[proxy.listeners]]
 name = "demo-tcp"
@@ -272,9 +312,9 @@ listen = "127.0.0.1:{tcp}"
 pool = "demo"
 "#,
         admin = port_or_any(9000),
-        http = port_or_any(8080),
         tcp = port_or_any(8081),
         list = list.join("\n"),
+        workers = workers.join("\n"),
     )
 }
 
@@ -292,6 +332,8 @@ lintas demo is running. Ctrl-C stops it.
 
   backends      app1 {b1}  app2 {b2}  app3 {b3}
   HTTP balancer http://{http}/        (least_connections)
+                routes: /jobs/ → worker1-3 (one job at a time each, one queue),
+                Host www.localhost → a 301
   TCP balancer  {tcp}                 (same pool, layer 4)
   console       http://{admin}/console  user admin, password {password}
                 (the password is shown only now; pools, relay, watch in one place)
@@ -303,6 +345,13 @@ Try:
 
   # a long job keeps one backend busy; short jobs go to the others meanwhile
   curl -s 'http://{http}/work?ms=5000' & sleep 0.2; for i in 1 2 3 4; do curl -s http://{http}/work?ms=100; done; wait
+
+  # routes: /jobs/ goes to three workers that run one job at a time (max_connections = 1);
+  # six 3-second jobs: three run, three wait in the pool's queue (stats page: queue) and
+  # each takes the first worker that frees; every answer carries its X-Request-Id
+  for i in 1 2 3 4 5 6; do curl -s -D- -o/dev/null http://{http}/jobs/work?ms=3000 | grep -i 'x-backend\|x-request-id' & done; wait
+  # a host route that redirects
+  curl -si -H 'Host: www.localhost' http://{http}/some/page?x=1 | head -3
 
   # the same pool through the TCP balancer
   curl -s http://{tcp}/
