@@ -752,3 +752,85 @@ mod tests {
         assert_eq!(e.rewrite_path("/other"), "/other");
     }
 }
+
+/// Fuzz target: no spelling of a path reaches a route its plain form would not, and no
+/// path that a WHATWG URL parser (the `url` crate, what browsers and many frameworks use)
+/// resolves through dot segments gets past [`routing_path`].
+#[cfg(test)]
+mod fuzz {
+    use rand::Rng;
+    use rand::rngs::StdRng;
+    use testkit::fuzz::Fuzz;
+
+    use super::routing_path;
+
+    const UNRESERVED: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~";
+    const OTHERS: [&str; 6] = ["%2F", "%20", "!", ";", "%25", "@"];
+
+    /// A path of random segments (now and then `.` or `..`), plain.
+    fn plain(rng: &mut StdRng) -> String {
+        let mut path = String::new();
+        for _ in 0..rng.random_range(1..6) {
+            path.push('/');
+            match rng.random_range(0..10) {
+                0 => path.push('.'),
+                1 => path.push_str(".."),
+                _ => {
+                    for _ in 0..rng.random_range(0..6) {
+                        if rng.random_range(0..8) == 0 {
+                            path.push_str(OTHERS[rng.random_range(0..OTHERS.len())]);
+                        } else {
+                            let c = UNRESERVED[rng.random_range(0..UNRESERVED.len())];
+                            path.push(c as char);
+                        }
+                    }
+                }
+            }
+        }
+        path
+    }
+
+    /// `path` with some unreserved characters percent-encoded, in either case of hex.
+    fn respelt(rng: &mut StdRng, path: &str) -> String {
+        let mut out = String::new();
+        for c in path.chars() {
+            if UNRESERVED.contains(&(c as u8)) && rng.random_range(0..3) == 0 {
+                let hex = format!("%{:02X}", c as u8);
+                out.push_str(&if rng.random() {
+                    hex
+                } else {
+                    hex.to_lowercase()
+                });
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_spelling_of_a_path_routes_otherwise() {
+        let mut fuzz = Fuzz::from_env("route::no_spelling_of_a_path_routes_otherwise");
+        let mut rng = fuzz.rng();
+        while fuzz.next_case() {
+            let plain = plain(&mut rng);
+            let spelt = respelt(&mut rng, &plain);
+            let (a, b) = (routing_path(&plain), routing_path(&spelt));
+            assert_eq!(
+                a.as_deref().map_err(|_| ()),
+                b.as_deref().map_err(|_| ()),
+                "{}: `{plain}` and `{spelt}` route differently",
+                fuzz.at()
+            );
+            let dotted = plain.split('/').any(|s| s == "." || s == "..");
+            assert_eq!(b.is_err(), dotted, "{}: `{spelt}`", fuzz.at());
+            // A WHATWG parser resolves dot segments, %2e spellings included: whatever it
+            // would resolve differently must be among the refused.
+            let url = url::Url::parse(&format!("http://x{spelt}")).unwrap();
+            if let Ok(routed) = &b {
+                let resolved = routing_path(url.path()).unwrap();
+                assert_eq!(&resolved, routed, "{}: `{spelt}`", fuzz.at());
+            }
+        }
+    }
+}
