@@ -351,25 +351,32 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
     let mut target: Cow<'_, str> = Cow::Borrowed(path);
     let mut redirect = None;
     if !ctx.router.routes.is_empty() {
-        let (host, uri) = match path.parse::<http::Uri>() {
-            Ok(u) if u.authority().is_some() => (
-                u.authority()
-                    .map(|a| a.as_str().to_owned())
-                    .unwrap_or_default(),
-                u.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-            ),
-            _ => (
-                headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("host"))
-                    .map(|h| String::from_utf8_lossy(trim_ows(h.value)).into_owned())
-                    .unwrap_or_default(),
-                path.to_owned(),
-            ),
+        // Origin-form (nearly every request) borrows; the absolute-form's authority is the
+        // host (RFC 9112 §3.2.2).
+        let (host, uri): (Cow<'_, str>, Cow<'_, str>) = if path.starts_with('/') || path == "*" {
+            let host = headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map_or(Cow::Borrowed(""), |h| {
+                    String::from_utf8_lossy(trim_ows(h.value))
+                });
+            (host, Cow::Borrowed(path))
+        } else {
+            match path.parse::<http::Uri>() {
+                Ok(u) => (
+                    Cow::Owned(
+                        u.authority()
+                            .map(|a| a.as_str().to_owned())
+                            .unwrap_or_default(),
+                    ),
+                    Cow::Owned(u.path_and_query().map_or("/", |p| p.as_str()).to_owned()),
+                ),
+                Err(_) => (Cow::Borrowed(""), Cow::Borrowed(path)),
+            }
         };
         let (raw_path, query) = match uri.split_once('?') {
             Some((p, q)) => (p, Some(q)),
-            None => (uri.as_str(), None),
+            None => (&*uri, None),
         };
         let normal = match route::routing_path(raw_path) {
             Ok(n) => n,
