@@ -531,6 +531,23 @@ pub async fn wait_backend(
 
 /// A self-signed certificate for `localhost` written into `dir`, as the `tls = {...}` line
 /// of a listener, and the certificate's path (for a client's roots).
+/// A TLS client that trusts only the certificates in the PEM file `cert`.
+pub fn tls_connector(cert: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 pub fn tls_listener(dir: &TempDir) -> (String, std::path::PathBuf) {
     let (cert, key) = testkit::tls::self_signed(dir.path()).unwrap();
     let line = format!(

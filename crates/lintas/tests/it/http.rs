@@ -1,7 +1,5 @@
 //! Layer 7: what clients and backends see of a request going through an HTTP listener.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
@@ -286,20 +284,8 @@ async fn tls_termination_serves_https_and_marks_the_protocol() {
     let (tls, cert) = tls_listener(&dir);
     let (_b, node) = one_backend(&tls).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = TcpStream::connect(node.addr("web").await).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let stream = crate::harness::tls_connector(&cert)
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,

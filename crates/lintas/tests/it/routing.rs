@@ -451,21 +451,9 @@ pool = "api""#,
         ("a.apps.example.com", &apps_cert, "web1"),
         ("localhost", &default_cert, "web1"),
     ] {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(trusted).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         // Verification against only this certificate proves which one was presented.
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = crate::harness::tls_connector(trusted)
             .connect(
                 rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
                 tcp,
