@@ -368,6 +368,16 @@ keys = ["sku"]
     }
 
     #[test]
+    fn a_backend_address_without_a_port_is_refused_where_it_is_written() {
+        assert_eq!(
+            errors(
+                "[proxy.pools.web]\nbackends = [\n  { name = \"a\", address = \"app.internal\" },\n]\n"
+            ),
+            "lintas.toml:3:27: proxy.pools.web.backends[0].address: `app.internal` has no port; write ip:port or host:port, e.g. \"app.internal:8080\""
+        );
+    }
+
+    #[test]
     fn a_target_missing_its_kinds_field_names_the_target_and_the_field() {
         assert_eq!(
             errors("[watch]\n\n[[watch.targets]]\nname = \"site\"\nkind = \"http\"\n"),
