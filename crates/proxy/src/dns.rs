@@ -300,8 +300,7 @@ impl Dns {
 
     /// Stops the refresh tasks and starts one per entry, on `pools` as just applied.
     pub(crate) fn restart_refreshers(
-        &self,
-        dns: &Arc<Dns>,
+        self: &Arc<Self>,
         pools: &BTreeMap<String, Arc<Pool>>,
         max_ttl: Duration,
         tracker: &TaskTracker,
@@ -321,7 +320,7 @@ impl Dns {
             let stop = shutdown.child_token();
             state.refreshers.push(stop.clone());
             tracker.spawn(refresh(Refresher {
-                dns: dns.clone(),
+                dns: self.clone(),
                 key: key.clone(),
                 pool: pool.clone(),
                 resolver: resolver.clone(),

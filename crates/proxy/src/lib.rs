@@ -343,7 +343,6 @@ impl Proxy {
             .collect();
         self.registry.set_pools(pools.clone());
         self.registry.dns.restart_refreshers(
-            &self.registry.dns,
             &pools,
             cfg.dns.max_ttl,
             &self.tracker,
