@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+mod address;
+pub use address::Address;
+
 pub use humantime_serde::re::humantime::format_duration;
 
 /// Parses a duration written as in the configuration (`"500ms"`, `"2s"`, `"5m"`).

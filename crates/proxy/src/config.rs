@@ -24,6 +24,63 @@ pub struct ProxyConfig {
     /// Listening sockets, each in front of one pool.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
+    /// How backends written as host names are resolved.
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// `[proxy.dns]`: how backends written as `host:port` are resolved and re-resolved, like
+/// HAProxy's `resolvers` section and nginx's `resolver`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers, `"ip"` (port 53) or `"ip:port"`; empty means those of
+    /// `/etc/resolv.conf` (whose `/etc/hosts` is read first either way).
+    #[serde(default, deserialize_with = "name_servers")]
+    pub servers: Vec<SocketAddr>,
+    /// Longest an answer is believed, whatever its TTL (HAProxy's `hold valid`, nginx's
+    /// `valid=`): a name is asked again after `min(max(TTL, 1s), max_ttl)`.
+    #[serde(default = "default_max_ttl", with = "configkit::duration")]
+    pub max_ttl: Duration,
+    /// A query unanswered for this long is sent again once, then the resolution fails.
+    #[serde(default = "default_dns_timeout", with = "configkit::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            max_ttl: default_max_ttl(),
+            timeout: default_dns_timeout(),
+        }
+    }
+}
+
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_dns_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Reads `servers`: each `ip` or `ip:port`.
+fn name_servers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a name server; write \"10.0.0.2\" or \"10.0.0.2:53\""
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// `[proxy.pools.NAME]`.
@@ -76,8 +133,9 @@ fn default_strategy() -> StrategyKind {
 pub struct BackendConfig {
     /// Unique within the pool.
     pub name: String,
-    /// `ip:port`.
-    pub address: SocketAddr,
+    /// `ip:port`, or `host:port`: resolved to all its addresses (A and AAAA), each a
+    /// backend of its own, and resolved again as its records expire (see `dns`).
+    pub address: configkit::Address,
     /// Relative share, 0..=256.
     #[serde(default = "one")]
     pub weight: u32,
@@ -93,6 +151,19 @@ pub struct BackendConfig {
 
 fn one() -> u32 {
     1
+}
+
+impl BackendConfig {
+    /// The backend this entry makes at `addr` (one per address of a host name).
+    pub fn spec(&self, name: String, addr: SocketAddr) -> BackendSpec {
+        BackendSpec {
+            name,
+            addr,
+            weight: self.weight,
+            max_connections: self.max_connections,
+            backup: self.backup,
+        }
+    }
 }
 
 /// What an active check does.
@@ -379,16 +450,21 @@ fn default_max_header_bytes() -> usize {
 }
 
 impl PoolConfig {
-    /// The backends as the balancer takes them.
-    pub fn backend_specs(&self) -> Vec<BackendSpec> {
+    /// The backends as the balancer takes them; `resolved` gives the backends (name and
+    /// address) that an entry written as a host name stands for, by its index.
+    pub fn backend_specs(
+        &self,
+        resolved: impl Fn(usize) -> Vec<(String, SocketAddr)>,
+    ) -> Vec<BackendSpec> {
         self.backends
             .iter()
-            .map(|b| BackendSpec {
-                name: b.name.clone(),
-                addr: b.address,
-                weight: b.weight,
-                max_connections: b.max_connections,
-                backup: b.backup,
+            .enumerate()
+            .flat_map(|(i, b)| match b.address.ip() {
+                Some(addr) => vec![b.spec(b.name.clone(), addr)],
+                None => resolved(i)
+                    .into_iter()
+                    .map(|(name, addr)| b.spec(name, addr))
+                    .collect(),
             })
             .collect()
     }
@@ -452,6 +528,22 @@ impl ProxyConfig {
                     issues.push(
                         p.key("backends").index(i).key("name"),
                         format!("backend name `{}` is used twice in pool `{name}`", b.name),
+                    );
+                }
+                if let Some((base, n)) = b.name.rsplit_once('#')
+                    && !n.is_empty()
+                    && n.bytes().all(|c| c.is_ascii_digit())
+                    && let Some(named) = pool
+                        .backends
+                        .iter()
+                        .find(|o| o.name == base && o.address.ip().is_none())
+                {
+                    issues.push(
+                        p.key("backends").index(i).key("name"),
+                        format!(
+                            "backend name `{}` is kept for the addresses of `{base}` ({}); choose another name",
+                            b.name, named.address
+                        ),
                     );
                 }
                 if b.weight > balance::MAX_WEIGHT {
@@ -524,6 +616,12 @@ impl ProxyConfig {
                     issues.push(hp.key("fall"), "fall must be at least 1");
                 }
             }
+        }
+        if self.dns.max_ttl < Duration::from_secs(1) {
+            issues.push(at.key("dns").key("max_ttl"), "max_ttl must be at least 1s");
+        }
+        if self.dns.timeout.is_zero() {
+            issues.push(at.key("dns").key("timeout"), "timeout must be above zero");
         }
         let listeners_at = at.key("listeners");
         for (i, l) in self.listeners.iter().enumerate() {
@@ -675,6 +773,84 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_address_is_an_ip_or_a_host_name_with_a_port() {
+        let cfg: ProxyConfig = toml::from_str(
+            r#"
+            dns = { servers = ["127.0.0.1:5353", "10.0.0.2"], max_ttl = "10s" }
+            [pools.web]
+            backends = [{ name = "a", address = "127.0.0.1:1" }, { name = "b", address = "app.internal:8080" }]
+            "#,
+        )
+        .unwrap();
+        let web = &cfg.pools["web"];
+        assert_eq!(
+            web.backends[0].address.ip(),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            web.backends[1].address,
+            configkit::Address::Host {
+                host: "app.internal".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            cfg.dns.servers,
+            [
+                "127.0.0.1:5353".parse().unwrap(),
+                "10.0.0.2:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.dns.max_ttl, Duration::from_secs(10));
+        assert_eq!(cfg.dns.timeout, Duration::from_secs(2));
+        let specs = web.backend_specs(|i| {
+            assert_eq!(i, 1);
+            vec![
+                ("b#1".into(), "10.0.0.1:8080".parse().unwrap()),
+                ("b#2".into(), "10.0.0.2:8080".parse().unwrap()),
+            ]
+        });
+        let names: Vec<_> = specs
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.addr))
+            .collect();
+        assert_eq!(
+            names,
+            ["a=127.0.0.1:1", "b#1=10.0.0.1:8080", "b#2=10.0.0.2:8080"]
+        );
+
+        for (value, message) in [
+            (
+                "app.internal",
+                "`app.internal` has no port; write ip:port or host:port, e.g. \"app.internal:8080\"",
+            ),
+            (
+                "app.internal:70000",
+                "port 70000 is out of range; use 1 to 65535",
+            ),
+            (
+                "app internal:80",
+                "`app internal:80` is not an address; write ip:port (\"10.0.0.5:8080\", \"[::1]:8080\") or host:port (\"app.internal:8080\")",
+            ),
+        ] {
+            let text =
+                format!("[pools.web]\nbackends = [{{ name = \"a\", address = \"{value}\" }}]\n");
+            let err = toml::from_str::<ProxyConfig>(&text).unwrap_err();
+            assert_eq!(err.message(), message);
+            assert_eq!(
+                err.span().map(|s| &text[s]),
+                Some(format!("\"{value}\"").as_str())
+            );
+        }
+        let text = "dns = { servers = [\"ns1\"] }\n";
+        let err = toml::from_str::<ProxyConfig>(text).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "`ns1` is not a name server; write \"10.0.0.2\" or \"10.0.0.2:53\""
+        );
+    }
+
+    #[test]
     fn hash_keys() {
         assert_eq!(parse_hash_key("client_ip"), Ok(HashKey::ClientIp));
         assert_eq!(
@@ -693,9 +869,11 @@ mod tests {
     fn reports_every_problem_with_its_path() {
         let got = issues_of(
             r#"
+            dns = { max_ttl = "500ms", timeout = "0s" }
+
             [pools.web]
             strategy = "consistent_hash"
-            backends = [{ name = "a", address = "127.0.0.1:1" }, { name = "a", address = "127.0.0.1:2", weight = 300 }]
+            backends = [{ name = "a", address = "127.0.0.1:1" }, { name = "a", address = "127.0.0.1:2", weight = 300 }, { name = "app", address = "app.internal:80" }, { name = "app#2", address = "127.0.0.1:3" }]
             health = { kind = "http", rise = 0 }
 
             [[listeners]]
@@ -718,8 +896,11 @@ mod tests {
             vec![
                 "proxy.pools.web.backends[1].name: backend name `a` is used twice in pool `web`",
                 "proxy.pools.web.backends[1].weight: weight 300 is out of range; use 0 to 256",
+                "proxy.pools.web.backends[3].name: backend name `app#2` is kept for the addresses of `app` (app.internal:80); choose another name",
                 "proxy.pools.web.strategy: consistent_hash needs hash_key = \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
                 "proxy.pools.web.health.rise: rise must be at least 1",
+                "proxy.dns.max_ttl: max_ttl must be at least 1s",
+                "proxy.dns.timeout: timeout must be above zero",
                 "proxy.listeners[0].pool: no pool named `nope`; defined pools: web",
                 "proxy.listeners[0].no_backend_status: use 503 (default) or 502",
                 "proxy.listeners[0].proxy_protocol: the PROXY protocol is for mode = \"tcp\" listeners; HTTP listeners send X-Forwarded-For",

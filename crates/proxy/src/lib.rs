@@ -15,6 +15,8 @@
 //! - `route`: a listener's routes — by host, path, method, header (HTTP) or SNI (TCP) to
 //!   a pool or a redirect, with path and header rewrites.
 //! - `check`: active health checks per pool.
+//! - `dns`: backends written as host names — resolved, then resolved again as their
+//!   records expire, the pool's membership following the answers.
 //! - [`registry`]: pools and listeners with their counters, read by the stats and metrics;
 //!   `rates` samples their request counters into requests per second.
 //! - [`admin`]: the stats page, the runtime API and the metrics, mounted in the admin
@@ -28,6 +30,7 @@ pub mod admin;
 mod attempts;
 mod check;
 pub mod config;
+mod dns;
 mod http;
 mod listener;
 mod proxy_protocol;
@@ -52,6 +55,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{ListenerConfig, Mode, ProxyConfig};
+pub use crate::dns::{DnsMember, DnsSnapshot};
 use crate::listener::{ListenerHandle, ListenerSettings};
 use crate::registry::{ListenerInfo, Registry};
 
@@ -82,6 +86,22 @@ pub enum ProxyError {
         /// What is wrong.
         message: String,
     },
+    /// A backend's host name did not resolve when its configuration was applied.
+    #[error("pool `{pool}`: {message}")]
+    Resolve {
+        /// Pool name.
+        pool: String,
+        /// The backend's index in the pool's `backends`.
+        index: usize,
+        /// What failed and what to check.
+        message: String,
+    },
+    /// No resolver could be made for `[proxy.dns]`.
+    #[error("{message}")]
+    Dns {
+        /// Why.
+        message: String,
+    },
     /// A pool definition was refused.
     #[error("pool `{pool}`: {source}")]
     Pool {
@@ -99,6 +119,13 @@ impl ProxyError {
             Self::Bind { index, .. } => at.key("listeners").index(*index).key("listen"),
             Self::Tls { index, .. } => at.key("listeners").index(*index).key("tls"),
             Self::Pool { pool, .. } => at.key("pools").key(pool),
+            Self::Resolve { pool, index, .. } => at
+                .key("pools")
+                .key(pool)
+                .key("backends")
+                .index(*index)
+                .key("address"),
+            Self::Dns { .. } => at.key("dns"),
         }
     }
 }
@@ -221,9 +248,12 @@ impl Proxy {
     /// Applies `cfg` as a diff of the running state: pools keep their backends' health and
     /// counters, listeners on an unchanged address keep their socket and connections, new
     /// listeners are bound before anything is torn down, and removed listeners only stop
-    /// accepting. If a new address cannot be bound or a certificate is unusable, nothing
-    /// changes.
+    /// accepting. If a new address cannot be bound, a certificate is unusable or a new host
+    /// name does not resolve, nothing changes. Host names already known are not resolved
+    /// again here: their refresh tasks keep them current.
     pub async fn apply(&self, cfg: &ProxyConfig) -> Result<ReloadSummary, ProxyError> {
+        // Before the lock: waiting on DNS must not hold up another reload's wait.
+        let resolved = self.registry.dns.prepare(cfg).await?;
         let mut running = self.running.lock().await;
         let mut summary = ReloadSummary::default();
 
@@ -280,8 +310,11 @@ impl Proxy {
         // 2. Pools: reconfigure in place, create, drop.
         let old_pools = self.registry.pools();
         let mut pools = BTreeMap::new();
+        // A refresh applies no answer until the pools are set.
+        let dns_changes = self.registry.dns.hold().await;
+        self.registry.dns.merge(cfg, resolved);
         for (name, p) in &cfg.pools {
-            let specs = p.backend_specs();
+            let specs = p.backend_specs(|i| self.registry.dns.members(name, &p.backends[i]));
             let pool = match old_pools.get(name) {
                 Some(existing) => {
                     let kept =
@@ -316,6 +349,13 @@ impl Proxy {
             .cloned()
             .collect();
         self.registry.set_pools(pools.clone());
+        self.registry.dns.restart_refreshers(
+            &pools,
+            cfg.dns.max_ttl,
+            &self.tracker,
+            &self.shutdown,
+        );
+        drop(dns_changes);
 
         // 3. Health checkers restart with the new settings.
         for c in running.checkers.drain(..) {

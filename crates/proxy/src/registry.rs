@@ -10,6 +10,7 @@ use balance::{Pool, PoolSnapshot, RateMeter};
 use serde::Serialize;
 
 use crate::config::Mode;
+use crate::dns::{Dns, DnsSnapshot};
 
 /// Live counters of one listener; relaxed atomics bumped on the data path.
 #[derive(Debug, Default)]
@@ -119,6 +120,8 @@ impl ListenerInfo {
 pub struct Registry {
     pools: ArcSwap<BTreeMap<String, Arc<Pool>>>,
     listeners: ArcSwap<Vec<Arc<ListenerInfo>>>,
+    /// Backends written as host names, and their last resolutions.
+    pub(crate) dns: Arc<Dns>,
 }
 
 impl Registry {
@@ -140,6 +143,11 @@ impl Registry {
     /// Snapshot of every pool.
     pub fn pool_snapshots(&self) -> Vec<PoolSnapshot> {
         self.pools.load().values().map(|p| p.snapshot()).collect()
+    }
+
+    /// Every backend entry written as a host name: its addresses now and its failures.
+    pub fn dns_snapshots(&self) -> Vec<DnsSnapshot> {
+        self.dns.snapshot()
     }
 
     /// Snapshot of every listener.

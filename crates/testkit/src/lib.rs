@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod browser;
+pub mod dns;
 pub mod fuzz;
 pub mod link;
 pub mod paho;

@@ -166,9 +166,12 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
     })?;
     let (config, mut problems) = read_all(table, &text);
     let issues = validate(&config);
-    problems.extend(issues.0.into_iter().map(|i| {
+    problems.extend(issues.0.into_iter().filter_map(|i| {
         let at = problems_path(&i.path, &config.pruned);
-        Problem::at(&text, &at, i.message)
+        // A table or array whose content was taken out (now empty, say) is not a problem
+        // of its own.
+        let consequence = config.taken.iter().any(|t| t.0.starts_with(&at.0));
+        (!consequence).then(|| Problem::at(&text, &at, i.message))
     }));
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.position.line, p.position.col));
@@ -187,6 +190,8 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
 /// What [`read_all`] could read, and what it took out to get there.
 struct Read {
     config: Config,
+    /// Paths taken out, in the file's indexes.
+    taken: Vec<KeyPath>,
     /// Array elements taken out: (array path in the file's terms, element index in the
     /// file), so paths found later are told in the file's indexes.
     pruned: Vec<(KeyPath, usize)>,
@@ -213,7 +218,14 @@ fn read_all(table: toml::Table, text: &str) -> (Read, Vec<Problem>) {
     let mut taken: Vec<KeyPath> = Vec::new();
     loop {
         match serde_path_to_error::deserialize::<_, Config>(root.clone()) {
-            Ok(config) => return (Read { config, pruned }, problems),
+            Ok(config) => {
+                let read = Read {
+                    config,
+                    pruned,
+                    taken,
+                };
+                return (read, problems);
+            }
             Err(e) => {
                 let at = key_path(e.path());
                 let message = e.inner().message().trim().to_string();
@@ -229,8 +241,12 @@ fn read_all(table: toml::Table, text: &str) -> (Read, Vec<Problem>) {
                     || problems.len() >= MAX_SHAPE_PROBLEMS
                     || !take_out(&mut root, &at, &in_file, &mut pruned)
                 {
-                    let config = Config::default();
-                    return (Read { config, pruned }, problems);
+                    let read = Read {
+                        config: Config::default(),
+                        pruned,
+                        taken,
+                    };
+                    return (read, problems);
                 }
             }
         }
@@ -439,7 +455,7 @@ pool = "nope"
 "#;
         assert_eq!(
             errors(text),
-            "lintas.toml:4:29: proxy.pools.web.backends[0].address: invalid socket address syntax\n\
+            "lintas.toml:4:29: proxy.pools.web.backends[0].address: `nowhere` has no port; write ip:port or host:port, e.g. \"nowhere:8080\"\n\
              lintas.toml:5:53: proxy.pools.web.backends[1].wieght: unknown field `wieght`, expected one of `name`, `address`, `weight`, `backup`, `max_connections`\n\
              lintas.toml:6:14: proxy.pools.web.backends[2].name: backend name `b` is used twice in pool `web`\n\
              lintas.toml:8:12: proxy.pools.web.strategy: unknown variant `fastest`, expected one of `round_robin`, `weighted_round_robin`, `least_connections`, `random_two_choices`, `peak_ewma`, `consistent_hash`\n\
@@ -547,6 +563,16 @@ keys = ["sku"]
                 "[watch]\n\n[[watch.targets]]\nname = \"site\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nexpect_status = \"2xx\"\n"
             ),
             "lintas.toml:7:17: watch.targets[0].expect_status: `2xx` is not a status range; write \"200-399\" or \"200\""
+        );
+    }
+
+    #[test]
+    fn a_backend_address_without_a_port_is_refused_where_it_is_written() {
+        assert_eq!(
+            errors(
+                "[proxy.pools.web]\nbackends = [\n  { name = \"a\", address = \"app.internal\" },\n]\n"
+            ),
+            "lintas.toml:3:27: proxy.pools.web.backends[0].address: `app.internal` has no port; write ip:port or host:port, e.g. \"app.internal:8080\""
         );
     }
 

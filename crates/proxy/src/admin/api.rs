@@ -32,12 +32,15 @@ type AdminState = Arc<Proxy>;
 pub(crate) struct Stats {
     listeners: Vec<ListenerSnapshot>,
     pools: Vec<PoolSnapshot>,
+    /// Backends written as host names: what each resolves to now, and its failures.
+    dns: Vec<crate::DnsSnapshot>,
 }
 
 pub(crate) async fn stats(State(state): State<AdminState>) -> Json<Stats> {
     Json(Stats {
         listeners: state.registry().listener_snapshots(),
         pools: state.registry().pool_snapshots(),
+        dns: state.registry().dns_snapshots(),
     })
 }
 

@@ -3,8 +3,8 @@
 //! twice and a backend removed at run time disappears from the next scrape).
 //!
 //! Names and label sets are the ones dashboards use: `lintas_backend_*{pool, backend}`,
-//! `lintas_pool_available_backends{pool}`, `lintas_listener_info{listener, mode, address,
-//! pool}` and `lintas_listener_*{listener}` (responses also by `class`). Counters are
+//! `lintas_pool_available_backends{pool}`, `lintas_pool_dns_failures{pool}`,
+//! `lintas_listener_info{listener, mode, address, pool}` and `lintas_listener_*{listener}` (responses also by `class`). Counters are
 //! exposed as `<family>_total`, as OpenMetrics names them.
 
 use std::fmt;
@@ -271,6 +271,19 @@ impl Collector for ProxyCollector {
                     ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
                 )
             }),
+        )?;
+        let mut dns_failures = std::collections::BTreeMap::<String, u64>::new();
+        for d in self.0.dns_snapshots() {
+            *dns_failures.entry(d.pool).or_default() += d.failures;
+        }
+        encode_family(
+            &mut encoder,
+            "lintas_pool_dns_failures",
+            "Failed resolutions of the pool's backends written as host names (each keeps its \
+             last addresses); only pools with such backends have a sample.",
+            dns_failures
+                .iter()
+                .map(|(pool, n)| ([("pool", pool.as_str())], ConstCounter::new(*n))),
         )?;
         for family in QUEUE_FAMILIES {
             let by_pool = pools

@@ -5,6 +5,7 @@
 //! own admin server on 127.0.0.1:0, and talks to it with `testkit::HttpClient`.
 
 mod api;
+mod dns;
 mod forms;
 mod pages;
 mod traffic;
@@ -88,14 +89,7 @@ impl Admin {
         cfg.validate(&configkit::KeyPath::root("proxy"), &mut issues);
         assert!(issues.0.is_empty(), "{issues:?}");
         let shutdown = CancellationToken::new();
-        let deps = Deps::new(
-            Workers::default(),
-            TaskTracker::new(),
-            std::path::PathBuf::new(),
-            backplane::open(None, std::path::Path::new(""))
-                .await
-                .expect("the embedded backplane opens"),
-        );
+        let deps = deps().await;
         let proxy = Proxy::start(&cfg, deps.clone(), shutdown.clone())
             .await
             .expect("the proxy starts");
@@ -124,6 +118,19 @@ impl Admin {
             .pool(name)
             .unwrap_or_else(|| panic!("no pool {name}"))
     }
+}
+
+/// What a node hands the proxy: no workers (the test's runtime serves), an embedded
+/// backplane.
+pub(crate) async fn deps() -> Deps {
+    Deps::new(
+        Workers::default(),
+        TaskTracker::new(),
+        std::path::PathBuf::new(),
+        backplane::open(None, std::path::Path::new(""))
+            .await
+            .expect("the embedded backplane opens"),
+    )
 }
 
 /// An HTTP/1.1 backend on 127.0.0.1:0 that answers every request `200 ok` after `delay`,

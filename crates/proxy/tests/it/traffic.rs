@@ -61,7 +61,7 @@ fn cell<'a>(page: &str, row: &'a [String], header: &str) -> &'a str {
     &row[i]
 }
 
-async fn get_through(front: SocketAddr) -> u16 {
+pub(crate) async fn get_through(front: SocketAddr) -> u16 {
     testkit::HttpClient::new()
         .get(&format!("http://{front}/"))
         .await
