@@ -28,6 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wrk import Wrk, parse_wrk  # noqa: E402  (bench/wrk.py)
 
 PROXIES = ("haproxy", "nginx", "lintas")
+# What `*` and cpu µs/req mean, under every table of them (also used by routes.py).
+WRK_NOTES = [
+    "`*` after req/s: wrk reported socket errors or non-2xx responses (see the raw output).",
+    "cpu µs/req = the proxy's CPU time (user + sys, all its processes) during the",
+    "measured wrk run / requests wrk completed: the proxy's own cost per request,",
+    "which req/s understates when wrk and the backend share the cores with it.",
+]
 # wrk prints latencies as e.g. 512.00us, 1.23ms, 1.05s, 1.00m
 
 
@@ -180,11 +187,8 @@ def render(result_dir: Path) -> str:
     out += ["", "## Memory per idle connection (TCP mode)", ""] + memory_table(result_dir)
     out += [
         "",
-        "`*` after req/s: wrk reported socket errors or non-2xx responses (see the raw output).",
+        *WRK_NOTES,
         "`-`: not measured (lintas skipped, or nginx without the stream module).",
-        "cpu µs/req = the proxy's CPU time (user + sys, all its processes) during the",
-        "measured wrk run / requests wrk completed: the proxy's own cost per request,",
-        "which req/s understates when wrk and the backend share the cores with it.",
         "Bytes per idle conn = (RSS after - RSS before) / idle conns; each idle client",
         "connection holds 2 sockets on the proxy (client side + backend side).",
     ]
