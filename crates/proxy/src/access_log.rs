@@ -5,8 +5,9 @@
 //! to the file's writer thread with a non-blocking send on a bounded channel
 //! ([`CHANNEL_LINES`]). When the channel is full the line is dropped and counted
 //! (`lintas_listener_access_log_dropped_total`) — a slow disk never slows a request. The
-//! writer takes every line waiting, writes them with one system call, then sleeps
-//! [`GATHER`] so the next lines gather: a request never wakes it except after a quiet spell.
+//! writer takes every line waiting (up to 256 KiB), writes them with one system call, and
+//! once the channel is empty sleeps [`GATHER`] so the next lines gather: a request wakes it
+//! (a futex call) only after a quiet spell, never once per line under load.
 //!
 //! Reload reopens: [`LogFiles::open`] runs in every apply, opens each configured path again
 //! and hands the new file to that path's writer, which switches before its next write, so
@@ -22,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -39,17 +40,33 @@ pub(crate) const CHANNEL_LINES: usize = 16 * 1024;
 const GATHER: Duration = Duration::from_millis(20);
 /// Most bytes the writer puts in one write.
 const MAX_BATCH: usize = 256 * 1024;
-/// Room reserved for a line before formatting, enough for most without growing.
-const LINE_CAPACITY: usize = 384;
+/// Room reserved for a line before formatting, by format: enough for most lines without
+/// growing (a JSON line of a short request is about 450 bytes).
+const LINE_CAPACITY: [usize; 2] = [256, 640];
 
 /// One log destination, shared by the listeners naming its path.
 #[derive(Debug)]
 pub(crate) struct LogFile {
     /// `stdout` or the file's path, as configured.
     path: String,
-    tx: SyncSender<Vec<u8>>,
+    /// Taken when the file is dropped, which tells the writer to finish.
+    tx: Option<SyncSender<Vec<u8>>>,
     /// A file opened again by a reload, taken by the writer before its next write.
     reopened: Arc<Mutex<Option<File>>>,
+    /// The writer thread, joined on drop so that no line sent is lost at exit.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogFile {
+    /// Runs once every listener and connection holding the file is gone: the writer writes
+    /// what is left and ends (woken from its pause, so this waits for one write at most).
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Where a writer writes.
@@ -66,22 +83,25 @@ impl LogFile {
         } else {
             Target::File(append(path)?)
         };
-        let (file, rx) = Self::channel(path, CHANNEL_LINES);
+        let (mut file, rx) = Self::channel(path, CHANNEL_LINES);
         let reopened = file.reopened.clone();
-        std::thread::Builder::new()
-            .name("lintas-access-log".into())
-            .spawn(move || write_lines(&rx, target, &reopened))?;
-        Ok(file)
+        file.writer = Some(
+            std::thread::Builder::new()
+                .name("lintas-access-log".into())
+                .spawn(move || write_lines(&rx, target, &reopened))?,
+        );
+        Ok(Arc::new(file))
     }
 
     /// The file's sending side and the receiver its writer reads, without a writer.
-    fn channel(path: &str, lines: usize) -> (Arc<Self>, Receiver<Vec<u8>>) {
+    fn channel(path: &str, lines: usize) -> (Self, Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::sync_channel(lines);
-        let file = Arc::new(Self {
+        let file = Self {
             path: path.to_owned(),
-            tx,
+            tx: Some(tx),
             reopened: Arc::default(),
-        });
+            writer: None,
+        };
         (file, rx)
     }
 
@@ -96,7 +116,8 @@ impl LogFile {
 
     /// Hands a line to the writer without waiting; a full channel drops it into `dropped`.
     pub(crate) fn send(&self, line: Vec<u8>, dropped: &AtomicU64) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+        let sent = self.tx.as_ref().map(|tx| tx.try_send(line));
+        if let Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) = sent {
             dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -113,10 +134,14 @@ fn write_lines(rx: &Receiver<Vec<u8>>, mut target: Target, reopened: &Mutex<Opti
     let mut failing = false;
     while let Ok(line) = rx.recv() {
         batch.extend_from_slice(&line);
+        let mut drained = false;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(line) => batch.extend_from_slice(&line),
-                Err(_) => break,
+                Err(_) => {
+                    drained = true;
+                    break;
+                }
             }
         }
         if let Some(file) = reopened.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -136,7 +161,11 @@ fn write_lines(rx: &Receiver<Vec<u8>>, mut target: Target, reopened: &Mutex<Opti
             Ok(()) => failing = false,
         }
         batch.clear();
-        std::thread::sleep(GATHER);
+        // More is waiting: write it at once, or the writer would cap the rate it can take.
+        // Unparked early when the file is dropped.
+        if drained {
+            std::thread::park_timeout(GATHER);
+        }
     }
 }
 
@@ -280,7 +309,7 @@ impl Trace {
 
 /// The line for `r` in `format`, with its newline.
 pub(crate) fn format_line(format: LogFormat, r: &Record<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(LINE_CAPACITY);
+    let mut out = Vec::with_capacity(LINE_CAPACITY[usize::from(format == LogFormat::Json)]);
     match format {
         LogFormat::Common => common(&mut out, r),
         LogFormat::Combined => {
@@ -302,7 +331,8 @@ pub(crate) fn format_line(format: LogFormat, r: &Record<'_>) -> Vec<u8> {
 
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent`.
 fn common(out: &mut Vec<u8>, r: &Record<'_>) {
-    let _ = write!(out, "{} - - [", r.client.ip());
+    ip(out, r.client.ip());
+    out.extend_from_slice(b" - - [");
     clf_time(out, r.time);
     out.extend_from_slice(b"] \"");
     match &r.request {
@@ -315,7 +345,10 @@ fn common(out: &mut Vec<u8>, r: &Record<'_>) {
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, "\" {} {}", r.status, r.bytes_sent);
+    out.extend_from_slice(b"\" ");
+    num(out, u64::from(r.status));
+    out.push(b' ');
+    num(out, r.bytes_sent);
 }
 
 fn escape_or_dash(out: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -326,20 +359,31 @@ fn escape_or_dash(out: &mut Vec<u8>, v: Option<&[u8]>) {
 }
 
 /// nginx's `escape=default`: `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escape_clf(out: &mut Vec<u8>, v: &[u8]) {
-    for &b in v {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
-        } else {
-            out.push(b);
+fn escape_clf(out: &mut Vec<u8>, mut v: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let plain = |b: &u8| b != &b'"' && b != &b'\\' && (0x20..0x7f).contains(b);
+    // Runs of plain bytes are copied whole: nearly every value is one run.
+    while !v.is_empty() {
+        let run = v.iter().position(|b| !plain(b)).unwrap_or(v.len());
+        out.extend_from_slice(&v[..run]);
+        if let Some(&b) = v.get(run) {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
         }
+        v = v.get(run + 1..).unwrap_or_default();
     }
 }
 
 fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     out.extend_from_slice(b"{\"time\":\"");
     rfc3339_ms(out, r.time);
-    let _ = write!(out, "\",\"client\":\"{}\"", r.client);
+    out.extend_from_slice(b"\",\"client\":\"");
+    socket_addr(out, r.client);
+    out.push(b'"');
     key_str(out, "listener", Some(r.listener.as_bytes()));
     let q = r.request.as_ref();
     if r.tcp {
@@ -349,11 +393,9 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
         key_str(out, "target", q.map(|q| q.target));
         key_str(out, "protocol", q.map(|q| q.protocol.as_bytes()));
     }
-    let _ = write!(
-        out,
-        ",\"status\":{},\"bytes_sent\":{},\"bytes_received\":{}",
-        r.status, r.bytes_sent, r.bytes_received
-    );
+    key_num(out, "status", u64::from(r.status));
+    key_num(out, "bytes_sent", r.bytes_sent);
+    key_num(out, "bytes_received", r.bytes_received);
     if !r.tcp {
         key_str(out, "referer", q.and_then(|q| q.referer));
         key_str(out, "user_agent", q.and_then(|q| q.user_agent));
@@ -363,7 +405,9 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     key_str(out, "backend", r.backend.map(|b| b.name().as_bytes()));
     match r.backend {
         Some(b) => {
-            let _ = write!(out, ",\"upstream\":\"{}\"", b.addr());
+            out.extend_from_slice(b",\"upstream\":\"");
+            socket_addr(out, b.addr());
+            out.push(b'"');
         }
         None => out.extend_from_slice(b",\"upstream\":null"),
     }
@@ -375,14 +419,27 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     if !r.tcp {
         key_str(out, "request_id", r.request_id.map(str::as_bytes));
     }
-    let _ = write!(out, ",\"retries\":{}", r.retries);
+    key_num(out, "retries", u64::from(r.retries));
     key_str(out, "error", r.error.map(str::as_bytes));
     out.push(b'}');
 }
 
+/// `,"key":`.
+fn key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// `,"key":` and a number.
+fn key_num(out: &mut Vec<u8>, k: &str, n: u64) {
+    key(out, k);
+    num(out, n);
+}
+
 /// `,"key":` and a JSON string, or `null`.
-fn key_str(out: &mut Vec<u8>, key: &str, v: Option<&[u8]>) {
-    let _ = write!(out, ",\"{key}\":");
+fn key_str(out: &mut Vec<u8>, k: &str, v: Option<&[u8]>) {
+    key(out, k);
     match v {
         Some(v) => json_str(out, v),
         None => out.extend_from_slice(b"null"),
@@ -390,12 +447,14 @@ fn key_str(out: &mut Vec<u8>, key: &str, v: Option<&[u8]>) {
 }
 
 /// `,"key":` and milliseconds with three decimals (microseconds), or `null`.
-fn key_ms(out: &mut Vec<u8>, key: &str, d: Option<Duration>) {
-    let _ = write!(out, ",\"{key}\":");
+fn key_ms(out: &mut Vec<u8>, k: &str, d: Option<Duration>) {
+    key(out, k);
     match d {
         Some(d) => {
-            let us = d.as_micros();
-            let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            num(out, us / 1000);
+            out.push(b'.');
+            padded(out, us % 1000, 3);
         }
         None => out.extend_from_slice(b"null"),
     }
@@ -404,6 +463,14 @@ fn key_ms(out: &mut Vec<u8>, key: &str, d: Option<Duration>) {
 /// A JSON string; bytes that are not UTF-8 become U+FFFD.
 fn json_str(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
+    // The usual value is printable ASCII without `"` or `\`: copied whole.
+    if v.iter()
+        .all(|&b| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b))
+    {
+        out.extend_from_slice(v);
+        out.push(b'"');
+        return;
+    }
     for chunk in v.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -426,6 +493,61 @@ fn json_str(out: &mut Vec<u8>, v: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// `n` in decimal (the `fmt` machinery costs more than the rest of a line).
+fn num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in decimal with leading zeros to `width` digits.
+fn padded(out: &mut Vec<u8>, n: u64, width: u32) {
+    let mut limit = 10u64.pow(width.saturating_sub(1));
+    while limit > 1 && n < limit {
+        out.push(b'0');
+        limit /= 10;
+    }
+    num(out, n);
+}
+
+/// An IP address; IPv4 without `fmt`.
+fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `ip:port`, an IPv6 address in brackets.
+fn socket_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    if a.is_ipv6() {
+        out.push(b'[');
+        ip(out, a.ip());
+        out.push(b']');
+    } else {
+        ip(out, a.ip());
+    }
+    out.push(b':');
+    num(out, u64::from(a.port()));
 }
 
 /// Days since 1970-01-01 as (year, month, day), proleptic Gregorian (H. Hinnant's
@@ -474,27 +596,45 @@ impl Utc {
 
 /// `10/Oct/2000:13:55:36 +0000` (always UTC).
 fn clf_time(out: &mut Vec<u8>, t: SystemTime) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     let u = Utc::of(t);
-    let (month, (h, m, s)) = (MONTHS[(u.month - 1) as usize], u.hms());
-    let _ = write!(
-        out,
-        "{:02}/{month}/{}:{h:02}:{m:02}:{s:02} +0000",
-        u.day, u.year
-    );
+    padded(out, u64::from(u.day), 2);
+    out.push(b'/');
+    out.extend_from_slice(MONTHS[(u.month - 1) as usize]);
+    out.push(b'/');
+    num(out, u.year.unsigned_abs());
+    out.push(b':');
+    clock(out, &u);
+    out.extend_from_slice(b" +0000");
 }
 
 /// `2000-10-10T13:55:36.123Z`.
 fn rfc3339_ms(out: &mut Vec<u8>, t: SystemTime) {
     let u = Utc::of(t);
-    let (h, mi, s) = u.hms();
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        u.year, u.month, u.day, u.ms
-    );
+    padded(out, u.year.unsigned_abs(), 4);
+    out.push(b'-');
+    padded(out, u64::from(u.month), 2);
+    out.push(b'-');
+    padded(out, u64::from(u.day), 2);
+    out.push(b'T');
+    clock(out, &u);
+    out.push(b'.');
+    padded(out, u64::from(u.ms), 3);
+    out.push(b'Z');
+}
+
+/// `13:55:36`.
+fn clock(out: &mut Vec<u8>, u: &Utc) {
+    let (h, m, s) = u.hms();
+    for (i, part) in [h, m, s].into_iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        padded(out, part, 2);
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +674,26 @@ mod tests {
 
     fn line(format: LogFormat, r: &Record<'_>) -> String {
         String::from_utf8(format_line(format, r)).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_without_fmt() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 999, u64::MAX] {
+            num(&mut out, n);
+            out.push(b' ');
+        }
+        padded(&mut out, 5, 3);
+        out.push(b' ');
+        padded(&mut out, 1234, 3);
+        out.push(b' ');
+        socket_addr(&mut out, "[::1]:8080".parse().unwrap());
+        out.push(b' ');
+        socket_addr(&mut out, "10.0.0.255:1".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 7 10 999 18446744073709551615 005 1234 [::1]:8080 10.0.0.255:1"
+        );
     }
 
     #[test]
@@ -609,6 +769,54 @@ mod tests {
              \"upstream\":null,\"connect_ms\":0.250,\"total_ms\":1.500,\"retries\":0,\
              \"error\":\"backend_timeout\"}\n"
         );
+    }
+
+    #[test]
+    fn dropping_the_file_writes_every_line_sent_before_it_returns() {
+        let path = std::env::temp_dir().join(format!("lintas-alog-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let file = LogFile::open(path.to_str().unwrap()).unwrap();
+        let dropped = AtomicU64::new(0);
+        for i in 0..1000 {
+            file.send(format!("{i}\n").into_bytes(), &dropped);
+        }
+        drop(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(text.lines().count(), 1000);
+        assert_eq!(text.lines().last(), Some("999"));
+    }
+
+    /// What formatting costs, measured in an optimized build:
+    /// `CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo test -p proxy --lib format_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn format_cost() {
+        let backend = Backend::new(&balance::BackendSpec {
+            name: "app1".into(),
+            addr: "10.0.0.7:8080".parse().unwrap(),
+            weight: 1,
+            max_connections: 0,
+        });
+        let mut r = record(Some(RequestLine {
+            referer: Some(b"https://example.com/page"),
+            user_agent: Some(b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"),
+            ..GET
+        }));
+        r.backend = Some(&backend);
+        r.connect = Some(Duration::from_micros(120));
+        r.response = Some(Duration::from_micros(900));
+        for format in [LogFormat::Common, LogFormat::Combined, LogFormat::Json] {
+            let n = 1_000_000u32;
+            let start = std::time::Instant::now();
+            let mut bytes = 0;
+            for _ in 0..n {
+                bytes += std::hint::black_box(format_line(format, &r)).len();
+            }
+            let ns = start.elapsed().as_nanos() / u128::from(n);
+            println!("{format:?}: {ns} ns per line, {} bytes", bytes / n as usize);
+        }
     }
 
     #[test]
