@@ -60,6 +60,7 @@ SCHEMAS = {
         "no_backend": I, "connect_failures": I, "retries": I, "timeouts": I,
         "rate": {**I, "description": "requests (TCP: sessions) per second over about the last second"},
         "rate_max": {**I, "description": "highest rate since the listener started"},
+        "access_log_dropped": {**I, "description": "access log lines dropped because the log's writer fell behind"},
     }),
     "Stats": obj({"listeners": arr(ref("Listener")), "pools": arr(ref("Pool"))}),
     "Weight": obj({"weight": {**I, "minimum": 0, "maximum": 256}}, ["weight"]),

@@ -23,9 +23,9 @@ pub(crate) struct Attempts<'a> {
     made: u32,
     /// Why the pool gave no backend, once it did not.
     refusal: Option<Refusal>,
-    /// The answer for the last backend that timed out, when the walk went on after it
-    /// (`retry_on_timeout`): what the client gets if no other backend answers.
-    pub(crate) last_timeout: Option<(u16, String)>,
+    /// Whether the last backend tried timed out and the walk went on (`retry_on_timeout`):
+    /// a 504, not a 502, if no other backend answers.
+    pub(crate) timed_out: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -44,7 +44,7 @@ impl<'a> Attempts<'a> {
             tried: Vec::new(),
             made: 0,
             refusal: None,
-            last_timeout: None,
+            timed_out: false,
         }
     }
 

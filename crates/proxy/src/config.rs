@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use balance::{BackendSpec, HashKey, HealthPolicy, StrategyKind};
@@ -350,6 +351,42 @@ pub struct ListenerConfig {
     /// request (HTTP) or connection (TCP, by SNI) goes; none matching means `pool`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// One line per HTTP request (TCP: per session); off when absent.
+    pub access_log: Option<AccessLogConfig>,
+    /// HTTP: pages served (as `text/html`) instead of lintas's own plain-text answers, by
+    /// status (one of [`ERROR_PAGE_STATUSES`]); read when the configuration is applied.
+    #[serde(default)]
+    pub error_pages: BTreeMap<String, PathBuf>,
+}
+
+/// The statuses lintas answers itself and an error page may replace.
+pub const ERROR_PAGE_STATUSES: [u16; 10] = [400, 403, 404, 408, 429, 431, 500, 502, 503, 504];
+
+/// `access_log = { format, path }` of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Line format.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// File appended to (created if missing, reopened on reload), or `stdout`.
+    pub path: String,
+}
+
+fn default_log_format() -> LogFormat {
+    LogFormat::Combined
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// nginx's and Apache's Common Log Format.
+    Common,
+    /// Common plus `"referer" "user agent"`, nginx's default `combined`.
+    Combined,
+    /// One JSON object per line, every field lintas knows.
+    Json,
 }
 
 /// `[[proxy.listeners.routes]]`: conditions (all must hold; none means every request) and
@@ -676,6 +713,28 @@ impl ProxyConfig {
                     issues.push(lp.key(key), format!("{key} must be above zero"));
                 }
             }
+            if let Some(log) = &l.access_log
+                && log.path.trim().is_empty()
+            {
+                issues.push(
+                    lp.key("access_log").key("path"),
+                    "the access log needs a file path or \"stdout\"",
+                );
+            }
+            for status in l.error_pages.keys() {
+                if !status
+                    .parse::<u16>()
+                    .is_ok_and(|s| ERROR_PAGE_STATUSES.contains(&s))
+                {
+                    issues.push(
+                        lp.key("error_pages").key(status),
+                        format!(
+                            "`{status}` is not a status lintas answers itself; use one of {}",
+                            ERROR_PAGE_STATUSES.map(|s| s.to_string()).join(", ")
+                        ),
+                    );
+                }
+            }
             if l.max_header_bytes < 1024 {
                 issues.push(
                     lp.key("max_header_bytes"),
@@ -684,6 +743,12 @@ impl ProxyConfig {
             }
             match l.mode {
                 Mode::Tcp => {
+                    if !l.error_pages.is_empty() {
+                        issues.push(
+                            lp.key("error_pages"),
+                            "error pages are for mode = \"http\" listeners",
+                        );
+                    }
                     if l.tls.is_some() {
                         issues.push(
                             lp.key("tls"),
@@ -883,6 +948,8 @@ mod tests {
             pool = "nope"
             no_backend_status = 500
             proxy_protocol = "v1"
+            access_log = { format = "json", path = " " }
+            error_pages = { 502 = "/etc/lintas/502.html", 418 = "/etc/lintas/418.html" }
 
             [[listeners]]
             name = "l"
@@ -903,6 +970,8 @@ mod tests {
                 "proxy.dns.timeout: timeout must be above zero",
                 "proxy.listeners[0].pool: no pool named `nope`; defined pools: web",
                 "proxy.listeners[0].no_backend_status: use 503 (default) or 502",
+                "proxy.listeners[0].access_log.path: the access log needs a file path or \"stdout\"",
+                "proxy.listeners[0].error_pages.418: `418` is not a status lintas answers itself; use one of 400, 403, 404, 408, 429, 431, 500, 502, 503, 504",
                 "proxy.listeners[0].proxy_protocol: the PROXY protocol is for mode = \"tcp\" listeners; HTTP listeners send X-Forwarded-For",
                 "proxy.listeners[1].name: listener name `l` is used twice",
                 "proxy.listeners[1].listen: 127.0.0.1:80 is already used by another listener",

@@ -14,6 +14,9 @@
 //!   tunnelled, retries, timeouts, TLS termination (`net::tls`).
 //! - `route`: a listener's routes — by host, path, method, header (HTTP) or SNI (TCP) to
 //!   a pool or a redirect, with path and header rewrites.
+//! - `access_log`: one line per HTTP request or TCP session (nginx's `common`/`combined`
+//!   or JSON), formatted on the data path, written by one thread per file; error pages
+//!   (`http::error_pages`) replace lintas's own plain-text answers.
 //! - `check`: active health checks per pool.
 //! - `dns`: backends written as host names — resolved, then resolved again as their
 //!   records expire, the pool's membership following the answers.
@@ -26,6 +29,7 @@
 //! Listeners are bound and served on `net`'s worker threads (one current-thread runtime
 //! per core, each accepting on its own `SO_REUSEPORT` socket of every listener).
 
+mod access_log;
 pub mod admin;
 mod attempts;
 mod check;
@@ -102,6 +106,34 @@ pub enum ProxyError {
         /// Why.
         message: String,
     },
+    /// A listener's access log cannot be opened for appending.
+    #[error(
+        "listener `{listener}`: the access log `{path}` cannot be opened: {source}; check the directory exists and lintas may write there"
+    )]
+    AccessLog {
+        /// Listener name.
+        listener: String,
+        /// Its index in `[[proxy.listeners]]`.
+        index: usize,
+        /// The configured path.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A listener's error page cannot be read.
+    #[error("listener `{listener}`: the error page `{path}` cannot be read: {source}")]
+    ErrorPage {
+        /// Listener name.
+        listener: String,
+        /// Its index in `[[proxy.listeners]]`.
+        index: usize,
+        /// The status it is for, as written (`"503"`).
+        status: String,
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
     /// A pool definition was refused.
     #[error("pool `{pool}`: {source}")]
     Pool {
@@ -118,6 +150,16 @@ impl ProxyError {
         match self {
             Self::Bind { index, .. } => at.key("listeners").index(*index).key("listen"),
             Self::Tls { index, .. } => at.key("listeners").index(*index).key("tls"),
+            Self::AccessLog { index, .. } => at
+                .key("listeners")
+                .index(*index)
+                .key("access_log")
+                .key("path"),
+            Self::ErrorPage { index, status, .. } => at
+                .key("listeners")
+                .index(*index)
+                .key("error_pages")
+                .key(status),
             Self::Pool { pool, .. } => at.key("pools").key(pool),
             Self::Resolve { pool, index, .. } => at
                 .key("pools")
@@ -168,6 +210,8 @@ pub struct Proxy {
 struct Running {
     listeners: BTreeMap<String, Arc<ListenerHandle>>,
     checkers: Vec<CancellationToken>,
+    /// Access log files by path, reopened by each apply.
+    log_files: access_log::LogFiles,
 }
 
 impl service::Service for Proxy {
@@ -272,6 +316,7 @@ impl Proxy {
             };
             acceptors.push(acceptor);
         }
+        let mut files = listener::Files::load(&cfg.listeners, &running.log_files)?;
         let keeps = |l: &ListenerConfig| {
             running
                 .listeners
@@ -382,12 +427,21 @@ impl Proxy {
             bound.insert(index, sock);
         }
         let mut infos = Vec::with_capacity(cfg.listeners.len());
-        for (index, (l, tls)) in cfg.listeners.iter().zip(acceptors).enumerate() {
+        let per_listener = std::mem::take(&mut files.per_listener);
+        for (index, ((l, tls), (access_log, error_pages))) in cfg
+            .listeners
+            .iter()
+            .zip(acceptors)
+            .zip(per_listener)
+            .enumerate()
+        {
             let settings = ListenerSettings {
                 cfg: l.clone(),
                 pool: pools[&l.pool].clone(),
                 router: route::Router::new(&l.routes, &pools),
                 tls,
+                access_log,
+                error_pages,
             };
             match bound.remove(&index) {
                 None => {
@@ -408,6 +462,7 @@ impl Proxy {
             }
         }
         self.registry.set_listeners(infos);
+        running.log_files = files.logs;
         info!(?summary, "proxy configuration applied");
         Ok(summary)
     }

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::ProxyError;
+use crate::access_log::{AccessLog, LogFiles};
 use crate::config::ListenerConfig;
+use crate::http::error_pages::ErrorPages;
 use crate::registry::ListenerInfo;
 
 /// Everything a connection needs from its listener's configuration; replaced on reload, read
@@ -25,6 +28,53 @@ pub(crate) struct ListenerSettings {
     /// The listener's routes, compiled.
     pub router: crate::route::Router,
     pub tls: Option<TlsAcceptor>,
+    /// Where its lines go, when it logs.
+    pub access_log: Option<AccessLog>,
+    /// HTTP: pages that replace lintas's own answers.
+    pub error_pages: ErrorPages,
+}
+
+/// What applying a configuration reads from disk for the listeners: their log files
+/// (opened, or reopened for a reload) and their error pages.
+pub(crate) struct Files {
+    pub logs: LogFiles,
+    /// By listener index.
+    pub per_listener: Vec<(Option<AccessLog>, ErrorPages)>,
+}
+
+impl Files {
+    /// Opens and reads everything `listeners` name; `current` are the files being written.
+    pub(crate) fn load(
+        listeners: &[ListenerConfig],
+        current: &LogFiles,
+    ) -> Result<Self, ProxyError> {
+        let logs = current
+            .open(listeners)
+            .map_err(|(index, source)| ProxyError::AccessLog {
+                listener: listeners[index].name.clone(),
+                index,
+                path: listeners[index]
+                    .access_log
+                    .as_ref()
+                    .map(|l| l.path.clone())
+                    .unwrap_or_default(),
+                source,
+            })?;
+        let mut per_listener = Vec::with_capacity(listeners.len());
+        for (index, l) in listeners.iter().enumerate() {
+            let pages = ErrorPages::load(&l.error_pages).map_err(|(status, source)| {
+                ProxyError::ErrorPage {
+                    listener: l.name.clone(),
+                    index,
+                    path: l.error_pages[&status].display().to_string(),
+                    status,
+                    source,
+                }
+            })?;
+            per_listener.push((logs.for_listener(l), pages));
+        }
+        Ok(Self { logs, per_listener })
+    }
 }
 
 impl std::fmt::Debug for ListenerSettings {
@@ -33,6 +83,7 @@ impl std::fmt::Debug for ListenerSettings {
             .field("cfg", &self.cfg)
             .field("pool", &self.pool.name())
             .field("tls", &self.tls.is_some())
+            .field("access_log", &self.access_log.as_ref().map(|l| l.format))
             .finish()
     }
 }

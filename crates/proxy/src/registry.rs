@@ -33,6 +33,8 @@ pub struct ListenerStats {
     pub timeouts: AtomicU64,
     /// `requests` per second, sampled by the proxy's rate ticker (`rates`).
     pub rate: RateMeter,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
 }
 
 impl ListenerStats {
@@ -89,6 +91,8 @@ pub struct ListenerSnapshot {
     pub rate: u64,
     /// The highest `rate` since the listener started.
     pub rate_max: u64,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: u64,
 }
 
 impl ListenerInfo {
@@ -111,6 +115,7 @@ impl ListenerInfo {
             timeouts: get(&s.timeouts),
             rate: s.rate.current(),
             rate_max: s.rate.max(),
+            access_log_dropped: get(&s.access_log_dropped),
         }
     }
 }

@@ -16,23 +16,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use balance::{Backend, Outcome, StrategyKind, hash_key};
+use balance::{Backend, Outcome, Refusal, StrategyKind, hash_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::access_log::{Record, Trace};
 use crate::attempts::Attempts;
-use crate::listener::{ActiveGuard, ListenerHandle};
+use crate::listener::{ActiveGuard, ListenerHandle, ListenerSettings};
 use crate::proxy_protocol;
 
 /// Size of the buffer a direction borrows while data flows.
 const COPY_BUF: usize = 16 * 1024;
 
-/// Serves one client connection of a `mode = "tcp"` listener.
+/// Serves one client connection of a `mode = "tcp"` listener; logs it at its end when the
+/// listener has an access log.
 pub(crate) async fn serve(
     client: TcpStream,
     peer: SocketAddr,
@@ -40,9 +42,56 @@ pub(crate) async fn serve(
     _active: ActiveGuard,
 ) {
     let settings = handle.settings.load_full();
+    handle.info.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let Some(log) = settings.access_log.clone() else {
+        return session(
+            client,
+            peer,
+            &handle,
+            settings,
+            &mut Trace::new(false),
+            &mut None,
+        )
+        .await;
+    };
+    let time = SystemTime::now();
+    let mut trace = Trace::new(true);
+    let mut routed = None;
+    session(client, peer, &handle, settings, &mut trace, &mut routed).await;
+    let (pool, route) = routed.unwrap_or_default();
+    let record = Record {
+        time,
+        client: peer,
+        listener: &handle.info.name,
+        request: None,
+        tcp: true,
+        status: trace.status,
+        bytes_sent: trace.body_sent,
+        bytes_received: trace.body_received,
+        pool: &pool,
+        route: route.as_deref(),
+        backend: trace.backend.as_deref(),
+        connect: trace.connect,
+        response: None,
+        total: trace.elapsed().unwrap_or_default(),
+        request_id: None,
+        retries: trace.retries,
+        error: trace.error,
+    };
+    log.write(&record, &handle.info.stats.access_log_dropped);
+}
+
+/// The session itself; `trace` learns its status (nginx's stream statuses: 200, 502, 503),
+/// bytes and times, `routed` its pool and route names (when traced).
+async fn session(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    handle: &ListenerHandle,
+    settings: Arc<ListenerSettings>,
+    trace: &mut Trace,
+    routed: &mut Option<(String, Option<String>)>,
+) {
     let stats = &handle.info.stats;
-    stats.requests.fetch_add(1, Ordering::Relaxed);
-    let mut client = client;
     let (pool, hello) = if settings.router.routes.is_empty() {
         (&settings.pool, Vec::new())
     } else {
@@ -50,30 +99,46 @@ pub(crate) async fn serve(
             tokio::time::timeout(settings.cfg.handshake_timeout, client_hello(&mut client)).await
         else {
             debug!(listener = %handle.info.name, %peer, "no TLS ClientHello within handshake_timeout");
+            trace.own(408, "handshake_timeout");
             return;
         };
         let route = settings.router.select_sni(sni.as_deref());
         debug!(listener = %handle.info.name, %peer, ?sni, route = route.map(|r| r.label.as_str()), "routed by SNI");
+        if trace.start.is_some() {
+            *routed = Some((String::new(), route.map(|r| r.label.clone())));
+        }
         let pool = match route.map(|r| &r.action) {
             Some(crate::route::Action::Pool(p)) => p,
             _ => &settings.pool,
         };
         (pool, hello)
     };
+    if trace.start.is_some() {
+        routed.get_or_insert_default().0 = pool.name().to_owned();
+    }
     let key = match pool.state().kind {
         StrategyKind::ConsistentHash => Some(client_ip_key(peer)),
         _ => None,
     };
     let mut attempts = Attempts::new(pool, &settings.cfg, stats, key);
+    let mut first = true;
     let (lease, mut server) = loop {
         let Some(lease) = attempts.next().await else {
-            attempts.give_up();
-            debug!(listener = %handle.info.name, %peer, "no backend could take the connection");
+            let (tried, refusal) = attempts.give_up();
+            debug!(listener = %handle.info.name, %peer, tried, ?refusal, "no backend could take the connection");
+            match refusal {
+                Some(Refusal::QueueFull { .. }) => trace.own(503, "queue_full"),
+                Some(Refusal::Timeout { .. }) => trace.own(503, "queue_timeout"),
+                _ if tried > 0 => trace.own(502, "connect_failed"),
+                _ => trace.own(503, "no_backend"),
+            }
             return;
         };
+        trace.attempt(lease.backend(), std::mem::take(&mut first));
         match connect(lease.backend().addr(), settings.cfg.connect_timeout).await {
             // For a session the latency that matters to balancing is the connect time.
             Ok(stream) => {
+                trace.connect = trace.elapsed();
                 attempts.succeeded(&lease, true);
                 break (lease, stream);
             }
@@ -85,17 +150,23 @@ pub(crate) async fn serve(
         let header = proxy_protocol::header(version, peer, local);
         if server.write_all(&header).await.is_err() {
             lease.record(Outcome::Failure);
+            trace.own(502, "backend_failed");
             return;
         }
     }
     if !hello.is_empty() && server.write_all(&hello).await.is_err() {
         lease.record(Outcome::Failure);
+        trace.own(502, "backend_failed");
         return;
     }
     let idle = settings.cfg.idle_timeout;
     drop(settings);
     let backend = lease.backend().clone();
-    if let Err(e) = pipe(client, server, idle, &backend).await {
+    trace.status = 200;
+    let moved = pipe(client, server, idle, &backend).await;
+    trace.body_received = moved.up;
+    trace.body_sent = moved.down;
+    if let Some(e) = moved.error {
         debug!(%peer, backend = backend.name(), error = %e, "session ended with an error");
     }
     // The lease, and with it the backend's in-flight count, ends with the session.
@@ -156,21 +227,25 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<T
     Ok(stream)
 }
 
+/// What a session moved: bytes from the client (`up`) and to it (`down`), and the error
+/// that ended it, if one did.
+struct Moved {
+    up: u64,
+    down: u64,
+    error: Option<io::Error>,
+}
+
 /// Copies both directions until both have ended or the session idles out.
-async fn pipe(
-    client: TcpStream,
-    server: TcpStream,
-    idle: Duration,
-    backend: &Backend,
-) -> io::Result<()> {
+async fn pipe(client: TcpStream, server: TcpStream, idle: Duration, backend: &Backend) -> Moved {
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved in either direction.
     let last = AtomicU64::new(0);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let stats = backend.stats();
-    let up = copy_half(cr, sw, &last, start, &stats.bytes_in);
-    let down = copy_half(sr, cw, &last, start, &stats.bytes_out);
+    let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let up = copy_half(cr, sw, &last, start, [&stats.bytes_in, &up_bytes]);
+    let down = copy_half(sr, cw, &last, start, [&stats.bytes_out, &down_bytes]);
     let watchdog = async {
         loop {
             let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
@@ -181,19 +256,25 @@ async fn pipe(
             }
         }
     };
-    tokio::select! {
-        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
-        _ = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    let error = tokio::select! {
+        r = async { tokio::try_join!(up, down) } => r.err(),
+        _ = watchdog => Some(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    };
+    Moved {
+        up: up_bytes.into_inner(),
+        down: down_bytes.into_inner(),
+        error,
     }
 }
 
-/// Copies one direction; on end-of-file half-closes the writer.
+/// Copies one direction, counting bytes in the backend's and the session's `counters`; on
+/// end-of-file half-closes the writer.
 async fn copy_half(
     mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
     last: &AtomicU64,
     start: Instant,
-    counter: &AtomicU64,
+    counters: [&AtomicU64; 2],
 ) -> io::Result<()> {
     loop {
         // Wait without a buffer: an idle session holds none.
@@ -217,7 +298,9 @@ async fn copy_half(
                 return Ok(());
             }
             w.write_all(&buf).await?;
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+            for c in counters {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
             last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
             if n < COPY_BUF {
                 break;

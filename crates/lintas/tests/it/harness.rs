@@ -56,6 +56,20 @@ impl TestNode {
         Self::start(&single_config(mode, pool, listener)).await
     }
 
+    /// Why a node refuses to start from `loaded` (panics if it starts).
+    pub async fn refused(loaded: Loaded) -> String {
+        let err = Node::start(
+            loaded,
+            TaskTracker::new(),
+            CancellationToken::new(),
+            Workers::default(),
+        )
+        .await
+        .err()
+        .expect("the node started");
+        format!("{err:#}")
+    }
+
     async fn start_loaded(loaded: Loaded) -> Self {
         let shutdown = CancellationToken::new();
         let node = Node::start(

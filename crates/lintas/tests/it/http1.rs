@@ -648,21 +648,16 @@ async fn refused_request_head_is_answered_then_closed_cleanly_while_the_client_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_response_head_is_answered_502_naming_the_backend() {
+async fn invalid_response_head_is_answered_502_without_naming_the_backend() {
     let (mut backend, node) = scripted().await;
     let cases = [
         // A backend address pointing at an SSH server.
-        (
-            "SSH-2.0-OpenSSH_9.6\r\n",
-            "malformed response head (invalid HTTP version)",
-        ),
-        (
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "both Transfer-Encoding and Content-Length are present",
-        ),
+        "SSH-2.0-OpenSSH_9.6\r\n",
+        // Both Transfer-Encoding and Content-Length.
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
     ];
 
-    for (response, why) in cases {
+    for response in cases {
         let mut client = connect(&node).await;
         send(&mut client, &format!("GET / HTTP/1.1\r\n{HOST}\r\n\r\n")).await;
         // The previous case's connection was dropped, not pooled: each case connects anew.
@@ -674,7 +669,7 @@ async fn invalid_response_head_is_answered_502_naming_the_backend() {
             text(&read_until_closed(&mut client).await),
             own_answer(
                 "502 Bad Gateway",
-                &format!("bad gateway: backend `script` sent an invalid response ({why})\n")
+                "bad gateway: the server sent an invalid response\n"
             )
         );
         // The broken connection is closed, not pooled (once lintas stops lingering on the
@@ -792,11 +787,8 @@ async fn post_is_not_sent_again_after_its_backend_closed_without_answering() {
         text(&answer),
         own_answer(
             "502 Bad Gateway",
-            &format!(
-                "bad gateway: backend `{}` failed after the request was sent; requests that are \
-                 not idempotent or have a body are not retried\n",
-                first.backend
-            )
+            "bad gateway: the server failed after the request was sent; requests that are \
+             not idempotent or have a body are not retried\n"
         )
     );
     assert_eq!(node.listener("web").retries, 0);

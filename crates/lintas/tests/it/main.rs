@@ -2,6 +2,8 @@
 //!
 //! One test binary (faster to link than one per file); each module is one concern:
 //!
+//! - `access_log`: the balancer's access log (combined and JSON lines, TCP sessions,
+//!   reopening on reload) and error pages.
 //! - `config_fuzz`: the configuration loader fed mutated copies of the example file.
 //! - `console`: the admin console in headless Chromium (Playwright), every page against a
 //!   node with real PostgreSQL and MariaDB destinations.
@@ -39,6 +41,7 @@
     reason = "test code: a panic fails the test with its message"
 )]
 
+mod access_log;
 mod cli;
 mod config_fuzz;
 mod console;

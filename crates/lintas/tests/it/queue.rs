@@ -141,15 +141,14 @@ async fn a_full_queue_and_a_long_wait_get_503_saying_which_limit() {
     assert_eq!(refused.status, 503);
     assert_eq!(
         refused.body,
-        "service unavailable: every backend of pool `web` is at its max_connections and 1 \
-         requests already wait (queue_size)\n"
+        "service unavailable: every server is busy and the wait queue is full\n"
     );
 
     let timed_out = waiter.await.unwrap();
     assert_eq!(timed_out.status, 503);
     assert_eq!(
         timed_out.body,
-        "service unavailable: no backend of pool `web` had room within 300ms (queue_timeout)\n"
+        "service unavailable: no server became free in time\n"
     );
     let q = pool.snapshot().queue;
     assert_eq!(

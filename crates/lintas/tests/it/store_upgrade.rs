@@ -156,17 +156,8 @@ async fn a_service_schema_newer_than_the_binary_stops_the_node_naming_it() {
         .unwrap();
     let text = config(&data);
     let loaded = lintas::config::parse(std::path::Path::new("test.toml"), text).unwrap();
-    let err = lintas::run::Node::start(
-        loaded,
-        tokio_util::task::TaskTracker::new(),
-        tokio_util::sync::CancellationToken::new(),
-        net::Workers::default(),
-    )
-    .await
-    .err()
-    .expect("refused");
     assert_eq!(
-        format!("{err:#}"),
+        TestNode::refused(loaded).await,
         format!(
             "test.toml:1:12: data_dir: {} has watch schema version 99 but this lintas knows up to 5; run the newer lintas or restore a backup",
             data.join("lintas.db").display()

@@ -195,6 +195,11 @@ const LISTENER_FAMILIES: &[Family<ListenerSnapshot>] = &[
         read: Read::Counter(|l| l.timeouts),
     },
     Family {
+        name: "lintas_listener_access_log_dropped",
+        help: "Access log lines dropped because the log's writer fell behind (its channel was full).",
+        read: Read::Counter(|l| l.access_log_dropped),
+    },
+    Family {
         name: "lintas_listener_max_request_rate",
         help: "Highest requests (TCP: sessions) per second since the listener started; the \
                current rate is rate(lintas_listener_requests_total).",

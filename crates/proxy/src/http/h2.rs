@@ -30,8 +30,10 @@ use tracing::debug;
 use super::paced::{Paced, Progress, pace_error};
 use super::upstream::{ReqBody, Sender, Upstream};
 use super::{
-    Attempts, ConnCtx, balancing_key, cookie, failed_after_send, is_idempotent, is_underscore_twin,
+    Attempts, ConnCtx, OwnAnswer, balancing_key, cookie, is_idempotent, is_underscore_twin,
+    log_request,
 };
+use crate::access_log::{RequestLine, Trace};
 use crate::listener::ListenerSettings;
 use crate::route::{self, Action, Edits, RequestFacts, Router, new_request_id};
 
@@ -80,38 +82,128 @@ where
     }
 }
 
-async fn handle_request(req: Request<Incoming>, ctx: &ConnCtx) -> Response<ProxyBody> {
+async fn handle_request(req: Request<Incoming>, ctx: &Arc<ConnCtx>) -> Response<ProxyBody> {
     let settings = ctx.handle.settings.load_full();
     let stats = &ctx.handle.info.stats;
     stats
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let resp = forward(req, ctx, &settings).await;
-    stats.count_status(resp.status().as_u16());
+    let logging = settings.access_log.is_some();
+    let line = logging.then(|| SavedLine::of(&req));
+    let mut trace = Trace::new(logging);
+    let mut routed = Routed::default();
+    let mut resp = forward(req, ctx, &settings, &mut trace, &mut routed).await;
+    let status = resp.status().as_u16();
+    stats.count_status(status);
+    if let Some(line) = line {
+        trace.status = status;
+        // Written when the body ends (or the client goes away): bytes and total time known.
+        resp.body_mut().log = Some(Box::new(PendingLog {
+            ctx: ctx.clone(),
+            settings,
+            line,
+            routed,
+            trace,
+        }));
+    }
     resp
 }
 
+/// What the access log needs of an h2 request, copied before it is forwarded.
+struct SavedLine {
+    time: std::time::SystemTime,
+    method: String,
+    /// Path and query as the client sent them.
+    target: String,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+}
+
+impl SavedLine {
+    fn of(req: &Request<Incoming>) -> Self {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.as_bytes().to_vec())
+        };
+        Self {
+            time: std::time::SystemTime::now(),
+            method: req.method().as_str().to_owned(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            referer: header(header::REFERER),
+            user_agent: header(header::USER_AGENT),
+        }
+    }
+}
+
+/// Where a request went: its route and the request id it was given.
+#[derive(Default)]
+struct Routed {
+    route: Option<usize>,
+    request_id: Option<String>,
+}
+
+/// An h2 request's log line, written when its response body is done with.
+struct PendingLog {
+    ctx: Arc<ConnCtx>,
+    settings: Arc<ListenerSettings>,
+    line: SavedLine,
+    routed: Routed,
+    trace: Trace,
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        let l = &self.line;
+        let line = RequestLine {
+            method: l.method.as_bytes(),
+            target: l.target.as_bytes(),
+            protocol: "HTTP/2.0",
+            referer: l.referer.as_deref(),
+            user_agent: l.user_agent.as_deref(),
+        };
+        log_request(
+            &self.ctx,
+            &self.settings,
+            l.time,
+            Some(line),
+            self.routed.route,
+            self.routed.request_id.as_deref(),
+            &self.trace,
+        );
+    }
+}
+
 /// Sends `req` to a backend of the listener's pool, with retries; always returns a response.
+/// `trace` and `routed` learn what happened, for the access log.
 async fn forward(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
     settings: &ListenerSettings,
+    trace: &mut Trace,
+    routed: &mut Routed,
 ) -> Response<ProxyBody> {
     let cfg = &settings.cfg;
     if let Some(why) = host_conflict(req.headers(), req.uri()) {
-        return error_response(400, &format!("bad request: {why}\n"));
+        return own_response(settings, &OwnAnswer::bad_request(&why), trace);
     }
     let route = match route_request(&mut req, &settings.router) {
         Ok(route) => route,
-        Err(answer) => return *answer,
+        Err(RouteAnswer::Redirect(resp)) => return *resp,
+        Err(RouteAnswer::Refused(own)) => return own_response(settings, &own, trace),
     };
+    routed.route = route;
     let pool = settings.router.pool(route, &settings.pool);
     let key = balancing_key(pool, ctx.peer, |k| request_key(&req, k));
     let mut attempts = Attempts::new(pool, cfg, &ctx.handle.info.stats, key);
     prepare_request(&mut req, &ctx.peer_ip, ctx.tls);
     let edits = settings.router.edits(route);
-    let request_id = edits.and_then(|e| edit_request(&mut req, e));
-    let edits = edits.map(|e| (e, request_id.as_deref()));
+    routed.request_id = edits.and_then(|e| edit_request(&mut req, e));
+    let edits = edits.map(|e| (e, routed.request_id.as_deref()));
 
     let (parts, body) = req.into_parts();
     let replayable = body.is_end_stream() && is_idempotent(parts.method.as_str());
@@ -125,8 +217,10 @@ async fn forward(
         Either::Left(Paced::new(body, cfg.body_timeout, rate, progress.clone()))
     });
 
+    let mut first = true;
     while let Some(lease) = attempts.next().await {
         let backend = lease.backend().clone();
+        trace.attempt(&backend, std::mem::take(&mut first));
         let mut sender = match ctx
             .upstream
             .checkout(backend.addr(), cfg.connect_timeout)
@@ -138,6 +232,7 @@ async fn forward(
                 continue;
             }
         };
+        trace.connect = trace.elapsed();
         let (Some(p), Some(b)) = (parts.take(), body.take()) else {
             break;
         };
@@ -150,13 +245,19 @@ async fn forward(
         };
         match answered {
             Ok(Ok(resp)) => {
+                trace.response = trace.elapsed();
+                trace.body_received = progress.received();
                 attempts.answered(&lease, resp.status().as_u16());
                 return respond(resp, lease, sender, &ctx.upstream, edits);
             }
             Ok(Err(mut e)) => {
                 // The client's body stalled or crawled: its fault, not the backend's.
                 if let Some(why) = pace_error(e.error()) {
-                    return error_response(408, &format!("request timeout: {why}\n"));
+                    return own_response(
+                        settings,
+                        &OwnAnswer::body_timeout(&why.to_string()),
+                        trace,
+                    );
                 }
                 debug!(backend = backend.name(), error = %e.error(), "backend request failed");
                 if let Some(unsent) = e.take_message() {
@@ -169,26 +270,26 @@ async fn forward(
                 }
                 attempts.failed(&lease);
                 let Some(p) = &saved else {
-                    let (status, message) = failed_after_send(&backend);
-                    return error_response(status, &message);
+                    let own = OwnAnswer::failed_after_send(&backend);
+                    return own_response(settings, &own, trace);
                 };
                 parts = Some(clone_parts(p));
                 body = Some(Either::Right(Empty::new()));
             }
             Err(_) => {
-                let (status, message) = attempts.timed_out(&lease);
+                let own = attempts.timed_out(&lease);
                 match &saved {
                     Some(p) if cfg.retry_on_timeout => {
                         parts = Some(clone_parts(p));
                         body = Some(Either::Right(Empty::new()));
                     }
-                    _ => return error_response(status, &message),
+                    _ => return own_response(settings, &own, trace),
                 }
             }
         }
     }
-    let (status, message) = attempts.exhausted();
-    error_response(status, &message)
+    let own = attempts.exhausted();
+    own_response(settings, &own, trace)
 }
 
 /// Turns the backend's response into the client's.
@@ -209,6 +310,7 @@ fn respond(
         inner: Inner::Upstream(body),
         lease: Some(lease),
         recycle: Some((upstream.clone(), addr, sender)),
+        log: None,
     };
     if body.inner_is_end() {
         body.finish(true);
@@ -289,12 +391,19 @@ fn host_conflict(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     })
 }
 
+/// How routing can end a request without forwarding it.
+enum RouteAnswer {
+    Redirect(Box<Response<ProxyBody>>),
+    /// A path the routes cannot judge.
+    Refused(OwnAnswer),
+}
+
 /// Finds the request's route; rewrites its path when the route strips a prefix. A
 /// redirect, or a path the routes cannot judge, is the answer itself.
 fn route_request(
     req: &mut Request<Incoming>,
     router: &Router,
-) -> Result<Option<usize>, Box<Response<ProxyBody>>> {
+) -> Result<Option<usize>, RouteAnswer> {
     if router.routes.is_empty() {
         return Ok(None);
     }
@@ -311,10 +420,7 @@ fn route_request(
     let normal = match route::routing_path(uri.path()) {
         Ok(n) => n,
         Err(why) if router.by_path => {
-            return Err(Box::new(error_response(
-                400,
-                &format!("bad request: {why}\n"),
-            )));
+            return Err(RouteAnswer::Refused(OwnAnswer::bad_request(&why)));
         }
         Err(_) => std::borrow::Cow::Borrowed(uri.path()),
     };
@@ -335,7 +441,7 @@ fn route_request(
             if let Ok(v) = HeaderValue::from_str(&to.location(host, pq)) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            Err(Box::new(resp))
+            Err(RouteAnswer::Redirect(Box::new(resp)))
         }
         Action::Pool(_) => {
             if r.edits.strip.is_some() {
@@ -426,14 +532,26 @@ fn prepare_request(req: &mut Request<Incoming>, peer_ip: &str, tls: bool) {
     *req.version_mut() = Version::HTTP_11;
 }
 
-/// A short plain-text answer lintas gives itself.
-fn error_response(status: u16, message: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::fixed(Bytes::from(message.to_owned())));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+/// An answer lintas gives itself: the listener's error page for the status if it has one
+/// (HTML), the short plain-text message otherwise.
+fn own_response(
+    settings: &ListenerSettings,
+    own: &OwnAnswer,
+    trace: &mut Trace,
+) -> Response<ProxyBody> {
+    let (body, kind) = match settings.error_pages.get(own.status) {
+        Some(page) => (page.clone(), "text/html; charset=utf-8"),
+        None => (
+            Bytes::from(own.body.clone().into_owned()),
+            "text/plain; charset=utf-8",
+        ),
+    };
+    trace.own(own.status, own.error);
+    trace.body_sent = body.len() as u64;
+    let mut resp = Response::new(ProxyBody::fixed(body));
+    *resp.status_mut() = StatusCode::from_u16(own.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     resp
 }
 
@@ -450,6 +568,8 @@ pub(crate) struct ProxyBody {
     inner: Inner,
     lease: Option<Lease>,
     recycle: Option<(Arc<Upstream>, SocketAddr, Sender)>,
+    /// The request's access log line, written when the body is dropped.
+    log: Option<Box<PendingLog>>,
 }
 
 impl ProxyBody {
@@ -458,6 +578,7 @@ impl ProxyBody {
             inner: Inner::Fixed(Some(b)),
             lease: None,
             recycle: None,
+            log: None,
         }
     }
 
@@ -492,6 +613,11 @@ impl Body for ProxyBody {
             Inner::Fixed(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let (Some(log), Some(Ok(f))) = (&mut this.log, &frame)
+                    && let Some(data) = f.data_ref()
+                {
+                    log.trace.body_sent += data.len() as u64;
+                }
                 match &frame {
                     None => this.finish(true),
                     Some(Err(_)) => this.finish(false),

@@ -16,6 +16,7 @@
 //! health failures. The backend's in-flight slot ([`balance::Lease`]) is held until the
 //! response body has been sent, so least-connections sees whole requests.
 
+pub(crate) mod error_pages;
 mod h1;
 mod h2;
 mod idle_pool;
@@ -23,10 +24,11 @@ mod paced;
 mod rewind;
 pub(crate) mod upstream;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use balance::{Backend, HashKey, Lease, Pool, Refusal, StrategyKind};
 use bytes::BytesMut;
@@ -36,8 +38,9 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::access_log::{Record, RequestLine, Trace};
 pub(crate) use crate::attempts::Attempts;
-use crate::listener::{ActiveGuard, ListenerHandle};
+use crate::listener::{ActiveGuard, ListenerHandle, ListenerSettings};
 use crate::tcp::client_ip_key;
 
 pub(crate) use h1::ConnPool;
@@ -204,6 +207,67 @@ fn is_idempotent(method: &str) -> bool {
     )
 }
 
+/// An answer lintas gives itself when it has no backend's answer to pass on: the status,
+/// what the access log calls it, and a plain-text body for the client. Bodies say what
+/// happened and never name a backend, an address or a pool (HAProxy shows neither); the
+/// names are in the debug log and the access log's `pool`, `backend` and `upstream`.
+#[derive(Debug)]
+pub(crate) struct OwnAnswer {
+    pub status: u16,
+    /// The access log's `error`.
+    pub error: &'static str,
+    pub body: Cow<'static, str>,
+}
+
+impl OwnAnswer {
+    pub(crate) fn new(
+        status: u16,
+        error: &'static str,
+        body: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            error,
+            body: body.into(),
+        }
+    }
+
+    /// 400 for a request lintas cannot forward; `why` is about the client's own bytes.
+    pub(crate) fn bad_request(why: &str) -> Self {
+        Self::new(400, "bad_request", format!("bad request: {why}\n"))
+    }
+
+    /// 408 for a request body that stopped or crawled.
+    pub(crate) fn body_timeout(why: &str) -> Self {
+        Self::new(408, "body_timeout", format!("request timeout: {why}\n"))
+    }
+
+    /// 502 after a backend failed once a request that cannot be replayed was sent.
+    pub(crate) fn failed_after_send(backend: &Backend) -> Self {
+        debug!(
+            backend = backend.name(),
+            addr = %backend.addr(),
+            "backend failed after a request that cannot be replayed was sent"
+        );
+        Self::new(
+            502,
+            "backend_failed",
+            "bad gateway: the server failed after the request was sent; requests that are \
+             not idempotent or have a body are not retried\n",
+        )
+    }
+
+    /// 502 for a response that is not HTTP/1.
+    pub(crate) fn bad_response(backend: &Backend, why: &str) -> Self {
+        debug!(backend = backend.name(), addr = %backend.addr(), %why, "invalid response from the backend");
+        Self::new(
+            502,
+            "bad_response",
+            "bad gateway: the server sent an invalid response\n",
+        )
+    }
+}
+
 /// What an HTTP exchange makes of its walk over the backends.
 impl Attempts<'_> {
     /// The backend answered; a 5xx counts against its health.
@@ -214,77 +278,108 @@ impl Attempts<'_> {
     /// The answer once no attempt is left: no backend was available at all, every one was
     /// full and the queue would not take or keep the request, or none of those tried could
     /// be reached.
-    fn exhausted(&self) -> (u16, String) {
+    fn exhausted(&self) -> OwnAnswer {
         let pool = self.pool.name();
-        match self.give_up() {
-            (_, Some(Refusal::QueueFull { size })) => (
+        let (tried, refusal) = self.give_up();
+        debug!(pool, tried, ?refusal, "no backend answer for the request");
+        match refusal {
+            Some(Refusal::QueueFull { .. }) => OwnAnswer::new(
                 503,
-                format!(
-                    "service unavailable: every backend of pool `{pool}` is at its \
-                     max_connections and {size} requests already wait (queue_size)\n"
-                ),
+                "queue_full",
+                "service unavailable: every server is busy and the wait queue is full\n",
             ),
-            (_, Some(Refusal::Timeout { timeout })) => (
+            Some(Refusal::Timeout { .. }) => OwnAnswer::new(
                 503,
-                format!(
-                    "service unavailable: no backend of pool `{pool}` had room within {} \
-                     (queue_timeout)\n",
-                    configkit::format_duration(timeout)
-                ),
+                "queue_timeout",
+                "service unavailable: no server became free in time\n",
             ),
-            (0, _) => (
-                self.cfg.no_backend_status,
-                format!("no backend available in pool `{pool}`\n"),
-            ),
-            (_, None) if self.last_timeout.is_some() => {
-                self.last_timeout.clone().unwrap_or_default()
-            }
-            (tried, _) => (
+            _ if tried > 0 && self.timed_out => timeout_answer(),
+            _ if tried > 0 => OwnAnswer::new(
                 502,
-                format!(
-                    "bad gateway: no backend of pool `{pool}` could be reached ({tried} tried)\n"
-                ),
+                "connect_failed",
+                "bad gateway: no server could be reached\n",
+            ),
+            _ => OwnAnswer::new(
+                self.cfg.no_backend_status,
+                "no_backend",
+                "no server is available to handle this request\n",
             ),
         }
     }
 
     /// The answer when the backend did not send its response head in time.
-    fn timed_out(&mut self, lease: &Lease) -> (u16, String) {
+    fn timed_out(&mut self, lease: &Lease) -> OwnAnswer {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         self.failed(lease);
-        let answer = (
-            504,
-            timeout_message(lease.backend(), self.cfg.request_timeout),
+        let backend = lease.backend();
+        debug!(
+            backend = backend.name(),
+            addr = %backend.addr(),
+            after = %configkit::format_duration(self.cfg.request_timeout),
+            "no response head within request_timeout"
         );
-        self.last_timeout = Some(answer.clone());
-        answer
+        self.timed_out = true;
+        timeout_answer()
     }
 }
 
-fn timeout_message(backend: &Backend, after: Duration) -> String {
-    format!(
-        "gateway timeout: backend `{}` did not answer within {}\n",
-        backend.name(),
-        configkit::format_duration(after)
+/// The answer when the backend did not send its response head within `request_timeout`.
+fn timeout_answer() -> OwnAnswer {
+    OwnAnswer::new(
+        504,
+        "backend_timeout",
+        "gateway timeout: the server did not answer in time\n",
     )
 }
 
-/// The answer when a backend failed after a request that cannot be replayed was sent.
-fn failed_after_send(backend: &Backend) -> (u16, String) {
-    let message = format!(
-        "bad gateway: backend `{}` failed after the request was sent; \
-         requests that are not idempotent or have a body are not retried\n",
-        backend.name()
-    );
-    (502, message)
+/// Writes the access log line of one HTTP request, when the listener logs; `route` and
+/// `request_id` are the request's, `request` its line (`None` when the head was unreadable).
+pub(crate) fn log_request(
+    ctx: &ConnCtx,
+    settings: &ListenerSettings,
+    time: SystemTime,
+    request: Option<RequestLine<'_>>,
+    route: Option<usize>,
+    request_id: Option<&str>,
+    trace: &Trace,
+) {
+    let Some(log) = &settings.access_log else {
+        return;
+    };
+    let record = Record {
+        time,
+        client: ctx.peer,
+        listener: &ctx.handle.info.name,
+        request,
+        tcp: false,
+        status: trace.status,
+        bytes_sent: trace.body_sent,
+        bytes_received: trace.body_received,
+        pool: settings.router.pool(route, &settings.pool).name(),
+        route: route
+            .and_then(|i| settings.router.routes.get(i))
+            .map(|r| r.label.as_str()),
+        backend: trace.backend.as_deref(),
+        connect: trace.connect,
+        response: trace.response,
+        total: trace.elapsed().unwrap_or_default(),
+        request_id,
+        retries: trace.retries,
+        error: trace.error,
+    };
+    log.write(&record, &ctx.handle.info.stats.access_log_dropped);
 }
 
 /// Reason phrase for the statuses lintas writes itself.
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

@@ -49,8 +49,15 @@ pub(crate) struct Paced {
 #[derive(Debug, Clone)]
 pub(crate) struct Progress {
     base: Instant,
+    marks: Arc<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
     /// Milliseconds after `base` of the last progress.
-    last: Arc<AtomicU64>,
+    last: AtomicU64,
+    /// Body bytes passed on, for the access log.
+    bytes: AtomicU64,
 }
 
 impl Progress {
@@ -58,19 +65,24 @@ impl Progress {
     pub fn new() -> Self {
         Self {
             base: Instant::now(),
-            last: Arc::default(),
+            marks: Arc::default(),
         }
     }
 
     fn mark(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.marks.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Body bytes passed on so far.
+    pub fn received(&self) -> u64 {
+        self.marks.bytes.load(Ordering::Relaxed)
     }
 
     /// Resolves once `limit` has passed without progress.
     pub async fn stalled_for(&self, limit: Duration) {
         loop {
-            let last = self.base + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let last = self.base + Duration::from_millis(self.marks.last.load(Ordering::Relaxed));
             let until = last + limit;
             if Instant::now() >= until {
                 return;
@@ -119,6 +131,8 @@ impl Body for Paced {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.rate.add(data.len());
+                    let n = data.len() as u64;
+                    self.progress.marks.bytes.fetch_add(n, Ordering::Relaxed);
                 }
                 self.progress.mark();
                 self.rearm();

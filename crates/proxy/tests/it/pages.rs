@@ -83,7 +83,7 @@ async fn api_stats_has_every_listener_and_pool() {
             "name": "front", "mode": "http", "addr": addr, "pool": "web",
             "connections": 0, "active": 0, "requests": 0, "responses": [0, 0, 0, 0, 0],
             "no_backend": 0, "connect_failures": 0, "retries": 0, "timeouts": 0,
-            "rate": 0, "rate_max": 0,
+            "rate": 0, "rate_max": 0, "access_log_dropped": 0,
         }])
     );
     let pools = v["pools"].as_array().unwrap();

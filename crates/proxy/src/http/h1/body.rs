@@ -335,14 +335,14 @@ fn trailer_field(line: &[u8]) -> Result<(), String> {
 }
 
 /// Forwards the rest of a body from `pending` (bytes already read) and then `src` to `dst`,
-/// counting forwarded bytes in `counter`, at `pace`. Bytes after the body's end stay in
-/// `pending`.
+/// counting forwarded bytes in the backend's `counter` and this exchange's `moved`, at
+/// `pace`. Bytes after the body's end stay in `pending`.
 pub(crate) async fn forward<R, W>(
     progress: &mut Progress,
     pending: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
-    counter: &AtomicU64,
+    (counter, moved): (&AtomicU64, &mut u64),
     pace: &mut Pace,
 ) -> Result<(), BodyError>
 where
@@ -363,6 +363,7 @@ where
                     }
                 }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
+                *moved += n as u64;
                 pending.advance(n);
             }
         }
@@ -550,7 +551,7 @@ mod tests {
             &mut BytesMut::new(),
             src,
             &mut Vec::new(),
-            &AtomicU64::new(0),
+            (&AtomicU64::new(0), &mut 0),
             &mut pace,
         )
         .await;
@@ -583,20 +584,21 @@ mod tests {
         let mut src: &[u8] = b"0\r\n\r\nGET / HTTP/1.1\r\n";
         let mut dst = Vec::new();
         let counter = AtomicU64::new(0);
+        let mut moved = 0;
         let mut p = Progress::new(BodyLen::Chunked);
         forward(
             &mut p,
             &mut pending,
             &mut src,
             &mut dst,
-            &counter,
+            (&counter, &mut moved),
             &mut pace(),
         )
         .await
         .unwrap();
         assert_eq!(dst, b"3\r\nabc\r\n0\r\n\r\n");
         assert_eq!(&pending[..], b"GET / HTTP/1.1\r\n");
-        assert_eq!(counter.load(Ordering::Relaxed), 13);
+        assert_eq!((counter.load(Ordering::Relaxed), moved), (13, 13));
     }
 
     #[tokio::test]
@@ -610,7 +612,7 @@ mod tests {
             &mut pending,
             &mut src,
             &mut dst,
-            &AtomicU64::new(0),
+            (&AtomicU64::new(0), &mut 0),
             &mut pace(),
         )
         .await;

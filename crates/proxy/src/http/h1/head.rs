@@ -22,10 +22,12 @@
 use std::fmt::Write as _;
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use balance::{HashKey, Pool, StrategyKind, hash_key};
 
+use crate::access_log::RequestLine;
 use crate::http::{cookie, is_idempotent, is_underscore_twin};
 use crate::route::{self, Action, Edits, RequestFacts, Router, new_request_id};
 
@@ -86,6 +88,49 @@ pub(crate) struct RequestHead {
     pub redirect: Option<(u16, String)>,
     /// The `X-Request-Id` given to the request, also sent back to the client.
     pub request_id: Option<String>,
+    /// Where the access log's fields are in the client's head.
+    pub fields: LogFields,
+}
+
+/// Where the access log's request fields are: ranges of the client's head (or of the copy
+/// [`LogFields::save`] made).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogFields {
+    method: Range<usize>,
+    /// As the client sent it, before any route rewrote it.
+    target: Range<usize>,
+    referer: Option<Range<usize>>,
+    user_agent: Option<Range<usize>>,
+}
+
+impl LogFields {
+    /// Copies the fields out of `head` into `into` (cleared first), so the client's buffer
+    /// can move on; returns their ranges in `into`.
+    pub(crate) fn save(&self, head: &[u8], into: &mut Vec<u8>) -> Self {
+        into.clear();
+        let mut copy = |r: &Range<usize>| {
+            let start = into.len();
+            into.extend_from_slice(&head[r.clone()]);
+            start..into.len()
+        };
+        Self {
+            method: copy(&self.method),
+            target: copy(&self.target),
+            referer: self.referer.as_ref().map(&mut copy),
+            user_agent: self.user_agent.as_ref().map(&mut copy),
+        }
+    }
+
+    /// The request line's parts in `saved` (what [`LogFields::save`] filled).
+    pub(crate) fn line<'a>(&self, saved: &'a [u8], http10: bool) -> RequestLine<'a> {
+        RequestLine {
+            method: &saved[self.method.clone()],
+            target: &saved[self.target.clone()],
+            protocol: if http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            referer: self.referer.clone().map(|r| &saved[r]),
+            user_agent: self.user_agent.clone().map(|r| &saved[r]),
+        }
+    }
 }
 
 /// What the response path needs from the response head.
@@ -465,8 +510,24 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
     let mut xff: Option<Vec<u8>> = None;
     let mut expect_continue = false;
     let mut key = None;
+    // Offsets in `buf` of what httparse handed out as slices of it.
+    let at = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+        start..start + s.len()
+    };
+    let mut fields = LogFields {
+        method: at(method.as_bytes()),
+        target: at(path.as_bytes()),
+        referer: None,
+        user_agent: None,
+    };
     for h in headers.iter() {
         let name = h.name;
+        if name.eq_ignore_ascii_case("user-agent") {
+            fields.user_agent = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("referer") {
+            fields.referer = Some(at(h.value));
+        }
         if is_hop_by_hop(name)
             || listed
                 .iter()
@@ -547,6 +608,7 @@ pub(crate) fn parse_request(buf: &[u8], ctx: &RequestCtx<'_>) -> Result<RequestH
         route,
         redirect,
         request_id,
+        fields,
     })
 }
 
@@ -678,15 +740,27 @@ pub(crate) fn redirect_response(status: u16, location: &str, close: bool) -> Vec
     out
 }
 
-/// A complete response lintas writes itself (errors, `100 Continue` excluded).
-pub(crate) fn own_response(status: u16, reason: &str, body: &str, close: bool) -> Vec<u8> {
+/// A complete response lintas writes itself (errors, `100 Continue` excluded): `page`
+/// (HTML) when the listener has one for the status, `message` (plain text) otherwise.
+pub(crate) fn own_response(
+    status: u16,
+    reason: &str,
+    message: &str,
+    page: Option<&[u8]>,
+    close: bool,
+) -> Vec<u8> {
+    let (kind, body) = match page {
+        Some(page) => ("html", page),
+        None => ("plain", message.as_bytes()),
+    };
     let mut out = Vec::with_capacity(128 + body.len());
     let _ = write!(
         StrSink(&mut out),
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/{kind}; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n",
         body.len(),
         if close { "connection: close\r\n" } else { "" },
     );
+    out.extend_from_slice(body);
     out
 }
 
@@ -737,6 +811,24 @@ pub(crate) mod tests {
             (h.body, h.keep_alive, h.idempotent, h.upgrade),
             (BodyLen::None, true, true, false)
         );
+    }
+
+    #[test]
+    fn log_fields_are_the_request_as_the_client_sent_it() {
+        let raw = b"POST /x?y HTTP/1.0\r\nHost: x\r\nUser-Agent: ua/1\r\nReferer: http://r/\r\nContent-Length: 0\r\n\r\n";
+        let h = parse_request(raw, &ctx(None)).unwrap();
+        let mut saved = b"stale".to_vec();
+        let fields = h.fields.save(&raw[..h.len], &mut saved);
+        let line = fields.line(&saved, h.http10);
+        assert_eq!(
+            (line.method, line.target, line.protocol),
+            (&b"POST"[..], &b"/x?y"[..], "HTTP/1.0")
+        );
+        assert_eq!(
+            (line.referer, line.user_agent),
+            (Some(&b"http://r/"[..]), Some(&b"ua/1"[..]))
+        );
+        assert_eq!(saved.len(), "POST/x?yhttp://r/ua/1".len());
     }
 
     #[test]
@@ -1008,9 +1100,20 @@ pub(crate) mod tests {
                 503,
                 "Service Unavailable",
                 "no backend\n",
+                None,
                 false
             )),
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 11\r\n\r\nno backend\n"
+        );
+        assert_eq!(
+            text(&own_response(
+                503,
+                "Service Unavailable",
+                "no backend\n",
+                Some(b"<p>busy</p>"),
+                true
+            )),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: 11\r\nconnection: close\r\n\r\n<p>busy</p>"
         );
     }
 }

@@ -28,6 +28,7 @@ mod pool;
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,7 +40,8 @@ use self::body::{BodyError, Pace, Progress};
 use self::head::{BodyLen, HeadError, RequestCtx, RequestHead, ResponseHead};
 use self::pool::Conn;
 pub(crate) use self::pool::ConnPool;
-use super::{Attempts, ConnCtx, balancing_key, failed_after_send, reason};
+use super::{Attempts, ConnCtx, OwnAnswer, balancing_key, log_request, reason};
+use crate::access_log::Trace;
 use crate::listener::ListenerSettings;
 use crate::route::Edits;
 
@@ -59,8 +61,11 @@ pub(crate) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let stats = &ctx.handle.info.stats;
+    // The access log's copy of the request line and headers, reused request after request.
+    let mut saved = Vec::new();
     loop {
         let settings = ctx.handle.settings.load_full();
+        let logging = settings.access_log.is_some();
         let read = read_request(
             &mut client,
             &mut buf,
@@ -72,19 +77,32 @@ pub(crate) async fn serve<I>(
         let head = match read.await {
             Ok(head) => head,
             Err(Ended::Quietly) => return,
-            Err(Ended::With(status, message)) => {
+            Err(Ended::With(own)) => {
                 stats.requests.fetch_add(1, Ordering::Relaxed);
-                stats.count_status(status);
-                let answer = head::own_response(status, reason(status), &message, true);
-                if client.write_all(&answer).await.is_ok() {
-                    linger(&mut client).await;
+                let mut trace = Trace::new(logging);
+                answer(&mut client, &settings, stats, &own, true, &mut trace).await;
+                if logging {
+                    log_request(ctx, &settings, SystemTime::now(), None, None, None, &trace);
                 }
                 return;
             }
         };
+        let (time, fields) = match logging {
+            true => (
+                SystemTime::now(),
+                Some(head.fields.save(&buf[..head.len], &mut saved)),
+            ),
+            false => (SystemTime::UNIX_EPOCH, None),
+        };
+        let mut trace = Trace::new(logging);
         buf.advance(head.len);
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        let keep = exchange(&mut client, &mut buf, head, ctx, &settings).await;
+        let keep = exchange(&mut client, &mut buf, &head, ctx, &settings, &mut trace).await;
+        if let Some(fields) = fields {
+            let line = fields.line(&saved, head.http10);
+            let id = head.request_id.as_deref();
+            log_request(ctx, &settings, time, Some(line), head.route, id, &trace);
+        }
         if !keep || shutdown.is_cancelled() {
             return;
         }
@@ -119,7 +137,7 @@ enum Ended {
     /// The client closed, idled out, or the node is stopping: just close.
     Quietly,
     /// Tell the client this, then close.
-    With(u16, String),
+    With(OwnAnswer),
 }
 
 async fn read_request<I>(
@@ -154,10 +172,10 @@ where
                         cfg.max_header_bytes,
                         head::MAX_HEADERS
                     );
-                    return Err(Ended::With(431, message));
+                    return Err(Ended::With(OwnAnswer::new(431, "head_too_large", message)));
                 }
                 Err(HeadError::Malformed(why)) => {
-                    return Err(Ended::With(400, format!("bad request: {why}\n")));
+                    return Err(Ended::With(OwnAnswer::bad_request(&why)));
                 }
             }
         }
@@ -183,7 +201,7 @@ where
                     "request head not received within {} (head_timeout)\n",
                     configkit::format_duration(cfg.head_timeout)
                 );
-                return Err(Ended::With(408, message));
+                return Err(Ended::With(OwnAnswer::new(408, "head_timeout", message)));
             }
         }
     }
@@ -207,13 +225,15 @@ enum AttemptError {
     ClientSlow(String),
 }
 
-/// Proxies one request; returns whether the client connection stays open.
+/// Proxies one request, noting in `trace` what happened; returns whether the client
+/// connection stays open.
 async fn exchange<I>(
     client: &mut I,
     buf: &mut BytesMut,
-    req: RequestHead,
+    req: &RequestHead,
     ctx: &ConnCtx,
     settings: &ListenerSettings,
+    trace: &mut Trace,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -223,6 +243,7 @@ where
         // The body, if any, is not read: the connection closes after the answer.
         let close = req.body != BodyLen::None || !req.keep_alive;
         stats.count_status(*status);
+        trace.status = *status;
         let answer = head::redirect_response(*status, location, close);
         if client.write_all(&answer).await.is_err() {
             return false;
@@ -259,8 +280,10 @@ where
     } else {
         None
     };
+    let mut first = true;
     while let Some(lease) = attempts.next().await {
         let backend = lease.backend().clone();
+        trace.attempt(&backend, std::mem::take(&mut first));
         let (addr, timeout) = (backend.addr(), cfg.connect_timeout);
         // A kept-alive connection the backend closed just as the request went out is not
         // the backend's fault: a replayable request goes again once, on a new connection.
@@ -275,8 +298,17 @@ where
                 Ok(c) => c,
                 Err(e) => break Err(AttemptError::Connect(e)),
             };
+            trace.connect = trace.elapsed();
             let resp = attempt(
-                client, buf, &req, &mut conn, &backend, cfg, connection, edits,
+                client,
+                buf,
+                req,
+                &mut conn,
+                &backend,
+                cfg,
+                connection,
+                edits,
+                &mut trace.body_received,
             )
             .await;
             body_pending = false;
@@ -289,26 +321,27 @@ where
                 Err(e) => break Err(e),
             }
         };
-        let (status, message) = match outcome {
+        let own = match outcome {
             Ok((conn, head)) => {
+                trace.response = trace.elapsed();
                 attempts.answered(&lease, head.status);
-                return respond(client, buf, &req, conn, head, ctx, lease).await;
+                return respond(client, buf, req, conn, head, ctx, lease, trace).await;
             }
             Err(AttemptError::Connect(e)) => {
                 attempts.connect_failed(&lease, &e);
                 continue;
             }
-            Err(AttemptError::Client) => return false,
+            Err(AttemptError::Client) => {
+                // nginx's "client closed request".
+                trace.own(499, "client_closed");
+                return false;
+            }
             // A client's broken or slow body says nothing about the backend's health.
-            Err(AttemptError::ClientBody(why)) => (400, format!("bad request: {why}\n")),
-            Err(AttemptError::ClientSlow(why)) => (408, format!("request timeout: {why}\n")),
+            Err(AttemptError::ClientBody(why)) => OwnAnswer::bad_request(&why),
+            Err(AttemptError::ClientSlow(why)) => OwnAnswer::body_timeout(&why),
             Err(AttemptError::BadResponse(why)) => {
                 attempts.failed(&lease);
-                let message = format!(
-                    "bad gateway: backend `{}` sent an invalid response ({why})\n",
-                    backend.name()
-                );
-                (502, message)
+                OwnAnswer::bad_response(&backend, &why)
             }
             Err(AttemptError::Timeout) => {
                 let answer = attempts.timed_out(&lease);
@@ -323,30 +356,41 @@ where
                 if replayable {
                     continue;
                 }
-                failed_after_send(&backend)
+                OwnAnswer::failed_after_send(&backend)
             }
         };
         // The backend's slot is released before lintas lingers on the client.
         drop(lease);
-        return answer(client, stats, status, &message, true).await;
+        return answer(client, settings, stats, &own, true, trace).await;
     }
-    let (status, message) = attempts.exhausted();
-    answer(client, stats, status, &message, body_pending).await
+    let own = attempts.exhausted();
+    answer(client, settings, stats, &own, body_pending, trace).await
 }
 
-/// Writes an answer lintas makes itself; returns whether the connection stays open.
+/// Writes an answer lintas makes itself (the listener's error page for its status, if it
+/// has one); returns whether the connection stays open.
 async fn answer<I>(
     client: &mut I,
+    settings: &ListenerSettings,
     stats: &crate::registry::ListenerStats,
-    status: u16,
-    message: &str,
+    own: &OwnAnswer,
     close: bool,
+    trace: &mut Trace,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    stats.count_status(status);
-    let bytes = head::own_response(status, reason(status), message, close);
+    stats.count_status(own.status);
+    trace.own(own.status, own.error);
+    let page = settings.error_pages.get(own.status);
+    let bytes = head::own_response(
+        own.status,
+        reason(own.status),
+        &own.body,
+        page.map(|p| &p[..]),
+        close,
+    );
+    trace.body_sent = page.map_or(own.body.len(), |p| p.len()) as u64;
     if client.write_all(&bytes).await.is_err() {
         return false;
     }
@@ -371,11 +415,12 @@ async fn attempt<I>(
     cfg: &crate::config::ListenerConfig,
     connection: Option<&str>,
     edits: Option<(&Edits, Option<&str>)>,
+    received: &mut u64,
 ) -> Result<ResponseHead, AttemptError>
 where
     I: AsyncRead + Unpin,
 {
-    send(client, buf, req, conn, backend, cfg).await?;
+    send(client, buf, req, conn, backend, cfg, received).await?;
     tokio::time::timeout(
         cfg.request_timeout,
         read_response(conn, req.is_head, connection, edits),
@@ -384,7 +429,7 @@ where
     .map_err(|_| AttemptError::Timeout)?
 }
 
-/// Sends the request head and body to the backend.
+/// Sends the request head and body to the backend; `received` counts the body's bytes.
 async fn send<I>(
     client: &mut I,
     buf: &mut BytesMut,
@@ -392,6 +437,7 @@ async fn send<I>(
     conn: &mut Conn,
     backend: &balance::Backend,
     cfg: &crate::config::ListenerConfig,
+    received: &mut u64,
 ) -> Result<(), AttemptError>
 where
     I: AsyncRead + Unpin,
@@ -410,6 +456,7 @@ where
     written.map_err(AttemptError::Backend)?;
     buf.advance(now);
     counter.fetch_add((req.out.len() + now) as u64, Ordering::Relaxed);
+    *received = now as u64;
     if progress.is_done() {
         return Ok(());
     }
@@ -425,7 +472,7 @@ where
         buf,
         client,
         &mut conn.stream,
-        counter,
+        (counter, received),
         &mut pace,
     )
     .await
@@ -486,6 +533,10 @@ async fn read_response(
 }
 
 /// Sends the response to the client; returns whether the client connection stays open.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of one exchange"
+)]
 async fn respond<I>(
     client: &mut I,
     buf: &mut BytesMut,
@@ -494,6 +545,7 @@ async fn respond<I>(
     resp: ResponseHead,
     ctx: &ConnCtx,
     lease: balance::Lease,
+    trace: &mut Trace,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -504,6 +556,7 @@ where
     let cfg = &settings.cfg;
     let stats = &ctx.handle.info.stats;
     stats.count_status(resp.status);
+    trace.status = resp.status;
     let counter = &backend.stats().bytes_out;
     conn.buf.advance(resp.len);
     if resp.status == 101 && req.upgrade {
@@ -514,6 +567,7 @@ where
             conn,
             &resp.out,
             lease,
+            trace,
         )
         .await;
     }
@@ -537,6 +591,7 @@ where
         return false;
     }
     counter.fetch_add((head_len + now) as u64, Ordering::Relaxed);
+    trace.body_sent = now as u64;
     conn.buf.advance(now);
     if !progress.is_done() {
         let mut pace = Pace {
@@ -548,7 +603,7 @@ where
             &mut conn.buf,
             &mut conn.stream,
             client,
-            counter,
+            (counter, &mut trace.body_sent),
             &mut pace,
         );
         if let Err(e) = rest.await {
@@ -564,13 +619,15 @@ where
 }
 
 /// After `101 Switching Protocols`: bytes both ways until either side closes. The lease is
-/// held for the tunnel's life — a WebSocket is a connection in flight.
+/// held for the tunnel's life — a WebSocket is a connection in flight. `trace` gets the
+/// bytes each way.
 async fn tunnel<I>(
     client: &mut I,
     buf: &mut BytesMut,
     mut conn: Conn,
     head: &[u8],
     lease: balance::Lease,
+    trace: &mut Trace,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -580,14 +637,22 @@ where
     if client.write_all(&first).await.is_err() {
         return false;
     }
+    trace.body_sent = conn.buf.len() as u64;
     if !buf.is_empty() {
         if conn.stream.write_all(buf).await.is_err() {
             return false;
         }
+        trace.body_received = buf.len() as u64;
         buf.clear();
     }
-    if let Err(e) = tokio::io::copy_bidirectional(client, &mut conn.stream).await {
-        debug!(backend = lease.backend().name(), error = %e, "upgraded connection ended with an error");
+    match tokio::io::copy_bidirectional(client, &mut conn.stream).await {
+        Ok((up, down)) => {
+            trace.body_received += up;
+            trace.body_sent += down;
+        }
+        Err(e) => {
+            debug!(backend = lease.backend().name(), error = %e, "upgraded connection ended with an error");
+        }
     }
     drop(lease);
     false
