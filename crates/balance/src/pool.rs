@@ -192,18 +192,19 @@ impl Pool {
                 return declined.and_then(|b: Arc<Backend>| b.try_lease(&self.queue));
             };
             let b = &state.backends[i];
+            let ramp_declines =
+                !slow_start.is_zero() && b.is_ramping() && !b.admit(now, slow_start);
+            if ramp_declines {
+                declined.get_or_insert_with(|| b.clone());
+            } else if let Some(lease) = b.try_lease(&self.queue) {
+                return Some(lease);
+            }
+            // Declined, or another request took its last slot between the pick and the
+            // lease: pick again without it. Only then does the pick allocate.
             if skipped.is_empty() {
                 skipped.extend_from_slice(exclude);
             }
             skipped.push(b.clone());
-            if !slow_start.is_zero() && b.is_ramping() && !b.admit(now, slow_start) {
-                declined.get_or_insert_with(|| b.clone());
-                continue;
-            }
-            if let Some(lease) = b.try_lease(&self.queue) {
-                return Some(lease);
-            }
-            // Another request took its last slot between the pick and the lease.
         }
     }
 

@@ -165,7 +165,7 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
         }
     })?;
     let (config, mut problems) = read_all(table, &text);
-    let issues = validate(&config);
+    let issues = validate(&config.config);
     problems.extend(issues.0.into_iter().filter_map(|i| {
         let at = problems_path(&i.path, &config.pruned);
         // A table or array whose content was taken out (now empty, say) is not a problem
@@ -195,14 +195,6 @@ struct Read {
     /// Array elements taken out: (array path in the file's terms, element index in the
     /// file), so paths found later are told in the file's indexes.
     pruned: Vec<(KeyPath, usize)>,
-}
-
-impl std::ops::Deref for Read {
-    type Target = Config;
-
-    fn deref(&self) -> &Config {
-        &self.config
-    }
 }
 
 /// Most values of the wrong shape reported before giving up on the rest.
